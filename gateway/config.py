@@ -1,0 +1,115 @@
+"""Settings: read once from the environment, then overridden by CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./gateway.db"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the gateway cannot use."""
+
+
+def normalize_upstream_url(url: str) -> str:
+    """Return the upstream base URL without a trailing slash; a URL with no path gets `/v1`."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"upstream URL must be an http(s) URL, got {url!r}")
+    path = parts.path.rstrip("/")
+    if not path:
+        path = "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the gateway can be told; see the README's configuration table."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    upstream_url: str = DEFAULT_UPSTREAM_URL
+    upstream_api_key: str | None = None
+    database_url: str = DEFAULT_DATABASE_URL
+    upstream_timeout: float = 600.0
+    upstream_connect_timeout: float = 10.0
+    lock_timeout: float = 60.0
+    max_history_messages: int | None = None
+    max_history_tokens: int | None = None
+    prices_file: str | None = None
+    max_body_bytes: int = 32 * 1024 * 1024
+    admin_key: str | None = None
+    shutdown_grace: float = 30.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+    log_content: bool = False
+    replay_window: float = 600.0
+    db_pool_size: int = 10
+    workers: int = 1
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from `GATEWAY_*` environment variables."""
+        default = cls()
+        log_format = env.get("GATEWAY_LOG_FORMAT", default.log_format).strip().lower() or "text"
+        if log_format not in ("text", "json"):
+            raise ConfigError(f"GATEWAY_LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
+        return cls(
+            host=env.get("GATEWAY_HOST", "").strip() or default.host,
+            port=_int(env, "GATEWAY_PORT", default.port) or default.port,
+            upstream_url=normalize_upstream_url(env.get("GATEWAY_UPSTREAM_URL", "") or DEFAULT_UPSTREAM_URL),
+            upstream_api_key=env.get("GATEWAY_UPSTREAM_API_KEY", "").strip() or None,
+            database_url=env.get("GATEWAY_DATABASE_URL", "").strip() or default.database_url,
+            upstream_timeout=_float(env, "GATEWAY_UPSTREAM_TIMEOUT", default.upstream_timeout),
+            lock_timeout=_float(env, "GATEWAY_LOCK_TIMEOUT", default.lock_timeout),
+            max_history_messages=_int(env, "GATEWAY_MAX_HISTORY_MESSAGES", None),
+            max_history_tokens=_int(env, "GATEWAY_MAX_HISTORY_TOKENS", None),
+            prices_file=env.get("GATEWAY_PRICES_FILE", "").strip() or None,
+            max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", default.max_body_bytes) or default.max_body_bytes,
+            admin_key=env.get("GATEWAY_ADMIN_KEY", "").strip() or None,
+            shutdown_grace=_float(env, "GATEWAY_SHUTDOWN_GRACE", default.shutdown_grace),
+            log_format=log_format,
+            log_level=env.get("GATEWAY_LOG_LEVEL", "").strip().upper() or default.log_level,
+            log_content=_bool(env, "GATEWAY_LOG_CONTENT"),
+            replay_window=_float(env, "GATEWAY_RETRY_REPLAY_WINDOW", default.replay_window),
+            db_pool_size=_int(env, "GATEWAY_DB_POOL_SIZE", default.db_pool_size) or default.db_pool_size,
+            workers=_int(env, "GATEWAY_WORKERS", default.workers) or default.workers,
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is an SQLite file (single process only)."""
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,113 @@
+"""The gateway's one error tree and its OpenAI-shaped body.
+
+Status  type                    code                     raised when
+400     invalid_request_error   (varies)                 the request body or a header is malformed
+401     authentication_error    invalid_api_key          a gateway key is required and missing or wrong
+403     permission_error        forbidden                an admin-only endpoint without the admin key
+404     invalid_request_error   not_found                an unknown (or another caller's) conversation
+409     conflict_error          conversation_busy        another turn of the conversation held it too long
+413     invalid_request_error   request_too_large        the body exceeds GATEWAY_MAX_BODY_BYTES
+429     insufficient_quota      budget_exceeded          a key's or a conversation's cost budget is spent
+502     upstream_error          upstream_unreachable     the upstream refused, reset or answered garbage
+503     service_unavailable     database_unavailable     the database does not answer
+504     upstream_error          upstream_timeout         the upstream did not answer in time
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway renders to a client."""
+
+    status_code = 500
+    error_type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def to_body(self) -> dict[str, object]:
+        """Return the OpenAI error envelope for this error."""
+        return {
+            "error": {"message": str(self), "type": self.error_type, "param": self.param, "code": self.code}
+        }
+
+
+class InvalidRequest(GatewayError):
+    """The request body or a header is malformed (400)."""
+
+    status_code, error_type, code = 400, "invalid_request_error", "invalid_request"
+
+
+class InvalidConversationId(InvalidRequest):
+    """The X-Conversation-Id header is not 1-128 characters of [A-Za-z0-9._:-]."""
+
+    code = "invalid_conversation_id"
+
+
+class AuthenticationFailed(GatewayError):
+    """A gateway key is required and was missing, unknown or revoked (401)."""
+
+    status_code, error_type, code = 401, "authentication_error", "invalid_api_key"
+
+
+class Forbidden(GatewayError):
+    """The caller may not use this endpoint (403)."""
+
+    status_code, error_type, code = 403, "permission_error", "forbidden"
+
+
+class NotFound(GatewayError):
+    """An unknown resource, or one that belongs to another caller (404)."""
+
+    status_code, error_type, code = 404, "invalid_request_error", "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    """The route exists but not for this method (405)."""
+
+    status_code, error_type, code = 405, "invalid_request_error", "method_not_allowed"
+
+
+class ConversationBusy(GatewayError):
+    """Another turn of the same conversation held it past the lock timeout (409)."""
+
+    status_code, error_type, code = 409, "conflict_error", "conversation_busy"
+
+
+class RequestTooLarge(GatewayError):
+    """The request body is larger than GATEWAY_MAX_BODY_BYTES (413)."""
+
+    status_code, error_type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class BudgetExceeded(GatewayError):
+    """A key's or a conversation's recorded cost reached its budget (429)."""
+
+    status_code, error_type, code = 429, "insufficient_quota", "budget_exceeded"
+
+
+class UpstreamUnreachable(GatewayError):
+    """The upstream refused the connection, reset it, or answered something unusable (502)."""
+
+    status_code, error_type, code = 502, "upstream_error", "upstream_unreachable"
+
+
+class UpstreamTimeout(GatewayError):
+    """The upstream did not answer within GATEWAY_UPSTREAM_TIMEOUT (504)."""
+
+    status_code, error_type, code = 504, "upstream_error", "upstream_timeout"
+
+
+class DatabaseUnavailable(GatewayError):
+    """The database did not answer (503)."""
+
+    status_code, error_type, code = 503, "service_unavailable", "database_unavailable"
+
+
+def error_body(message: str, error_type: str, code: str | None, param: str | None = None) -> dict[str, object]:
+    """Build an OpenAI error envelope from parts (for errors that are not raised)."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
