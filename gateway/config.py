@@ -71,6 +71,7 @@ class Settings:
     max_history_tokens: int | None = None
     prices_file: str | None = None
     max_body_bytes: int = 32 * 1024 * 1024
+    max_response_bytes: int = 16 * 1024 * 1024
     admin_key: str | None = None
     shutdown_grace: float = 30.0
     log_format: str = "text"
@@ -99,6 +100,8 @@ class Settings:
             max_history_tokens=_int(env, "GATEWAY_MAX_HISTORY_TOKENS", None),
             prices_file=env.get("GATEWAY_PRICES_FILE", "").strip() or None,
             max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", default.max_body_bytes) or default.max_body_bytes,
+            max_response_bytes=_int(env, "GATEWAY_MAX_RESPONSE_BYTES", default.max_response_bytes)
+            or default.max_response_bytes,
             admin_key=env.get("GATEWAY_ADMIN_KEY", "").strip() or None,
             shutdown_grace=_float(env, "GATEWAY_SHUTDOWN_GRACE", default.shutdown_grace),
             log_format=log_format,

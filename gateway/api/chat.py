@@ -1,0 +1,84 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from gateway import headers as h
+from gateway.api.common import read_limited_body, services
+from gateway.chat_request import check_chat_body, parse_json_object, parse_limit_header
+from gateway.errors import InvalidRequest
+from gateway.history import Budget
+from gateway.identity import bearer_token, validate_conversation_id
+from gateway.turns import ChatCall, Reply
+
+
+class RelayResponse(StreamingResponse):
+    """A streaming response that stops (and so releases the conversation) as soon as the client leaves."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream the body while watching for the client's disconnect; always close the body iterator."""
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def stream() -> None:
+                    await self.stream_response(send)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                group.cancel_scope.cancel()
+        except OSError:
+            pass  # the client went away while we were sending
+        finally:
+            with anyio.CancelScope(shield=True):
+                iterator = self.body_iterator
+                if isinstance(iterator, AsyncIterator) and hasattr(iterator, "aclose"):
+                    await iterator.aclose()
+
+
+def _retry_count(value: str | None) -> int:
+    if value is None or not value.strip().isdigit():
+        return 0
+    return int(value.strip())
+
+
+async def chat_completions(request: Request) -> Response:
+    """Prepend the stored history, forward, relay the reply, record the turn."""
+    svc = services(request)
+    conversation_id = request.headers.get(h.CONVERSATION_ID)
+    if conversation_id is not None:
+        validate_conversation_id(conversation_id)
+    budget = Budget(
+        max_messages=parse_limit_header("X-Max-History-Messages", request.headers.get(h.MAX_HISTORY_MESSAGES)),
+        max_tokens=parse_limit_header("X-Max-History-Tokens", request.headers.get(h.MAX_HISTORY_TOKENS)),
+    )
+    caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
+    raw = await read_limited_body(request, svc.settings.max_body_bytes)
+    body = parse_json_object(raw)
+    check_chat_body(body)
+    idempotency_key = request.headers.get(h.IDEMPOTENCY_KEY)
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 256:
+        raise InvalidRequest("Idempotency-Key must be 1-256 characters.", param="Idempotency-Key")
+    call = ChatCall(
+        owner=caller.identity,
+        token=caller.token,
+        conversation_id=conversation_id,
+        body=body,
+        raw=raw,
+        headers=dict(request.headers),
+        request_id=request.state.request_id if hasattr(request.state, "request_id") else secrets.token_hex(8),
+        header_budget=budget,
+        retry_count=_retry_count(request.headers.get(h.RETRY_COUNT)),
+        idempotency_key=idempotency_key,
+    )
+    reply = await svc.turns.chat(call)
+    if isinstance(reply, Reply):
+        return Response(reply.body, status_code=reply.status, headers=reply.headers)
+    return RelayResponse(reply.events, status_code=reply.status, headers=reply.headers)

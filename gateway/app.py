@@ -1,0 +1,98 @@
+"""create_app(): routes, error handlers, and the lifespan that owns the HTTP client and the engine."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import migrate
+from gateway.api import chat, conversations, ops, proxy
+from gateway.api.common import Services, json_response
+from gateway.auth import Authenticator
+from gateway.config import Settings
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_body
+from gateway.pricing import Pricer
+from gateway.store.database import Database, create_engine
+from gateway.tokens import count_text_tokens
+from gateway.turns import TurnService
+from gateway.upstream import UpstreamClient, create_http_client
+
+log = logging.getLogger("gateway")
+
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+ROUTES = [
+    Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+    Route("/v1/conversations/{conversation_id}", conversations.retrieve, methods=["GET"]),
+    Route("/v1/conversations/{conversation_id}/messages", conversations.messages, methods=["GET"]),
+    Route("/healthz", ops.healthz, methods=["GET"]),
+    Route("/v1/{path:path}", proxy.proxy, methods=ALL_METHODS),
+]
+
+
+async def _gateway_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return json_response(exc.to_body(), status=exc.status_code)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return await _gateway_error(request, NotFound(f"Unknown path: {request.method} {request.url.path}"))
+    if exc.status_code == 405:
+        error = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}")
+        return await _gateway_error(request, error)
+    body = error_body(str(exc.detail), "invalid_request_error", None)
+    return json_response(body, status=exc.status_code)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = error_body("The gateway had an internal error.", "server_error", "internal_error")
+    return json_response(body, status=500)
+
+
+ERROR_HANDLERS: dict[Any, Any] = {
+    GatewayError: _gateway_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
+
+
+def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """Build the gateway application; `transport` replaces the upstream network in tests."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        try:
+            await migrate.upgrade(engine)
+            lease = settings.upstream_timeout + settings.lock_timeout + 60
+            db = Database(engine, lease_seconds=lease)
+            pricer = Pricer.from_file(settings.prices_file)
+            count_text_tokens("warm up", "gpt-4o")  # load the tokenizers before the first request
+            count_text_tokens("warm up", "gpt-4")
+            async with create_http_client(settings, transport) as http:
+                upstream = UpstreamClient(http, settings)
+                services = Services(
+                    settings=settings,
+                    db=db,
+                    upstream=upstream,
+                    turns=TurnService(db, upstream, settings, pricer),
+                    pricer=pricer,
+                    auth=Authenticator(),
+                )
+                yield {"services": services}
+        finally:
+            await engine.dispose()
+
+    return Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=ERROR_HANDLERS)

@@ -1,0 +1,118 @@
+"""The `gateway` command: serve, migrate, mock-upstream (and the operator reports)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from gateway.config import ConfigError, Settings, normalize_upstream_url
+
+SETTINGS_ENV = "GATEWAY_SETTINGS_JSON"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, then the flags that were given."""
+    try:
+        settings = Settings.from_env(os.environ)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "upstream_url" in given:
+            given["upstream_url"] = normalize_upstream_url(given["upstream_url"])
+        return dataclasses.replace(settings, **given)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def app_factory() -> Any:
+    """Build the app in a uvicorn worker process from the settings the parent serialized."""
+    import json
+
+    from gateway.app import create_app
+
+    settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
+    return create_app(settings)
+
+
+@click.group()
+def main() -> None:
+    """gateway: an OpenAI-compatible stateful proxy."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (GATEWAY_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to bind (GATEWAY_PORT, default 8000).")
+@click.option("--upstream", "upstream_url", default=None, help="Upstream base URL (GATEWAY_UPSTREAM_URL).")
+@click.option("--database-url", default=None, help="SQLAlchemy URL (GATEWAY_DATABASE_URL).")
+@click.option("--workers", type=int, default=None, help="Worker processes (Postgres only; GATEWAY_WORKERS).")
+def serve(**flags: Any) -> None:
+    """Run the gateway (applies migrations on start)."""
+    import json
+
+    import uvicorn
+
+    settings = load_settings(**flags)
+    if settings.workers > 1 and settings.is_sqlite:
+        raise click.UsageError(
+            "--workers above 1 needs Postgres: SQLite is the single-process default. "
+            "Set GATEWAY_DATABASE_URL=postgresql+asyncpg://... or run one worker."
+        )
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_graceful_shutdown": settings.shutdown_grace,
+        "lifespan": "on",
+    }
+    if settings.workers > 1:
+        os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
+        uvicorn.run("gateway.cli:app_factory", factory=True, workers=settings.workers, **options)
+        return
+    from gateway.app import create_app
+
+    click.echo(f"gateway listening on http://{settings.host}:{settings.port} -> {settings.upstream_url}")
+    uvicorn.run(create_app(settings), **options)
+
+
+@main.command()
+@click.option("--database-url", default=None, help="SQLAlchemy URL (GATEWAY_DATABASE_URL).")
+def migrate(database_url: str | None) -> None:
+    """Apply the database migrations and exit."""
+    from gateway import migrate as migrations
+    from gateway.store.database import create_engine
+
+    settings = load_settings(database_url=database_url)
+
+    async def run() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            await migrations.upgrade(engine)
+            return await migrations.current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    revision = asyncio.run(run())
+    click.echo(f"database at revision {revision}")
+
+
+@main.command("mock-upstream")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=9000, show_default=True)
+def mock_upstream(host: str, port: int) -> None:
+    """Run the built-in fake OpenAI upstream (a testing aid, not a model)."""
+    from gateway.mock_upstream import run_mock
+
+    click.echo(f"mock upstream (testing aid) on http://{host}:{port}/v1", err=True)
+    run_mock(host, port)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

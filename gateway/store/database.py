@@ -1,0 +1,166 @@
+"""Engine, sessions and the per-conversation lock; dialect differences live here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from gateway.errors import ConversationBusy, DatabaseUnavailable
+from gateway.store.tables import Lease
+
+DB_ERRORS = (OperationalError, DBAPIError, OSError, ConnectionError)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """Create the async engine: SQLite in WAL mode with a busy timeout, or a pooled Postgres."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+    )
+
+
+@dataclass
+class _Waiters:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class ConversationLocks:
+    """Serializes turns of one conversation: in process always, across processes on Postgres.
+
+    Across processes the lock is a lease row (holder, expires_at) taken with an atomic upsert and released
+    when the turn ends. No connection is held while the upstream call runs, so the pool cannot deadlock;
+    a crashed process's lease expires after `lease_seconds`.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, shared: bool, lease_seconds: float):
+        self._sessions = sessions
+        self._shared = shared
+        self._lease_seconds = lease_seconds
+        self._local: dict[tuple[str, str], _Waiters] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, owner: str, conversation_id: str, timeout: float) -> AsyncIterator[float]:
+        """Hold the conversation for one turn; yields the seconds spent waiting. Busy past `timeout`."""
+        key = (owner, conversation_id)
+        waiters = self._local.setdefault(key, _Waiters())
+        waiters.users += 1
+        started = time.monotonic()
+        try:
+            try:
+                await asyncio.wait_for(waiters.lock.acquire(), timeout)
+            except TimeoutError:
+                raise ConversationBusy(_busy_message(timeout)) from None
+            try:
+                holder = None
+                if self._shared:
+                    holder = await self._acquire_lease(owner, conversation_id, started + timeout, timeout)
+                try:
+                    yield time.monotonic() - started
+                finally:
+                    if holder is not None:
+                        await self._release_lease(owner, conversation_id, holder)
+            finally:
+                waiters.lock.release()
+        finally:
+            waiters.users -= 1
+            if waiters.users == 0:
+                self._local.pop(key, None)
+
+    async def _acquire_lease(self, owner: str, conversation_id: str, deadline: float, timeout: float) -> str:
+        holder = secrets.token_hex(16)
+        delay = 0.005
+        while True:
+            if await self._try_lease(owner, conversation_id, holder):
+                return holder
+            if time.monotonic() + delay > deadline:
+                raise ConversationBusy(_busy_message(timeout))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    async def _try_lease(self, owner: str, conversation_id: str, holder: str) -> bool:
+        now = time.time()
+        values = {"owner": owner, "conversation_id": conversation_id, "holder": holder}
+        values["expires_at"] = now + self._lease_seconds  # type: ignore[assignment]
+        statement = pg_insert(Lease).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[Lease.owner, Lease.conversation_id],
+            set_={"holder": holder, "expires_at": values["expires_at"]},
+            where=Lease.expires_at < now,
+        ).returning(Lease.holder)
+        async with self._sessions() as session, session.begin():
+            row = (await session.execute(statement)).first()
+        return row is not None and row[0] == holder
+
+    async def _release_lease(self, owner: str, conversation_id: str, holder: str) -> None:
+        statement = delete(Lease).where(
+            Lease.owner == owner, Lease.conversation_id == conversation_id, Lease.holder == holder
+        )
+        with contextlib.suppress(*DB_ERRORS):
+            async with self._sessions() as session, session.begin():
+                await session.execute(statement)
+
+
+def _busy_message(timeout: float) -> str:
+    return (
+        f"Another request of this conversation is still in progress after {timeout:g}s; "
+        "retry when it has finished."
+    )
+
+
+class Database:
+    """The engine, its session factory and the conversation locks, owned by the app's lifespan."""
+
+    def __init__(self, engine: AsyncEngine, *, lease_seconds: float) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.locks = ConversationLocks(
+            self.sessions, shared=self.dialect == "postgresql", lease_seconds=lease_seconds
+        )
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One session, one transaction; database outages become DatabaseUnavailable (503)."""
+        try:
+            async with self.sessions() as session, session.begin():
+                yield session
+        except DB_ERRORS as exc:
+            raise DatabaseUnavailable(f"The database is unavailable: {type(exc).__name__}") from exc
+
+    async def ping(self) -> bool:
+        """Return True when the database answers a trivial query."""
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except DB_ERRORS:
+            return False
+        return True
+
+    def insert(self, table: Any) -> Any:
+        """An INSERT that supports ON CONFLICT for this dialect."""
+        return pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)

@@ -1,0 +1,126 @@
+"""SQLAlchemy 2 table definitions; migrations/versions spell the same schema out by hand."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the gateway's tables."""
+
+
+class Conversation(Base):
+    """One conversation of one caller, with its running totals and settings."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        UniqueConstraint("owner", "id", name="uq_conversations_owner_id"),
+        Index("ix_conversations_owner_updated", "owner", "updated_at"),
+    )
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    id: Mapped[str] = mapped_column(String(128))
+    system_messages: Mapped[str | None] = mapped_column(Text)
+    metadata_json: Mapped[str | None] = mapped_column(Text)
+    max_history_messages: Mapped[int | None] = mapped_column(Integer)
+    max_history_tokens: Mapped[int | None] = mapped_column(Integer)
+    max_cost_pusd: Mapped[int | None] = mapped_column(BigInteger)
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    token_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    turn_count: Mapped[int] = mapped_column(Integer, default=0)
+    history_hash: Mapped[str] = mapped_column(String(64), default="")
+    last_user_seq: Mapped[int] = mapped_column(Integer, default=0)
+    last_user_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Message(Base):
+    """One stored OpenAI message, with the precomputed columns trimming needs."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("conversation_pk", "seq", name="uq_messages_conversation_seq"),
+        Index("ix_messages_conversation_turn_tokens", "conversation_pk", "turn_start_tokens"),
+    )
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    conversation_pk: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("conversations.pk", ondelete="CASCADE")
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    turn: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text)
+    tokens: Mapped[int] = mapped_column(Integer)
+    turn_start_seq: Mapped[int] = mapped_column(Integer)
+    turn_start_tokens: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Attempt(Base):
+    """One upstream call (the request log), recorded whether it succeeded or not."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (
+        Index("ix_attempts_owner_created", "owner", "created_at"),
+        Index("ix_attempts_owner_conversation", "owner", "conversation_id", "pk"),
+        Index("ix_attempts_owner_idempotency", "owner", "idempotency_key"),
+        Index("ix_attempts_created", "created_at"),
+    )
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[str | None] = mapped_column(String(128))
+    request_id: Mapped[str] = mapped_column(String(64))
+    upstream_request_id: Mapped[str | None] = mapped_column(String(200))
+    endpoint: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str | None] = mapped_column(String(200))
+    response_model: Mapped[str | None] = mapped_column(String(200))
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    ttfb_ms: Mapped[float | None] = mapped_column(Float)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    cached_tokens: Mapped[int | None] = mapped_column(Integer)
+    reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
+    history_tokens: Mapped[int | None] = mapped_column(Integer)
+    history_messages: Mapped[int | None] = mapped_column(Integer)
+    cost_pusd: Mapped[int | None] = mapped_column(BigInteger)
+    history_cost_pusd: Mapped[int | None] = mapped_column(BigInteger)
+    turn: Mapped[int | None] = mapped_column(Integer)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(256))
+    response_body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ApiKey(Base):
+    """A gateway key: only its SHA-256 is stored."""
+
+    __tablename__ = "api_keys"
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    budget_pusd: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+
+
+class Lease(Base):
+    """A time-bounded lock on one conversation, shared by every gateway process."""
+
+    __tablename__ = "conversation_leases"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,480 @@
+"""One chat turn: lock, compose, forward, then store the turn or log the failed attempt."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx
+
+from gateway import headers as h
+from gateway.config import Settings
+from gateway.errors import GatewayError, UpstreamUnreachable
+from gateway.history import (
+    Budget,
+    StoredMessage,
+    assistant_message,
+    chain_hash,
+    fingerprint,
+    history_digest,
+    new_messages,
+    number_messages,
+    select_window,
+    split_system,
+)
+from gateway.pricing import Pricer, Usage
+from gateway.sse import (
+    DONE,
+    SseSplitter,
+    StreamAssembler,
+    error_event,
+    has_finish_reason,
+    is_usage_only,
+)
+from gateway.store.conversations import TurnWrite, append_turn, get_conversation, load_window
+from gateway.store.database import Database
+from gateway.store.tables import Conversation
+from gateway.store.usage import record_attempt
+from gateway.tokens import count_message_tokens
+from gateway.upstream import UpstreamClient, read_body, response_headers, translate_errors
+
+CHAT_PATH = "/chat/completions"
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    """A parsed chat-completions request, as the handler hands it over."""
+
+    owner: str
+    token: str
+    conversation_id: str | None
+    body: dict[str, Any]
+    raw: bytes
+    headers: dict[str, str]
+    request_id: str
+    header_budget: Budget = Budget()
+    retry_count: int = 0
+    idempotency_key: str | None = None
+
+
+@dataclass
+class Reply:
+    """A complete response to send back."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class StreamReply:
+    """A streamed response: status and headers now, body events as they come."""
+
+    status: int
+    headers: dict[str, str]
+    events: AsyncIterator[bytes]
+
+
+@dataclass
+class PendingTurn:
+    """What the gateway knows about a turn while its upstream call runs."""
+
+    call: ChatCall
+    started: float
+    conversation: Conversation | None = None
+    system_messages: list[dict[str, Any]] | None = None
+    replace_system: bool = False
+    new: list[dict[str, Any]] = field(default_factory=list)
+    history: list[StoredMessage] = field(default_factory=list)
+    dropped: int = 0
+    ttfb_ms: float | None = None
+
+    @property
+    def model(self) -> str | None:
+        """The model the client asked for."""
+        model = self.call.body.get("model")
+        return model if isinstance(model, str) else None
+
+    def history_headers(self) -> dict[str, str]:
+        """Response headers that report what history was sent."""
+        if self.call.conversation_id is None:
+            return {}
+        return {
+            h.CONVERSATION_ID: self.call.conversation_id,
+            h.HISTORY_MESSAGES: str(len(self.history)),
+            h.HISTORY_DROPPED: str(self.dropped),
+        }
+
+
+def usage_from(payload: Any) -> Usage | None:
+    """The usage object of a completion or chunk as a pricing.Usage; None when absent."""
+    usage = payload.get("usage") if isinstance(payload, dict) else None
+    if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int):
+        return None
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    return Usage(
+        prompt_tokens=usage["prompt_tokens"],
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        cached_tokens=int(prompt_details.get("cached_tokens") or 0),
+        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+    )
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        decoded = json.loads(body)
+        message = decoded["error"]["message"]
+        return str(message)[:2000]
+    except (ValueError, KeyError, TypeError):
+        return body[:2000].decode("utf-8", "replace")
+
+
+class TurnService:
+    """Runs chat turns against the upstream and the store."""
+
+    def __init__(self, db: Database, upstream: UpstreamClient, settings: Settings, pricer: Pricer) -> None:
+        self.db = db
+        self.upstream = upstream
+        self.settings = settings
+        self.pricer = pricer
+
+    async def chat(self, call: ChatCall) -> Reply | StreamReply:
+        """Handle one chat-completions request, stateful when it names a conversation."""
+        turn = PendingTurn(call=call, started=time.monotonic())
+        if call.conversation_id is None:
+            return await self._forward(turn, call.raw, stream=call.body.get("stream") is True)
+        stack = contextlib.AsyncExitStack()
+        await stack.enter_async_context(
+            self.db.locks.hold(call.owner, call.conversation_id, self.settings.lock_timeout)
+        )
+        try:
+            await self._prepare(turn)
+            body = self._compose(turn)
+            reply = await self._forward(turn, body, stream=call.body.get("stream") is True, stack=stack)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+            raise
+        if isinstance(reply, Reply):
+            await stack.aclose()
+        return reply
+
+    async def _prepare(self, turn: PendingTurn) -> None:
+        call = turn.call
+        assert call.conversation_id is not None
+        async with self.db.transaction() as session:
+            conversation = await get_conversation(session, call.owner, call.conversation_id)
+            system, rest = split_system(call.body["messages"])
+            turn.conversation = conversation
+            turn.replace_system = bool(system)
+            if system:
+                turn.system_messages = system
+            elif conversation is not None and conversation.system_messages:
+                turn.system_messages = json.loads(conversation.system_messages)
+            if conversation is None:
+                turn.new = rest
+                return
+            turn.new = new_messages(rest, conversation.message_count, conversation.history_hash)
+            budget = self._budget(call.header_budget, conversation)
+            candidates = await load_window(session, conversation, budget)
+        turn.history = select_window(candidates, budget, conversation.message_count, conversation.token_count)
+        turn.dropped = conversation.message_count - len(turn.history)
+
+    def _budget(self, header: Budget, conversation: Conversation) -> Budget:
+        def first(*values: int | None) -> int | None:
+            return next((v for v in values if v is not None), None)
+
+        return Budget(
+            max_messages=first(
+                header.max_messages, conversation.max_history_messages, self.settings.max_history_messages
+            ),
+            max_tokens=first(
+                header.max_tokens, conversation.max_history_tokens, self.settings.max_history_tokens
+            ),
+        )
+
+    def _compose(self, turn: PendingTurn) -> bytes:
+        """The upstream body: the client's dict with `messages` replaced and usage requested for streams."""
+        body = dict(turn.call.body)
+        body["messages"] = [
+            *(turn.system_messages or []),
+            *(m.body for m in turn.history),
+            *turn.new,
+        ]
+        if body.get("stream") is True:
+            options = dict(body.get("stream_options") or {})
+            options["include_usage"] = True
+            body["stream_options"] = options
+        return json.dumps(body, ensure_ascii=False).encode()
+
+    async def _forward(
+        self, turn: PendingTurn, body: bytes, *, stream: bool, stack: contextlib.AsyncExitStack | None = None
+    ) -> Reply | StreamReply:
+        call = turn.call
+        headers = self.upstream.forward_headers(call.headers, call.token, identity_encoding=True)
+        headers["content-type"] = "application/json"
+        try:
+            response = await self.upstream.open("POST", self.upstream.url(CHAT_PATH), headers, body)
+        except GatewayError as exc:
+            await self._log_failure(turn, exc.status_code, str(exc), None)
+            raise
+        if stream and response.status_code == 200:
+            events = self._relay(turn, response, stack or contextlib.AsyncExitStack())
+            reply_headers = response_headers(response) | turn.history_headers()
+            return StreamReply(200, reply_headers, events)
+        try:
+            payload = await read_body(response, self.settings.max_response_bytes)
+        except GatewayError as exc:
+            await self._log_failure(turn, exc.status_code, str(exc), response)
+            raise
+        finally:
+            await response.aclose()
+        return await self._finish_plain(turn, response, payload)
+
+    async def _finish_plain(self, turn: PendingTurn, response: httpx.Response, payload: bytes) -> Reply:
+        reply_headers = response_headers(response)
+        if not 200 <= response.status_code < 300:
+            parsed = _json_or_none(payload)
+            await self._log_failure(turn, response.status_code, _error_text(payload), response, parsed)
+            if turn.call.conversation_id is not None:
+                reply_headers[h.CONVERSATION_ID] = turn.call.conversation_id
+            return Reply(response.status_code, reply_headers, payload)
+        parsed = _json_or_none(payload)
+        message = _choice_message(parsed)
+        if turn.call.conversation_id is not None and message is None:
+            await self._log_failure(turn, 502, "The upstream answered with an invalid completion.", response)
+            raise UpstreamUnreachable("The upstream answered with something that is not a chat completion.")
+        if turn.call.conversation_id is None or message is None:
+            await self._log_failure(turn, response.status_code, None, response, parsed)
+            return Reply(response.status_code, reply_headers, payload)
+        await self._store_turn(turn, assistant_message(message), parsed, response, payload)
+        return Reply(response.status_code, reply_headers | turn.history_headers(), payload)
+
+    async def _relay(
+        self, turn: PendingTurn, response: httpx.Response, stack: contextlib.AsyncExitStack
+    ) -> AsyncIterator[bytes]:
+        """Forward events as they arrive; hold back the finish until [DONE]; store the turn before [DONE]."""
+        assembler = StreamAssembler()
+        splitter = SseSplitter()
+        client_wants_usage = _client_wants_usage(turn.call.body)
+        stateful = turn.call.conversation_id is not None
+        held: list[bytes] = []
+        finished = False
+        failure: GatewayError | None = None
+        size = 0
+        try:
+            with translate_errors():
+                async for chunk in response.aiter_raw():
+                    if turn.ttfb_ms is None:
+                        turn.ttfb_ms = (time.monotonic() - turn.started) * 1000
+                    size += len(chunk)
+                    if size > self.settings.max_response_bytes:
+                        raise UpstreamUnreachable("The upstream stream exceeded the response size limit.")
+                    out = []
+                    for event in splitter.feed(chunk):
+                        if event.is_done:
+                            finished = True
+                            break
+                        payload = event.json()
+                        assembler.observe(payload)
+                        if stateful and is_usage_only(payload) and not client_wants_usage:
+                            continue
+                        if held or has_finish_reason(payload):
+                            held.append(event.raw)
+                        else:
+                            out.append(event.raw)
+                    if out:
+                        yield b"".join(out)
+                    if finished or assembler.error is not None:
+                        break
+            if assembler.error is not None:
+                failure = GatewayError(str(assembler.error.get("message") or "upstream stream error"))
+                failure.status_code = 502
+                yield b"".join(held)
+                held = []
+            elif not finished:
+                failure = UpstreamUnreachable("The upstream stream ended before [DONE].")
+        except GatewayError as exc:
+            failure = exc
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._close_stream(turn, response, stack, assembler, "client disconnected", 499)
+            raise
+        if failure is None:
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._store_stream_turn(turn, assembler, response)
+            except GatewayError as exc:
+                failure = exc
+            else:
+                await self._close(response, stack)
+                yield b"".join(held) + DONE
+                return
+        with anyio.CancelScope(shield=True):
+            await self._close_stream(turn, response, stack, assembler, str(failure), failure.status_code)
+        yield error_event(str(failure), failure.error_type, failure.code)
+
+    async def _close(self, response: httpx.Response, stack: contextlib.AsyncExitStack) -> None:
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(httpx.HTTPError, OSError):
+                await response.aclose()
+            await stack.aclose()
+
+    async def _close_stream(
+        self,
+        turn: PendingTurn,
+        response: httpx.Response,
+        stack: contextlib.AsyncExitStack,
+        assembler: StreamAssembler,
+        error: str,
+        status: int,
+    ) -> None:
+        try:
+            payload = {"usage": assembler.usage, "model": assembler.model}
+            await self._log_failure(turn, status, error, response, payload)
+        except GatewayError:
+            pass
+        finally:
+            await self._close(response, stack)
+
+    async def _store_stream_turn(
+        self, turn: PendingTurn, assembler: StreamAssembler, response: httpx.Response
+    ) -> None:
+        message = assembler.message()
+        completion = {
+            "object": "chat.completion",
+            "model": assembler.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": assembler.finish_reason}],
+            "usage": assembler.usage,
+        }
+        if turn.call.conversation_id is None:
+            await self._log_failure(turn, 200, None, response, completion)
+            return
+        await self._store_turn(turn, assistant_message(message), completion, response, None)
+
+    def _attempt_values(
+        self, turn: PendingTurn, status: int, error: str | None, response: httpx.Response | None, payload: Any
+    ) -> dict[str, Any]:
+        call = turn.call
+        usage = usage_from(payload)
+        response_model = payload.get("model") if isinstance(payload, dict) else None
+        history_tokens = sum(m.tokens for m in turn.history) if call.conversation_id else None
+        cost = self.pricer.cost(response_model or turn.model, usage, history_tokens)
+        return {
+            "owner": call.owner,
+            "conversation_id": call.conversation_id,
+            "request_id": call.request_id,
+            "upstream_request_id": response.headers.get("x-request-id") if response is not None else None,
+            "endpoint": "/v1" + CHAT_PATH,
+            "model": turn.model,
+            "response_model": response_model if isinstance(response_model, str) else None,
+            "stream": call.body.get("stream") is True,
+            "status": status,
+            "error": error,
+            "latency_ms": (time.monotonic() - turn.started) * 1000,
+            "ttfb_ms": turn.ttfb_ms,
+            "prompt_tokens": usage.prompt_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None,
+            "cached_tokens": usage.cached_tokens if usage else None,
+            "reasoning_tokens": usage.reasoning_tokens if usage else None,
+            "history_tokens": history_tokens,
+            "history_messages": len(turn.history) if call.conversation_id else None,
+            "cost_pusd": _pusd(cost.cost_usd),
+            "history_cost_pusd": _pusd(cost.history_cost_usd),
+            "idempotency_key": call.idempotency_key,
+            "created_at": time.time(),
+        }
+
+    async def _log_failure(
+        self,
+        turn: PendingTurn,
+        status: int,
+        error: str | None,
+        response: httpx.Response | None,
+        payload: Any = None,
+    ) -> None:
+        """Record an upstream call that added nothing to a conversation (failed, or stateless)."""
+        values = self._attempt_values(turn, status, error, response, payload)
+        async with self.db.transaction() as session:
+            await record_attempt(session, values)
+
+    async def _store_turn(
+        self,
+        turn: PendingTurn,
+        reply: dict[str, Any],
+        completion: Any,
+        response: httpx.Response,
+        raw: bytes | None,
+    ) -> None:
+        """Store the new messages and the reply as one turn, with its attempt, in one transaction."""
+        call = turn.call
+        assert call.conversation_id is not None
+        conversation = turn.conversation
+        bodies = [*turn.new, reply]
+        model = turn.model
+        counts = [count_message_tokens(m, model) for m in bodies]
+        numbered = number_messages(
+            bodies,
+            counts,
+            next_seq=conversation.message_count if conversation else 0,
+            token_total=conversation.token_count if conversation else 0,
+            last_user_seq=conversation.last_user_seq if conversation else 0,
+            last_user_tokens=conversation.last_user_tokens if conversation else 0,
+        )
+        digest = history_digest(bodies, start=conversation.history_hash if conversation else "")
+        turn_number = (conversation.turn_count if conversation else 0) + 1
+        values = self._attempt_values(turn, response.status_code, None, response, completion)
+        values["turn"] = turn_number
+        values["fingerprint"] = fingerprint(turn.new)
+        values["response_body"] = raw.decode("utf-8", "replace") if raw is not None else json.dumps(completion)
+        write = TurnWrite(
+            owner=call.owner,
+            conversation_id=call.conversation_id,
+            system_messages=turn.system_messages,
+            replace_system=turn.replace_system,
+            messages=numbered,
+            turn=turn_number,
+            history_digest=digest,
+            now=time.time(),
+        )
+        async with self.db.transaction() as session:
+            await append_turn(session, conversation, write)
+            await record_attempt(session, values)
+
+
+def _pusd(value: Any) -> int | None:
+    """USD as an integer number of picodollars (exact for prices with up to 6 decimals per 1M tokens)."""
+    if value is None:
+        return None
+    return int((value * 1_000_000_000_000).to_integral_value())
+
+
+def _json_or_none(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None
+
+
+def _choice_message(parsed: Any) -> dict[str, Any] | None:
+    if not isinstance(parsed, dict):
+        return None
+    choices = parsed.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None
+    message = choices[0].get("message")
+    return message if isinstance(message, dict) else None
+
+
+def _client_wants_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+__all__ = ["ChatCall", "Reply", "StreamReply", "TurnService", "chain_hash"]

@@ -1,0 +1,99 @@
+"""The one HTTP client to the upstream: URLs, headers, sending, and httpx errors as GatewayErrors."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+
+import aiohttp
+import httpx
+
+from gateway import headers as h
+from gateway.config import Settings
+from gateway.errors import UpstreamTimeout, UpstreamUnreachable
+
+
+def create_http_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The process-wide upstream client: aiohttp transport (fast pooling), generous read timeout."""
+    if transport is None:
+        from httpx_aiohttp import AiohttpTransport
+
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+        transport = AiohttpTransport(limits=limits, trust_env=False)
+    timeout = httpx.Timeout(settings.upstream_timeout, connect=settings.upstream_connect_timeout)
+    return httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Map transport failures to 502/504.
+
+    The aiohttp transport reports every connection error (refused, closed after reading the request) as
+    httpx.ConnectTimeout, so that one is "unreachable" (502), while read/write/pool timeouts are 504.
+    """
+    try:
+        yield
+    except httpx.ConnectTimeout as exc:
+        raise UpstreamUnreachable(f"Could not reach the upstream: {exc or 'connection failed'}") from exc
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout("The upstream did not answer in time.") from exc
+    except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+        raise UpstreamUnreachable(
+            f"The upstream connection failed: {type(exc).__name__}: {exc}".rstrip(": ")
+        ) from exc
+
+
+class UpstreamClient:
+    """Sends requests to the configured OpenAI-compatible base URL."""
+
+    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+        self.http = http
+        self.base_url = settings.upstream_url
+        self.api_key = settings.upstream_api_key
+
+    def url(self, path: str, query: str = "") -> str:
+        """The upstream URL for a gateway path below /v1 (e.g. `/chat/completions`)."""
+        return f"{self.base_url}{path}" + (f"?{query}" if query else "")
+
+    def forward_headers(
+        self, incoming: Mapping[str, str], caller_token: str, *, identity_encoding: bool
+    ) -> dict[str, str]:
+        """Copy end-to-end request headers; set Authorization to the gateway's key or the caller's token."""
+        out = {k: v for k, v in incoming.items() if k.lower() not in h.NOT_FORWARDED_UPSTREAM}
+        token = self.api_key or caller_token
+        if token:
+            out["authorization"] = f"Bearer {token}"
+        if identity_encoding:
+            out["accept-encoding"] = "identity"
+        elif "accept-encoding" in incoming:
+            out["accept-encoding"] = incoming["accept-encoding"]
+        return out
+
+    async def open(
+        self, method: str, url: str, headers: Mapping[str, str], content: bytes | AsyncIterator[bytes] | None
+    ) -> httpx.Response:
+        """Send a request and return the response with its body not yet read (caller closes it)."""
+        request = self.http.build_request(method, url, headers=headers, content=content)
+        with translate_errors():
+            return await self.http.send(request, stream=True)
+
+
+async def read_body(response: httpx.Response, limit: int | None = None) -> bytes:
+    """Read a whole (identity-encoded) upstream body, mapping transport failures."""
+    chunks = []
+    size = 0
+    with translate_errors():
+        async for chunk in response.aiter_raw():
+            chunks.append(chunk)
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise UpstreamUnreachable(f"The upstream response exceeded {limit} bytes.")
+    return b"".join(chunks)
+
+
+def response_headers(upstream: httpx.Response) -> dict[str, str]:
+    """Upstream response headers the client may see (no hop-by-hop, no set-cookie, no length)."""
+    return {k: v for k, v in upstream.headers.items() if k.lower() not in h.NOT_RETURNED}
+

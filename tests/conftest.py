@@ -1,0 +1,145 @@
+"""Shared fixtures: database URLs (SQLite always, Postgres when configured), the mock upstream, the gateway."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.servers import ServerProcess, gateway_server, mock_upstream
+
+POSTGRES_ENV = "GATEWAY_TEST_POSTGRES_URL"
+
+
+def _admin_url() -> str | None:
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+def create_postgres_database() -> str:
+    """Create a fresh database on the test server; returns its asyncpg URL."""
+    import asyncio
+
+    import asyncpg
+
+    base = make_url(_admin_url() or "")
+    name = f"gw_test_{secrets.token_hex(6)}"
+
+    async def run() -> None:
+        connection = await asyncpg.connect(
+            host=base.host, port=base.port or 5432, user=base.username, password=base.password,
+            database=base.database or "postgres",
+        )
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(url: str) -> None:
+    """Drop a database made by create_postgres_database."""
+    import asyncio
+
+    import asyncpg
+
+    target = make_url(url)
+    base = make_url(_admin_url() or "")
+
+    async def run() -> None:
+        connection = await asyncpg.connect(
+            host=base.host, port=base.port or 5432, user=base.username, password=base.password,
+            database=base.database or "postgres",
+        )
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param(
+        "postgres",
+        id="postgres",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.skipif(
+                not os.environ.get(POSTGRES_ENV),
+                reason=f"set {POSTGRES_ENV}=postgresql+asyncpg://user@127.0.0.1:5432/postgres to run",
+            ),
+        ],
+    ),
+]
+
+
+@pytest.fixture(params=BACKENDS, scope="module")
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, empty database of each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'gateway.db'}"
+        return
+    url = create_postgres_database()
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The mock upstream, one process for the whole session."""
+    server = mock_upstream(tmp_path_factory.mktemp("mock")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    upstream: ServerProcess, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A gateway process in front of the mock upstream, shared by a test module (per backend)."""
+    server = gateway_server(tmp_path_factory.mktemp("gw"), upstream.url, database_url).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def start_gateway(
+    upstream: ServerProcess, tmp_path: Path
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Start extra gateways with their own settings (database, timeouts, keys); all stopped at the end."""
+    started: list[ServerProcess] = []
+
+    def start(database_url: str, upstream_url: str | None = None, **env: str) -> ServerProcess:
+        server = gateway_server(tmp_path, upstream_url or upstream.url, database_url, **env).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def conversation_id() -> str:
+    """A conversation id no other test uses."""
+    return f"conv-{secrets.token_hex(6)}"
+
+
+@pytest.fixture
+def api_key() -> str:
+    """A bearer token of a fresh caller."""
+    return f"sk-test-{secrets.token_hex(8)}"
+
