@@ -1,0 +1,255 @@
+"""Prices and the cost of a call, in exact Decimal USD.
+
+A price comes from the `GATEWAY_PRICES_FILE` first (the exact model name, then the longest entry
+that is a prefix of it), and otherwise from the `genai-prices` package's bundled snapshot. The
+package is only ever read: this module never starts its background updater, so no network call
+happens. A model with no known price has a cost of None, never 0.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from types import MappingProxyType
+
+import genai_prices
+
+from gateway.config import ConfigError
+
+__all__ = ["CallCost", "Price", "Pricer", "Usage", "cost_usd", "load_prices_file"]
+
+_PER_TOKENS = Decimal(1_000_000)
+_PRICE_FIELDS = ("input", "cached_input", "output")
+
+
+@dataclass(frozen=True)
+class Price:
+    """Prices in USD per 1M tokens: uncached prompt, cached prompt and completion tokens."""
+
+    input: Decimal
+    cached_input: Decimal
+    output: Decimal
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage as OpenAI reports it: cached is part of prompt, reasoning part of completion tokens."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class CallCost:
+    """The cost of one call and the share of it spent on re-sent history, in USD (None when unknown)."""
+
+    cost_usd: Decimal | None
+    history_cost_usd: Decimal | None
+
+
+def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ConfigError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> object:
+    raise ConfigError(f"{name} is not a price")
+
+
+def _price_value(path: str, model: str, field: str, raw: object) -> Decimal:
+    if isinstance(raw, bool) or not isinstance(raw, int | Decimal):
+        raise ConfigError(f"prices file {path}: {model!r}.{field} must be a number, got {raw!r}")
+    value = Decimal(raw)
+    if not value.is_finite() or value < 0:
+        raise ConfigError(f"prices file {path}: {model!r}.{field} must not be negative, got {raw}")
+    return value
+
+
+def load_prices_file(path: str) -> dict[str, Price]:
+    """Read a prices file: `{"model": {"input": n, "cached_input": n, "output": n}}` in USD per 1M tokens.
+
+    `cached_input` is optional and defaults to `input`. Numbers are parsed as exact Decimals (0.15
+    stays 0.15). Raises ConfigError on an unreadable file, bad JSON, a wrong shape, an unknown or
+    missing field, a duplicate model, or a negative price.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read prices file {path}: {exc}") from None
+    try:
+        data: object = json.loads(
+            text,
+            parse_float=Decimal,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_reject_duplicates,
+        )
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"prices file {path} is not valid JSON: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"prices file {path} is not usable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f'prices file {path} must be a JSON object {{"model": {{"input": .., "output": ..}}}}, '
+            f"got {type(data).__name__}"
+        )
+    prices: dict[str, Price] = {}
+    for model, entry in data.items():
+        if not model.strip():
+            raise ConfigError(f"prices file {path}: a model name must not be empty")
+        if not isinstance(entry, dict):
+            raise ConfigError(
+                f'prices file {path}: {model!r} must be an object like {{"input": 0.15, "output": 0.6}}, '
+                f"got {entry!r}"
+            )
+        unknown = sorted(set(entry) - set(_PRICE_FIELDS))
+        if unknown:
+            raise ConfigError(
+                f"prices file {path}: {model!r} has unknown field(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(_PRICE_FIELDS)}"
+            )
+        missing = [field for field in ("input", "output") if field not in entry]
+        if missing:
+            raise ConfigError(f"prices file {path}: {model!r} lacks {' and '.join(missing)}")
+        input_price = _price_value(path, model, "input", entry["input"])
+        cached = entry.get("cached_input")
+        prices[model] = Price(
+            input=input_price,
+            cached_input=input_price if cached is None else _price_value(path, model, "cached_input", cached),
+            output=_price_value(path, model, "output", entry["output"]),
+        )
+    return prices
+
+
+def _clamped(usage: Usage) -> tuple[int, int, int]:
+    """Return (prompt, cached, completion) with negatives raised to 0 and cached capped at prompt."""
+    prompt = max(usage.prompt_tokens, 0)
+    cached = min(max(usage.cached_tokens, 0), prompt)
+    return prompt, cached, max(usage.completion_tokens, 0)
+
+
+def _input_cost(usage: Usage, price: Price) -> Decimal:
+    prompt, cached, _ = _clamped(usage)
+    return ((prompt - cached) * price.input + cached * price.cached_input) / _PER_TOKENS
+
+
+def _output_cost(usage: Usage, price: Price) -> Decimal:
+    # Reasoning tokens are already counted in completion_tokens (OpenAI semantics): not added again.
+    _, _, completion = _clamped(usage)
+    return completion * price.output / _PER_TOKENS
+
+
+def cost_usd(usage: Usage, price: Price | None) -> Decimal | None:
+    """Return ((prompt - cached) x input + cached x cached_input + completion x output) / 1e6 in USD.
+
+    None when the price is unknown. Nothing is quantized: the result keeps full Decimal precision.
+    Negative counts are read as 0 and cached tokens are capped at the prompt tokens.
+    """
+    if price is None:
+        return None
+    return _input_cost(usage, price) + _output_cost(usage, price)
+
+
+def _history_cost(input_cost: Decimal, prompt_tokens: int, history_tokens: int | None) -> Decimal | None:
+    """The blended input price per prompt token times min(history, prompt) tokens."""
+    if history_tokens is None:
+        return None
+    share = min(max(history_tokens, 0), max(prompt_tokens, 0))
+    if share == 0:
+        return Decimal(0)
+    # Multiply before dividing, so that a whole-prompt share is exact.
+    return input_cost * share / prompt_tokens
+
+
+def _library_refs(model: str) -> list[tuple[str, str | None]]:
+    """The (model_ref, provider_id) lookups to try in genai-prices, most specific first."""
+    refs: list[tuple[str, str | None]] = []
+    if "/" in model:
+        provider, rest = model.split("/", 1)
+        if provider and rest:
+            refs.append((rest, provider))
+        model = model.rsplit("/", 1)[1]
+        if not model:
+            return refs
+    refs.append((model, "openai"))
+    refs.append((model, None))
+    return refs
+
+
+def _library_cost(model: str, usage: Usage) -> tuple[Decimal, Decimal] | None:
+    """Return (total, input part) of the call from genai-prices' bundled snapshot, or None if unknown."""
+    prompt, cached, completion = _clamped(usage)
+    # genai-prices' input_tokens include the cache reads (it bills input_tokens - cache_read_tokens
+    # at the input price), exactly like OpenAI's prompt_tokens include cached_tokens.
+    library_usage = genai_prices.Usage(
+        input_tokens=prompt, cache_read_tokens=cached, output_tokens=completion
+    )
+    for model_ref, provider_id in _library_refs(model):
+        try:
+            calc = genai_prices.calc_price(library_usage, model_ref, provider_id=provider_id)
+        except (LookupError, ValueError):
+            continue
+        return calc.total_price, calc.input_price
+    return None
+
+
+class Pricer:
+    """Prices calls: the prices file first, then genai-prices; unknown models cost None."""
+
+    def __init__(self, overrides: Mapping[str, Price]) -> None:
+        """Keep a private copy of the file's prices, indexed for the longest-prefix lookup."""
+        self._overrides: Mapping[str, Price] = MappingProxyType(dict(overrides))
+        self._by_length: tuple[str, ...] = tuple(sorted(self._overrides, key=len, reverse=True))
+
+    @classmethod
+    def from_file(cls, path: str | None) -> Pricer:
+        """Build a pricer from a prices file (None: genai-prices only); raises ConfigError on a bad file."""
+        return cls(load_prices_file(path) if path is not None else {})
+
+    def _lookup(self, name: str) -> Price | None:
+        exact = self._overrides.get(name)
+        if exact is not None:
+            return exact
+        for key in self._by_length:
+            if name.startswith(key):
+                return self._overrides[key]
+        return None
+
+    def price_for(self, model: str) -> Price | None:
+        """Return the prices file's price: the exact name, then the longest entry that prefixes it.
+
+        A provider-prefixed name ("openai/gpt-4o") that matches nothing is tried again without its
+        prefix. None when the file has no price; genai-prices is consulted only by `cost`.
+        """
+        price = self._lookup(model)
+        if price is None and "/" in model:
+            price = self._lookup(model.rsplit("/", 1)[1])
+        return price
+
+    def cost(self, model: str | None, usage: Usage | None, history_tokens: int | None = None) -> CallCost:
+        """Return the call's cost and its history share in USD, unquantized; None where unknown.
+
+        `history_cost_usd` is the input part of the cost divided by the prompt tokens, times
+        min(history_tokens, prompt_tokens); 0 when history_tokens is 0, None when history_tokens
+        is None. Prices of genai-prices that depend on the date use the current time.
+        """
+        if model is None or usage is None:
+            return CallCost(None, None)
+        price = self.price_for(model)
+        if price is not None:
+            total = cost_usd(usage, price)
+            input_cost = _input_cost(usage, price)
+        else:
+            found = _library_cost(model, usage)
+            if found is None:
+                return CallCost(None, None)
+            total, input_cost = found
+        return CallCost(total, _history_cost(input_cost, _clamped(usage)[0], history_tokens))
