@@ -282,6 +282,8 @@ class TurnService:
                             finished = True
                             break
                         payload = event.json()
+                        if payload is None and event.data is not None:
+                            raise UpstreamUnreachable("The upstream sent a stream event that is not JSON.")
                         assembler.observe(payload)
                         if stateful and is_usage_only(payload) and not client_wants_usage:
                             continue
