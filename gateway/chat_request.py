@@ -98,15 +98,21 @@ def check_chat_body(body: dict[str, Any]) -> list[dict[str, Any]]:
     for index, message in enumerate(messages):
         _check_message(message, f"messages[{index}]")
     if "stream" in body and body["stream"] is not None and not isinstance(body["stream"], bool):
-        raise InvalidRequest("Invalid type for 'stream': expected a boolean.", param="stream", code="invalid_type")
+        raise InvalidRequest(
+            "Invalid type for 'stream': expected a boolean.", param="stream", code="invalid_type"
+        )
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest(
-            "Invalid type for 'stream_options': expected an object.", param="stream_options", code="invalid_type"
+            "Invalid type for 'stream_options': expected an object.",
+            param="stream_options",
+            code="invalid_type",
         )
     model = body.get("model")
     if model is not None and not isinstance(model, str):
-        raise InvalidRequest("Invalid type for 'model': expected a string.", param="model", code="invalid_type")
+        raise InvalidRequest(
+            "Invalid type for 'model': expected a string.", param="model", code="invalid_type"
+        )
     return messages
 
 

@@ -99,7 +99,8 @@ class Settings:
             max_history_messages=_int(env, "GATEWAY_MAX_HISTORY_MESSAGES", None),
             max_history_tokens=_int(env, "GATEWAY_MAX_HISTORY_TOKENS", None),
             prices_file=env.get("GATEWAY_PRICES_FILE", "").strip() or None,
-            max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", default.max_body_bytes) or default.max_body_bytes,
+            max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", default.max_body_bytes)
+            or default.max_body_bytes,
             max_response_bytes=_int(env, "GATEWAY_MAX_RESPONSE_BYTES", default.max_response_bytes)
             or default.max_response_bytes,
             admin_key=env.get("GATEWAY_ADMIN_KEY", "").strip() or None,

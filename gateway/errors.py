@@ -108,6 +108,8 @@ class DatabaseUnavailable(GatewayError):
     status_code, error_type, code = 503, "service_unavailable", "database_unavailable"
 
 
-def error_body(message: str, error_type: str, code: str | None, param: str | None = None) -> dict[str, object]:
+def error_body(
+    message: str, error_type: str, code: str | None, param: str | None = None
+) -> dict[str, object]:
     """Build an OpenAI error envelope from parts (for errors that are not raised)."""
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}

@@ -48,7 +48,8 @@ def _comparable_tool_calls(tool_calls: Any) -> Any:
         if not isinstance(call, dict):
             normalized.append(call)
             continue
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        raw_function = call.get("function")
+        function: dict[str, Any] = raw_function if isinstance(raw_function, dict) else {}
         normalized.append(
             {
                 "id": call.get("id"),
@@ -172,9 +173,7 @@ def select_window(
     if budget.max_messages == 0 or budget.max_tokens == 0:
         return []
     min_seq, min_tokens = window_bounds(budget, message_count, token_count)
-    window = [
-        m for m in candidates if m.turn_start_seq >= min_seq and m.turn_start_tokens >= min_tokens
-    ]
+    window = [m for m in candidates if m.turn_start_seq >= min_seq and m.turn_start_tokens >= min_tokens]
     if not budget.unlimited:
         # Messages stored before the first user message have no turn: never lead a trimmed history.
         while window and window[0].body.get("role") != "user":

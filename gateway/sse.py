@@ -188,7 +188,12 @@ def replay_events(completion: dict[str, Any], include_usage: bool) -> list[bytes
         delta["refusal"] = message["refusal"]
     chunks: list[dict[str, Any]] = [
         {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]},
-        {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": choice.get("finish_reason")}]},
+        {
+            **base,
+            "choices": [
+                {"index": 0, "delta": {}, "logprobs": None, "finish_reason": choice.get("finish_reason")}
+            ],
+        },
     ]
     if include_usage and completion.get("usage") is not None:
         for chunk in chunks:

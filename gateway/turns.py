@@ -57,7 +57,7 @@ class ChatCall:
     raw: bytes
     headers: dict[str, str]
     request_id: str
-    header_budget: Budget = Budget()
+    header_budget: Budget = field(default_factory=Budget)
     retry_count: int = 0
     idempotency_key: str | None = None
 
@@ -434,7 +434,9 @@ class TurnService:
         values = self._attempt_values(turn, response.status_code, None, response, completion)
         values["turn"] = turn_number
         values["fingerprint"] = fingerprint(turn.new)
-        values["response_body"] = raw.decode("utf-8", "replace") if raw is not None else json.dumps(completion)
+        values["response_body"] = (
+            raw.decode("utf-8", "replace") if raw is not None else json.dumps(completion)
+        )
         write = TurnWrite(
             owner=call.owner,
             conversation_id=call.conversation_id,

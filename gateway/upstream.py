@@ -96,4 +96,3 @@ async def read_body(response: httpx.Response, limit: int | None = None) -> bytes
 def response_headers(upstream: httpx.Response) -> dict[str, str]:
     """Upstream response headers the client may see (no hop-by-hop, no set-cookie, no length)."""
     return {k: v for k, v in upstream.headers.items() if k.lower() not in h.NOT_RETURNED}
-

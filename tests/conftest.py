@@ -1,4 +1,4 @@
-"""Shared fixtures: database URLs (SQLite always, Postgres when configured), the mock upstream, the gateway."""
+"""Shared fixtures: databases (SQLite always, Postgres when configured), the mock upstream, the gateway."""
 
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ def create_postgres_database() -> str:
 
     async def run() -> None:
         connection = await asyncpg.connect(
-            host=base.host, port=base.port or 5432, user=base.username, password=base.password,
+            host=base.host,
+            port=base.port or 5432,
+            user=base.username,
+            password=base.password,
             database=base.database or "postgres",
         )
         try:
@@ -53,7 +56,10 @@ def drop_postgres_database(url: str) -> None:
 
     async def run() -> None:
         connection = await asyncpg.connect(
-            host=base.host, port=base.port or 5432, user=base.username, password=base.password,
+            host=base.host,
+            port=base.port or 5432,
+            user=base.username,
+            password=base.password,
             database=base.database or "postgres",
         )
         try:
@@ -116,9 +122,7 @@ def gateway(
 
 
 @pytest.fixture
-def start_gateway(
-    upstream: ServerProcess, tmp_path: Path
-) -> Iterator[Callable[..., ServerProcess]]:
+def start_gateway(upstream: ServerProcess, tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start extra gateways with their own settings (database, timeouts, keys); all stopped at the end."""
     started: list[ServerProcess] = []
 
@@ -142,4 +146,3 @@ def conversation_id() -> str:
 def api_key() -> str:
     """A bearer token of a fresh caller."""
     return f"sk-test-{secrets.token_hex(8)}"
-

@@ -56,7 +56,9 @@ async def chat_completions(request: Request) -> Response:
     if conversation_id is not None:
         validate_conversation_id(conversation_id)
     budget = Budget(
-        max_messages=parse_limit_header("X-Max-History-Messages", request.headers.get(h.MAX_HISTORY_MESSAGES)),
+        max_messages=parse_limit_header(
+            "X-Max-History-Messages", request.headers.get(h.MAX_HISTORY_MESSAGES)
+        ),
         max_tokens=parse_limit_header("X-Max-History-Tokens", request.headers.get(h.MAX_HISTORY_TOKENS)),
     )
     caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))

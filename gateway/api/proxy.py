@@ -33,7 +33,9 @@ async def proxy(request: Request) -> Response:
     url = svc.upstream.url(path, request.url.query)
     headers = svc.upstream.forward_headers(dict(request.headers), caller.token, identity_encoding=False)
     started = time.monotonic()
-    has_body = request.method not in ("GET", "HEAD", "OPTIONS", "DELETE") or "content-length" in request.headers
+    has_body = (
+        request.method not in ("GET", "HEAD", "OPTIONS", "DELETE") or "content-length" in request.headers
+    )
     content: AsyncIterator[bytes] | None = request.stream() if has_body else None
     upstream = await svc.upstream.open(request.method, url, headers, content)
     values: dict[str, object] = {

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.history import Budget, StoredMessage, window_bounds
@@ -20,7 +20,9 @@ async def get_conversation(session: AsyncSession, owner: str, conversation_id: s
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-async def load_window(session: AsyncSession, conversation: Conversation, budget: Budget) -> list[StoredMessage]:
+async def load_window(
+    session: AsyncSession, conversation: Conversation, budget: Budget
+) -> list[StoredMessage]:
     """The stored messages the budget may send, oldest first, in one indexed query.
 
     Turn-start seq and cumulative tokens only grow along a conversation, so each limit is a range bound
@@ -83,7 +85,7 @@ async def append_turn(session: AsyncSession, conversation: Conversation | None, 
         await session.execute(update(Conversation).where(Conversation.pk == pk).values(**values))
     if write.messages:
         await session.execute(
-            Message.__table__.insert(),
+            insert(Message),
             [
                 {
                     "conversation_pk": pk,

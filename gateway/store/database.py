@@ -64,21 +64,21 @@ class ConversationLocks:
         self._local: dict[tuple[str, str], _Waiters] = {}
 
     @contextlib.asynccontextmanager
-    async def hold(self, owner: str, conversation_id: str, timeout: float) -> AsyncIterator[float]:
-        """Hold the conversation for one turn; yields the seconds spent waiting. Busy past `timeout`."""
+    async def hold(self, owner: str, conversation_id: str, wait: float) -> AsyncIterator[float]:
+        """Hold the conversation for one turn; yields the seconds spent waiting. Busy past `wait` s."""
         key = (owner, conversation_id)
         waiters = self._local.setdefault(key, _Waiters())
         waiters.users += 1
         started = time.monotonic()
         try:
             try:
-                await asyncio.wait_for(waiters.lock.acquire(), timeout)
+                await asyncio.wait_for(waiters.lock.acquire(), wait)
             except TimeoutError:
-                raise ConversationBusy(_busy_message(timeout)) from None
+                raise ConversationBusy(_busy_message(wait)) from None
             try:
                 holder = None
                 if self._shared:
-                    holder = await self._acquire_lease(owner, conversation_id, started + timeout, timeout)
+                    holder = await self._acquire_lease(owner, conversation_id, started + wait, wait)
                 try:
                     yield time.monotonic() - started
                 finally:
@@ -91,27 +91,30 @@ class ConversationLocks:
             if waiters.users == 0:
                 self._local.pop(key, None)
 
-    async def _acquire_lease(self, owner: str, conversation_id: str, deadline: float, timeout: float) -> str:
+    async def _acquire_lease(self, owner: str, conversation_id: str, deadline: float, wait: float) -> str:
         holder = secrets.token_hex(16)
         delay = 0.005
         while True:
             if await self._try_lease(owner, conversation_id, holder):
                 return holder
             if time.monotonic() + delay > deadline:
-                raise ConversationBusy(_busy_message(timeout))
+                raise ConversationBusy(_busy_message(wait))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
 
     async def _try_lease(self, owner: str, conversation_id: str, holder: str) -> bool:
         now = time.time()
-        values = {"owner": owner, "conversation_id": conversation_id, "holder": holder}
-        values["expires_at"] = now + self._lease_seconds  # type: ignore[assignment]
-        statement = pg_insert(Lease).values(values)
-        statement = statement.on_conflict_do_update(
-            index_elements=[Lease.owner, Lease.conversation_id],
-            set_={"holder": holder, "expires_at": values["expires_at"]},
-            where=Lease.expires_at < now,
-        ).returning(Lease.holder)
+        expires = now + self._lease_seconds
+        statement = (
+            pg_insert(Lease)
+            .values(owner=owner, conversation_id=conversation_id, holder=holder, expires_at=expires)
+            .on_conflict_do_update(
+                index_elements=[Lease.owner, Lease.conversation_id],
+                set_={"holder": holder, "expires_at": expires},
+                where=Lease.expires_at < now,
+            )
+            .returning(Lease.holder)
+        )
         async with self._sessions() as session, session.begin():
             row = (await session.execute(statement)).first()
         return row is not None and row[0] == holder

@@ -49,8 +49,9 @@ def roles(messages: list[dict[str, Any]]) -> list[str]:
     return [m["role"] for m in messages]
 
 
-def test_memory_over_several_turns(gateway: ServerProcess, upstream: ServerProcess, api_key: str,
-                                   conversation_id: str) -> None:
+def test_memory_over_several_turns(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
     client = sdk(gateway, api_key, conversation_id)
     for turn in range(1, 4):
         reply = client.chat.completions.create(
@@ -60,19 +61,25 @@ def test_memory_over_several_turns(gateway: ServerProcess, upstream: ServerProce
         assert reply.choices[0].message.content == f"[{2 * turn - 1} messages] message {turn}"
     sent = upstream_requests(upstream, api_key)[-1]["body"]["messages"]
     assert [m["content"] for m in sent] == [
-        "message 1", "[1 messages] message 1", "message 2", "[3 messages] message 2", "message 3",
+        "message 1",
+        "[1 messages] message 1",
+        "message 2",
+        "[3 messages] message 2",
+        "message 3",
     ]
     messages = stored(gateway, api_key, conversation_id)
     assert roles(messages) == ["user", "assistant"] * 3
     assert all(isinstance(m["created_at"], int) for m in messages)
-    info = httpx.get(f"{gateway.url}/v1/conversations/{conversation_id}",
-                     headers={"Authorization": f"Bearer {api_key}"}).json()
+    info = httpx.get(
+        f"{gateway.url}/v1/conversations/{conversation_id}", headers={"Authorization": f"Bearer {api_key}"}
+    ).json()
     assert info["object"] == "conversation" and info["message_count"] == 6 and info["id"] == conversation_id
     assert info["system_prompt"] is None
 
 
-def test_response_is_upstream_body_with_conversation_header(gateway: ServerProcess, api_key: str,
-                                                             conversation_id: str) -> None:
+def test_response_is_upstream_body_with_conversation_header(
+    gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
     client = sdk(gateway, api_key, conversation_id)
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
@@ -84,30 +91,37 @@ def test_response_is_upstream_body_with_conversation_header(gateway: ServerProce
     assert completion.usage is not None and completion.usage.prompt_tokens > 0
 
 
-def test_system_prompt_is_stored_replaced_and_always_first(gateway: ServerProcess, upstream: ServerProcess,
-                                                            api_key: str, conversation_id: str) -> None:
+def test_system_prompt_is_stored_replaced_and_always_first(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
     client = sdk(gateway, api_key, conversation_id)
-    client.chat.completions.create(model="gpt-4o-mini", messages=[
-        {"role": "system", "content": "You are terse."}, {"role": "user", "content": "one"}])
+    client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "system", "content": "You are terse."}, {"role": "user", "content": "one"}],
+    )
     client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "two"}])
     sent = upstream_requests(upstream, api_key)[-1]["body"]["messages"]
     assert sent[0] == {"role": "system", "content": "You are terse."}
     assert roles(sent) == ["system", "user", "assistant", "user"]
-    client.chat.completions.create(model="gpt-4o-mini", messages=[
-        {"role": "developer", "content": "You are verbose."}, {"role": "user", "content": "three"}])
+    client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "developer", "content": "You are verbose."}, {"role": "user", "content": "three"}],
+    )
     client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "four"}])
     sent = upstream_requests(upstream, api_key)[-1]["body"]["messages"]
     assert sent[0] == {"role": "developer", "content": "You are verbose."}
     assert roles(sent)[1:] == ["user", "assistant"] * 3 + ["user"]
     messages = stored(gateway, api_key, conversation_id)
     assert "system" not in roles(messages) and "developer" not in roles(messages)
-    info = httpx.get(f"{gateway.url}/v1/conversations/{conversation_id}",
-                     headers={"Authorization": f"Bearer {api_key}"}).json()
+    info = httpx.get(
+        f"{gateway.url}/v1/conversations/{conversation_id}", headers={"Authorization": f"Bearer {api_key}"}
+    ).json()
     assert info["system_prompt"] == "You are verbose." and info["message_count"] == 8
 
 
-def test_full_history_clients_are_not_doubled(gateway: ServerProcess, upstream: ServerProcess, api_key: str,
-                                              conversation_id: str) -> None:
+def test_full_history_clients_are_not_doubled(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
     """A LangChain-style client resends everything, including the SDK's own returned message objects."""
     client = sdk(gateway, api_key, conversation_id)
     history: list[Any] = [{"role": "system", "content": "sys"}, {"role": "user", "content": "first"}]
@@ -124,27 +138,37 @@ def test_full_history_clients_are_not_doubled(gateway: ServerProcess, upstream: 
 
 def _tool_round_trip(client: OpenAI, stream: bool) -> None:
     if stream:
-        chunks = list(client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "weather in Paris?"}],
-            tools=TOOLS, stream=True))
+        chunks = list(
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "weather in Paris?"}],
+                tools=TOOLS,
+                stream=True,
+            )
+        )
         calls = [c.choices[0].delta.tool_calls for c in chunks if c.choices and c.choices[0].delta.tool_calls]
         call_id = calls[0][0].id
         arguments = "".join(c[0].function.arguments or "" for c in calls)
     else:
         reply = client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "weather in Paris?"}], tools=TOOLS)
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "weather in Paris?"}], tools=TOOLS
+        )
         assert reply.choices[0].finish_reason == "tool_calls"
         call = reply.choices[0].message.tool_calls[0]
         call_id, arguments = call.id, call.function.arguments
     assert json.loads(arguments) == {"input": "weather in Paris?"}
     final = client.chat.completions.create(
-        model="gpt-4o-mini", tools=TOOLS,
-        messages=[{"role": "tool", "tool_call_id": call_id, "content": "sunny, 21C"}])
+        model="gpt-4o-mini",
+        tools=TOOLS,
+        messages=[{"role": "tool", "tool_call_id": call_id, "content": "sunny, 21C"}],
+    )
     assert final.choices[0].message.content == "[3 messages] tool result: sunny, 21C"
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
-def test_tool_call_round_trip(gateway: ServerProcess, api_key: str, conversation_id: str, stream: bool) -> None:
+def test_tool_call_round_trip(
+    gateway: ServerProcess, api_key: str, conversation_id: str, stream: bool
+) -> None:
     _tool_round_trip(sdk(gateway, api_key, conversation_id), stream)
     messages = stored(gateway, api_key, conversation_id)
     assert roles(messages) == ["user", "assistant", "tool", "assistant"]
@@ -153,33 +177,46 @@ def test_tool_call_round_trip(gateway: ServerProcess, api_key: str, conversation
     assert json.loads(messages[1]["tool_calls"][0]["function"]["arguments"]) == {"input": "weather in Paris?"}
 
 
-def test_streaming_hides_injected_usage_and_stores_reply(gateway: ServerProcess, upstream: ServerProcess,
-                                                         api_key: str, conversation_id: str) -> None:
+def test_streaming_hides_injected_usage_and_stores_reply(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
     client = sdk(gateway, api_key, conversation_id)
-    chunks = list(client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "tell me a story"}], stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "tell me a story"}], stream=True
+        )
+    )
     assert all(c.usage is None for c in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "[1 messages] tell me a story"
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert upstream_requests(upstream, api_key)[-1]["body"]["stream_options"] == {"include_usage": True}
     assert stored(gateway, api_key, conversation_id)[-1] == {
-        "role": "assistant", "content": text, "created_at": stored(gateway, api_key, conversation_id)[-1]["created_at"]
+        "role": "assistant",
+        "content": text,
+        "created_at": stored(gateway, api_key, conversation_id)[-1]["created_at"],
     }
     # a client that asks for usage gets it
-    chunks = list(client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "again"}], stream=True,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "again"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
 
 
 async def test_async_client_streaming(gateway: ServerProcess, api_key: str, conversation_id: str) -> None:
-    client = AsyncOpenAI(base_url=gateway.url + "/v1", api_key=api_key,
-                         default_headers={"X-Conversation-Id": conversation_id})
+    client = AsyncOpenAI(
+        base_url=gateway.url + "/v1", api_key=api_key, default_headers={"X-Conversation-Id": conversation_id}
+    )
     async with client:
         for turn in (1, 2):
             stream = await client.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": f"async {turn}"}], stream=True)
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"async {turn}"}], stream=True
+            )
             text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
             assert text == f"[{2 * turn - 1} messages] async {turn}"
 
@@ -195,24 +232,34 @@ async def test_async_client_streaming(gateway: ServerProcess, api_key: str, conv
         ("FAULT:garbage", True, openai.APIError),
     ],
 )
-def test_failures_add_nothing(gateway: ServerProcess, api_key: str, conversation_id: str, fault: str,
-                              stream: bool, error: type[Exception]) -> None:
+def test_failures_add_nothing(
+    gateway: ServerProcess,
+    api_key: str,
+    conversation_id: str,
+    fault: str,
+    stream: bool,
+    error: type[Exception],
+) -> None:
     client = sdk(gateway, api_key, conversation_id, max_retries=0)
     client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
     before = stored(gateway, api_key, conversation_id)
     with pytest.raises(error):
         result = client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": f"please {fault}"}], stream=stream)
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"please {fault}"}], stream=stream
+        )
         if stream:
             chunks = list(result)  # type: ignore[arg-type]
             assert all(c.choices[0].finish_reason is None for c in chunks if c.choices)
     assert stored(gateway, api_key, conversation_id) == before
-    reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "still?"}])
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "still?"}]
+    )
     assert reply.choices[0].message.content == "[3 messages] still?"
 
 
-def test_cut_stream_ends_with_an_error_event_and_no_finish_reason(gateway: ServerProcess, api_key: str,
-                                                                  conversation_id: str) -> None:
+def test_cut_stream_ends_with_an_error_event_and_no_finish_reason(
+    gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
     response = httpx.post(
         f"{gateway.url}/v1/chat/completions",
         headers={"Authorization": f"Bearer {api_key}", "X-Conversation-Id": conversation_id},
@@ -223,8 +270,10 @@ def test_cut_stream_ends_with_an_error_event_and_no_finish_reason(gateway: Serve
     assert "event: error" not in response.text
     last = json.loads(events[-1])
     assert set(last["error"]) == {"message", "type", "param", "code"}
-    assert all(not c.get("choices") or c["choices"][0].get("finish_reason") is None
-               for c in map(json.loads, events[:-1]))
+    assert all(
+        not c.get("choices") or c["choices"][0].get("finish_reason") is None
+        for c in map(json.loads, events[:-1])
+    )
 
 
 def test_upstream_errors_pass_through(gateway: ServerProcess, api_key: str, conversation_id: str) -> None:
@@ -237,35 +286,45 @@ def test_upstream_errors_pass_through(gateway: ServerProcess, api_key: str, conv
     assert response.headers["retry-after"] == "7"
     assert response.json()["error"]["code"] == "rate_limit_exceeded"
     response = httpx.post(
-        f"{gateway.url}/v1/chat/completions", headers={"Authorization": "Bearer sk-bad-token"},
+        f"{gateway.url}/v1/chat/completions",
+        headers={"Authorization": "Bearer sk-bad-token"},
         json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
     )
     assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
 
 
-def test_restart_keeps_history(start_gateway: Callable[..., ServerProcess], tmp_path: Any, api_key: str,
-                               conversation_id: str) -> None:
+def test_restart_keeps_history(
+    start_gateway: Callable[..., ServerProcess], tmp_path: Any, api_key: str, conversation_id: str
+) -> None:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'restart.db'}"
     server = start_gateway(database_url)
     client = sdk(server, api_key, conversation_id)
     client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "remember me"}])
     server.restart()
     reply = sdk(server, api_key, conversation_id).chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "do you?"}])
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "do you?"}]
+    )
     assert reply.choices[0].message.content == "[3 messages] do you?"
 
 
 async def test_concurrent_turns_on_one_conversation_are_serialized(
     gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
 ) -> None:
-    client = AsyncOpenAI(base_url=gateway.url + "/v1", api_key=api_key, max_retries=0,
-                         default_headers={"X-Conversation-Id": conversation_id})
+    client = AsyncOpenAI(
+        base_url=gateway.url + "/v1",
+        api_key=api_key,
+        max_retries=0,
+        default_headers={"X-Conversation-Id": conversation_id},
+    )
     async with client:
-        replies = await asyncio.gather(*[
-            client.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": f"FAULT:slow:20 n{i}"}])
-            for i in range(16)
-        ])
+        replies = await asyncio.gather(
+            *[
+                client.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": f"FAULT:slow:20 n{i}"}]
+                )
+                for i in range(16)
+            ]
+        )
     counts = sorted(int(r.choices[0].message.content.split()[0][1:]) for r in replies)  # type: ignore[union-attr]
     assert counts == list(range(1, 32, 2))  # each turn saw every earlier one
     messages = stored(gateway, api_key, conversation_id)
@@ -279,12 +338,16 @@ async def test_different_conversations_do_not_wait(gateway: ServerProcess, api_k
     async with client:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await asyncio.gather(*[
-            client.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "FAULT:slow:500"}],
-                extra_headers={"X-Conversation-Id": f"parallel-{secrets.token_hex(4)}"})
-            for _ in range(8)
-        ])
+        await asyncio.gather(
+            *[
+                client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=[{"role": "user", "content": "FAULT:slow:500"}],
+                    extra_headers={"X-Conversation-Id": f"parallel-{secrets.token_hex(4)}"},
+                )
+                for _ in range(8)
+            ]
+        )
         elapsed = loop.time() - started
     assert elapsed < 8 * 0.5  # serialized would take at least 4 s; parallel takes about 0.5 s
 
@@ -292,20 +355,28 @@ async def test_different_conversations_do_not_wait(gateway: ServerProcess, api_k
 def test_two_callers_are_isolated(gateway: ServerProcess, conversation_id: str) -> None:
     alice, bob = f"sk-alice-{secrets.token_hex(4)}", f"sk-bob-{secrets.token_hex(4)}"
     sdk(gateway, alice, conversation_id).chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "alice here"}])
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "alice here"}]
+    )
     reply = sdk(gateway, bob, conversation_id).chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "bob here"}])
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "bob here"}]
+    )
     assert reply.choices[0].message.content == "[1 messages] bob here"
-    assert [m["content"] for m in stored(gateway, alice, conversation_id)][0] == "alice here"
-    assert [m["content"] for m in stored(gateway, bob, conversation_id)][0] == "bob here"
+    assert stored(gateway, alice, conversation_id)[0]["content"] == "alice here"
+    assert stored(gateway, bob, conversation_id)[0]["content"] == "bob here"
 
 
-def test_without_header_the_body_passes_through_unchanged(gateway: ServerProcess, upstream: ServerProcess,
-                                                          api_key: str) -> None:
-    body = {"model": "gpt-4o-mini", "temperature": 0.3, "messages": [{"role": "user", "content": "stateless"}],
-            "stream": True}
-    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body,
-                          headers={"Authorization": f"Bearer {api_key}"})
+def test_without_header_the_body_passes_through_unchanged(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str
+) -> None:
+    body = {
+        "model": "gpt-4o-mini",
+        "temperature": 0.3,
+        "messages": [{"role": "user", "content": "stateless"}],
+        "stream": True,
+    }
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {api_key}"}
+    )
     assert response.status_code == 200 and response.text.endswith("data: [DONE]\n\n")
     assert upstream_requests(upstream, api_key)[-1]["body"] == body
     assert "x-conversation-id" not in response.headers
@@ -324,26 +395,45 @@ def test_other_endpoints_pass_through(gateway: ServerProcess, api_key: str) -> N
 @pytest.mark.parametrize(
     ("headers", "body", "code"),
     [
-        ({"X-Conversation-Id": ""}, {"model": "m", "messages": [{"role": "user", "content": "x"}]},
-         "invalid_conversation_id"),
-        ({"X-Conversation-Id": "bad id!"}, {"model": "m", "messages": [{"role": "user", "content": "x"}]},
-         "invalid_conversation_id"),
-        ({"X-Conversation-Id": "x" * 129}, {"model": "m", "messages": [{"role": "user", "content": "x"}]},
-         "invalid_conversation_id"),
+        (
+            {"X-Conversation-Id": ""},
+            {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+            "invalid_conversation_id",
+        ),
+        (
+            {"X-Conversation-Id": "bad id!"},
+            {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+            "invalid_conversation_id",
+        ),
+        (
+            {"X-Conversation-Id": "x" * 129},
+            {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+            "invalid_conversation_id",
+        ),
         ({"X-Conversation-Id": "ok"}, {"model": "m", "messages": []}, "empty_array"),
         ({"X-Conversation-Id": "ok"}, {"model": "m"}, None),
         ({"X-Conversation-Id": "ok"}, {"model": "m", "messages": "hello"}, "invalid_type"),
         ({"X-Conversation-Id": "ok"}, {"model": "m", "messages": [{"content": "no role"}]}, None),
-        ({"X-Conversation-Id": "ok", "X-Max-History-Messages": "-1"},
-         {"model": "m", "messages": [{"role": "user", "content": "x"}]}, "invalid_header"),
+        (
+            {"X-Conversation-Id": "ok", "X-Max-History-Messages": "-1"},
+            {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+            "invalid_header",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_400_and_never_reaches_upstream(
-    gateway: ServerProcess, upstream: ServerProcess, api_key: str, headers: dict[str, str],
-    body: dict[str, Any], code: str | None
+    gateway: ServerProcess,
+    upstream: ServerProcess,
+    api_key: str,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    code: str | None,
 ) -> None:
-    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body,
-                          headers={"Authorization": f"Bearer {api_key}", **headers})
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {api_key}", **headers},
+    )
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -354,13 +444,20 @@ def test_bad_input_is_a_clear_400_and_never_reaches_upstream(
 
 
 def test_bad_json_and_sdk_errors(gateway: ServerProcess, api_key: str) -> None:
-    response = httpx.post(f"{gateway.url}/v1/chat/completions", content=b"{not json",
-                          headers={"Authorization": f"Bearer {api_key}", "X-Conversation-Id": "c1",
-                                   "Content-Type": "application/json"})
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        content=b"{not json",
+        headers={
+            "Authorization": f"Bearer {api_key}",
+            "X-Conversation-Id": "c1",
+            "Content-Type": "application/json",
+        },
+    )
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
     with pytest.raises(openai.BadRequestError) as caught:
         sdk(gateway, api_key, "bad id").chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+        )
     assert caught.value.code == "invalid_conversation_id"
 
 
@@ -376,10 +473,14 @@ def test_healthz(gateway: ServerProcess) -> None:
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
-def test_header_names_are_case_insensitive(gateway: ServerProcess, api_key: str, conversation_id: str) -> None:
+def test_header_names_are_case_insensitive(
+    gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
     for name in ("x-conversation-id", "X-CONVERSATION-ID"):
-        response = httpx.post(f"{gateway.url}/v1/chat/completions",
-                              headers={"Authorization": f"Bearer {api_key}", name: conversation_id},
-                              json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+        response = httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {api_key}", name: conversation_id},
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        )
         assert response.status_code == 200
     assert len(stored(gateway, api_key, conversation_id)) == 4

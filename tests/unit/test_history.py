@@ -31,8 +31,12 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments
 
 
 def test_split_system_takes_only_leading_system_and_developer() -> None:
-    messages = [{"role": "system", "content": "a"}, {"role": "developer", "content": "b"}, user("u"),
-                {"role": "system", "content": "late"}]
+    messages = [
+        {"role": "system", "content": "a"},
+        {"role": "developer", "content": "b"},
+        user("u"),
+        {"role": "system", "content": "late"},
+    ]
     system, rest = split_system(messages)
     assert [m["content"] for m in system] == ["a", "b"]
     assert [m["content"] for m in rest] == ["u", "late"]
@@ -43,8 +47,15 @@ def test_split_system_takes_only_leading_system_and_developer() -> None:
 
 def test_comparable_treats_missing_as_null_and_empty_content_on_tool_calls_as_null() -> None:
     stored = assistant(None, tool_calls=[CALL])
-    resent = {"role": "assistant", "content": "", "refusal": None, "annotations": [], "audio": None,
-              "function_call": None, "tool_calls": [{**CALL, "index": 0}]}
+    resent = {
+        "role": "assistant",
+        "content": "",
+        "refusal": None,
+        "annotations": [],
+        "audio": None,
+        "function_call": None,
+        "tool_calls": [{**CALL, "index": 0}],
+    }
     assert comparable(stored) == comparable(resent)
     assert comparable(user("x")) == comparable({"role": "user", "content": "x", "name": None})
     assert comparable(assistant("")) != comparable(assistant(None))  # only on tool_calls messages
@@ -67,13 +78,21 @@ def test_assistant_message_keeps_content_tool_calls_and_refusal() -> None:
 
 
 def numbered(bodies: list[dict[str, Any]], tokens: list[int] | None = None) -> list[Any]:
-    return number_messages(bodies, tokens or [10] * len(bodies), next_seq=0, token_total=0,
-                           last_user_seq=0, last_user_tokens=0)
+    return number_messages(
+        bodies, tokens or [10] * len(bodies), next_seq=0, token_total=0, last_user_seq=0, last_user_tokens=0
+    )
 
 
 def test_number_messages_marks_turn_starts_at_user_messages() -> None:
-    rows = numbered([user("a"), assistant(None, tool_calls=[CALL]),
-                     {"role": "tool", "tool_call_id": "call_1", "content": "r"}, assistant("b"), user("c")])
+    rows = numbered(
+        [
+            user("a"),
+            assistant(None, tool_calls=[CALL]),
+            {"role": "tool", "tool_call_id": "call_1", "content": "r"},
+            assistant("b"),
+            user("c"),
+        ]
+    )
     assert [r.turn_start_seq for r in rows] == [0, 0, 0, 0, 4]
     assert [r.turn_start_tokens for r in rows] == [0, 0, 0, 0, 40]
 
@@ -95,10 +114,19 @@ def test_number_messages_marks_turn_starts_at_user_messages() -> None:
 )
 def test_trim_history_keeps_a_suffix_of_whole_turns(budget: Budget, expected: int) -> None:
     tool = {"role": "tool", "tool_call_id": "call_1", "content": "r"}
-    rows = numbered([user("a"), assistant("b"), user("c"), assistant(None, tool_calls=[CALL]), tool,
-                     assistant("d"), user("e")])
+    rows = numbered(
+        [
+            user("a"),
+            assistant("b"),
+            user("c"),
+            assistant(None, tool_calls=[CALL]),
+            tool,
+            assistant("d"),
+            user("e"),
+        ]
+    )
     kept = trim_history(rows, budget)
     assert len(kept) == expected
     if kept and not budget.unlimited:
         assert kept[0].body["role"] == "user"
-    assert [r.seq for r in kept] == [r.seq for r in rows][len(rows) - len(kept):]
+    assert [r.seq for r in kept] == [r.seq for r in rows][len(rows) - len(kept) :]

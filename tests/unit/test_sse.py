@@ -37,19 +37,42 @@ def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
 
 def test_assembler_rebuilds_content_and_tool_calls() -> None:
     assembler = StreamAssembler()
-    for piece in (chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), chunk({"content": "lo"})):
+    for piece in (
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": "Hel"}),
+        chunk({"content": "lo"}),
+    ):
         assembler.observe(piece)
     assert assembler.message() == {"role": "assistant", "content": "Hello"}
     tools = StreamAssembler()
-    tools.observe(chunk({"role": "assistant", "content": None, "tool_calls": [
-        {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]}))
+    tools.observe(
+        chunk(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": ""},
+                    }
+                ],
+            }
+        )
+    )
     tools.observe(chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]}))
     tools.observe(chunk({"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]}))
     tools.observe(chunk({}, finish="tool_calls"))
     usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
     tools.observe(usage)
-    assert tools.message() == {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]}
+    assert tools.message() == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+        ],
+    }
     assert tools.finish_reason == "tool_calls" and tools.usage == usage["usage"] and tools.model == "m-1"
     assert is_usage_only(usage) and not is_usage_only(chunk({}))
     assert has_finish_reason(chunk({}, "stop")) and not has_finish_reason(chunk({"content": "x"}))
@@ -62,9 +85,13 @@ def test_assembler_records_stream_errors() -> None:
 
 
 def test_replay_events_form_a_well_formed_stream() -> None:
-    completion = {"id": "c1", "created": 1, "model": "m", "usage": {"prompt_tokens": 1, "completion_tokens": 1},
-                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
-                               "finish_reason": "stop"}]}
+    completion = {
+        "id": "c1",
+        "created": 1,
+        "model": "m",
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    }
     events = replay_events(completion, include_usage=True)
     assert events[-1] == b"data: [DONE]\n\n"
     assembler = StreamAssembler()
