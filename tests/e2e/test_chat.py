@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -27,10 +29,23 @@ TOOLS = [
 ]
 
 
+_OPEN_CLIENTS: list[OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Close every SDK client a test opened (unclosed sockets fail the run)."""
+    yield
+    while _OPEN_CLIENTS:
+        _OPEN_CLIENTS.pop().close()
+
+
 def sdk(gateway: ServerProcess, api_key: str, conversation_id: str | None, **kwargs: Any) -> OpenAI:
-    """A sync SDK client pointed at the gateway."""
+    """A sync SDK client pointed at the gateway, closed after the test."""
     headers = {"X-Conversation-Id": conversation_id} if conversation_id else {}
-    return OpenAI(base_url=gateway.url + "/v1", api_key=api_key, default_headers=headers, **kwargs)
+    client = OpenAI(base_url=gateway.url + "/v1", api_key=api_key, default_headers=headers, **kwargs)
+    _OPEN_CLIENTS.append(client)
+    return client
 
 
 def stored(gateway: ServerProcess, api_key: str, conversation_id: str) -> list[dict[str, Any]]:
@@ -484,3 +499,83 @@ def test_header_names_are_case_insensitive(
         )
         assert response.status_code == 200
     assert len(stored(gateway, api_key, conversation_id)) == 4
+
+
+def test_client_leaving_mid_stream_releases_the_conversation_and_adds_nothing(
+    start_gateway: Callable[..., ServerProcess], tmp_path: Any, api_key: str, conversation_id: str
+) -> None:
+    # With a 3 s lock wait, a lock still held by the abandoned stream (stalled for an hour) would give 409.
+    server = start_gateway(f"sqlite+aiosqlite:///{tmp_path / 'leave.db'}", lock_timeout="3")
+    client = sdk(server, api_key, conversation_id, max_retries=0)
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "first"}])
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "FAULT:stall-stream"}], stream=True
+    )
+    first = next(iter(stream))
+    assert first.choices[0].delta.role == "assistant"
+    stream.close()  # the client goes away while the upstream is still "thinking"
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "next"}]
+    )
+    assert reply.choices[0].message.content == "[3 messages] next"
+    assert [m["content"] for m in stored(server, api_key, conversation_id)] == [
+        "first",
+        "[1 messages] first",
+        "next",
+        "[3 messages] next",
+    ]
+
+
+def test_busy_conversation_gets_409_after_the_lock_wait(
+    start_gateway: Callable[..., ServerProcess], tmp_path: Any, api_key: str, conversation_id: str
+) -> None:
+    server = start_gateway(f"sqlite+aiosqlite:///{tmp_path / 'busy.db'}", lock_timeout="0.5")
+    slow = httpx.Client(timeout=30)
+
+    def turn(text: str) -> httpx.Response:
+        return slow.post(
+            f"{server.url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {api_key}", "X-Conversation-Id": conversation_id},
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]},
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(turn, "FAULT:slow:3000")
+        time.sleep(0.5)
+        second = pool.submit(turn, "impatient")
+        busy = second.result()
+        assert first.result().status_code == 200
+    slow.close()
+    assert busy.status_code == 409
+    assert busy.json()["error"]["code"] == "conversation_busy"
+    assert busy.json()["error"]["type"] == "conflict_error"
+    assert len(stored(server, api_key, conversation_id)) == 2
+
+
+def test_unreachable_upstream_is_502_and_timeout_is_504(
+    start_gateway: Callable[..., ServerProcess], tmp_path: Any, api_key: str, conversation_id: str
+) -> None:
+    from tests.servers import free_port
+
+    dead = start_gateway(
+        f"sqlite+aiosqlite:///{tmp_path / 'dead.db'}", upstream_url=f"http://127.0.0.1:{free_port()}"
+    )
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk(dead, api_key, conversation_id, max_retries=0).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "anyone?"}]
+        )
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_unreachable"
+    slow = start_gateway(f"sqlite+aiosqlite:///{tmp_path / 'slow.db'}", upstream_timeout="1")
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk(slow, api_key, conversation_id, max_retries=0).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "FAULT:stall"}]
+        )
+    assert caught.value.status_code == 504
+    assert caught.value.code == "upstream_timeout"
+    assert (
+        httpx.get(
+            f"{slow.url}/v1/conversations/{conversation_id}", headers={"Authorization": f"Bearer {api_key}"}
+        ).status_code
+        == 404
+    )
