@@ -10,16 +10,20 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway import headers as h
 from gateway import migrate
+from gateway.access import AccessLog, route_paths
 from gateway.api import chat, conversations, ops, proxy
 from gateway.api.common import Services, json_response
 from gateway.auth import Authenticator
 from gateway.config import Settings
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_body
+from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.store.database import Database, create_engine
 from gateway.tokens import count_text_tokens
@@ -35,6 +39,7 @@ ROUTES = [
     Route("/v1/conversations/{conversation_id}", conversations.retrieve, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}/messages", conversations.messages, methods=["GET"]),
     Route("/healthz", ops.healthz, methods=["GET"]),
+    Route("/metrics", ops.metrics, methods=["GET"]),
     Route("/v1/{path:path}", proxy.proxy, methods=ALL_METHODS),
 ]
 
@@ -58,7 +63,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     body = error_body("The gateway had an internal error.", "server_error", "internal_error")
-    return json_response(body, status=500)
+    # This handler runs outside the access middleware, so it adds the request id itself.
+    request_id = getattr(request.state, "request_id", None)
+    headers = {h.GATEWAY_REQUEST_ID: request_id} if request_id else None
+    return json_response(body, status=500, headers=headers)
 
 
 ERROR_HANDLERS: dict[Any, Any] = {
@@ -74,6 +82,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        metrics = Metrics(settings.metrics_dir)
         try:
             await migrate.upgrade(engine)
             lease = settings.upstream_timeout + settings.lock_timeout + 60
@@ -87,12 +96,17 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
                     settings=settings,
                     db=db,
                     upstream=upstream,
-                    turns=TurnService(db, upstream, settings, pricer),
+                    turns=TurnService(db, upstream, settings, pricer, metrics=metrics),
                     pricer=pricer,
                     auth=Authenticator(),
+                    metrics=metrics,
                 )
                 yield {"services": services}
         finally:
+            metrics.close()
             await engine.dispose()
 
-    return Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=ERROR_HANDLERS)
+    middleware = [Middleware(AccessLog, routes=route_paths(ROUTES))]
+    return Starlette(
+        routes=ROUTES, lifespan=lifespan, exception_handlers=ERROR_HANDLERS, middleware=middleware
+    )

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -33,8 +34,10 @@ def app_factory() -> Any:
     import json
 
     from gateway.app import create_app
+    from gateway.logs import configure_logging
 
     settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
+    configure_logging(settings.log_level, settings.log_format)  # a spawned worker starts unconfigured
     return create_app(settings)
 
 
@@ -55,30 +58,37 @@ def serve(**flags: Any) -> None:
 
     import uvicorn
 
+    from gateway.logs import configure_logging
+    from gateway.metrics import prepare_multiprocess_dir
+
     settings = load_settings(**flags)
     if settings.workers > 1 and settings.is_sqlite:
         raise click.UsageError(
             "--workers above 1 needs Postgres: SQLite is the single-process default. "
             "Set GATEWAY_DATABASE_URL=postgresql+asyncpg://... or run one worker."
         )
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for noisy in ("httpx", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.metrics_dir is not None:
+        prepare_multiprocess_dir(settings.metrics_dir)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
+        "log_config": None,  # uvicorn's records go to the handler configure_logging installed
         "log_level": "warning",
-        "access_log": False,
+        "access_log": False,  # the gateway writes its own access log
         "timeout_graceful_shutdown": settings.shutdown_grace,
         "lifespan": "on",
     }
+    parts = urlsplit(settings.upstream_url)
+    upstream = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # no credentials in logs
+    log = logging.getLogger("gateway")
+    log.info("listening on http://%s:%s, upstream %s", settings.host, settings.port, upstream)
     if settings.workers > 1:
         os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
         uvicorn.run("gateway.cli:app_factory", factory=True, workers=settings.workers, **options)
         return
     from gateway.app import create_app
 
-    click.echo(f"gateway listening on http://{settings.host}:{settings.port} -> {settings.upstream_url}")
     uvicorn.run(create_app(settings), **options)
 
 

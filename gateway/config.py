@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./gateway.db"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(ValueError):
@@ -77,6 +78,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     log_content: bool = False
+    metrics_dir: str | None = None
     replay_window: float = 600.0
     db_pool_size: int = 10
     workers: int = 1
@@ -88,6 +90,9 @@ class Settings:
         log_format = env.get("GATEWAY_LOG_FORMAT", default.log_format).strip().lower() or "text"
         if log_format not in ("text", "json"):
             raise ConfigError(f"GATEWAY_LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
+        log_level = env.get("GATEWAY_LOG_LEVEL", "").strip().upper() or default.log_level
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(f"GATEWAY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
         return cls(
             host=env.get("GATEWAY_HOST", "").strip() or default.host,
             port=_int(env, "GATEWAY_PORT", default.port) or default.port,
@@ -106,8 +111,10 @@ class Settings:
             admin_key=env.get("GATEWAY_ADMIN_KEY", "").strip() or None,
             shutdown_grace=_float(env, "GATEWAY_SHUTDOWN_GRACE", default.shutdown_grace),
             log_format=log_format,
-            log_level=env.get("GATEWAY_LOG_LEVEL", "").strip().upper() or default.log_level,
+            log_level=log_level,
             log_content=_bool(env, "GATEWAY_LOG_CONTENT"),
+            # prometheus-client's own variable: it switches the library to multiprocess mode on import.
+            metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or None,
             replay_window=_float(env, "GATEWAY_RETRY_REPLAY_WINDOW", default.replay_window),
             db_pool_size=_int(env, "GATEWAY_DB_POOL_SIZE", default.db_pool_size) or default.db_pool_size,
             workers=_int(env, "GATEWAY_WORKERS", default.workers) or default.workers,

@@ -9,6 +9,7 @@ IDEMPOTENCY_KEY = "idempotency-key"
 RETRY_COUNT = "x-stainless-retry-count"
 REQUEST_ID = "x-request-id"
 GATEWAY_REPLAYED = "x-gateway-replayed"
+GATEWAY_REQUEST_ID = "x-gateway-request-id"
 
 # RFC 9110 section 7.6.1 plus the usual suspects: never forwarded in either direction.
 HOP_BY_HOP = frozenset(
@@ -39,4 +40,4 @@ NOT_FORWARDED_UPSTREAM = HOP_BY_HOP | {
 }
 
 # Response headers from the upstream that are not passed to the client.
-NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie", "server", "date"}
+NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie", "server", "date", GATEWAY_REQUEST_ID}

@@ -27,6 +27,7 @@ from gateway.history import (
     select_window,
     split_system,
 )
+from gateway.metrics import Metrics
 from gateway.pricing import Pricer, Usage
 from gateway.sse import (
     DONE,
@@ -44,6 +45,7 @@ from gateway.tokens import count_message_tokens
 from gateway.upstream import UpstreamClient, read_body, response_headers, translate_errors
 
 CHAT_PATH = "/chat/completions"
+CHAT_ENDPOINT = "/v1/chat/completions"  # the upstream-latency label of chat calls
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class PendingTurn:
     history: list[StoredMessage] = field(default_factory=list)
     dropped: int = 0
     ttfb_ms: float | None = None
+    sent: float | None = None
 
     @property
     def model(self) -> str | None:
@@ -138,11 +141,14 @@ def _error_text(body: bytes) -> str:
 class TurnService:
     """Runs chat turns against the upstream and the store."""
 
-    def __init__(self, db: Database, upstream: UpstreamClient, settings: Settings, pricer: Pricer) -> None:
+    def __init__(
+        self, db: Database, upstream: UpstreamClient, settings: Settings, pricer: Pricer, *, metrics: Metrics
+    ) -> None:
         self.db = db
         self.upstream = upstream
         self.settings = settings
         self.pricer = pricer
+        self.metrics = metrics
 
     async def chat(self, call: ChatCall) -> Reply | StreamReply:
         """Handle one chat-completions request, stateful when it names a conversation."""
@@ -150,10 +156,11 @@ class TurnService:
         if call.conversation_id is None:
             return await self._forward(turn, call.raw, stream=call.body.get("stream") is True)
         stack = contextlib.AsyncExitStack()
-        await stack.enter_async_context(
+        waited = await stack.enter_async_context(
             self.db.locks.hold(call.owner, call.conversation_id, self.settings.lock_timeout)
         )
         try:
+            self.metrics.lock_wait.observe(waited)
             await self._prepare(turn)
             body = self._compose(turn)
             reply = await self._forward(turn, body, stream=call.body.get("stream") is True, stack=stack)
@@ -219,6 +226,7 @@ class TurnService:
         call = turn.call
         headers = self.upstream.forward_headers(call.headers, call.token, identity_encoding=True)
         headers["content-type"] = "application/json"
+        turn.sent = time.monotonic()
         try:
             response = await self.upstream.open("POST", self.upstream.url(CHAT_PATH), headers, body)
         except GatewayError as exc:
@@ -372,7 +380,7 @@ class TurnService:
             "owner": call.owner,
             "conversation_id": call.conversation_id,
             "request_id": call.request_id,
-            "upstream_request_id": response.headers.get("x-request-id") if response is not None else None,
+            "upstream_request_id": _upstream_request_id(response),
             "endpoint": "/v1" + CHAT_PATH,
             "model": turn.model,
             "response_model": response_model if isinstance(response_model, str) else None,
@@ -403,8 +411,15 @@ class TurnService:
     ) -> None:
         """Record an upstream call that added nothing to a conversation (failed, or stateless)."""
         values = self._attempt_values(turn, status, error, response, payload)
+        self._observe(turn, values)
         async with self.db.transaction() as session:
             await record_attempt(session, values)
+
+    def _observe(self, turn: PendingTurn, values: dict[str, Any]) -> None:
+        """Count an attempt in the metrics: upstream latency, tokens and cost (even if storing it fails)."""
+        if turn.sent is not None:
+            self.metrics.observe_upstream(CHAT_ENDPOINT, time.monotonic() - turn.sent)
+        self.metrics.observe_attempt(values)
 
     async def _store_turn(
         self,
@@ -437,6 +452,7 @@ class TurnService:
         values["response_body"] = (
             raw.decode("utf-8", "replace") if raw is not None else json.dumps(completion)
         )
+        self._observe(turn, values)
         write = TurnWrite(
             owner=call.owner,
             conversation_id=call.conversation_id,
@@ -450,6 +466,14 @@ class TurnService:
         async with self.db.transaction() as session:
             await append_turn(session, conversation, write)
             await record_attempt(session, values)
+
+
+def _upstream_request_id(response: httpx.Response | None) -> str | None:
+    """The upstream's x-request-id, cut to the column's 200 characters."""
+    if response is None:
+        return None
+    value = response.headers.get(h.REQUEST_ID)
+    return value[:200] if value is not None else None
 
 
 def _pusd(value: Any) -> int | None:

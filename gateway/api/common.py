@@ -12,6 +12,7 @@ from starlette.responses import Response
 from gateway.auth import Authenticator
 from gateway.config import Settings
 from gateway.errors import RequestTooLarge
+from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.store.database import Database
 from gateway.turns import TurnService
@@ -28,6 +29,7 @@ class Services:
     turns: TurnService
     pricer: Pricer
     auth: Authenticator
+    metrics: Metrics
 
 
 def services(request: Request) -> Services:

@@ -12,11 +12,14 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from gateway import headers as h
 from gateway.api.common import services
 from gateway.identity import bearer_token
 from gateway.store.database import Database
 from gateway.store.usage import record_attempt
 from gateway.upstream import response_headers, translate_errors
+
+PROXY_ENDPOINT = "/v1/{path:path}"  # the upstream-latency label of proxied calls
 
 
 async def _log(db: Database, values: dict[str, object]) -> None:
@@ -42,7 +45,7 @@ async def proxy(request: Request) -> Response:
         "owner": caller.identity,
         "conversation_id": None,
         "request_id": getattr(request.state, "request_id", secrets.token_hex(8)),
-        "upstream_request_id": upstream.headers.get("x-request-id"),
+        "upstream_request_id": (upstream.headers.get(h.REQUEST_ID) or "")[:200] or None,
         "endpoint": request.url.path[:200],
         "model": None,
         "response_model": None,
@@ -64,7 +67,9 @@ async def proxy(request: Request) -> Response:
                 await upstream.aclose()
 
     async def finish() -> None:
-        values["latency_ms"] = (time.monotonic() - started) * 1000
+        seconds = time.monotonic() - started
+        values["latency_ms"] = seconds * 1000
+        svc.metrics.observe_upstream(PROXY_ENDPOINT, seconds)
         await _log(svc.db, values)
 
     return StreamingResponse(

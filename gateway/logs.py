@@ -1,0 +1,81 @@
+"""Logging set up in one place: text lines or JSON lines on stderr, for the gateway and uvicorn alike.
+
+A record may carry structured fields as `extra={"fields": {...}}` (the access log does): JSON lines put them
+at the top level, text lines append them as `key=value`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# Chatty libraries whose INFO lines would drown the gateway's own.
+QUIET = ("httpx", "httpcore", "alembic")
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, dict) else {}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, then the record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render `record` as a compact JSON line."""
+        seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line: dict[str, Any] = {
+            "time": f"{seconds}.{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in _fields(record).items():
+            line.setdefault(key, value)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """The classic `time LEVEL logger message` line, with the record's fields as `key=value`."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The message line, fields appended; values with spaces or quotes are JSON-quoted."""
+        text = super().formatMessage(record)
+        pairs = [f"{key}={_text_value(value)}" for key, value in _fields(record).items() if value is not None]
+        return " ".join([text, *pairs]) if pairs else text
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if not text or any(c in text for c in ' "=\\') or not text.isprintable():
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """Send every log record (the gateway's and uvicorn's) to stderr in the chosen format, at `level`."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error"):
+        # uvicorn's own handlers are not installed (log_config=None): its records reach ours.
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False  # the gateway writes its own access log (gateway.access)

@@ -1,0 +1,136 @@
+"""Prometheus metrics: one registry per app, label children cached so the hot path is a dict lookup.
+
+With `PROMETHEUS_MULTIPROC_DIR` set (prometheus-client's multiprocess mode, used by `gateway serve
+--workers N`), every worker writes its values to files in that directory and `/metrics` on any worker
+reports the sum over all workers. Without it, each process reports its own numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as mp
+from prometheus_client.process_collector import ProcessCollector
+
+# The classic text format (version 0.0.4) that every Prometheus version reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+USD_PER_PUSD = 1e-12
+
+# LLM calls take from tens of milliseconds (cached, tiny) to minutes (long reasoning).
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+FIRST_CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+LOCK_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
+TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning", "history")
+
+
+class Metrics:
+    """The gateway's counters, histograms and gauges, registered in a registry of their own."""
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
+        self.registry = r = CollectorRegistry()
+        # fmt: off
+        self.requests = Counter(
+            "gateway_requests", "HTTP requests by route, method and status.", ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "gateway_request_duration_seconds", "Time from request to the end of the response body.",
+            ["route"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "gateway_upstream_latency_seconds", "From sending a request upstream to the end of its answer.",
+            ["endpoint"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.first_chunk_seconds = Histogram(
+            "gateway_stream_first_chunk_seconds", "Time from request to the first body bytes of a stream.",
+            ["route"], buckets=FIRST_CHUNK_BUCKETS, registry=r,
+        )
+        self.streams = Gauge(
+            "gateway_streams_in_flight", "Streamed (text/event-stream) responses in progress.",
+            registry=r, multiprocess_mode="livesum",
+        )
+        self.tokens = Counter(
+            "gateway_tokens", "Chat completion tokens by model and kind (history: stored history re-sent).",
+            ["model", "kind"], registry=r,
+        )
+        self.cost = Counter(
+            "gateway_cost_usd", "Chat completion cost in USD by model.", ["model"], registry=r,
+        )
+        self.history_cost = Counter(
+            "gateway_history_cost_usd", "Part of the cost paid for re-sent history, by model.", ["model"],
+            registry=r,
+        )
+        self.lock_wait = Histogram(
+            "gateway_lock_wait_seconds", "Time a turn waited for its conversation's lock.",
+            buckets=LOCK_BUCKETS, registry=r,
+        )
+        # fmt: on
+        if multiprocess_dir is None:
+            ProcessCollector(registry=r)
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """The labelled child of `metric`, created once and then served from a dict."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one finished HTTP request and its duration."""
+        self._child(self.requests, route, method, str(status)).inc()
+        self._child(self.request_seconds, route).observe(seconds)
+
+    def observe_first_chunk(self, route: str, seconds: float) -> None:
+        """Record when a streamed response sent its first body bytes."""
+        self._child(self.first_chunk_seconds, route).observe(seconds)
+
+    def observe_upstream(self, endpoint: str, seconds: float) -> None:
+        """Record how long one upstream call took, to the end of its body."""
+        self._child(self.upstream_seconds, endpoint).observe(seconds)
+
+    def observe_attempt(self, attempt: Mapping[str, Any]) -> None:
+        """Add an attempt row's tokens and cost (as written to the request log) to the counters."""
+        if attempt.get("prompt_tokens") is None:
+            return  # no usage reported: nothing was billed that the gateway knows of
+        model = attempt.get("response_model") or attempt.get("model") or "unknown"
+        for kind in TOKEN_KINDS:
+            value = attempt.get(f"{kind}_tokens")
+            if value is not None:
+                self._child(self.tokens, model, kind).inc(value)
+        if attempt.get("cost_pusd") is not None:
+            self._child(self.cost, model).inc(attempt["cost_pusd"] * USD_PER_PUSD)
+        if attempt.get("history_cost_pusd") is not None:
+            self._child(self.history_cost, model).inc(attempt["history_cost_pusd"] * USD_PER_PUSD)
+
+    def render(self) -> bytes:
+        """The exposition text: this process's registry, or every worker's files in multiprocess mode."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        mp.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """In multiprocess mode, drop this process's live gauges (its in-flight streams) from the files."""
+        if self.multiprocess_dir is not None:
+            mp.mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]
+
+
+def prepare_multiprocess_dir(path: str) -> None:
+    """Create the multiprocess directory and remove an earlier run's files (prometheus-client asks so)."""
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))
