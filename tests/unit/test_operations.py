@@ -1,0 +1,113 @@
+"""Unit tests: log formatters, the metrics of an attempt, the logging and metrics settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.config import ConfigError, Settings
+from gateway.logs import JsonFormatter, TextFormatter
+from gateway.metrics import Metrics
+
+
+def record(fields: dict[str, object] | None = None, exc: bool = False) -> logging.LogRecord:
+    """A log record like the access log writes."""
+    exc_info = None
+    if exc:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            exc_info = sys.exc_info()
+    made = logging.LogRecord("gateway.access", logging.INFO, __file__, 1, "request %s", ("x",), exc_info)
+    if fields is not None:
+        made.fields = fields
+    return made
+
+
+def test_json_lines_put_fields_at_the_top_level() -> None:
+    line = json.loads(JsonFormatter().format(record({"status": 200, "level": "spoofed", "path": "/v1/x"})))
+    assert line["message"] == "request x"
+    assert line["logger"] == "gateway.access"
+    assert line["level"] == "info"  # a field never overrides the record's own keys
+    assert line["status"] == 200 and line["path"] == "/v1/x"
+    assert line["time"].endswith("Z") and "T" in line["time"]
+
+
+def test_json_lines_carry_exceptions_on_one_line() -> None:
+    text = JsonFormatter().format(record(exc=True))
+    assert "\n" not in text
+    assert "ValueError: boom" in json.loads(text)["exception"]
+
+
+def test_text_lines_append_fields_and_quote_what_needs_it() -> None:
+    fields = {"request_id": "abc", "conversation_id": "has space", "upstream_request_id": None, "ms": 1.5}
+    text = TextFormatter().format(record(fields))
+    assert text.endswith(' INFO gateway.access request x request_id=abc conversation_id="has space" ms=1.5')
+    assert TextFormatter().format(record()).endswith("INFO gateway.access request x")
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    """One sample of the metrics' exposition, None when absent."""
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return found.value
+    return None
+
+
+def test_an_attempt_adds_its_tokens_and_cost_by_response_model() -> None:
+    metrics = Metrics()
+    attempt = {
+        "model": "gpt-4o-mini",
+        "response_model": "gpt-4o-mini-2024-07-18",
+        "prompt_tokens": 100,
+        "completion_tokens": 20,
+        "cached_tokens": 64,
+        "reasoning_tokens": 0,
+        "history_tokens": 30,
+        "cost_pusd": 2_500_000,
+        "history_cost_pusd": 500_000,
+    }
+    metrics.observe_attempt(attempt)
+    metrics.observe_attempt(attempt)
+    model = "gpt-4o-mini-2024-07-18"
+    expected = {"prompt": 200, "completion": 40, "cached": 128, "reasoning": 0, "history": 60}
+    for kind, value in expected.items():
+        assert sample(metrics, "gateway_tokens_total", model=model, kind=kind) == value
+    assert sample(metrics, "gateway_cost_usd_total", model=model) == pytest.approx(5e-6)
+    assert sample(metrics, "gateway_history_cost_usd_total", model=model) == pytest.approx(1e-6)
+
+
+def test_an_attempt_without_usage_or_price_counts_nothing_unknown() -> None:
+    metrics = Metrics()
+    metrics.observe_attempt({"model": "x", "response_model": None, "prompt_tokens": None, "cost_pusd": None})
+    metrics.observe_attempt({"model": "mystery", "prompt_tokens": 7, "cost_pusd": None})
+    assert sample(metrics, "gateway_tokens_total", model="x", kind="prompt") is None
+    assert sample(metrics, "gateway_tokens_total", model="mystery", kind="prompt") == 7
+    assert sample(metrics, "gateway_cost_usd_total", model="mystery") is None  # unknown price: not 0
+
+
+def test_each_app_has_its_own_registry_and_children_are_reused() -> None:
+    first, second = Metrics(), Metrics()
+    first.observe_request("/healthz", "GET", 200, 0.001)
+    first.observe_request("/healthz", "GET", 200, 0.002)
+    assert sample(first, "gateway_requests_total", route="/healthz", method="GET", status="200") == 2
+    assert sample(second, "gateway_requests_total", route="/healthz", method="GET", status="200") is None
+    child = first._child(first.requests, "/a", "GET", "200")
+    assert first._child(first.requests, "/a", "GET", "200") is child
+
+
+def test_log_and_metrics_settings() -> None:
+    settings = Settings.from_env(
+        {"GATEWAY_LOG_FORMAT": "JSON", "GATEWAY_LOG_LEVEL": "debug", "PROMETHEUS_MULTIPROC_DIR": "/tmp/prom"}
+    )
+    assert (settings.log_format, settings.log_level, settings.metrics_dir) == ("json", "DEBUG", "/tmp/prom")
+    assert Settings.from_env({}).metrics_dir is None
+    with pytest.raises(ConfigError, match="GATEWAY_LOG_LEVEL"):
+        Settings.from_env({"GATEWAY_LOG_LEVEL": "loud"})
+    with pytest.raises(ConfigError, match="GATEWAY_LOG_FORMAT"):
+        Settings.from_env({"GATEWAY_LOG_FORMAT": "xml"})
