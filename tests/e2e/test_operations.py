@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -219,6 +220,15 @@ def test_gateway_errors_carry_a_request_id_and_are_logged(json_gateway: ServerPr
     assert line["upstream_request_id"] is None
     ids = {httpx.get(json_gateway.url + "/healthz").headers["x-gateway-request-id"] for _ in range(3)}
     assert len(ids) == 3
+
+    # uvicorn's own error log goes through the same handler: a JSON line too
+    with socket.create_connection(("127.0.0.1", json_gateway.port)) as raw:
+        raw.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        assert raw.recv(1024).startswith(b"HTTP/1.1 400")
+    uvicorn = wait_for(
+        lambda: [x for x in json_lines(json_gateway) if x["logger"].startswith("uvicorn")], "uvicorn's log"
+    )
+    assert uvicorn[0]["level"] == "warning"
 
 
 def test_client_leaving_a_stream_is_logged_and_leaves_no_stream_in_flight(
