@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# Printable ASCII but space, '"', '=' and '\\': such a text value needs no quotes after `key=`.
+_PLAIN = re.compile(r"[!#-<>-\[\]-~]+")
 # Chatty libraries whose INFO lines would drown the gateway's own.
 QUIET = ("httpx", "httpcore", "alembic")
 
@@ -55,10 +58,11 @@ class TextFormatter(logging.Formatter):
 
 
 def _text_value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    if not text or any(c in text for c in ' "=\\') or not text.isprintable():
-        return json.dumps(text, ensure_ascii=False)
-    return text
+    if isinstance(value, str):
+        return value if _PLAIN.fullmatch(value) else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return json.dumps(value, default=str)
 
 
 def configure_logging(level: str, log_format: str) -> None:
