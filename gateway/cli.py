@@ -69,7 +69,10 @@ def serve(**flags: Any) -> None:
         )
     configure_logging(settings.log_level, settings.log_format)
     if settings.metrics_dir is not None:
-        prepare_multiprocess_dir(settings.metrics_dir)
+        try:
+            prepare_multiprocess_dir(settings.metrics_dir)
+        except OSError as exc:
+            raise click.UsageError(f"PROMETHEUS_MULTIPROC_DIR is not a usable directory: {exc}") from exc
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
