@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from gateway.config import ConfigError, Settings, normalize_upstream_url
+from gateway.usage_command import usage
 
 SETTINGS_ENV = "GATEWAY_SETTINGS_JSON"
 
@@ -113,6 +114,8 @@ def mock_upstream(host: str, port: int) -> None:
     click.echo(f"mock upstream (testing aid) on http://{host}:{port}/v1", err=True)
     run_mock(host, port)
 
+
+main.add_command(usage)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
