@@ -341,3 +341,30 @@ def test_conversation_usage_is_404_for_unknown_and_other_callers(
         response = get(priced, key, f"/v1/conversations/{conversation}/usage")
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "not_found"
+
+
+def test_stateless_streams_report_usage_when_the_client_asks(priced: ServerProcess, api_key: str) -> None:
+    # Without a conversation the body reaches the upstream exactly as sent: usage only if asked for.
+    with sdk(priced, api_key) as client:
+        list(client.chat.completions.create(model="gpt-4o-mini", messages=user("quiet"), stream=True))
+        options: Any = {"include_usage": True}
+        list(
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=user("count"), stream=True, stream_options=options
+            )
+        )
+    totals = exact(get(priced, api_key, "/v1/usage"))
+    assert totals["requests"] == 2 and totals["unreported_usage_requests"] == 1
+    assert totals["prompt_tokens"] > 0 and totals["history_tokens"] == 0 and totals["history_cost_usd"] == 0
+
+
+def test_a_pass_through_call_that_cannot_reach_the_upstream_is_recorded(
+    priced: ServerProcess, start_gateway: Any, database_url: str, api_key: str
+) -> None:
+    from tests.servers import free_port
+
+    broken = start_gateway(database_url, upstream_url=f"http://127.0.0.1:{free_port()}/v1")
+    with sdk(broken, api_key) as client, pytest.raises(openai.APIError):
+        client.models.list()
+    totals = exact(get(priced, api_key, "/v1/usage"))
+    assert totals["requests"] == 1 and totals["unreported_usage_requests"] == 1
