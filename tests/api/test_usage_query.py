@@ -1,4 +1,4 @@
-"""The usage query on real databases (SQLite and Postgres): day buckets, bounds, scope, sums, deletes."""
+"""The usage query in process on real databases (SQLite and Postgres): days, bounds, scope, deletes."""
 
 from __future__ import annotations
 
