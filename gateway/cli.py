@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from gateway.config import ConfigError, Settings, normalize_upstream_url
-from gateway.usage_command import usage
+from gateway.usage_command import check_prices_file, usage
 
 SETTINGS_ENV = "GATEWAY_SETTINGS_JSON"
 
@@ -62,6 +62,7 @@ def serve(**flags: Any) -> None:
             "--workers above 1 needs Postgres: SQLite is the single-process default. "
             "Set GATEWAY_DATABASE_URL=postgresql+asyncpg://... or run one worker."
         )
+    check_prices_file(settings.prices_file)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -34,6 +34,19 @@ def _check_sqlite_file(database_url: str) -> None:
         raise click.ClickException(f"no gateway database at {url.database} (set GATEWAY_DATABASE_URL)")
 
 
+def check_prices_file(path: str | None) -> None:
+    """Refuse to start on an unusable GATEWAY_PRICES_FILE, with the reason instead of a traceback."""
+    from gateway.config import ConfigError
+    from gateway.pricing import load_prices_file
+
+    if path is None:
+        return
+    try:
+        load_prices_file(path)
+    except ConfigError as exc:
+        raise click.UsageError(f"GATEWAY_PRICES_FILE: {exc}") from None
+
+
 @click.command("usage")
 @click.option("--conversation", "conversation_id", default=None, help="Only this conversation id.")
 @click.option(

@@ -257,16 +257,21 @@ def test_csv_parses_and_matches_the_json(priced: ServerProcess, api_key: str, co
     assert rows[1]["key"] == "local-llama-3" and rows[1]["cost_usd"] == ""
 
 
-def cli(database_url: str, *args: str) -> str:
-    """Run `python -m gateway usage ...` against the gateway's database; return what it printed."""
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "usage", "--database-url", database_url, *args],
-        env=base_env(),
+def run_gateway(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m gateway ARGS` with extra environment variables; return the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env=base_env() | env,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def cli(database_url: str, *args: str) -> str:
+    """Run `python -m gateway usage ...` against the gateway's database; return what it printed."""
+    result = run_gateway("usage", "--database-url", database_url, *args)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -302,16 +307,13 @@ def test_the_cli_agrees_with_the_api(
     assert any("no known price" in line for line in table)
 
 
-def test_cli_rejects_bad_options(database_url: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "usage", "--database-url", database_url, "--since", "soon"],
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def test_cli_rejects_bad_options(tmp_path: Any) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+    result = run_gateway("usage", "--database-url", database_url, "--since", "soon")
     assert result.returncode == 2 and "--since" in result.stderr
+    missing = run_gateway("usage", "--database-url", database_url)
+    assert missing.returncode == 1 and "no gateway database" in missing.stderr
+    assert not (tmp_path / "gateway.db").exists()  # never creates an empty database
 
 
 @pytest.mark.parametrize(
@@ -368,3 +370,12 @@ def test_a_pass_through_call_that_cannot_reach_the_upstream_is_recorded(
         client.models.list()
     totals = exact(get(priced, api_key, "/v1/usage"))
     assert totals["requests"] == 1 and totals["unreported_usage_requests"] == 1
+
+
+def test_serve_refuses_a_bad_prices_file(tmp_path: Any) -> None:
+    path = tmp_path / "prices.json"
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+    path.write_text('{"gpt-4o-mini": {"input": 0.15}}')
+    result = run_gateway("serve", "--database-url", database_url, GATEWAY_PRICES_FILE=str(path))
+    assert result.returncode == 2
+    assert "GATEWAY_PRICES_FILE" in result.stderr and "lacks output" in result.stderr
