@@ -361,14 +361,15 @@ def test_stateless_streams_report_usage_when_the_client_asks(priced: ServerProce
 
 
 def test_a_pass_through_call_that_cannot_reach_the_upstream_is_recorded(
-    priced: ServerProcess, start_gateway: Any, database_url: str, api_key: str
+    start_gateway: Any, tmp_path: Any, api_key: str
 ) -> None:
     from tests.servers import free_port
 
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
     broken = start_gateway(database_url, upstream_url=f"http://127.0.0.1:{free_port()}/v1")
     with sdk(broken, api_key) as client, pytest.raises(openai.APIError):
         client.models.list()
-    totals = exact(get(priced, api_key, "/v1/usage"))
+    totals = exact(get(broken, api_key, "/v1/usage"))
     assert totals["requests"] == 1 and totals["unreported_usage_requests"] == 1
 
 
