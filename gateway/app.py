@@ -18,7 +18,7 @@ from starlette.routing import Route
 from gateway import headers as h
 from gateway import migrate
 from gateway.access import AccessLog, route_paths
-from gateway.api import chat, conversations, ops, proxy
+from gateway.api import chat, conversations, ops, proxy, usage
 from gateway.api.common import Services, json_response
 from gateway.auth import Authenticator
 from gateway.config import Settings
@@ -38,6 +38,8 @@ ROUTES = [
     Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
     Route("/v1/conversations/{conversation_id}", conversations.retrieve, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}/messages", conversations.messages, methods=["GET"]),
+    Route("/v1/conversations/{conversation_id}/usage", usage.conversation_usage, methods=["GET"]),
+    Route("/v1/usage", usage.usage, methods=["GET"]),
     Route("/healthz", ops.healthz, methods=["GET"]),
     Route("/metrics", ops.metrics, methods=["GET"]),
     Route("/v1/{path:path}", proxy.proxy, methods=ALL_METHODS),

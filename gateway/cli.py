@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import click
 
 from gateway.config import ConfigError, Settings, normalize_upstream_url
+from gateway.usage_command import check_prices_file, usage
 
 SETTINGS_ENV = "GATEWAY_SETTINGS_JSON"
 
@@ -67,6 +68,7 @@ def serve(**flags: Any) -> None:
             "--workers above 1 needs Postgres: SQLite is the single-process default. "
             "Set GATEWAY_DATABASE_URL=postgresql+asyncpg://... or run one worker."
         )
+    check_prices_file(settings.prices_file)
     configure_logging(settings.log_level, settings.log_format)
     if settings.metrics_dir is not None:
         try:
@@ -126,6 +128,8 @@ def mock_upstream(host: str, port: int) -> None:
     click.echo(f"mock upstream (testing aid) on http://{host}:{port}/v1", err=True)
     run_mock(host, port)
 
+
+main.add_command(usage)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

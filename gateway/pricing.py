@@ -18,9 +18,20 @@ import genai_prices
 
 from gateway.config import ConfigError
 
-__all__ = ["CallCost", "Price", "Pricer", "Usage", "cost_usd", "load_prices_file"]
+__all__ = [
+    "CallCost",
+    "Price",
+    "Pricer",
+    "Usage",
+    "cost_usd",
+    "load_prices_file",
+    "parse_usage",
+    "to_pusd",
+    "usage_columns",
+]
 
 _PER_TOKENS = Decimal(1_000_000)
+_PUSD_PER_USD = Decimal(10) ** 12
 _PRICE_FIELDS = ("input", "cached_input", "output")
 
 
@@ -41,6 +52,62 @@ class Usage:
     completion_tokens: int
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+
+
+def _count(value: object) -> int | None:
+    """A token count as reported: a non-negative integer (JSON true/false are not counts)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def _detail(details: object, name: str) -> int:
+    return (_count(details.get(name)) if isinstance(details, dict) else None) or 0
+
+
+def parse_usage(payload: object) -> Usage | None:
+    """The `usage` of an OpenAI response or chunk as a Usage; None when the upstream reported none.
+
+    Reads chat/embeddings names (`prompt_tokens`, `completion_tokens`, `*_tokens_details`) and the
+    Responses API names (`input_tokens`, `output_tokens`). Usage without a valid prompt count is no
+    usage (None, never a made-up 0); missing completion, cached or reasoning counts are 0, as OpenAI
+    omits them when they are 0 (embeddings have no completion tokens).
+    """
+    usage = payload.get("usage") if isinstance(payload, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    if "prompt_tokens" in usage:
+        prompt = _count(usage.get("prompt_tokens"))
+        output, prompt_details, output_details = (
+            "completion_tokens",
+            "prompt_tokens_details",
+            "completion_tokens_details",
+        )
+    else:
+        prompt = _count(usage.get("input_tokens"))
+        output, prompt_details, output_details = (
+            "output_tokens",
+            "input_tokens_details",
+            "output_tokens_details",
+        )
+    if prompt is None:
+        return None
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=_count(usage.get(output)) or 0,
+        cached_tokens=_detail(usage.get(prompt_details), "cached_tokens"),
+        reasoning_tokens=_detail(usage.get(output_details), "reasoning_tokens"),
+    )
+
+
+def to_pusd(value: Decimal | None) -> int | None:
+    """USD as a whole number of picodollars (1e-12 USD), the unit the request log stores; None stays None.
+
+    Exact for every cost of a price with up to 6 decimals per 1M tokens; finer values round half-even.
+    """
+    if value is None:
+        return None
+    return int((value * _PUSD_PER_USD).to_integral_value())
 
 
 @dataclass(frozen=True)
@@ -253,3 +320,15 @@ class Pricer:
                 return CallCost(None, None)
             total, input_cost = found
         return CallCost(total, _history_cost(input_cost, _clamped(usage)[0], history_tokens))
+
+
+def usage_columns(usage: Usage | None, cost: CallCost) -> dict[str, int | None]:
+    """The request-log columns of one call's usage and cost; all None when it reported no usage."""
+    return {
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "completion_tokens": usage.completion_tokens if usage else None,
+        "cached_tokens": usage.cached_tokens if usage else None,
+        "reasoning_tokens": usage.reasoning_tokens if usage else None,
+        "cost_pusd": to_pusd(cost.cost_usd),
+        "history_cost_pusd": to_pusd(cost.history_cost_usd),
+    }

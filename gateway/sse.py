@@ -96,13 +96,13 @@ class StreamAssembler:
         """Take one decoded chunk into account."""
         if not isinstance(chunk, dict):
             return
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]  # kept even on an error event: a failed call's usage is recorded
         if isinstance(chunk.get("error"), dict):
             self.error = chunk["error"]
             return
         if isinstance(chunk.get("model"), str):
             self.model = chunk["model"]
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
             if isinstance(choice, dict) and choice.get("index", 0) == 0:
                 self._observe_choice(choice)

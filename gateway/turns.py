@@ -28,7 +28,7 @@ from gateway.history import (
     split_system,
 )
 from gateway.metrics import Metrics
-from gateway.pricing import Pricer, Usage
+from gateway.pricing import Pricer, parse_usage, usage_columns
 from gateway.sse import (
     DONE,
     SseSplitter,
@@ -112,21 +112,6 @@ class PendingTurn:
             h.HISTORY_MESSAGES: str(len(self.history)),
             h.HISTORY_DROPPED: str(self.dropped),
         }
-
-
-def usage_from(payload: Any) -> Usage | None:
-    """The usage object of a completion or chunk as a pricing.Usage; None when absent."""
-    usage = payload.get("usage") if isinstance(payload, dict) else None
-    if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int):
-        return None
-    prompt_details = usage.get("prompt_tokens_details") or {}
-    completion_details = usage.get("completion_tokens_details") or {}
-    return Usage(
-        prompt_tokens=usage["prompt_tokens"],
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        cached_tokens=int(prompt_details.get("cached_tokens") or 0),
-        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
-    )
 
 
 def _error_text(body: bytes) -> str:
@@ -256,7 +241,8 @@ class TurnService:
         parsed = _json_or_none(payload)
         message = _choice_message(parsed)
         if turn.call.conversation_id is not None and message is None:
-            await self._log_failure(turn, 502, "The upstream answered with an invalid completion.", response)
+            error = "The upstream answered with an invalid completion."
+            await self._log_failure(turn, 502, error, response, parsed)
             raise UpstreamUnreachable("The upstream answered with something that is not a chat completion.")
         if turn.call.conversation_id is None or message is None:
             await self._log_failure(turn, response.status_code, None, response, parsed)
@@ -372,9 +358,12 @@ class TurnService:
         self, turn: PendingTurn, status: int, error: str | None, response: httpx.Response | None, payload: Any
     ) -> dict[str, Any]:
         call = turn.call
-        usage = usage_from(payload)
-        response_model = payload.get("model") if isinstance(payload, dict) else None
-        history_tokens = sum(m.tokens for m in turn.history) if call.conversation_id else None
+        usage = parse_usage(payload)
+        returned = payload.get("model") if isinstance(payload, dict) else None
+        response_model = returned if isinstance(returned, str) and returned else None
+        # Calls without a conversation carry no stored history: 0, so their history cost is a true 0.
+        history_tokens = sum(m.tokens for m in turn.history)
+        # Prices and reports use the model the upstream says it ran (e.g. the dated name).
         cost = self.pricer.cost(response_model or turn.model, usage, history_tokens)
         return {
             "owner": call.owner,
@@ -382,21 +371,16 @@ class TurnService:
             "request_id": call.request_id,
             "upstream_request_id": _upstream_request_id(response),
             "endpoint": "/v1" + CHAT_PATH,
-            "model": turn.model,
-            "response_model": response_model if isinstance(response_model, str) else None,
+            "model": turn.model[:200] if turn.model else None,
+            "response_model": response_model[:200] if response_model else None,
             "stream": call.body.get("stream") is True,
             "status": status,
             "error": error,
             "latency_ms": (time.monotonic() - turn.started) * 1000,
             "ttfb_ms": turn.ttfb_ms,
-            "prompt_tokens": usage.prompt_tokens if usage else None,
-            "completion_tokens": usage.completion_tokens if usage else None,
-            "cached_tokens": usage.cached_tokens if usage else None,
-            "reasoning_tokens": usage.reasoning_tokens if usage else None,
+            **usage_columns(usage, cost),
             "history_tokens": history_tokens,
-            "history_messages": len(turn.history) if call.conversation_id else None,
-            "cost_pusd": _pusd(cost.cost_usd),
-            "history_cost_pusd": _pusd(cost.history_cost_usd),
+            "history_messages": len(turn.history),
             "idempotency_key": call.idempotency_key,
             "created_at": time.time(),
         }
@@ -474,13 +458,6 @@ def _upstream_request_id(response: httpx.Response | None) -> str | None:
         return None
     value = response.headers.get(h.REQUEST_ID)
     return value[:200] if value is not None else None
-
-
-def _pusd(value: Any) -> int | None:
-    """USD as an integer number of picodollars (exact for prices with up to 6 decimals per 1M tokens)."""
-    if value is None:
-        return None
-    return int((value * 1_000_000_000_000).to_integral_value())
 
 
 def _json_or_none(payload: bytes) -> Any:

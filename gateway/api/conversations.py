@@ -9,9 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.common import json_response, services
+from gateway.api.usage import conversation_usage_object
 from gateway.errors import NotFound
 from gateway.history import system_prompt_text
 from gateway.identity import bearer_token
+from gateway.reports import render_json
 from gateway.store.conversations import get_conversation, list_messages
 from gateway.store.tables import Conversation
 
@@ -47,7 +49,9 @@ async def _load(request: Request) -> tuple[Conversation, Any]:
 async def retrieve(request: Request) -> Response:
     """GET /v1/conversations/{id}."""
     conversation, _ = await _load(request)
-    return json_response(conversation_object(conversation))
+    usage = await conversation_usage_object(services(request).db, conversation.owner, conversation.id)
+    body = render_json({**conversation_object(conversation), "usage": usage})  # exact decimal costs
+    return Response(body, media_type="application/json")
 
 
 async def messages(request: Request) -> Response:

@@ -1,31 +1,103 @@
-"""Every other /v1/* request: forwarded unchanged, bodies streamed both ways."""
+"""Every other /v1/* request: forwarded unchanged, bodies streamed both ways, logged with any usage."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import httpx
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway import headers as h
-from gateway.api.common import services
+from gateway.api.chat import RelayResponse
+from gateway.api.common import Services, services
+from gateway.capture import BodyCapture
+from gateway.errors import GatewayError
 from gateway.identity import bearer_token
-from gateway.store.database import Database
+from gateway.pricing import parse_usage, usage_columns
 from gateway.store.usage import record_attempt
 from gateway.upstream import response_headers, translate_errors
 
+log = logging.getLogger("gateway")
 PROXY_ENDPOINT = "/v1/{path:path}"  # the upstream-latency label of proxied calls
 
 
-async def _log(db: Database, values: dict[str, object]) -> None:
+@dataclass
+class _Call:
+    """One pass-through call as the request log will see it."""
+
+    values: dict[str, Any]
+    started: float
+    sent: BodyCapture | None
+    received: BodyCapture | None = None
+
+
+def _text(value: Any) -> str | None:
+    return value[:200] if isinstance(value, str) and value else None
+
+
+def _attempt(svc: Services, call: _Call, status: int, error: str | None) -> dict[str, Any]:
+    """The request-log row: usage and the returned model from a JSON answer, when it has them."""
+    asked = call.sent.fields("model", "stream") if call.sent else {"model": None, "stream": None}
+    answered = call.received.fields("model", "usage") if call.received else {"model": None, "usage": None}
+    usage = parse_usage(answered)
+    model = answered["model"] if isinstance(answered["model"], str) else asked["model"]
+    cost = svc.pricer.cost(model if isinstance(model, str) and model else None, usage, 0)
+    return {
+        **call.values,
+        "model": _text(asked["model"]),
+        "response_model": _text(answered["model"]),
+        "stream": asked["stream"] is True,
+        "status": status,
+        "error": error,
+        "latency_ms": (time.monotonic() - call.started) * 1000,
+        **usage_columns(usage, cost),
+        "history_tokens": 0,  # the gateway adds no history to a pass-through call
+        "history_messages": 0,
+    }
+
+
+async def _log(svc: Services, call: _Call, status: int, error: str | None) -> None:
+    svc.metrics.observe_upstream(PROXY_ENDPOINT, time.monotonic() - call.started)
     with anyio.CancelScope(shield=True):
-        async with db.transaction() as session:
-            await record_attempt(session, values)
+        try:
+            async with svc.db.transaction() as session:
+                await record_attempt(session, _attempt(svc, call, status, error))
+        except GatewayError as exc:  # the answer is already on its way: the row is what is lost
+            log.warning("could not record a pass-through call: %s", exc)
+
+
+async def _copying(chunks: AsyncIterator[bytes], capture: BodyCapture) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        capture.feed(chunk)
+        yield chunk
+
+
+async def _body(svc: Services, call: _Call, upstream: httpx.Response) -> AsyncIterator[bytes]:
+    """Stream the upstream body to the client; log the call however it ends (disconnect: 499)."""
+    status: int = 499
+    error: str | None = "client disconnected"
+    try:
+        with translate_errors():
+            async for chunk in upstream.aiter_raw():
+                if call.received is not None:
+                    call.received.feed(chunk)
+                yield chunk
+        status, error = upstream.status_code, None
+    except GatewayError as exc:  # the status line is sent already: the body just ends
+        status, error = upstream.status_code, str(exc)
+    finally:
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(httpx.HTTPError, OSError):
+                await upstream.aclose()
+            await _log(svc, call, status, error)
 
 
 async def proxy(request: Request) -> Response:
@@ -35,46 +107,29 @@ async def proxy(request: Request) -> Response:
     path = request.url.path.removeprefix("/v1")
     url = svc.upstream.url(path, request.url.query)
     headers = svc.upstream.forward_headers(dict(request.headers), caller.token, identity_encoding=False)
-    started = time.monotonic()
     has_body = (
         request.method not in ("GET", "HEAD", "OPTIONS", "DELETE") or "content-length" in request.headers
     )
-    content: AsyncIterator[bytes] | None = request.stream() if has_body else None
-    upstream = await svc.upstream.open(request.method, url, headers, content)
-    values: dict[str, object] = {
+    sent = BodyCapture.for_headers(request.headers) if has_body else None
+    content: AsyncIterator[bytes] | None = None
+    if has_body:
+        content = _copying(request.stream(), sent) if sent is not None else request.stream()
+    values: dict[str, Any] = {
         "owner": caller.identity,
         "conversation_id": None,
         "request_id": getattr(request.state, "request_id", secrets.token_hex(8)),
-        "upstream_request_id": (upstream.headers.get(h.REQUEST_ID) or "")[:200] or None,
+        "upstream_request_id": None,
         "endpoint": request.url.path[:200],
-        "model": None,
-        "response_model": None,
-        "stream": False,
-        "status": upstream.status_code,
-        "error": None,
         "created_at": time.time(),
     }
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            with translate_errors():
-                async for chunk in upstream.aiter_raw():
-                    yield chunk
-        except httpx.HTTPError as exc:
-            values["error"] = f"{type(exc).__name__}: {exc}"
-        finally:
-            with anyio.CancelScope(shield=True):
-                await upstream.aclose()
-
-    async def finish() -> None:
-        seconds = time.monotonic() - started
-        values["latency_ms"] = seconds * 1000
-        svc.metrics.observe_upstream(PROXY_ENDPOINT, seconds)
-        await _log(svc.db, values)
-
-    return StreamingResponse(
-        body(),
-        status_code=upstream.status_code,
-        headers=response_headers(upstream),
-        background=BackgroundTask(finish),
+    call = _Call(values, time.monotonic(), sent)
+    try:
+        upstream = await svc.upstream.open(request.method, url, headers, content)
+    except GatewayError as exc:
+        await _log(svc, call, exc.status_code, str(exc))
+        raise
+    values["upstream_request_id"] = (upstream.headers.get(h.REQUEST_ID) or "")[:200] or None
+    call.received = BodyCapture.for_headers(upstream.headers)
+    return RelayResponse(
+        _body(svc, call, upstream), status_code=upstream.status_code, headers=response_headers(upstream)
     )

@@ -1,4 +1,8 @@
-"""Fault injection: `FAULT:<name>[:<n>]` in the last (user) message makes the mock misbehave."""
+"""Fault injection: `FAULT:<name>[:<n>]` in the last (user) message makes the mock misbehave.
+
+Names: 500, 503, 429, 400 (error statuses), slow:<ms>, stall, stall-stream, cut, cut-after-usage (a stream
+that sends everything, its usage chunk included, but never [DONE]), reset, garbage, huge:<n>, nousage.
+"""
 
 from __future__ import annotations
 

@@ -91,4 +91,6 @@ async def stream_events(reply: Reply, include_usage: bool) -> AsyncIterator[byte
     yield writer.delta({}, reply.finish_reason)
     if send_usage and reply.usage is not None:
         yield writer.usage(reply.usage)
+    if fault == "cut-after-usage":
+        return  # the whole reply and its usage, then the connection ends without [DONE]
     yield DONE

@@ -128,5 +128,5 @@ async def delete_conversation(session: AsyncSession, conversation: Conversation)
     await session.execute(
         update(Attempt)
         .where(Attempt.owner == conversation.owner, Attempt.conversation_id == conversation.id)
-        .values(response_body=None, fingerprint=None, error=None)
+        .values(response_body=None, fingerprint=None, error=None, conversation_deleted=True)
     )

@@ -10,12 +10,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, event, text
+from sqlalchemy import Integer, delete, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from gateway.errors import ConversationBusy, DatabaseUnavailable
 from gateway.store.tables import Lease
@@ -167,3 +170,22 @@ class Database:
     def insert(self, table: Any) -> Any:
         """An INSERT that supports ON CONFLICT for this dialect."""
         return pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
+
+
+class utc_day(FunctionElement[int]):  # lowercase like the SQL functions it stands for
+    """SQL: the UTC day number (days since 1970-01-01) of a Unix-seconds column."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(utc_day)
+def _utc_day_sqlite(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    # CAST truncates toward zero, which is the floor for the positive timestamps the log holds.
+    return f"CAST({compiler.process(element.clauses, **kw)} / 86400 AS INTEGER)"
+
+
+@compiles(utc_day, "postgresql")
+def _utc_day_postgres(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    # CAST rounds in Postgres, so floor first.
+    return f"CAST(FLOOR({compiler.process(element.clauses, **kw)} / 86400) AS INTEGER)"

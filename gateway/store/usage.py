@@ -1,15 +1,90 @@
-"""The request log: one row per upstream call, with its usage and cost."""
+"""The request log: one row per upstream call, with its usage and cost; aggregates for the reports."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.reports import Group, Totals, UsageQuery, day_key, fold
+from gateway.store.database import utc_day
 from gateway.store.tables import Attempt
 
 
 async def record_attempt(session: AsyncSession, values: dict[str, Any]) -> None:
     """Insert one request-log row (the caller's transaction decides when it commits)."""
     await session.execute(insert(Attempt), [values])
+
+
+# The model reports use: the one the upstream returned (a dated name), else the one asked for.
+_MODEL = func.coalesce(Attempt.response_model, Attempt.model)
+_REPORTED = Attempt.prompt_tokens.is_not(None)
+
+
+def _count_where(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+def _sum(column: SQLColumnExpression[Any]) -> ColumnElement[Any]:
+    return func.coalesce(func.sum(column), 0)
+
+
+# In the order of reports.Totals' fields.
+_TOTALS: tuple[ColumnElement[Any], ...] = (
+    func.count(),
+    func.count(Attempt.prompt_tokens),
+    func.count(Attempt.cost_pusd),
+    _count_where(and_(_REPORTED, Attempt.cost_pusd.is_(None))),
+    _sum(Attempt.prompt_tokens),
+    _sum(Attempt.completion_tokens),
+    _sum(Attempt.cached_tokens),
+    _sum(Attempt.reasoning_tokens),
+    # History tokens count where usage was reported, so that they stay a part of prompt_tokens.
+    _sum(case((_REPORTED, Attempt.history_tokens), else_=None)),
+    _sum(Attempt.cost_pusd),
+    func.count(Attempt.history_cost_pusd),
+    _sum(Attempt.history_cost_pusd),
+)
+
+
+def _key(group_by: str | None) -> SQLColumnExpression[Any] | None:
+    if group_by == "conversation":
+        return Attempt.conversation_id
+    if group_by == "model":
+        return _MODEL
+    if group_by == "day":
+        return utc_day(Attempt.created_at)
+    return None
+
+
+def _filters(query: UsageQuery) -> list[ColumnElement[bool]]:
+    filters: list[ColumnElement[bool]] = []
+    if query.owner is not None:
+        filters.append(Attempt.owner == query.owner)
+    if query.conversation_id is not None:
+        filters.append(Attempt.conversation_id == query.conversation_id)
+        if query.current_only:
+            filters.append(Attempt.conversation_deleted.is_(False))
+    if query.since is not None:
+        filters.append(Attempt.created_at >= query.since)
+    if query.until is not None:
+        filters.append(Attempt.created_at < query.until)
+    return filters
+
+
+async def usage_groups(session: AsyncSession, query: UsageQuery) -> list[Group]:
+    """Sum the matching request-log rows per group and model, in one GROUP BY query."""
+    key = _key(query.group_by)
+    grouping = [_MODEL] if key is None else [key, _MODEL]
+    statement = select(*grouping, *_TOTALS).where(*_filters(query)).group_by(*grouping)
+    rows = (await session.execute(statement)).all()
+    found = []
+    for row in rows:
+        values = list(row)
+        group = values.pop(0) if key is not None else None
+        model = values.pop(0)
+        if query.group_by == "day" and group is not None:
+            group = day_key(int(group))
+        found.append((group, model, Totals(*(int(v) for v in values))))
+    return fold(found)

@@ -208,13 +208,16 @@ async def test_stream_events_with_usage() -> None:
 
 
 async def test_stream_event_faults() -> None:
-    """cut stops after two content chunks, garbage sends an unparsable event, reset raises."""
+    """cut stops after two content chunks, garbage sends an unparsable event, reset raises,
+    cut-after-usage sends everything but [DONE]."""
     cut = await _events(plan_reply(_request("FAULT:cut"), Fault("cut")), include_usage=True)
     assert len(cut) == 3 and "[DONE]" not in "".join(cut)
     garbage = await _events(plan_reply(_request("FAULT:garbage"), Fault("garbage")), include_usage=False)
     assert garbage[1:] == ["data: {not json\n\n", "data: [DONE]\n\n"]
     with pytest.raises(MockConnectionReset):
         await _events(plan_reply(_request("FAULT:reset"), Fault("reset")), include_usage=False)
+    after_usage = await _events(plan_reply(_request("FAULT:cut-after-usage"), Fault("cut-after-usage")), True)
+    assert '"usage": {' in after_usage[-1] and "[DONE]" not in "".join(after_usage)
 
 
 def test_mock_embedding_is_deterministic_unit_vector() -> None:

@@ -10,7 +10,17 @@ import genai_prices
 import pytest
 
 from gateway.config import ConfigError
-from gateway.pricing import CallCost, Price, Pricer, Usage, cost_usd, load_prices_file
+from gateway.pricing import (
+    CallCost,
+    Price,
+    Pricer,
+    Usage,
+    cost_usd,
+    load_prices_file,
+    parse_usage,
+    to_pusd,
+    usage_columns,
+)
 
 D = Decimal
 
@@ -285,3 +295,89 @@ def test_pricing_never_touches_the_network(monkeypatch: pytest.MonkeyPatch, tmp_
     pricer = Pricer.from_file(write(tmp_path, '{"house": {"input": 1, "output": 1}}'))
     for model in ("house", "gpt-4o-mini-2024-07-18", "claude-3-5-sonnet-latest", "openai/o3-mini", "nope"):
         pricer.cost(model, USAGE, history_tokens=10)
+
+
+# --- reading usage and storing money -----------------------------------------------------------
+
+
+def test_parse_usage_of_a_chat_completion() -> None:
+    payload = {
+        "usage": {
+            "prompt_tokens": 1000,
+            "completion_tokens": 500,
+            "total_tokens": 1500,
+            "prompt_tokens_details": {"cached_tokens": 384, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 256},
+        }
+    }
+    assert parse_usage(payload) == Usage(1000, 500, cached_tokens=384, reasoning_tokens=256)
+
+
+def test_parse_usage_of_embeddings_and_responses() -> None:
+    assert parse_usage({"usage": {"prompt_tokens": 8, "total_tokens": 8}}) == Usage(8, 0)
+    responses = {
+        "input_tokens": 36,
+        "input_tokens_details": {"cached_tokens": 12},
+        "output_tokens": 87,
+        "output_tokens_details": {"reasoning_tokens": 20},
+        "total_tokens": 123,
+    }
+    assert parse_usage({"usage": responses}) == Usage(36, 87, cached_tokens=12, reasoning_tokens=20)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        None,
+        [],
+        {},
+        {"usage": None},
+        {"usage": "12"},
+        {"usage": {}},
+        {"usage": {"completion_tokens": 5}},  # no prompt count: no usage, not a made-up 0
+        {"usage": {"prompt_tokens": "12", "completion_tokens": 5}},
+        {"usage": {"prompt_tokens": True, "completion_tokens": 5}},
+        {"usage": {"prompt_tokens": -1, "completion_tokens": 5}},
+        {"usage": {"prompt_tokens": 1.5, "completion_tokens": 5}},
+    ],
+)
+def test_parse_usage_without_a_prompt_count_is_none(payload: object) -> None:
+    assert parse_usage(payload) is None
+
+
+def test_parse_usage_ignores_malformed_details() -> None:
+    usage = {
+        "prompt_tokens": 10,
+        "completion_tokens": "x",
+        "prompt_tokens_details": [64],
+        "completion_tokens_details": {"reasoning_tokens": None},
+    }
+    assert parse_usage({"usage": usage}) == Usage(10, 0)
+
+
+def test_picodollars_are_exact() -> None:
+    assert to_pusd(None) is None
+    assert to_pusd(D("0.00042")) == 420_000_000
+    assert to_pusd(D("0.00000015")) == 150_000
+    assert to_pusd(D(0)) == 0
+    assert to_pusd(D("1E-13")) == 0 and to_pusd(D("6E-13")) == 1  # finer than 1e-12: rounded
+    # Any price with 6 decimals per 1M tokens gives whole picodollars per token.
+    price = Price(input=D("0.123456"), cached_input=D("0.000001"), output=D("987.654321"))
+    cost = cost_usd(Usage(prompt_tokens=12345, completion_tokens=678, cached_tokens=999), price)
+    assert cost is not None and to_pusd(cost) == cost * 10**12
+
+
+def test_usage_columns() -> None:
+    pricer = Pricer({"gpt-4o-mini": MINI})
+    columns = usage_columns(USAGE, pricer.cost("gpt-4o-mini-2024-07-18", USAGE, history_tokens=600))
+    assert columns == {
+        "prompt_tokens": 1000,
+        "completion_tokens": 500,
+        "cached_tokens": 400,
+        "reasoning_tokens": 0,
+        "cost_pusd": 420_000_000,
+        "history_cost_pusd": 72_000_000,
+    }
+    unpriced = usage_columns(USAGE, Pricer({}).cost("my-local-llama", USAGE, 10))
+    assert unpriced["prompt_tokens"] == 1000 and unpriced["cost_pusd"] is None
+    assert set(usage_columns(None, CallCost(None, None)).values()) == {None}

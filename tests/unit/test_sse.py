@@ -84,6 +84,12 @@ def test_assembler_records_stream_errors() -> None:
     assert assembler.error == {"message": "boom"}
 
 
+def test_assembler_keeps_usage_sent_with_an_error() -> None:
+    assembler = StreamAssembler()
+    assembler.observe({"error": {"message": "overloaded"}, "usage": {"prompt_tokens": 12}})
+    assert assembler.error == {"message": "overloaded"} and assembler.usage == {"prompt_tokens": 12}
+
+
 def test_replay_events_form_a_well_formed_stream() -> None:
     completion = {
         "id": "c1",

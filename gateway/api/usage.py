@@ -1,0 +1,53 @@
+"""Usage reports: GET /v1/usage and GET /v1/conversations/{id}/usage, scoped to the caller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api.common import services
+from gateway.errors import NotFound
+from gateway.identity import bearer_token
+from gateway.reports import Report, UsageQuery, parse_report_params, render, usage_object
+from gateway.store.conversations import get_conversation
+from gateway.store.database import Database
+from gateway.store.usage import usage_groups
+
+_MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
+
+
+async def conversation_usage_object(db: Database, owner: str, conversation_id: str) -> dict[str, Any]:
+    """The usage object of the caller's current conversation with this id (earlier, deleted ones excluded)."""
+    query = UsageQuery(owner=owner, conversation_id=conversation_id, current_only=True)
+    async with db.transaction() as session:
+        groups = await usage_groups(session, query)
+    return usage_object(Report(groups).by_model)
+
+
+def _report_response(report: Report, fmt: str) -> Response:
+    return Response(render(report, fmt), media_type=_MEDIA_TYPES[fmt])
+
+
+async def usage(request: Request) -> Response:
+    """GET /v1/usage?group_by=&since=&until=&format=: the caller's usage, totals or grouped, JSON or CSV."""
+    svc = services(request)
+    caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
+    query, fmt = parse_report_params(request.query_params, caller.identity)
+    async with svc.db.transaction() as session:
+        groups = await usage_groups(session, query)
+    return _report_response(Report(groups, group_by=query.group_by), fmt)
+
+
+async def conversation_usage(request: Request) -> Response:
+    """GET /v1/conversations/{id}/usage: the usage object plus `conversation_id`; 404 if not the caller's."""
+    svc = services(request)
+    caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
+    conversation_id = request.path_params["conversation_id"]
+    query = UsageQuery(owner=caller.identity, conversation_id=conversation_id, current_only=True)
+    async with svc.db.transaction() as session:
+        if await get_conversation(session, caller.identity, conversation_id) is None:
+            raise NotFound(f"No conversation found with id '{conversation_id}'.", param="conversation_id")
+        groups = await usage_groups(session, query)
+    return _report_response(Report(groups, conversation_id=conversation_id), "json")

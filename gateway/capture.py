@@ -1,0 +1,96 @@
+"""A bounded copy of a JSON body streaming past, to learn its `model` and `usage` afterwards.
+
+The body is forwarded as it arrives; this only keeps a copy: the first `limit` decoded bytes (parsed
+whole at the end), and past that only the last 16 KiB, where OpenAI puts `model` and `usage` (the
+top-level keys after `data`), found by a key scan. Bodies in gzip or deflate are decoded on the fly;
+other encodings (br, zstd) are not read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+CAPTURE_LIMIT = 1024 * 1024
+_TAIL = 16 * 1024
+_STEP = 256 * 1024  # decode compressed input in steps, so that a small bomb never expands at once
+_ZLIB_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class BodyCapture:
+    """Keeps what is needed of a JSON body to read its top-level `model` and `usage`."""
+
+    def __init__(self, encoding: str = "identity", limit: int = CAPTURE_LIMIT) -> None:
+        """Capture a body in `encoding` (identity, gzip, x-gzip or deflate), whole up to `limit` bytes."""
+        wbits = _ZLIB_WBITS.get(encoding)
+        self._decoder = zlib.decompressobj(wbits) if wbits is not None else None
+        self._limit = limit
+        self._head: list[bytes] = []
+        self._size = 0
+        self._tail = b""
+        self._broken = False
+
+    @classmethod
+    def for_headers(cls, headers: Mapping[str, str], limit: int = CAPTURE_LIMIT) -> BodyCapture | None:
+        """A capture for a body with these headers, or None when it is not JSON in a readable encoding."""
+        if "json" not in headers.get("content-type", "").lower():
+            return None
+        encoding = headers.get("content-encoding", "identity").strip().lower() or "identity"
+        if encoding != "identity" and encoding not in _ZLIB_WBITS:
+            return None
+        return cls(encoding, limit)
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next raw bytes of the body."""
+        if self._broken:
+            return
+        if self._decoder is None:
+            self._keep(chunk)
+            return
+        data = chunk
+        try:
+            while data:
+                self._keep(self._decoder.decompress(data, _STEP))
+                data = self._decoder.unconsumed_tail
+        except zlib.error:
+            self._broken = True
+
+    def _keep(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size <= self._limit:
+            self._head.append(data)
+            return
+        if self._head:  # just went past the limit: from now on keep only the tail
+            self._tail = b"".join(self._head)[-_TAIL:]
+            self._head = []
+        self._tail = (self._tail + data)[-_TAIL:]
+
+    def fields(self, *names: str) -> dict[str, Any]:
+        """The body's top-level values of these keys (None where absent or unreadable)."""
+        if self._broken:
+            return dict.fromkeys(names)
+        if self._size <= self._limit:
+            try:
+                payload = json.loads(b"".join(self._head))
+            except ValueError:
+                payload = None
+            if not isinstance(payload, dict):
+                return dict.fromkeys(names)
+            return {name: payload.get(name) for name in names}
+        text = self._tail.decode("utf-8", "replace")
+        return {name: _last_value(text, name) for name in names}
+
+
+def _last_value(text: str, key: str) -> Any:
+    """The JSON value after the last `"key":` in `text` (a key: a quote in a string is escaped)."""
+    matches = list(re.finditer(rf'"{key}"\s*:\s*', text))
+    if not matches:
+        return None
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text, matches[-1].end())
+    except ValueError:
+        return None
+    return value

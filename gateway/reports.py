@@ -1,0 +1,346 @@
+"""Usage reports, pure: what to report, folding request-log sums into usage objects, rendering them.
+
+Money is summed as integer picodollars (1e-12 USD) and shown as an exact decimal number of USD. A
+token or cost figure is null when a group has requests but none of them reported it (no usage, or
+no price): never a made-up 0. `unpriced_requests` counts calls that reported usage for a model with
+no known price; `unreported_usage_requests` counts calls whose upstream reported no usage at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from gateway.errors import InvalidRequest
+
+GROUP_BY = ("conversation", "model", "day")
+FORMATS = ("table", "json", "csv")
+USAGE_FIELDS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "history_tokens",
+    "cost_usd",
+    "history_cost_usd",
+    "unpriced_requests",
+    "unreported_usage_requests",
+)
+_EPOCH = date(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    """Which request-log rows to report and how to group them."""
+
+    owner: str | None = None  # None: every caller (the operator's view)
+    conversation_id: str | None = None
+    current_only: bool = False  # with conversation_id: skip rows of a deleted earlier conversation
+    group_by: str | None = None
+    since: float | None = None  # Unix seconds, inclusive
+    until: float | None = None  # Unix seconds, exclusive
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Sums over request-log rows; token sums cover only the rows that reported usage."""
+
+    requests: int = 0
+    reported: int = 0  # rows with usage
+    priced: int = 0  # rows with a known cost
+    unpriced: int = 0  # rows with usage but no known price
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    history_tokens: int = 0
+    cost_pusd: int = 0
+    history_priced: int = 0  # rows with a known history cost
+    history_cost_pusd: int = 0
+
+    def __add__(self, other: Totals) -> Totals:
+        """Field-wise sum."""
+        return Totals(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)}
+        )
+
+
+@dataclass(frozen=True)
+class Group:
+    """One report row: a key (conversation id, model, day or None) and its totals per model."""
+
+    key: str | None
+    by_model: Mapping[str | None, Totals]
+
+    @property
+    def total(self) -> Totals:
+        """The group's totals over all its models."""
+        return sum(self.by_model.values(), Totals())
+
+
+@dataclass(frozen=True)
+class Report:
+    """A usage report: its groups (one group, keyed None, when not grouped)."""
+
+    groups: list[Group]
+    group_by: str | None = None
+    conversation_id: str | None = None
+
+    @property
+    def by_model(self) -> dict[str | None, Totals]:
+        """Totals per model over every group."""
+        merged: dict[str | None, Totals] = {}
+        for group in self.groups:
+            for model, totals in group.by_model.items():
+                merged[model] = merged.get(model, Totals()) + totals
+        return merged
+
+
+def _none_last(key: str | None) -> tuple[bool, str]:
+    return (key is None, key or "")
+
+
+def fold(rows: Iterable[tuple[str | None, str | None, Totals]]) -> list[Group]:
+    """Group (key, model, totals) rows by key, sorted by key (None last)."""
+    grouped: dict[str | None, dict[str | None, Totals]] = {}
+    for key, model, totals in rows:
+        models = grouped.setdefault(key, {})
+        models[model] = models.get(model, Totals()) + totals
+    return [Group(key, grouped[key]) for key in sorted(grouped, key=_none_last)]
+
+
+def day_key(day_number: int) -> str:
+    """The YYYY-MM-DD (UTC) of a day number counted from 1970-01-01."""
+    return (_EPOCH + timedelta(days=day_number)).isoformat()
+
+
+def usd(pusd: int) -> Decimal:
+    """Picodollars as exact USD."""
+    return Decimal(pusd).scaleb(-12)
+
+
+def usage_fields(totals: Totals) -> dict[str, Any]:
+    """The usage fields of some totals (without by_model), nulls where nothing was reported."""
+    empty = totals.requests == 0
+
+    def tokens(value: int) -> int | None:
+        return value if empty or totals.reported else None
+
+    return {
+        "requests": totals.requests,
+        "prompt_tokens": tokens(totals.prompt_tokens),
+        "completion_tokens": tokens(totals.completion_tokens),
+        "cached_tokens": tokens(totals.cached_tokens),
+        "reasoning_tokens": tokens(totals.reasoning_tokens),
+        "total_tokens": tokens(totals.prompt_tokens + totals.completion_tokens),
+        "history_tokens": tokens(totals.history_tokens),
+        "cost_usd": usd(totals.cost_pusd) if empty or totals.priced else None,
+        "history_cost_usd": usd(totals.history_cost_pusd) if empty or totals.history_priced else None,
+        "unpriced_requests": totals.unpriced,
+        "unreported_usage_requests": totals.requests - totals.reported,
+    }
+
+
+def usage_object(by_model: Mapping[str | None, Totals]) -> dict[str, Any]:
+    """The usage object: the totals' fields and `by_model`, sorted by model (None last)."""
+    total = sum(by_model.values(), Totals())
+    models = sorted(by_model, key=_none_last)
+    return {
+        **usage_fields(total),
+        "by_model": [{"model": model, **usage_fields(by_model[model])} for model in models],
+    }
+
+
+def report_object(report: Report) -> dict[str, Any]:
+    """The JSON object of a report: a list of keyed usage objects when grouped, else one usage object."""
+    if report.group_by is not None:
+        data = [{"key": group.key, **usage_object(group.by_model)} for group in report.groups]
+        return {"object": "list", "data": data}
+    usage = usage_object(report.by_model)
+    if report.conversation_id is not None:
+        return {"conversation_id": report.conversation_id, **usage}
+    return usage
+
+
+# --- parsing what to report --------------------------------------------------------------------
+
+
+def parse_time(value: str, name: str, *, end: bool = False) -> float | None:
+    """An ISO 8601 date or time as Unix seconds; naive times are UTC. None: no bound.
+
+    A date is the start of that UTC day, or with `end`, the start of the next one (so that
+    `until=2024-05-31` includes May 31). Raises InvalidRequest (param `name`) when unreadable.
+    """
+    text = value.strip()
+    try:
+        day: date | None = date.fromisoformat(text)
+    except ValueError:
+        day = None
+    try:
+        if day is not None:
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return (moment + timedelta(days=1) if end else moment).timestamp()
+        moment = datetime.fromisoformat(text)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    except OverflowError:
+        return None  # past 9999-12-31: no upper bound
+    except ValueError:
+        raise InvalidRequest(
+            f"Invalid '{name}': expected an ISO 8601 date (2024-05-01) or time "
+            f"(2024-05-01T12:00:00Z), got {value!r}.",
+            param=name,
+            code="invalid_value",
+        ) from None
+
+
+def _choice(params: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str | None:
+    value = params.get(name)
+    if value is not None and value not in allowed:
+        raise InvalidRequest(
+            f"Invalid '{name}': expected one of {', '.join(allowed)}, got {value!r}.",
+            param=name,
+            code="invalid_value",
+        )
+    return value
+
+
+def parse_report_params(
+    params: Mapping[str, str], owner: str | None, formats: tuple[str, ...] = ("json", "csv")
+) -> tuple[UsageQuery, str]:
+    """The query and the format (default json) a report's parameters ask for; InvalidRequest if bad."""
+    group_by = _choice(params, "group_by", GROUP_BY)
+    fmt = _choice(params, "format", formats) or "json"
+    since = parse_time(params["since"], "since") if "since" in params else None
+    until = parse_time(params["until"], "until", end=True) if "until" in params else None
+    if since is not None and until is not None and until <= since:
+        raise InvalidRequest("'until' must be later than 'since'.", param="until", code="invalid_value")
+    return UsageQuery(owner=owner, group_by=group_by, since=since, until=until), fmt
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def decimal_text(value: Decimal) -> str:
+    """A Decimal in plain positional notation without trailing zeros (0.00042, 12, 0)."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def render_json(value: Any) -> str:
+    """Compact JSON in which Decimals are exact numbers (json.dumps would need floats)."""
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    if isinstance(value, dict):
+        items = (f"{json.dumps(str(k), ensure_ascii=False)}:{render_json(v)}" for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(render_json(item) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _text(value: Any, unknown: str) -> str:
+    if value is None:
+        return unknown
+    return decimal_text(value) if isinstance(value, Decimal) else str(value)
+
+
+def _cell(value: Any) -> str:
+    text = _text(value, "")
+    # A cell starting like a formula would run in a spreadsheet (CSV injection): make it text.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _rows(report: Report) -> list[tuple[str | None, dict[str, Any]]]:
+    """(key, usage fields) per row of the CSV and the table."""
+    if report.group_by is not None:
+        return [(group.key, usage_fields(group.total)) for group in report.groups]
+    key = report.conversation_id if report.conversation_id is not None else "total"
+    return [(key, usage_fields(sum(report.by_model.values(), Totals())))]
+
+
+def render_csv(report: Report) -> str:
+    """CSV with a header row (`key` and the usage fields); an unknown figure is an empty cell."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["key", *USAGE_FIELDS])
+    for key, fields in _rows(report):
+        writer.writerow([_cell(key), *(_cell(fields[name]) for name in USAGE_FIELDS)])
+    return out.getvalue()
+
+
+_TABLE_COLUMNS = (
+    ("REQUESTS", "requests"),
+    ("PROMPT", "prompt_tokens"),
+    ("COMPLETION", "completion_tokens"),
+    ("CACHED", "cached_tokens"),
+    ("REASONING", "reasoning_tokens"),
+    ("TOTAL", "total_tokens"),
+    ("HISTORY", "history_tokens"),
+    ("COST_USD", "cost_usd"),
+    ("HISTORY_USD", "history_cost_usd"),
+    ("UNPRICED", "unpriced_requests"),
+    ("NO_USAGE", "unreported_usage_requests"),
+)
+
+
+def _table_cells(label: str, fields: Mapping[str, Any]) -> list[str]:
+    return [label, *(_text(fields[name], "n/a") for _, name in _TABLE_COLUMNS)]
+
+
+def _table_lines(report: Report) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+    """The first column's title and the (label, fields) lines, the total last when there are several."""
+    if report.group_by is not None:
+        title = report.group_by.upper()
+        lines = [(g.key or "(none)", usage_fields(g.total)) for g in report.groups]
+    else:
+        title = "MODEL"
+        by_model = report.by_model
+        models = sorted(by_model, key=_none_last)
+        lines = [(m or "(unknown)", usage_fields(by_model[m])) for m in models]
+    if len(lines) != 1:
+        lines.append(("TOTAL", usage_fields(sum(report.by_model.values(), Totals()))))
+    return title, lines
+
+
+def render_table(report: Report) -> str:
+    """An aligned plain-text table for a terminal, with footnotes on unknown figures."""
+    title, lines = _table_lines(report)
+    rows = [[title, *(name for name, _ in _TABLE_COLUMNS)]]
+    rows += [_table_cells(label, fields) for label, fields in lines]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    text = [
+        "  ".join([row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))])
+        for row in rows
+    ]
+    if report.conversation_id is not None:
+        text.insert(0, f"conversation {report.conversation_id}")
+    total = usage_fields(sum(report.by_model.values(), Totals()))
+    if total["requests"] == 0:
+        text.append("no recorded requests")
+    if any(cell == "n/a" for row in rows for cell in row):
+        text.append("n/a: not known (no price for the model, or no usage reported by the upstream)")
+    if total["unpriced_requests"]:
+        count = total["unpriced_requests"]
+        text.append(f"{count} request(s) used a model with no known price: not in COST_USD")
+    if total["unreported_usage_requests"]:
+        count = total["unreported_usage_requests"]
+        text.append(f"{count} request(s) had no usage reported by the upstream: not in the token sums")
+    return "\n".join(line.rstrip() for line in text) + "\n"
+
+
+def render(report: Report, fmt: str) -> str:
+    """The report as `json`, `csv` or `table` text."""
+    if fmt == "csv":
+        return render_csv(report)
+    if fmt == "table":
+        return render_table(report)
+    return render_json(report_object(report))
