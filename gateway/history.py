@@ -169,19 +169,55 @@ def window_bounds(budget: Budget, message_count: int, token_count: int) -> tuple
 def select_window(
     candidates: Sequence[StoredMessage], budget: Budget, message_count: int, token_count: int
 ) -> list[StoredMessage]:
-    """Keep the longest suffix of whole turns within the budget (candidates are a suffix, oldest first)."""
+    """Keep the longest suffix of whole turns within the budget (candidates are a suffix, oldest first).
+
+    A turn is a user message and everything after it up to the next user message, so the result always
+    starts with a user message and a tool result always travels with the assistant message that called it.
+    """
     if budget.max_messages == 0 or budget.max_tokens == 0:
         return []
     min_seq, min_tokens = window_bounds(budget, message_count, token_count)
-    window = [m for m in candidates if m.turn_start_seq >= min_seq and m.turn_start_tokens >= min_tokens]
-    if not budget.unlimited:
-        # Messages stored before the first user message have no turn: never lead a trimmed history.
-        while window and window[0].body.get("role") != "user":
-            window.pop(0)
-    return window
+    start = next(
+        (
+            index
+            for index, message in enumerate(candidates)
+            if message.body.get("role") == "user"
+            and message.turn_start_seq >= min_seq
+            and message.turn_start_tokens >= min_tokens
+        ),
+        None,
+    )
+    if start is None:
+        return []
+    # Turn starts only grow along a conversation, so every later message belongs to a fitting turn.
+    # Messages stored before the first user message belong to no turn and are never sent.
+    return list(candidates[start:])
+
+
+def compose_messages(
+    system: Sequence[Message] | None, window: Sequence[StoredMessage], new: Sequence[Message]
+) -> list[Message]:
+    """The messages sent upstream: the system prompt (always), the budgeted history, the new messages."""
+    return [*(system or []), *(m.body for m in window), *new]
 
 
 def trim_history(stored: Sequence[StoredMessage], budget: Budget) -> list[StoredMessage]:
     """Apply a budget to a whole stored history (the reference the indexed query must agree with)."""
     token_count = sum(m.tokens for m in stored)
     return select_window(stored, budget, len(stored), token_count)
+
+
+def unanswered_tool_results(history: Sequence[Message], new: Sequence[Message]) -> list[str]:
+    """The tool_call_ids of new tool results whose assistant tool call is in neither `history` nor `new`."""
+    called: set[str] = set()
+    unanswered = []
+    for message in [*history, *new]:
+        calls = message.get("tool_calls") if message.get("role") == "assistant" else None
+        for call in calls if isinstance(calls, list) else []:
+            if isinstance(call, dict) and isinstance(call.get("id"), str):
+                called.add(call["id"])
+    for message in new:
+        call_id = message.get("tool_call_id")
+        if message.get("role") == "tool" and call_id not in called:
+            unanswered.append(str(call_id))
+    return unanswered

@@ -14,18 +14,20 @@ import httpx
 
 from gateway import headers as h
 from gateway.config import Settings
-from gateway.errors import GatewayError, UpstreamUnreachable
+from gateway.errors import GatewayError, InvalidRequest, UpstreamUnreachable
 from gateway.history import (
     Budget,
     StoredMessage,
     assistant_message,
     chain_hash,
+    compose_messages,
     fingerprint,
     history_digest,
     new_messages,
     number_messages,
     select_window,
     split_system,
+    unanswered_tool_results,
 )
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer, parse_usage, usage_columns
@@ -177,6 +179,8 @@ class TurnService:
             candidates = await load_window(session, conversation, budget)
         turn.history = select_window(candidates, budget, conversation.message_count, conversation.token_count)
         turn.dropped = conversation.message_count - len(turn.history)
+        if turn.dropped and turn.new and turn.new[0].get("role") == "tool":
+            _check_tool_results_fit(turn)
 
     def _budget(self, header: Budget, conversation: Conversation) -> Budget:
         def first(*values: int | None) -> int | None:
@@ -194,11 +198,7 @@ class TurnService:
     def _compose(self, turn: PendingTurn) -> bytes:
         """The upstream body: the client's dict with `messages` replaced and usage requested for streams."""
         body = dict(turn.call.body)
-        body["messages"] = [
-            *(turn.system_messages or []),
-            *(m.body for m in turn.history),
-            *turn.new,
-        ]
+        body["messages"] = compose_messages(turn.system_messages, turn.history, turn.new)
         if body.get("stream") is True:
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True
@@ -458,6 +458,20 @@ def _upstream_request_id(response: httpx.Response | None) -> str | None:
         return None
     value = response.headers.get(h.REQUEST_ID)
     return value[:200] if value is not None else None
+
+
+def _check_tool_results_fit(turn: PendingTurn) -> None:
+    """Refuse (400) tool results whose assistant tool call the budget left out: upstreams reject them."""
+    unanswered = unanswered_tool_results([m.body for m in turn.history], turn.new)
+    if unanswered:
+        raise InvalidRequest(
+            f"The tool result for call '{unanswered[0]}' continues a turn that the history budget left out "
+            f"({turn.dropped} stored messages dropped), so its assistant tool call would not be sent. "
+            "Raise X-Max-History-Messages / X-Max-History-Tokens (or the conversation's settings) "
+            "so that the current turn fits.",
+            param="messages",
+            code="history_budget_too_small",
+        )
 
 
 def _json_or_none(payload: bytes) -> Any:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Select, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.history import Budget, StoredMessage, window_bounds
@@ -20,26 +20,50 @@ async def get_conversation(session: AsyncSession, owner: str, conversation_id: s
     return (await session.execute(statement)).scalar_one_or_none()
 
 
+def window_query(conversation: Conversation, budget: Budget) -> Select[int, str, int, int, int] | None:
+    """The one query that reads the messages a budget may send, oldest first; None when none can be.
+
+    Turn starts (seq and tokens before the turn) only grow along a conversation, so each binding limit
+    is a lower bound on `seq`, and the query reads a range of the (conversation, seq) index from there:
+    - the message limit bounds it at `message_count - max_messages`;
+    - the token limit at the start of the oldest turn that fits, found by a one-row probe of the
+      (conversation, turn_start_tokens) index.
+    So the rows read are the window (plus, at most, the part of a turn that does not fit), however long
+    the conversation is.
+    """
+    if budget.max_messages == 0 or budget.max_tokens == 0 or conversation.message_count == 0:
+        return None
+    min_seq, min_tokens = window_bounds(budget, conversation.message_count, conversation.token_count)
+    statement = select(
+        Message.seq, Message.body, Message.tokens, Message.turn_start_seq, Message.turn_start_tokens
+    ).where(Message.conversation_pk == conversation.pk)
+    start: Any = min_seq if min_seq > 0 else None
+    if min_seq > 0:
+        statement = statement.where(Message.turn_start_seq >= min_seq)
+    if min_tokens > 0:
+        first_fitting_turn = (
+            select(Message.turn_start_seq)
+            .where(Message.conversation_pk == conversation.pk, Message.turn_start_tokens >= min_tokens)
+            # Every message costs at least 3 tokens, so one turn_start_tokens value is one turn.
+            .order_by(Message.turn_start_tokens)
+            .limit(1)
+            .scalar_subquery()
+        )
+        token_start = func.coalesce(first_fitting_turn, conversation.message_count)
+        start = token_start if start is None else case((token_start > min_seq, token_start), else_=min_seq)
+        statement = statement.where(Message.turn_start_tokens >= min_tokens)
+    if start is not None:
+        statement = statement.where(Message.seq >= start)
+    return statement.order_by(Message.seq)
+
+
 async def load_window(
     session: AsyncSession, conversation: Conversation, budget: Budget
 ) -> list[StoredMessage]:
-    """The stored messages the budget may send, oldest first, in one indexed query.
-
-    Turn-start seq and cumulative tokens only grow along a conversation, so each limit is a range bound
-    on an indexed column and the query reads only the candidate suffix, however long the history is.
-    """
-    if budget.max_messages == 0 or budget.max_tokens == 0 or conversation.message_count == 0:
+    """The stored messages the budget may send (a suffix that select_window trims), in one indexed query."""
+    statement = window_query(conversation, budget)
+    if statement is None:
         return []
-    min_seq, min_tokens = window_bounds(budget, conversation.message_count, conversation.token_count)
-    statement = (
-        select(Message.seq, Message.body, Message.tokens, Message.turn_start_seq, Message.turn_start_tokens)
-        .where(Message.conversation_pk == conversation.pk)
-        .order_by(Message.seq)
-    )
-    if budget.max_messages is not None:
-        statement = statement.where(Message.seq >= min_seq, Message.turn_start_seq >= min_seq)
-    if budget.max_tokens is not None:
-        statement = statement.where(Message.turn_start_tokens >= min_tokens)
     rows = (await session.execute(statement)).all()
     return [StoredMessage(row[0], json.loads(row[1]), row[2], row[3], row[4]) for row in rows]
 
@@ -105,20 +129,83 @@ async def append_turn(session: AsyncSession, conversation: Conversation | None, 
 
 
 async def list_messages(
-    session: AsyncSession, conversation: Conversation, *, limit: int | None = None, after: int | None = None
+    session: AsyncSession,
+    conversation: Conversation,
+    *,
+    limit: int | None = None,
+    after: int | None = None,
+    descending: bool = False,
 ) -> list[tuple[int, dict[str, Any], float]]:
-    """Stored messages oldest first as (seq, message, created_at); `after` is a seq."""
-    statement = (
-        select(Message.seq, Message.body, Message.created_at)
-        .where(Message.conversation_pk == conversation.pk)
-        .order_by(Message.seq)
+    """Stored messages as (seq, message, created_at), oldest first (or newest first); `after` is a seq.
+
+    `after` excludes that seq and everything before it in the chosen order.
+    """
+    statement = select(Message.seq, Message.body, Message.created_at).where(
+        Message.conversation_pk == conversation.pk
     )
     if after is not None:
-        statement = statement.where(Message.seq > after)
+        statement = statement.where(Message.seq < after if descending else Message.seq > after)
+    statement = statement.order_by(Message.seq.desc() if descending else Message.seq)
     if limit is not None:
         statement = statement.limit(limit)
     rows = (await session.execute(statement)).all()
     return [(row[0], json.loads(row[1]), row[2]) for row in rows]
+
+
+async def create_conversation(
+    session: AsyncSession, owner: str, conversation_id: str, values: dict[str, Any], now: float
+) -> Conversation:
+    """Insert an empty conversation with the given settings columns."""
+    conversation = Conversation(
+        owner=owner,
+        id=conversation_id,
+        message_count=0,
+        token_count=0,
+        turn_count=0,
+        history_hash="",
+        last_user_seq=0,
+        last_user_tokens=0,
+        created_at=now,
+        updated_at=now,
+        **values,
+    )
+    session.add(conversation)
+    await session.flush()
+    return conversation
+
+
+async def update_conversation(
+    session: AsyncSession, conversation: Conversation, values: dict[str, Any], now: float
+) -> None:
+    """Set settings columns and updated_at, in the database and on the `conversation` object."""
+    values = {**values, "updated_at": now}
+    await session.execute(update(Conversation).where(Conversation.pk == conversation.pk).values(**values))
+    for name, value in values.items():
+        setattr(conversation, name, value)
+
+
+async def list_conversations(
+    session: AsyncSession, owner: str | None, *, limit: int, after: Conversation | None = None
+) -> list[Conversation]:
+    """Conversations newest activity first (of one owner, or of all for the operator); `after` is a cursor."""
+    statement = select(Conversation)
+    if owner is not None:
+        statement = statement.where(Conversation.owner == owner)
+    if after is not None:
+        statement = statement.where(
+            or_(
+                Conversation.updated_at < after.updated_at,
+                and_(Conversation.updated_at == after.updated_at, Conversation.pk < after.pk),
+            )
+        )
+    statement = statement.order_by(Conversation.updated_at.desc(), Conversation.pk.desc()).limit(limit)
+    return list((await session.execute(statement)).scalars())
+
+
+async def find_conversations(session: AsyncSession, conversation_id: str) -> list[Conversation]:
+    """Every owner's conversation with this id (the operator's view), oldest first."""
+    statement = select(Conversation).where(Conversation.id == conversation_id).order_by(Conversation.pk)
+    return list((await session.execute(statement)).scalars())
 
 
 async def delete_conversation(session: AsyncSession, conversation: Conversation) -> None:
@@ -128,5 +215,7 @@ async def delete_conversation(session: AsyncSession, conversation: Conversation)
     await session.execute(
         update(Attempt)
         .where(Attempt.owner == conversation.owner, Attempt.conversation_id == conversation.id)
-        .values(response_body=None, fingerprint=None, error=None, conversation_deleted=True)
+        .values(
+            response_body=None, fingerprint=None, error=None, idempotency_key=None, conversation_deleted=True
+        )
     )
