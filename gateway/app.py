@@ -36,10 +36,9 @@ ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 ROUTES = [
     Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
-    Route("/v1/conversations/{conversation_id}", conversations.retrieve, methods=["GET"]),
-    Route("/v1/conversations/{conversation_id}/messages", conversations.messages, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}/usage", usage.conversation_usage, methods=["GET"]),
     Route("/v1/usage", usage.usage, methods=["GET"]),
+    *conversations.ROUTES,  # after the usage route: it ends with a catch-all for /v1/conversations/...
     Route("/healthz", ops.healthz, methods=["GET"]),
     Route("/metrics", ops.metrics, methods=["GET"]),
     Route("/v1/{path:path}", proxy.proxy, methods=ALL_METHODS),

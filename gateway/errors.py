@@ -6,6 +6,7 @@ Status  type                    code                     raised when
 403     permission_error        forbidden                an admin-only endpoint without the admin key
 404     invalid_request_error   not_found                an unknown (or another caller's) conversation
 409     conflict_error          conversation_busy        another turn of the conversation held it too long
+409     conflict_error          conversation_exists      POST /v1/conversations with an id that already exists
 413     invalid_request_error   request_too_large        the body exceeds GATEWAY_MAX_BODY_BYTES
 429     insufficient_quota      budget_exceeded          a key's or a conversation's cost budget is spent
 502     upstream_error          upstream_unreachable     the upstream refused, reset or answered garbage
@@ -76,6 +77,12 @@ class ConversationBusy(GatewayError):
     """Another turn of the same conversation held it past the lock timeout (409)."""
 
     status_code, error_type, code = 409, "conflict_error", "conversation_busy"
+
+
+class ConversationExists(GatewayError):
+    """POST /v1/conversations named an id the caller already has (409)."""
+
+    status_code, error_type, code = 409, "conflict_error", "conversation_exists"
 
 
 class RequestTooLarge(GatewayError):

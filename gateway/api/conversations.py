@@ -1,64 +1,287 @@
-"""The conversations API (read side of the core): one conversation and its stored messages."""
+"""The conversations API, in the shapes of OpenAI's Conversations API plus the gateway's own fields.
+
+Every route is scoped to the caller: another caller's conversation is a 404, like an unknown one.
+Writes (update, delete, create) hold the conversation's lock, so they never interleave with a turn.
+"""
 
 from __future__ import annotations
 
 import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
-from gateway.api.common import json_response, services
+from gateway.api.common import Services, json_response, read_limited_body, services
 from gateway.api.usage import conversation_usage_object
-from gateway.errors import NotFound
+from gateway.chat_request import parse_json_object
+from gateway.conversation_fields import (
+    CREATE_FIELDS,
+    UPDATE_FIELDS,
+    check_new_id,
+    conversation_columns,
+    page_limit,
+    page_order,
+    pusd_to_usd,
+)
+from gateway.errors import ConversationExists, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.history import system_prompt_text
 from gateway.identity import bearer_token
+from gateway.items import Item, item_key, item_position, message_items
 from gateway.reports import render_json
-from gateway.store.conversations import get_conversation, list_messages
+from gateway.store.conversations import (
+    create_conversation,
+    delete_conversation,
+    get_conversation,
+    list_conversations,
+    list_messages,
+    update_conversation,
+)
+from gateway.store.database import Database
 from gateway.store.tables import Conversation
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
+MESSAGES_LIMIT_DEFAULT, MESSAGES_LIMIT_MAX = 100, 1000
 
 
 def conversation_object(conversation: Conversation) -> dict[str, Any]:
-    """The JSON shape of a conversation."""
+    """The JSON shape of a conversation without its usage: OpenAI's fields, then the gateway's."""
     system = json.loads(conversation.system_messages) if conversation.system_messages else None
     return {
         "id": conversation.id,
         "object": "conversation",
         "created_at": int(conversation.created_at),
+        "metadata": json.loads(conversation.metadata_json) if conversation.metadata_json else {},
         "updated_at": int(conversation.updated_at),
         "system_prompt": system_prompt_text(system),
         "message_count": conversation.message_count,
+        "settings": {
+            "max_history_messages": conversation.max_history_messages,
+            "max_history_tokens": conversation.max_history_tokens,
+            "max_cost_usd": pusd_to_usd(conversation.max_cost_pusd),
+        },
     }
+
+
+async def with_usage(db: Database, conversation: Conversation) -> dict[str, Any]:
+    """The conversation object with its `usage` (Decimal costs: render with render_json)."""
+    usage = await conversation_usage_object(db, conversation.owner, conversation.id)
+    return {**conversation_object(conversation), "usage": usage}
+
+
+def _exact_json(value: Any) -> Response:
+    return Response(render_json(value), media_type="application/json")  # exact decimal costs
 
 
 def _not_found(conversation_id: str) -> NotFound:
     return NotFound(f"No conversation found with id '{conversation_id}'.", param="conversation_id")
 
 
-async def _load(request: Request) -> tuple[Conversation, Any]:
-    svc = services(request)
+def _page(data: list[Any], has_more: bool, ids: list[str]) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": ids[0] if ids else None,
+        "last_id": ids[-1] if ids else None,
+        "has_more": has_more,
+    }
+
+
+async def _owner(svc: Services, request: Request) -> str:
     caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
-    conversation_id = request.path_params["conversation_id"]
+    return caller.identity
+
+
+async def _body(svc: Services, request: Request) -> dict[str, Any]:
+    raw = await read_limited_body(request, svc.settings.max_body_bytes)
+    return parse_json_object(raw) if raw.strip() else {}
+
+
+async def _find(svc: Services, owner: str, conversation_id: str) -> Conversation:
     async with svc.db.transaction() as session:
-        conversation = await get_conversation(session, caller.identity, conversation_id)
-        if conversation is None:
-            raise _not_found(conversation_id)
-        return conversation, session
+        conversation = await get_conversation(session, owner, conversation_id)
+    if conversation is None:
+        raise _not_found(conversation_id)
+    return conversation
+
+
+async def list_all(request: Request) -> Response:
+    """GET /v1/conversations: the caller's conversations, newest activity first."""
+    svc = services(request)
+    owner = await _owner(svc, request)
+    limit = page_limit(request.query_params.get("limit"), default=LIST_LIMIT_DEFAULT, maximum=LIST_LIMIT_MAX)
+    after_id = request.query_params.get("after")
+    async with svc.db.transaction() as session:
+        after = None
+        if after_id is not None:
+            after = await get_conversation(session, owner, after_id)
+            if after is None:
+                raise InvalidRequest(
+                    f"Invalid 'after': no conversation found with id '{after_id}'.",
+                    param="after",
+                    code="invalid_value",
+                )
+        rows = await list_conversations(session, owner, limit=limit + 1, after=after)
+    page = rows[:limit]
+    data = [await with_usage(svc.db, c) for c in page]
+    return _exact_json(_page(data, len(rows) > limit, [c.id for c in page]))
+
+
+async def create(request: Request) -> Response:
+    """POST /v1/conversations: an empty conversation (optional `id`, else `conv_...`) with its settings."""
+    svc = services(request)
+    owner = await _owner(svc, request)
+    body = await _body(svc, request)
+    columns = conversation_columns(body, CREATE_FIELDS)
+    if body.get("items"):
+        raise InvalidRequest(
+            "Creating a conversation with 'items' is not supported: send the first turn to "
+            "/v1/chat/completions with the X-Conversation-Id header.",
+            param="items",
+            code="unsupported_parameter",
+        )
+    conversation_id = check_new_id(body["id"]) if "id" in body else f"conv_{secrets.token_hex(24)}"
+    async with (
+        svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout),
+        svc.db.transaction() as session,
+    ):
+        if await get_conversation(session, owner, conversation_id) is not None:
+            raise ConversationExists(
+                f"A conversation with id '{conversation_id}' already exists.", param="id"
+            )
+        conversation = await create_conversation(session, owner, conversation_id, columns, time.time())
+    return _exact_json(await with_usage(svc.db, conversation))
 
 
 async def retrieve(request: Request) -> Response:
     """GET /v1/conversations/{id}."""
-    conversation, _ = await _load(request)
-    usage = await conversation_usage_object(services(request).db, conversation.owner, conversation.id)
-    body = render_json({**conversation_object(conversation), "usage": usage})  # exact decimal costs
-    return Response(body, media_type="application/json")
+    svc = services(request)
+    conversation = await _find(svc, await _owner(svc, request), request.path_params["conversation_id"])
+    return _exact_json(await with_usage(svc.db, conversation))
+
+
+async def update(request: Request) -> Response:
+    """POST or PATCH /v1/conversations/{id}: change metadata, system prompt or settings (never creates)."""
+    svc = services(request)
+    owner = await _owner(svc, request)
+    conversation_id = request.path_params["conversation_id"]
+    columns = conversation_columns(await _body(svc, request), UPDATE_FIELDS)
+    async with (
+        svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout),
+        svc.db.transaction() as session,
+    ):
+        conversation = await get_conversation(session, owner, conversation_id)
+        if conversation is None:
+            raise _not_found(conversation_id)
+        await update_conversation(session, conversation, columns, time.time())
+    return _exact_json(await with_usage(svc.db, conversation))
+
+
+async def delete(request: Request) -> Response:
+    """DELETE /v1/conversations/{id}: remove its messages and settings; the request log keeps its usage."""
+    svc = services(request)
+    owner = await _owner(svc, request)
+    conversation_id = request.path_params["conversation_id"]
+    async with (
+        svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout),
+        svc.db.transaction() as session,
+    ):
+        conversation = await get_conversation(session, owner, conversation_id)
+        if conversation is None:
+            raise _not_found(conversation_id)
+        await delete_conversation(session, conversation)
+    return json_response({"id": conversation_id, "object": "conversation.deleted", "deleted": True})
 
 
 async def messages(request: Request) -> Response:
-    """GET /v1/conversations/{id}/messages: stored messages oldest first, each with created_at."""
+    """GET /v1/conversations/{id}/messages: stored messages oldest first, each with its created_at.
+
+    The messages stay exactly as stored (plus `created_at`); the page's `first_id` / `last_id` name its
+    first and last message (`msg_<seq>`, like the items), and `after=<last_id>` gives the next page.
+    """
     svc = services(request)
-    conversation, _ = await _load(request)
+    owner = await _owner(svc, request)
+    query = request.query_params
+    limit = page_limit(query.get("limit"), default=MESSAGES_LIMIT_DEFAULT, maximum=MESSAGES_LIMIT_MAX)
+    after = _message_seq(query["after"]) if "after" in query else None
+    conversation = await _find(svc, owner, request.path_params["conversation_id"])
     async with svc.db.transaction() as session:
-        rows = await list_messages(session, conversation)
-    data = [{**message, "created_at": int(created)} for _, message, created in rows]
-    return json_response({"object": "list", "data": data})
+        rows = await list_messages(session, conversation, limit=limit + 1, after=after)
+    page = rows[:limit]
+    data = [{**message, "created_at": int(created)} for _, message, created in page]
+    return json_response(_page(data, len(rows) > limit, [f"msg_{seq}" for seq, _, _ in page]))
+
+
+def _message_seq(message_id: str) -> int:
+    if not message_id.startswith("msg_") or not message_id[4:].isdigit() or len(message_id) > 14:
+        raise InvalidRequest(
+            f"Invalid 'after': {message_id!r} is not a message id of this conversation.",
+            param="after",
+            code="invalid_value",
+        )
+    return int(message_id[4:])
+
+
+async def items(request: Request) -> Response:
+    """GET /v1/conversations/{id}/items: the stored messages as Responses-API items (default newest first)."""
+    svc = services(request)
+    owner = await _owner(svc, request)
+    query = request.query_params
+    limit = page_limit(query.get("limit"), default=LIST_LIMIT_DEFAULT, maximum=LIST_LIMIT_MAX)
+    descending = page_order(query.get("order"), default="desc") == "desc"
+    after = item_position(query["after"]) if "after" in query else None
+    conversation = await _find(svc, owner, request.path_params["conversation_id"])
+    # Every message makes at least one item, so limit + 1 messages past the cursor's own message
+    # always give limit + 1 items: enough to fill the page and to know whether there is more.
+    start = None
+    if after is not None:
+        start = after[0] + 1 if descending else after[0] - 1
+    async with svc.db.transaction() as session:
+        rows = await list_messages(session, conversation, limit=limit + 2, after=start, descending=descending)
+    found: list[Item] = []
+    for seq, message, _ in rows:
+        made = message_items(seq, message)
+        found.extend(reversed(made) if descending else made)
+    if after is not None:
+        found = [i for i in found if (item_key(i) < after if descending else item_key(i) > after)]
+    page = found[:limit]
+    return json_response(_page(page, len(found) > limit, [item["id"] for item in page]))
+
+
+def _methods(**handlers: Handler) -> Handler:
+    """One endpoint per path that dispatches on the method, so other methods get a 405 (never the proxy)."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "get" if request.method == "HEAD" else request.method.lower()
+        handler = handlers.get(method)
+        if handler is None:
+            raise MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}")
+        return await handler(request)
+
+    return dispatch
+
+
+async def unknown(request: Request) -> Response:
+    """Any other path under /v1/conversations: a 404 from the gateway rather than a call upstream."""
+    raise NotFound(f"Unknown path: {request.method} {request.url.path}")
+
+
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+ROUTES = [
+    Route("/v1/conversations", _methods(get=list_all, post=create), methods=ALL_METHODS),
+    Route(
+        "/v1/conversations/{conversation_id}",
+        _methods(get=retrieve, post=update, patch=update, delete=delete),
+        methods=ALL_METHODS,
+    ),
+    Route("/v1/conversations/{conversation_id}/items", _methods(get=items), methods=ALL_METHODS),
+    Route("/v1/conversations/{conversation_id}/messages", _methods(get=messages), methods=ALL_METHODS),
+    Route("/v1/conversations/{rest:path}", unknown, methods=ALL_METHODS),
+]

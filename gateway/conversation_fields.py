@@ -1,0 +1,155 @@
+"""Pure checks of the conversations API's bodies and queries: metadata, system prompt, settings, paging."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from gateway.errors import InvalidRequest
+from gateway.identity import CONVERSATION_ID_PATTERN
+
+METADATA_MAX_KEYS = 16
+METADATA_MAX_KEY_CHARS = 64
+METADATA_MAX_VALUE_CHARS = 512
+MAX_HISTORY_SETTING = 2**31 - 1
+"""The largest history limit a conversation can store (a 32-bit column)."""
+PICODOLLARS_PER_USD = 10**12
+MAX_COST_PUSD = 2**63 - 1
+"""The largest cost budget a conversation can store (64-bit picodollars: about 9.2 million USD)."""
+
+SETTING_FIELDS = ("max_history_messages", "max_history_tokens", "max_cost_usd")
+UPDATE_FIELDS = frozenset({"metadata", "system_prompt", *SETTING_FIELDS})
+CREATE_FIELDS = UPDATE_FIELDS | {"id", "items"}
+
+
+def _invalid_type(name: str, expected: str) -> InvalidRequest:
+    return InvalidRequest(f"Invalid type for '{name}': expected {expected}.", param=name, code="invalid_type")
+
+
+def _invalid_value(name: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"Invalid '{name}': {message}", param=name, code="invalid_value")
+
+
+def check_metadata(value: Any) -> dict[str, str] | None:
+    """OpenAI's metadata rules: up to 16 keys of at most 64 characters, string values of at most 512."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _invalid_type("metadata", "an object")
+    if len(value) > METADATA_MAX_KEYS:
+        raise _invalid_value(
+            "metadata", f"an object with at most {METADATA_MAX_KEYS} keys, got {len(value)}."
+        )
+    for key, item in value.items():
+        if len(key) > METADATA_MAX_KEY_CHARS:
+            raise _invalid_value(
+                "metadata", f"keys are at most {METADATA_MAX_KEY_CHARS} characters, got {len(key)}."
+            )
+        if not isinstance(item, str):
+            raise _invalid_type(f"metadata.{key}", "a string")
+        if len(item) > METADATA_MAX_VALUE_CHARS:
+            raise _invalid_value(
+                f"metadata.{key}",
+                f"values are at most {METADATA_MAX_VALUE_CHARS} characters, got {len(item)}.",
+            )
+    return dict(value)
+
+
+def check_history_limit(name: str, value: Any) -> int | None:
+    """A stored history limit: null, or a whole number from 0 to 2**31 - 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid_type(name, "a non-negative integer or null")
+    if not 0 <= value <= MAX_HISTORY_SETTING:
+        raise _invalid_value(name, f"expected an integer from 0 to {MAX_HISTORY_SETTING}, got {value}.")
+    return value
+
+
+def usd_to_pusd(name: str, value: Any) -> int | None:
+    """A USD amount (a JSON number, at least 0) as whole picodollars, rounded half up; null stays None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid_type(name, "a non-negative number or null")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _invalid_value(name, "expected a finite number.")
+    amount = Decimal(str(value))
+    if amount < 0:
+        raise _invalid_value(name, f"expected a number of USD of at least 0, got {value}.")
+    pusd = int((amount * PICODOLLARS_PER_USD).to_integral_value(rounding=ROUND_HALF_UP))
+    if pusd > MAX_COST_PUSD:
+        raise _invalid_value(name, f"expected at most {Decimal(MAX_COST_PUSD) / PICODOLLARS_PER_USD} USD.")
+    return pusd
+
+
+def pusd_to_usd(pusd: int | None) -> float | None:
+    """Whole picodollars as a USD number for JSON."""
+    return None if pusd is None else float(Decimal(pusd) / PICODOLLARS_PER_USD)
+
+
+def check_system_prompt(value: Any) -> list[dict[str, Any]] | None:
+    """A system prompt given as text: the stored system messages (one `system` message), or None to clear."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid_type("system_prompt", "a string or null")
+    if not value:
+        raise _invalid_value("system_prompt", "expected a non-empty string (null clears the system prompt).")
+    return [{"role": "system", "content": value}]
+
+
+def check_new_id(value: Any) -> str:
+    """The id of a conversation to create: 1-128 characters of [A-Za-z0-9._:-], like X-Conversation-Id."""
+    if not isinstance(value, str):
+        raise _invalid_type("id", "a string")
+    if CONVERSATION_ID_PATTERN.fullmatch(value) is None:
+        raise _invalid_value("id", "expected 1-128 characters of letters, digits, '.', '_', ':' or '-'.")
+    return value
+
+
+def conversation_columns(body: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    """Validate a create or update body; return the conversation columns to set (null clears a field).
+
+    Only the fields present in the body are returned; `id` and `items` are checked by the caller.
+    """
+    for name in body:
+        if name not in allowed:
+            raise InvalidRequest(
+                f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter"
+            )
+    columns: dict[str, Any] = {}
+    if "metadata" in body:
+        metadata = check_metadata(body["metadata"])
+        columns["metadata_json"] = json.dumps(metadata, ensure_ascii=False) if metadata else None
+    if "system_prompt" in body:
+        system = check_system_prompt(body["system_prompt"])
+        columns["system_messages"] = json.dumps(system, ensure_ascii=False) if system else None
+    for name in ("max_history_messages", "max_history_tokens"):
+        if name in body:
+            columns[name] = check_history_limit(name, body[name])
+    if "max_cost_usd" in body:
+        columns["max_cost_pusd"] = usd_to_pusd("max_cost_usd", body["max_cost_usd"])
+    return columns
+
+
+def page_limit(raw: str | None, *, default: int, maximum: int) -> int:
+    """The `limit` query parameter: a whole number from 1 to `maximum`; `default` when absent."""
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= maximum:
+        raise _invalid_value("limit", f"expected an integer from 1 to {maximum}, got {raw!r}.")
+    return int(text)
+
+
+def page_order(raw: str | None, *, default: str) -> str:
+    """The `order` query parameter: `asc` or `desc`."""
+    if raw is None:
+        return default
+    if raw not in ("asc", "desc"):
+        raise _invalid_value("order", f"expected 'asc' or 'desc', got {raw!r}.")
+    return raw
