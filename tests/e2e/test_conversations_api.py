@@ -1,0 +1,462 @@
+"""End-to-end: the conversations API through the official SDK (conversations.*) and plain HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai import AsyncOpenAI, OpenAI
+from sqlalchemy import func, select
+
+from gateway.store.database import create_engine
+from gateway.store.tables import Attempt, Conversation, Message
+from tests.servers import ServerProcess, upstream_requests
+
+MODEL = "gpt-4o-mini"
+TOOLS: list[Any] = [
+    {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
+]
+
+
+@pytest.fixture
+def client(gateway: ServerProcess, api_key: str) -> Iterator[OpenAI]:
+    """An SDK client of a fresh caller."""
+    with OpenAI(base_url=gateway.url + "/v1", api_key=api_key) as sdk:
+        yield sdk
+
+
+def chat(client: OpenAI, conversation_id: str, text: str, **kwargs: Any) -> str:
+    """One stateful turn; returns the reply text."""
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": text}],
+        extra_headers={"X-Conversation-Id": conversation_id},
+        **kwargs,
+    )
+    return reply.choices[0].message.content or ""
+
+
+def call(gateway: ServerProcess, api_key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """A plain HTTP call to the gateway as this caller."""
+    headers = {"Authorization": f"Bearer {api_key}"}
+    return httpx.request(method, gateway.url + path, headers=headers, **kwargs)
+
+
+async def read_db(database_url: str, statement: Any) -> list[Any]:
+    """Read the gateway's database directly (what the API cannot show: the request log, orphans)."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            return list((await connection.execute(statement)).all())
+    finally:
+        await engine.dispose()
+
+
+def db_rows(database_url: str, statement: Any) -> list[Any]:
+    """read_db from a synchronous test."""
+    return asyncio.run(read_db(database_url, statement))
+
+
+ORPHAN_MESSAGES = (
+    select(func.count()).select_from(Message).where(Message.conversation_pk.not_in(select(Conversation.pk)))
+)
+
+
+def test_create_retrieve_update_delete_with_the_sdk(client: OpenAI) -> None:
+    created = client.conversations.create(metadata={"topic": "weather"})
+    assert created.id.startswith("conv_") and len(created.id) == 53
+    assert created.object == "conversation" and created.metadata == {"topic": "weather"}
+    assert isinstance(created.created_at, int)
+    extra = created.model_extra or {}
+    assert extra["message_count"] == 0 and extra["system_prompt"] is None
+    assert extra["updated_at"] == created.created_at
+    assert extra["settings"] == {
+        "max_history_messages": None,
+        "max_history_tokens": None,
+        "max_cost_usd": None,
+    }
+
+    found = client.conversations.retrieve(created.id)
+    assert found.id == created.id and found.metadata == {"topic": "weather"}
+
+    updated = client.conversations.update(created.id, metadata={"topic": "rain", "lang": "en"})
+    assert updated.metadata == {"topic": "rain", "lang": "en"}
+    assert client.conversations.retrieve(created.id).metadata == {"topic": "rain", "lang": "en"}
+    cleared = client.conversations.update(created.id, metadata=None)
+    assert cleared.metadata == {}
+
+    deleted = client.conversations.delete(created.id)
+    assert (deleted.id, deleted.object, deleted.deleted) == (created.id, "conversation.deleted", True)
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.delete(created.id)
+
+
+def test_create_with_id_and_settings_applies_to_the_first_turn(
+    client: OpenAI, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    created = client.conversations.create(
+        extra_body={
+            "id": conversation_id,
+            "system_prompt": "Answer in French.",
+            "max_history_messages": 2,
+            "max_history_tokens": 500,
+            "max_cost_usd": 1.25,
+        }
+    )
+    extra = created.model_extra or {}
+    assert created.id == conversation_id and extra["system_prompt"] == "Answer in French."
+    assert extra["settings"] == {"max_history_messages": 2, "max_history_tokens": 500, "max_cost_usd": 1.25}
+    chat(client, conversation_id, "one")
+    assert upstream_requests(upstream, api_key)[-1]["body"]["messages"][0] == {
+        "role": "system",
+        "content": "Answer in French.",
+    }
+    chat(client, conversation_id, "two")
+    assert chat(client, conversation_id, "three") == "[4 messages] three"  # system + 1 whole turn + new
+    with pytest.raises(openai.ConflictError) as caught:
+        client.conversations.create(extra_body={"id": conversation_id})
+    assert caught.value.code == "conversation_exists"
+    assert client.conversations.retrieve(conversation_id).model_extra["message_count"] == 6  # type: ignore[index]
+
+
+def test_patch_and_post_update_every_field(
+    gateway: ServerProcess, api_key: str, client: OpenAI, conversation_id: str
+) -> None:
+    chat(client, conversation_id, "hello")
+    fields = {
+        "metadata": {"a": "b"},
+        "system_prompt": "Be brief.",
+        "max_history_messages": 10,
+        "max_history_tokens": 0,
+        "max_cost_usd": 0.000001,
+    }
+    response = call(gateway, api_key, "PATCH", f"/v1/conversations/{conversation_id}", json=fields)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["metadata"] == {"a": "b"} and body["system_prompt"] == "Be brief."
+    assert body["settings"] == {"max_history_messages": 10, "max_history_tokens": 0, "max_cost_usd": 0.000001}
+    assert body["message_count"] == 2
+    # null clears; fields left out stay as they were
+    response = call(
+        gateway,
+        api_key,
+        "POST",
+        f"/v1/conversations/{conversation_id}",
+        json={"system_prompt": None, "max_history_tokens": None},
+    )
+    body = response.json()
+    assert body["system_prompt"] is None and body["metadata"] == {"a": "b"}
+    assert body["settings"] == {
+        "max_history_messages": 10,
+        "max_history_tokens": None,
+        "max_cost_usd": 0.000001,
+    }
+    assert client.conversations.retrieve(conversation_id).model_extra["system_prompt"] is None  # type: ignore[index]
+
+
+def test_update_never_creates(gateway: ServerProcess, api_key: str, client: OpenAI) -> None:
+    for method in ("PATCH", "POST"):
+        response = call(gateway, api_key, method, "/v1/conversations/never-made", json={"metadata": {}})
+        assert response.status_code == 404
+        assert response.json()["error"] == {
+            "message": "No conversation found with id 'never-made'.",
+            "type": "invalid_request_error",
+            "param": "conversation_id",
+            "code": "not_found",
+        }
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.update("never-made", metadata={"a": "b"})
+    assert call(gateway, api_key, "GET", "/v1/conversations/never-made").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"metadata": {"k" * 65: "v"}}, "metadata"),
+        ({"metadata": {"k": "v" * 513}}, "metadata.k"),
+        ({"metadata": {"k": 1}}, "metadata.k"),
+        ({"metadata": ["k"]}, "metadata"),
+        ({"system_prompt": 5}, "system_prompt"),
+        ({"system_prompt": ""}, "system_prompt"),
+        ({"max_history_messages": -1}, "max_history_messages"),
+        ({"max_history_messages": "5"}, "max_history_messages"),
+        ({"max_history_messages": True}, "max_history_messages"),
+        ({"max_history_tokens": 2.5}, "max_history_tokens"),
+        ({"max_history_tokens": 2**31}, "max_history_tokens"),
+        ({"max_cost_usd": -0.5}, "max_cost_usd"),
+        ({"max_cost_usd": "1"}, "max_cost_usd"),
+        ({"max_cost_usd": 1e30}, "max_cost_usd"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_invalid_fields_are_400_with_param(
+    gateway: ServerProcess, api_key: str, client: OpenAI, body: dict[str, Any], param: str
+) -> None:
+    conversation = client.conversations.create(metadata={"keep": "me"})
+    for method, path in (
+        ("PATCH", f"/v1/conversations/{conversation.id}"),
+        ("POST", f"/v1/conversations/{conversation.id}"),
+        ("POST", "/v1/conversations"),
+    ):
+        response = call(gateway, api_key, method, path, json=body)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == param and error["type"] == "invalid_request_error"
+    assert client.conversations.retrieve(conversation.id).metadata == {"keep": "me"}  # nothing changed
+
+
+def test_metadata_at_the_limits_is_accepted(client: OpenAI) -> None:
+    metadata = {f"{i:02d}" + "k" * 62: "v" * 512 for i in range(16)}
+    assert client.conversations.create(metadata=metadata).metadata == metadata
+
+
+def test_create_rejects_bad_ids_items_and_bodies(gateway: ServerProcess, api_key: str) -> None:
+    for body, param in (
+        ({"id": "has space"}, "id"),
+        ({"id": 5}, "id"),
+        ({"id": "x" * 129}, "id"),
+        ({"items": [{"role": "user", "content": "hi"}]}, "items"),
+    ):
+        response = call(gateway, api_key, "POST", "/v1/conversations", json=body)
+        assert response.status_code == 400 and response.json()["error"]["param"] == param, response.text
+    response = call(gateway, api_key, "POST", "/v1/conversations", content=b"[1]")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    response = call(gateway, api_key, "POST", "/v1/conversations")  # an empty body is an empty object
+    assert response.status_code == 200 and response.json()["id"].startswith("conv_")
+
+
+def test_list_pages_newest_activity_first(gateway: ServerProcess, api_key: str, client: OpenAI) -> None:
+    ids = [client.conversations.create(extra_body={"id": f"list-{i}"}).id for i in range(5)]
+    chat(client, ids[1], "bump")  # activity moves it to the front
+    expected = [ids[1], ids[4], ids[3], ids[2], ids[0]]
+    seen: list[str] = []
+    after = None
+    pages = 0
+    while True:
+        params = {"limit": 2, **({"after": after} if after else {})}
+        page = call(gateway, api_key, "GET", "/v1/conversations", params=params).json()
+        assert page["object"] == "list"
+        seen += [c["id"] for c in page["data"]]
+        pages += 1
+        if not page["has_more"]:
+            break
+        assert page["last_id"] == page["data"][-1]["id"]
+        after = page["last_id"]
+    assert seen == expected and pages == 3
+    first = call(gateway, api_key, "GET", "/v1/conversations").json()
+    assert [c["id"] for c in first["data"]] == expected and first["has_more"] is False
+    bumped = first["data"][0]
+    assert bumped["message_count"] == 2 and bumped["updated_at"] >= bumped["created_at"]
+    assert set(bumped) >= {
+        "id",
+        "object",
+        "created_at",
+        "updated_at",
+        "metadata",
+        "message_count",
+        "settings",
+    }
+    for params in ({"limit": 0}, {"limit": 101}, {"limit": "x"}, {"after": "no-such-conversation"}):
+        response = call(gateway, api_key, "GET", "/v1/conversations", params=params)
+        assert response.status_code == 400, params
+
+
+def test_messages_pages_oldest_first(
+    gateway: ServerProcess, api_key: str, client: OpenAI, conversation_id: str
+) -> None:
+    for text in ("one", "two", "three"):
+        chat(client, conversation_id, text)
+    path = f"/v1/conversations/{conversation_id}/messages"
+    everything = call(gateway, api_key, "GET", path).json()
+    assert [m["content"] for m in everything["data"]] == [
+        "one",
+        "[1 messages] one",
+        "two",
+        "[3 messages] two",
+        "three",
+        "[5 messages] three",
+    ]
+    assert everything["has_more"] is False
+    assert all(set(m) == {"role", "content", "created_at"} for m in everything["data"])
+    page = call(gateway, api_key, "GET", path, params={"limit": 4}).json()
+    assert [m["content"] for m in page["data"]] == ["one", "[1 messages] one", "two", "[3 messages] two"]
+    assert page["has_more"] is True and page["first_id"] == "msg_0" and page["last_id"] == "msg_3"
+    rest = call(gateway, api_key, "GET", path, params={"limit": 4, "after": page["last_id"]}).json()
+    assert [m["content"] for m in rest["data"]] == ["three", "[5 messages] three"]
+    assert rest["has_more"] is False
+    for params in ({"limit": 0}, {"limit": 1001}, {"after": "5"}, {"after": "msg_x"}):
+        assert call(gateway, api_key, "GET", path, params=params).status_code == 400, params
+
+
+def test_items_are_responses_items_that_the_sdk_parses(client: OpenAI, conversation_id: str) -> None:
+    chat(client, conversation_id, "hello")
+    ask = client.chat.completions.create(
+        model=MODEL,
+        tools=TOOLS,
+        messages=[{"role": "user", "content": "look it up"}],
+        extra_headers={"X-Conversation-Id": conversation_id},
+    )
+    call_id = ask.choices[0].message.tool_calls[0].id  # type: ignore[index]
+    client.chat.completions.create(
+        model=MODEL,
+        tools=TOOLS,
+        messages=[{"role": "tool", "tool_call_id": call_id, "content": "42"}],
+        extra_headers={"X-Conversation-Id": conversation_id},
+    )
+    items = list(client.conversations.items.list(conversation_id, order="asc"))
+    assert [i.type for i in items] == [
+        "message",
+        "message",
+        "message",
+        "function_call",
+        "function_call_output",
+        "message",
+    ]
+    first = items[0]
+    assert first.type == "message" and first.role == "user" and first.status == "completed"
+    assert first.content[0].type == "input_text" and first.content[0].text == "hello"
+    answer = items[1]
+    assert answer.type == "message" and answer.role == "assistant"
+    assert answer.content[0].type == "output_text" and answer.content[0].text == "[1 messages] hello"
+    function_call = items[3]
+    assert function_call.type == "function_call" and function_call.call_id == call_id
+    assert function_call.name == "lookup"
+    output = items[4]
+    assert output.type == "function_call_output" and output.call_id == call_id and output.output == "42"
+    assert len({i.id for i in items}) == 6
+    # the default order is OpenAI's: newest first; the SDK pages through `after` = last_id
+    newest_first = list(client.conversations.items.list(conversation_id, limit=2))
+    assert [i.id for i in newest_first] == [i.id for i in reversed(items)]
+    oldest_first = list(client.conversations.items.list(conversation_id, limit=1, order="asc"))
+    assert [i.id for i in oldest_first] == [i.id for i in items]
+    page = client.conversations.items.list(conversation_id, limit=3, order="asc")
+    assert page.has_more is True and page.last_id == items[2].id and len(page.data) == 3
+    middle = client.conversations.items.list(conversation_id, limit=2, order="asc", after=items[3].id)
+    assert [i.id for i in middle.data] == [items[4].id, items[5].id] and middle.has_more is False
+
+
+def test_items_and_messages_validate_queries(
+    gateway: ServerProcess, api_key: str, client: OpenAI, conversation_id: str
+) -> None:
+    chat(client, conversation_id, "hello")
+    path = f"/v1/conversations/{conversation_id}/items"
+    for params in ({"limit": 0}, {"limit": 101}, {"order": "up"}, {"after": "nope"}):
+        response = call(gateway, api_key, "GET", path, params=params)
+        assert response.status_code == 400 and response.json()["error"]["param"] in (
+            "limit",
+            "order",
+            "after",
+        )
+    empty = client.conversations.create()
+    page = client.conversations.items.list(empty.id)
+    assert page.data == [] and page.has_more is False
+
+
+def test_unknown_and_other_callers_conversations_are_404(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, client: OpenAI, conversation_id: str
+) -> None:
+    chat(client, conversation_id, "mine")
+    other = f"sk-other-{secrets.token_hex(6)}"
+    with OpenAI(base_url=gateway.url + "/v1", api_key=other) as intruder:
+        for attempt in (
+            lambda: intruder.conversations.retrieve(conversation_id),
+            lambda: intruder.conversations.update(conversation_id, metadata={"x": "y"}),
+            lambda: intruder.conversations.delete(conversation_id),
+            lambda: intruder.conversations.items.list(conversation_id),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                attempt()
+        assert conversation_id not in [
+            c["id"] for c in call(gateway, other, "GET", "/v1/conversations").json()["data"]
+        ]
+        # the same id is a separate conversation for another caller
+        assert chat(intruder, conversation_id, "theirs") == "[1 messages] theirs"
+    assert (
+        call(gateway, other, "GET", f"/v1/conversations/{conversation_id}/messages").json()["data"][0][
+            "content"
+        ]
+        == "theirs"
+    )
+    mine = call(gateway, api_key, "GET", f"/v1/conversations/{conversation_id}/messages").json()["data"]
+    assert [m["content"] for m in mine] == ["mine", "[1 messages] mine"]
+    for path in ("/v1/conversations/nope/messages", "/v1/conversations/nope/items", "/v1/conversations/nope"):
+        assert call(gateway, api_key, "GET", path).status_code == 404
+    assert call(gateway, api_key, "DELETE", "/v1/conversations/nope").status_code == 404
+
+
+def test_other_paths_and_methods_stay_in_the_gateway(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, client: OpenAI
+) -> None:
+    conversation = client.conversations.create()
+    assert call(gateway, api_key, "PUT", f"/v1/conversations/{conversation.id}").status_code == 405
+    assert call(gateway, api_key, "DELETE", "/v1/conversations").status_code == 405
+    assert call(gateway, api_key, "POST", f"/v1/conversations/{conversation.id}/messages").status_code == 405
+    response = call(gateway, api_key, "GET", f"/v1/conversations/{conversation.id}/items/msg_0")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert upstream_requests(upstream, api_key) == []
+
+
+def test_delete_removes_everything_and_the_next_turn_starts_empty(
+    gateway: ServerProcess,
+    upstream: ServerProcess,
+    api_key: str,
+    client: OpenAI,
+    conversation_id: str,
+    database_url: str,
+) -> None:
+    client.conversations.create(
+        extra_body={"id": conversation_id, "max_history_messages": 0, "metadata": {"a": "b"}}
+    )
+    client.chat.completions.create(
+        model=MODEL,
+        extra_headers={"X-Conversation-Id": conversation_id},
+        messages=[{"role": "system", "content": "Secret prompt."}, {"role": "user", "content": "secret one"}],
+    )
+    chat(client, conversation_id, "secret two")
+    client.conversations.delete(conversation_id)
+    attempts = db_rows(database_url, select(Attempt).where(Attempt.conversation_id == conversation_id))
+    assert len(attempts) == 2
+    for attempt in attempts:  # the request log keeps usage, loses content
+        assert attempt.prompt_tokens > 0 and attempt.completion_tokens > 0 and attempt.status == 200
+        assert attempt.response_body is None and attempt.fingerprint is None and attempt.error is None
+    # the next turn starts empty: no history, no system prompt, default settings, no metadata
+    assert chat(client, conversation_id, "fresh") == "[1 messages] fresh"
+    assert upstream_requests(upstream, api_key)[-1]["body"]["messages"] == [
+        {"role": "user", "content": "fresh"}
+    ]
+    info = client.conversations.retrieve(conversation_id)
+    extra = info.model_extra or {}
+    assert info.metadata == {} and extra["system_prompt"] is None and extra["message_count"] == 2
+    assert extra["settings"]["max_history_messages"] is None
+    assert db_rows(database_url, ORPHAN_MESSAGES) == [(0,)]
+
+
+async def test_delete_waits_for_a_turn_in_flight(
+    gateway: ServerProcess, api_key: str, conversation_id: str, database_url: str
+) -> None:
+    async with AsyncOpenAI(
+        base_url=gateway.url + "/v1", api_key=api_key, default_headers={"X-Conversation-Id": conversation_id}
+    ) as sdk:
+        await sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "first"}])
+
+        # The headers of a streamed turn come once the gateway holds the conversation; the mock then
+        # waits 1 s before its first chunk, so the delete arrives while the turn is in flight.
+        stream = await sdk.chat.completions.create(
+            model=MODEL, stream=True, messages=[{"role": "user", "content": "FAULT:slow:1000 second"}]
+        )
+        deleting = asyncio.create_task(sdk.conversations.delete(conversation_id))
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text.startswith("[3 messages]")
+        assert (await deleting).deleted is True
+        # Had the delete not waited for the turn, the turn would have stored into a new conversation.
+        with pytest.raises(openai.NotFoundError):
+            await sdk.conversations.retrieve(conversation_id)
+    assert await read_db(database_url, ORPHAN_MESSAGES) == [(0,)]
