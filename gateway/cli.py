@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from gateway.cli_conversations import conversations
 from gateway.config import ConfigError, Settings, normalize_upstream_url
 from gateway.usage_command import check_prices_file, usage
 
@@ -130,6 +131,8 @@ def mock_upstream(host: str, port: int) -> None:
 
 
 main.add_command(usage)
+main.add_command(conversations)
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

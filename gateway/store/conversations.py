@@ -185,12 +185,20 @@ async def update_conversation(
 
 
 async def list_conversations(
-    session: AsyncSession, owner: str | None, *, limit: int, after: Conversation | None = None
+    session: AsyncSession,
+    owner: str | None,
+    *,
+    limit: int,
+    after: Conversation | None = None,
+    owner_prefix: str | None = None,
 ) -> list[Conversation]:
-    """Conversations newest activity first (of one owner, or of all for the operator); `after` is a cursor."""
+    """Conversations newest activity first, of one owner (or, for the operator, of all or of owners
+    whose identity starts with `owner_prefix`); `after` is the previous page's last conversation."""
     statement = select(Conversation)
     if owner is not None:
         statement = statement.where(Conversation.owner == owner)
+    if owner_prefix:
+        statement = statement.where(Conversation.owner.startswith(owner_prefix, autoescape=True))
     if after is not None:
         statement = statement.where(
             or_(
@@ -202,9 +210,13 @@ async def list_conversations(
     return list((await session.execute(statement)).scalars())
 
 
-async def find_conversations(session: AsyncSession, conversation_id: str) -> list[Conversation]:
+async def find_conversations(
+    session: AsyncSession, conversation_id: str, owner_prefix: str | None = None
+) -> list[Conversation]:
     """Every owner's conversation with this id (the operator's view), oldest first."""
     statement = select(Conversation).where(Conversation.id == conversation_id).order_by(Conversation.pk)
+    if owner_prefix:
+        statement = statement.where(Conversation.owner.startswith(owner_prefix, autoescape=True))
     return list((await session.execute(statement)).scalars())
 
 

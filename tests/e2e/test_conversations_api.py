@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -10,9 +11,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from click.testing import CliRunner, Result
 from openai import AsyncOpenAI, OpenAI
 from sqlalchemy import func, select
 
+from gateway.cli import main
+from gateway.identity import caller_identity
 from gateway.store.database import create_engine
 from gateway.store.tables import Attempt, Conversation, Message
 from tests.servers import ServerProcess, upstream_requests
@@ -460,3 +464,60 @@ async def test_delete_waits_for_a_turn_in_flight(
         with pytest.raises(openai.NotFoundError):
             await sdk.conversations.retrieve(conversation_id)
     assert await read_db(database_url, ORPHAN_MESSAGES) == [(0,)]
+
+
+def cli(database_url: str, *args: str, stdin: str = "") -> Result:
+    """Run `gateway conversations ...` against the database (in process: the server is the real one)."""
+    return CliRunner().invoke(main, ["conversations", *args, "--database-url", database_url], input=stdin)
+
+
+def system_turn(gateway: ServerProcess, api_key: str, conversation_id: str, text: str) -> None:
+    """One stateful turn as this caller."""
+    headers = {"X-Conversation-Id": conversation_id}
+    with OpenAI(base_url=gateway.url + "/v1", api_key=api_key, default_headers=headers) as sdk:
+        sdk.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}],
+        )
+
+
+def test_cli_lists_shows_and_deletes_across_callers(gateway: ServerProcess, database_url: str) -> None:
+    alice, bob = f"sk-alice-{secrets.token_hex(4)}", f"sk-bob-{secrets.token_hex(4)}"
+    shared = f"shared-{secrets.token_hex(4)}"
+    system_turn(gateway, alice, shared, "from alice")
+    system_turn(gateway, bob, shared, "from bob")
+    system_turn(gateway, bob, shared + "-b", "bob again")
+    alice_id, bob_id = caller_identity(alice), caller_identity(bob)
+
+    listed = cli(database_url, "list", "--limit", "1000")
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.splitlines()[0].split()[:4] == ["ID", "OWNER", "MESSAGES", "TOKENS"]
+    assert (
+        listed.stdout.count(shared) == 3 and alice_id[:12] in listed.stdout and bob_id[:12] in listed.stdout
+    )
+
+    as_json = cli(database_url, "list", "--json", "--owner", bob_id[:10])
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [r["id"] for r in rows] == [shared + "-b", shared]  # newest activity first
+    assert {r["owner"] for r in rows} == {bob_id} and rows[0]["message_count"] == 2
+    assert rows[0]["system_prompt"] == "Be brief."
+
+    shown = cli(database_url, "show", shared)
+    assert shown.exit_code == 0, shown.output
+    views = json.loads("[" + shown.stdout.replace("}\n{", "},\n{") + "]")
+    assert {v["owner"] for v in views} == {alice_id, bob_id}  # ambiguous across callers: every match
+    assert {v["messages"][0]["content"] for v in views} == {"from alice", "from bob"}
+
+    ambiguous = cli(database_url, "delete", shared, "--yes")
+    assert ambiguous.exit_code == 1 and "--owner" in ambiguous.output
+    declined = cli(database_url, "delete", shared, "--owner", alice_id, stdin="n\n")
+    assert declined.exit_code == 1
+    deleted = cli(database_url, "delete", shared, "--owner", alice_id, "--yes")
+    assert deleted.exit_code == 0, deleted.output
+    headers = {"Authorization": f"Bearer {alice}"}
+    assert httpx.get(f"{gateway.url}/v1/conversations/{shared}", headers=headers).status_code == 404
+    headers = {"Authorization": f"Bearer {bob}"}
+    assert httpx.get(f"{gateway.url}/v1/conversations/{shared}", headers=headers).status_code == 200
+
+    missing = cli(database_url, "show", "no-such-conversation")
+    assert missing.exit_code == 1 and "No conversation" in missing.output
