@@ -254,6 +254,25 @@ async def items(request: Request) -> Response:
     return json_response(_page(page, len(found) > limit, [item["id"] for item in page]))
 
 
+async def item(request: Request) -> Response:
+    """GET /v1/conversations/{id}/items/{item_id}: one item (SDK: `conversations.items.retrieve`)."""
+    svc = services(request)
+    owner = await _owner(svc, request)
+    item_id = request.path_params["item_id"]
+    conversation = await _find(svc, owner, request.path_params["conversation_id"])
+    missing = NotFound(f"No item found with id '{item_id}'.", param="item_id")
+    try:
+        seq, _ = item_position(item_id)
+    except InvalidRequest:
+        raise missing from None
+    async with svc.db.transaction() as session:
+        rows = await list_messages(session, conversation, limit=1, after=seq - 1)
+    found = [i for s, message, _ in rows if s == seq for i in message_items(s, message) if i["id"] == item_id]
+    if not found:
+        raise missing
+    return json_response(found[0])
+
+
 def _methods(**handlers: Handler) -> Handler:
     """One endpoint per path that dispatches on the method, so other methods get a 405 (never the proxy)."""
 
@@ -282,6 +301,7 @@ ROUTES = [
         methods=ALL_METHODS,
     ),
     Route("/v1/conversations/{conversation_id}/items", _methods(get=items), methods=ALL_METHODS),
+    Route("/v1/conversations/{conversation_id}/items/{item_id}", _methods(get=item), methods=ALL_METHODS),
     Route("/v1/conversations/{conversation_id}/messages", _methods(get=messages), methods=ALL_METHODS),
     Route("/v1/conversations/{rest:path}", unknown, methods=ALL_METHODS),
 ]

@@ -345,6 +345,11 @@ def test_items_are_responses_items_that_the_sdk_parses(client: OpenAI, conversat
     assert page.has_more is True and page.last_id == items[2].id and len(page.data) == 3
     middle = client.conversations.items.list(conversation_id, limit=2, order="asc", after=items[3].id)
     assert [i.id for i in middle.data] == [items[4].id, items[5].id] and middle.has_more is False
+    for expected in items:
+        assert client.conversations.items.retrieve(expected.id, conversation_id=conversation_id) == expected
+    for missing in ("msg_99", "fc_0_0", "nope"):
+        with pytest.raises(openai.NotFoundError):
+            client.conversations.items.retrieve(missing, conversation_id=conversation_id)
 
 
 def test_items_and_messages_validate_queries(
@@ -403,7 +408,9 @@ def test_other_paths_and_methods_stay_in_the_gateway(
     assert call(gateway, api_key, "PUT", f"/v1/conversations/{conversation.id}").status_code == 405
     assert call(gateway, api_key, "DELETE", "/v1/conversations").status_code == 405
     assert call(gateway, api_key, "POST", f"/v1/conversations/{conversation.id}/messages").status_code == 405
-    response = call(gateway, api_key, "GET", f"/v1/conversations/{conversation.id}/items/msg_0")
+    response = call(gateway, api_key, "DELETE", f"/v1/conversations/{conversation.id}/items/msg_0")
+    assert response.status_code == 405  # stored history is append-only: delete the conversation
+    response = call(gateway, api_key, "GET", f"/v1/conversations/{conversation.id}/items/msg_0/more")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     assert upstream_requests(upstream, api_key) == []
 
