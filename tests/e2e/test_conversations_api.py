@@ -408,6 +408,10 @@ def test_other_paths_and_methods_stay_in_the_gateway(
     assert call(gateway, api_key, "PUT", f"/v1/conversations/{conversation.id}").status_code == 405
     assert call(gateway, api_key, "DELETE", "/v1/conversations").status_code == 405
     assert call(gateway, api_key, "POST", f"/v1/conversations/{conversation.id}/messages").status_code == 405
+    assert (
+        call(gateway, api_key, "POST", f"/v1/conversations/{conversation.id}/items", json={}).status_code
+        == 405
+    )
     response = call(gateway, api_key, "DELETE", f"/v1/conversations/{conversation.id}/items/msg_0")
     assert response.status_code == 405  # stored history is append-only: delete the conversation
     response = call(gateway, api_key, "GET", f"/v1/conversations/{conversation.id}/items/msg_0/more")
