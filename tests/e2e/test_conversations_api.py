@@ -84,6 +84,7 @@ def test_create_retrieve_update_delete_with_the_sdk(client: OpenAI) -> None:
         "max_history_tokens": None,
         "max_cost_usd": None,
     }
+    assert extra["usage"]["requests"] == 0 and extra["usage"]["cost_usd"] == 0
 
     found = client.conversations.retrieve(created.id)
     assert found.id == created.id and found.metadata == {"topic": "weather"}
@@ -146,7 +147,7 @@ def test_patch_and_post_update_every_field(
     body = response.json()
     assert body["metadata"] == {"a": "b"} and body["system_prompt"] == "Be brief."
     assert body["settings"] == {"max_history_messages": 10, "max_history_tokens": 0, "max_cost_usd": 0.000001}
-    assert body["message_count"] == 2
+    assert body["message_count"] == 2 and body["usage"]["requests"] == 1
     # null clears; fields left out stay as they were
     response = call(
         gateway,
@@ -259,6 +260,7 @@ def test_list_pages_newest_activity_first(gateway: ServerProcess, api_key: str, 
     assert [c["id"] for c in first["data"]] == expected and first["has_more"] is False
     bumped = first["data"][0]
     assert bumped["message_count"] == 2 and bumped["updated_at"] >= bumped["created_at"]
+    assert bumped["usage"]["requests"] == 1 and first["data"][1]["usage"]["requests"] == 0
     assert set(bumped) >= {
         "id",
         "object",
