@@ -152,6 +152,12 @@ class StreamAssembler:
         return message
 
 
+def data_only(event: SseEvent) -> bytes:
+    """The event as plain `data:` lines, without `event:`/`id:` fields (an error is never `event: error`)."""
+    lines = (event.data or "").split("\n")
+    return b"".join(b"data: " + line.encode() + b"\n" for line in lines) + b"\n"
+
+
 def is_usage_only(chunk: Any) -> bool:
     """True for the usage chunk OpenAI sends last when `stream_options.include_usage` is set."""
     return isinstance(chunk, dict) and chunk.get("choices") == [] and chunk.get("usage") is not None

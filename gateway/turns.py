@@ -35,6 +35,7 @@ from gateway.sse import (
     DONE,
     SseSplitter,
     StreamAssembler,
+    data_only,
     error_event,
     has_finish_reason,
     is_usage_only,
@@ -279,6 +280,12 @@ class TurnService:
                         if payload is None and event.data is not None:
                             raise UpstreamUnreachable("The upstream sent a stream event that is not JSON.")
                         assembler.observe(payload)
+                        if assembler.error is not None:
+                            # the stream failed: no held finish chunk may reach the client, and the
+                            # error goes out as a plain `data:` event, never `event: error`
+                            held = []
+                            out.append(data_only(event))
+                            break
                         if stateful and is_usage_only(payload) and not client_wants_usage:
                             continue
                         if held or has_finish_reason(payload):
@@ -292,8 +299,6 @@ class TurnService:
             if assembler.error is not None:
                 failure = GatewayError(str(assembler.error.get("message") or "upstream stream error"))
                 failure.status_code = 502
-                yield b"".join(held)
-                held = []
             elif not finished:
                 failure = UpstreamUnreachable("The upstream stream ended before [DONE].")
         except GatewayError as exc:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.sse import SseSplitter, StreamAssembler, has_finish_reason, is_usage_only, replay_events
+from gateway.sse import (
+    SseSplitter,
+    StreamAssembler,
+    data_only,
+    has_finish_reason,
+    is_usage_only,
+    replay_events,
+)
 
 
 def event(payload: Any) -> bytes:
@@ -105,3 +112,10 @@ def test_replay_events_form_a_well_formed_stream() -> None:
         assembler.observe(json.loads(raw[6:]))
     assert assembler.message() == {"role": "assistant", "content": "hi"}
     assert assembler.usage == completion["usage"]
+
+
+def test_data_only_drops_the_event_field_of_an_error_event() -> None:
+    (parsed,) = SseSplitter().feed(b'event: error\nid: 7\ndata: {"error": {"message": "bad"}}\n\n')
+    assert data_only(parsed) == b'data: {"error": {"message": "bad"}}\n\n'
+    (multi,) = SseSplitter().feed(b"data: {\ndata: }\n\n")
+    assert data_only(multi) == b"data: {\ndata: }\n\n"
