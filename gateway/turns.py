@@ -248,7 +248,11 @@ class TurnService:
         if turn.call.conversation_id is None or message is None:
             await self._log_failure(turn, response.status_code, None, response, parsed)
             return Reply(response.status_code, reply_headers, payload)
-        await self._store_turn(turn, assistant_message(message), parsed, response, payload)
+        try:
+            await self._store_turn(turn, assistant_message(message), parsed, response, payload)
+        except UpstreamUnreachable as exc:
+            await self._log_failure(turn, exc.status_code, str(exc), response, parsed)
+            raise
         return Reply(response.status_code, reply_headers | turn.history_headers(), payload)
 
     async def _relay(
@@ -433,7 +437,10 @@ class TurnService:
             last_user_seq=conversation.last_user_seq if conversation else 0,
             last_user_tokens=conversation.last_user_tokens if conversation else 0,
         )
-        digest = history_digest(bodies, start=conversation.history_hash if conversation else "")
+        try:
+            digest = history_digest(bodies, start=conversation.history_hash if conversation else "")
+        except UnicodeEncodeError:  # a lone UTF-16 surrogate: text that cannot be stored or sent again
+            raise UpstreamUnreachable("The upstream answered with text that is not valid Unicode.") from None
         turn_number = (conversation.turn_count if conversation else 0) + 1
         values = self._attempt_values(turn, response.status_code, None, response, completion)
         values["turn"] = turn_number
