@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from gateway.errors import InvalidRequest
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
 
@@ -23,6 +25,22 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     return body
+
+
+def check_unicode(raw: bytes, body: dict[str, Any]) -> None:
+    """Reject a body whose strings hold a lone UTF-16 surrogate (`\\ud800`): not Unicode, so never storable.
+
+    The regex only looks for surrogate escapes, so the common body (no `\\u`) costs one substring search.
+    """
+    if b"\\u" not in raw or _SURROGATE_ESCAPE.search(raw) is None:
+        return
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "The JSON body contains a lone UTF-16 surrogate escape, which is not valid Unicode text.",
+            code="invalid_json",
+        ) from None
 
 
 def _check_content(message: dict[str, Any], where: str) -> None:

@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import headers as h
 from gateway.api.common import read_limited_body, services
-from gateway.chat_request import check_chat_body, parse_json_object, parse_limit_header
+from gateway.chat_request import check_chat_body, check_unicode, parse_json_object, parse_limit_header
 from gateway.errors import InvalidRequest
 from gateway.history import Budget
 from gateway.identity import bearer_token, validate_conversation_id
@@ -65,6 +65,8 @@ async def chat_completions(request: Request) -> Response:
     raw = await read_limited_body(request, svc.settings.max_body_bytes)
     body = parse_json_object(raw)
     check_chat_body(body)
+    if conversation_id is not None:  # a stateful turn re-encodes and stores the text; a pass-through does not
+        check_unicode(raw, body)
     idempotency_key = request.headers.get(h.IDEMPOTENCY_KEY)
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 256:
         raise InvalidRequest("Idempotency-Key must be 1-256 characters.", param="Idempotency-Key")

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from gateway.chat_request import check_chat_body, parse_json_object, parse_limit_header
+from gateway.chat_request import check_chat_body, check_unicode, parse_json_object, parse_limit_header
 from gateway.errors import InvalidConversationId, InvalidRequest
 from gateway.identity import bearer_token, caller_identity, validate_conversation_id
 
@@ -60,3 +60,23 @@ def test_parse_json_object_and_limit_headers() -> None:
     for bad in ("-1", "x", "1.5", "", "9999999999"):
         with pytest.raises(InvalidRequest):
             parse_limit_header("X", bad)
+
+
+@pytest.mark.parametrize(
+    ("raw", "ok"),
+    [
+        (b'{"t": "plain"}', True),
+        (b'{"t": "emoji \\ud83d\\ude00 as a pair"}', True),
+        (b'{"t": "escaped backslash \\\\ud800 is text"}', True),
+        (b'{"t": "lone \\ud800"}', False),
+        (b'{"t": "lone low \\uDFFF"}', False),
+    ],
+)
+def test_check_unicode_rejects_only_lone_surrogates(raw: bytes, ok: bool) -> None:
+    body = parse_json_object(raw)
+    if ok:
+        check_unicode(raw, body)
+    else:
+        with pytest.raises(InvalidRequest) as caught:
+            check_unicode(raw, body)
+        assert caught.value.code == "invalid_json"
