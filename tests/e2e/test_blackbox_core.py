@@ -446,12 +446,14 @@ def test_stream_chunks_are_not_buffered(
     assert [bool(r["error"]) for r in rows if r["status"] != 200] == [True]
 
 
-@pytest.mark.parametrize("options", [None, {"include_usage": False}, {"include_usage": True}])
+@pytest.mark.parametrize(
+    "options", ["absent", None, {"include_usage": False}, {"include_usage": True}], ids=str
+)
 def test_usage_chunk_only_when_asked(
     gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str, options: Any
 ) -> None:
     body: dict[str, Any] = {"model": MODEL, "messages": [user("count")], "stream": True}
-    if options is not None:
+    if options != "absent":
         body["stream_options"] = options
     response = chat(gateway, api_key, conversation_id, body)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
@@ -461,7 +463,7 @@ def test_usage_chunk_only_when_asked(
     chunks = [json.loads(e) for e in events[:-1]]
     usage_chunks = [c for c in chunks if c.get("usage")]
     assert upstream_requests(upstream, api_key)[-1]["body"]["stream_options"]["include_usage"] is True
-    if options and options["include_usage"]:
+    if isinstance(options, dict) and options["include_usage"]:
         assert len(usage_chunks) == 1 and usage_chunks[0]["choices"] == []
         assert chunks[-1] is usage_chunks[0]
     else:
@@ -780,3 +782,26 @@ def test_sdk_retries_a_409_busy_turn_and_it_works(
         "second",
         "[3 messages] second",
     ]
+
+
+def test_sdk_stream_helper_and_parse_messages_dedupe(
+    gateway: ServerProcess, upstream: ServerProcess, clients: Clients, api_key: str, conversation_id: str
+) -> None:
+    """`chat.completions.stream()` and `.parse()` return ParsedChatCompletionMessage objects (extra `parsed`,
+    tool calls with `index` and `parsed_arguments`, content ""): sent straight back, they must dedupe."""
+    client = clients.sdk(gateway, api_key, conversation_id)
+    history: list[Any] = [user("one")]
+    with client.chat.completions.stream(model=MODEL, messages=history) as stream:
+        message = stream.get_final_completion().choices[0].message
+    history += [message, user("two")]
+    message = client.chat.completions.parse(model=MODEL, messages=history).choices[0].message
+    assert message.content == "[3 messages] two"
+    history += [message, user("weather?")]
+    with client.chat.completions.stream(model=MODEL, messages=history, tools=TOOLS) as stream:
+        message = stream.get_final_completion().choices[0].message
+    assert message.tool_calls
+    history += [message, {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "sunny"}]
+    reply = client.chat.completions.create(model=MODEL, messages=history, tools=TOOLS)
+    assert reply.choices[0].message.content == "[7 messages] tool result: sunny"
+    assert len(stored(gateway, api_key, conversation_id)) == 8
+    assert len(sent_messages(upstream, api_key)) == 7
