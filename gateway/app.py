@@ -22,10 +22,10 @@ from gateway.api import chat, conversations, ops, proxy, usage
 from gateway.api.common import Services, json_response
 from gateway.auth import Authenticator
 from gateway.config import Settings
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_body
+from gateway.errors import DatabaseUnavailable, GatewayError, MethodNotAllowed, NotFound, error_body
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
-from gateway.store.database import Database, create_engine
+from gateway.store.database import DATABASE_ERRORS, Database, create_engine
 from gateway.tokens import count_text_tokens
 from gateway.turns import TurnService
 from gateway.upstream import UpstreamClient, create_http_client
@@ -61,6 +61,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return json_response(body, status=exc.status_code)
 
 
+async def _database_error(request: Request, exc: Exception) -> Response:
+    log.warning("database error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    error = DatabaseUnavailable(f"The database is unavailable: {type(exc).__name__}")
+    return json_response(error.to_body(), status=error.status_code)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     body = error_body("The gateway had an internal error.", "server_error", "internal_error")
@@ -73,6 +79,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 ERROR_HANDLERS: dict[Any, Any] = {
     GatewayError: _gateway_error,
     HTTPException: _http_error,
+    **dict.fromkeys(DATABASE_ERRORS, _database_error),
     Exception: _unexpected,
 }
 
@@ -86,8 +93,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
         metrics = Metrics(settings.metrics_dir)
         try:
             await migrate.upgrade(engine)
-            lease = settings.upstream_timeout + settings.lock_timeout + 60
-            db = Database(engine, lease_seconds=lease)
+            db = Database(engine, lease_seconds=settings.lock_lease)
             pricer = Pricer.from_file(settings.prices_file)
             count_text_tokens("warm up", "gpt-4o")  # load the tokenizers before the first request
             count_text_tokens("warm up", "gpt-4")

@@ -68,6 +68,7 @@ class Settings:
     upstream_timeout: float = 600.0
     upstream_connect_timeout: float = 10.0
     lock_timeout: float = 60.0
+    lock_lease: float = 30.0
     max_history_messages: int | None = None
     max_history_tokens: int | None = None
     prices_file: str | None = None
@@ -101,6 +102,7 @@ class Settings:
             database_url=env.get("GATEWAY_DATABASE_URL", "").strip() or default.database_url,
             upstream_timeout=_float(env, "GATEWAY_UPSTREAM_TIMEOUT", default.upstream_timeout),
             lock_timeout=_float(env, "GATEWAY_LOCK_TIMEOUT", default.lock_timeout),
+            lock_lease=_float(env, "GATEWAY_LOCK_LEASE", default.lock_lease),
             max_history_messages=_int(env, "GATEWAY_MAX_HISTORY_MESSAGES", None),
             max_history_tokens=_int(env, "GATEWAY_MAX_HISTORY_TOKENS", None),
             prices_file=env.get("GATEWAY_PRICES_FILE", "").strip() or None,

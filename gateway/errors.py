@@ -2,6 +2,7 @@
 
 Status  type                    code                     raised when
 400     invalid_request_error   (varies)                 the request body or a header is malformed
+400     invalid_request_error   idempotency_key_reused   an Idempotency-Key already used for another turn
 401     authentication_error    invalid_api_key          a gateway key is required and missing or wrong
 403     permission_error        forbidden                an admin-only endpoint without the admin key
 404     invalid_request_error   not_found                an unknown (or another caller's) conversation
@@ -47,6 +48,12 @@ class InvalidConversationId(InvalidRequest):
     """The X-Conversation-Id header is not 1-128 characters of [A-Za-z0-9._:-]."""
 
     code = "invalid_conversation_id"
+
+
+class IdempotencyKeyReused(InvalidRequest):
+    """An Idempotency-Key that already names a stored turn, sent with different new messages (400)."""
+
+    code = "idempotency_key_reused"
 
 
 class AuthenticationFailed(GatewayError):

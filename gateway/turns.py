@@ -31,6 +31,7 @@ from gateway.history import (
 )
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer, parse_usage, usage_columns
+from gateway.replays import Recorded, find_replay
 from gateway.sse import (
     DONE,
     SseSplitter,
@@ -98,6 +99,7 @@ class PendingTurn:
     dropped: int = 0
     ttfb_ms: float | None = None
     sent: float | None = None
+    replay: Recorded | None = None
 
     @property
     def model(self) -> str | None:
@@ -149,6 +151,9 @@ class TurnService:
         try:
             self.metrics.lock_wait.observe(waited)
             await self._prepare(turn)
+            if turn.replay is not None:
+                await stack.aclose()
+                return _replay(turn.replay, call.body)
             body = self._compose(turn)
             reply = await self._forward(turn, body, stream=call.body.get("stream") is True, stack=stack)
         except BaseException:
@@ -174,6 +179,18 @@ class TurnService:
             if conversation is None:
                 turn.new = rest
                 return
+            if call.retry_count >= 1 or call.idempotency_key is not None:
+                turn.replay = await find_replay(
+                    session,
+                    conversation,
+                    rest,
+                    retry_count=call.retry_count,
+                    idempotency_key=call.idempotency_key,
+                    window=self.settings.replay_window,
+                    now=time.time(),
+                )
+                if turn.replay is not None:
+                    return
             turn.new = new_messages(rest, conversation.message_count, conversation.history_hash)
             budget = self._budget(call.header_budget, conversation)
             candidates = await load_window(session, conversation, budget)
@@ -342,17 +359,11 @@ class TurnService:
     async def _store_stream_turn(
         self, turn: PendingTurn, assembler: StreamAssembler, response: httpx.Response
     ) -> None:
-        message = assembler.message()
-        completion = {
-            "object": "chat.completion",
-            "model": assembler.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": assembler.finish_reason}],
-            "usage": assembler.usage,
-        }
+        completion = assembler.completion()
         if turn.call.conversation_id is None:
             await self._log_failure(turn, 200, None, response, completion)
             return
-        await self._store_turn(turn, assistant_message(message), completion, response, None)
+        await self._store_turn(turn, assistant_message(assembler.message()), completion, response, None)
 
     def _attempt_values(
         self, turn: PendingTurn, status: int, error: str | None, response: httpx.Response | None, payload: Any
@@ -450,6 +461,19 @@ class TurnService:
         async with self.db.transaction() as session:
             await append_turn(session, conversation, write)
             await record_attempt(session, values)
+
+
+def _replay(recorded: Recorded, body: dict[str, Any]) -> Reply | StreamReply:
+    """The recorded response again: no upstream call, no new request-log row (so nothing is counted twice)."""
+    if body.get("stream") is not True:
+        headers, payload = recorded.plain()
+        return Reply(200, headers, payload)
+    headers, events = recorded.stream(_client_wants_usage(body))
+
+    async def replayed() -> AsyncIterator[bytes]:
+        yield b"".join(events)
+
+    return StreamReply(200, headers, replayed())
 
 
 def _upstream_request_id(response: httpx.Response | None) -> str | None:

@@ -88,3 +88,38 @@ async def usage_groups(session: AsyncSession, query: UsageQuery) -> list[Group]:
             group = day_key(int(group))
         found.append((group, model, Totals(*(int(v) for v in values))))
     return fold(found)
+
+
+async def latest_attempt(session: AsyncSession, owner: str, conversation_id: str) -> Attempt | None:
+    """The conversation's most recent request-log row (stored turn or failure), or None."""
+    statement = (
+        select(Attempt)
+        .where(
+            Attempt.owner == owner,
+            Attempt.conversation_id == conversation_id,
+            Attempt.conversation_deleted.is_(False),
+        )
+        .order_by(Attempt.pk.desc())
+        .limit(1)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def keyed_turn(
+    session: AsyncSession, owner: str, conversation_id: str, key: str, since: float
+) -> Attempt | None:
+    """The newest stored turn of the conversation recorded with this Idempotency-Key since `since`."""
+    statement = (
+        select(Attempt)
+        .where(
+            Attempt.owner == owner,
+            Attempt.idempotency_key == key,
+            Attempt.conversation_id == conversation_id,
+            Attempt.turn.is_not(None),
+            Attempt.response_body.is_not(None),
+            Attempt.created_at >= since,
+        )
+        .order_by(Attempt.pk.desc())
+        .limit(1)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
