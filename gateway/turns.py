@@ -286,7 +286,11 @@ class TurnService:
                         turn.ttfb_ms = (time.monotonic() - turn.started) * 1000
                     size += len(chunk)
                     if size > self.settings.max_response_bytes:
-                        raise UpstreamUnreachable("The upstream stream exceeded the response size limit.")
+                        limit = self.settings.max_response_bytes
+                        raise UpstreamUnreachable(
+                            f"The upstream stream exceeded the size limit of {limit} bytes "
+                            "(GATEWAY_MAX_RESPONSE_BYTES)."
+                        )
                     out = []
                     for event in splitter.feed(chunk):
                         if event.is_done:

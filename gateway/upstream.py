@@ -89,7 +89,10 @@ async def read_body(response: httpx.Response, limit: int | None = None) -> bytes
             chunks.append(chunk)
             size += len(chunk)
             if limit is not None and size > limit:
-                raise UpstreamUnreachable(f"The upstream response exceeded {limit} bytes.")
+                raise UpstreamUnreachable(
+                    f"The upstream response exceeded the size limit of {limit} bytes "
+                    "(GATEWAY_MAX_RESPONSE_BYTES)."
+                )
     return b"".join(chunks)
 
 
