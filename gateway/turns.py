@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,7 +15,13 @@ import httpx
 
 from gateway import headers as h
 from gateway.config import Settings
-from gateway.errors import GatewayError, InvalidRequest, UpstreamUnreachable
+from gateway.errors import (
+    ConversationBusy,
+    DatabaseUnavailable,
+    GatewayError,
+    InvalidRequest,
+    UpstreamUnreachable,
+)
 from gateway.history import (
     Budget,
     StoredMessage,
@@ -49,6 +56,7 @@ from gateway.upstream import UpstreamClient, read_body, response_headers, transl
 
 CHAT_PATH = "/chat/completions"
 CHAT_ENDPOINT = "/v1/chat/completions"  # the upstream-latency label of chat calls
+log = logging.getLogger("gateway.turns")
 
 
 @dataclass(frozen=True)
@@ -408,11 +416,17 @@ class TurnService:
         response: httpx.Response | None,
         payload: Any = None,
     ) -> None:
-        """Record an upstream call that added nothing to a conversation (failed, or stateless)."""
+        """Record an upstream call that added nothing to a conversation (failed, or stateless).
+
+        Without a database the call is still answered (the upstream's reply or error), only not logged.
+        """
         values = self._attempt_values(turn, status, error, response, payload)
         self._observe(turn, values)
-        async with self.db.transaction() as session:
-            await record_attempt(session, values)
+        try:
+            async with self.db.transaction() as session:
+                await record_attempt(session, values)
+        except DatabaseUnavailable as exc:
+            log.warning("request not logged (status %s): %s", status, exc)
 
     def _observe(self, turn: PendingTurn, values: dict[str, Any]) -> None:
         """Count an attempt in the metrics: upstream latency, tokens and cost (even if storing it fails)."""
@@ -462,9 +476,13 @@ class TurnService:
             history_digest=digest,
             now=time.time(),
         )
-        async with self.db.transaction() as session:
-            await append_turn(session, conversation, write)
-            await record_attempt(session, values)
+        try:
+            async with self.db.transaction() as session:
+                await append_turn(session, conversation, write)
+                await record_attempt(session, values)
+        except ConversationBusy as exc:  # fenced: the conversation moved on; the call is still logged
+            await self._log_failure(turn, exc.status_code, str(exc), response, completion)
+            raise
 
 
 def _replay(recorded: Recorded, body: dict[str, Any]) -> Reply | StreamReply:

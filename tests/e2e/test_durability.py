@@ -151,6 +151,7 @@ async def test_postgres_restart_under_load_is_503_then_fine(
     server = start_gateway(private_postgres.url, lock_lease="1")
     conversations = [f"pg-{secrets.token_hex(4)}-{n}" for n in range(6)]
     probes: list[httpx.Response] = []
+    passed: list[httpx.Response] = []
 
     def outage() -> None:
         time.sleep(0.8)
@@ -171,6 +172,17 @@ async def test_postgres_restart_under_load_is_503_then_fine(
                 )
             )
             probes.append(client.get(f"{server.url}/healthz"))
+            # what needs no stored state is still forwarded, only not logged
+            passed.extend(
+                [
+                    client.get(f"{server.url}/v1/models", headers={"Authorization": f"Bearer {api_key}"}),
+                    client.post(
+                        f"{server.url}/v1/chat/completions",
+                        json=turn_body("stateless"),
+                        headers={"Authorization": f"Bearer {api_key}"},
+                    ),
+                ]
+            )
             time.sleep(0.8)
         private_postgres.start()
         time.sleep(0.8)
@@ -179,6 +191,7 @@ async def test_postgres_restart_under_load_is_503_then_fine(
     for probe in probes:
         assert probe.status_code == 503, probe.text
         assert probe.json()["error"]["code"] == "database_unavailable"
+    assert [r.status_code for r in passed] == [200, 200]
     every = [o for runs in outcomes.values() for o in runs]
     assert all(o.transport_error is None for o in every), [o for o in every if o.transport_error]
     assert {o.status for o in every} <= {200, 503}
