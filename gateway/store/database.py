@@ -165,7 +165,7 @@ class ConversationLocks:
                 log.warning("could not renew a conversation lease: %s", type(exc).__name__)
                 continue
             if result.rowcount == 0:  # type: ignore[attr-defined]
-                log.warning("a conversation lease expired before its turn ended; the turn will not be stored")
+                log.warning("a conversation lease expired before its turn ended; another turn may take it")
                 return
 
     async def _release_lease(self, owner: str, conversation_id: str, holder: str) -> None:

@@ -6,6 +6,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -49,6 +50,12 @@ def test_retry_of_a_turn_whose_answer_was_lost_is_replayed(
     body = turn_body("FAULT:slow:1500 what is the answer?")
     with pytest.raises(httpx.ReadTimeout):  # the client gives up; the gateway finishes and stores the turn
         httpx.post(url, json=body, headers=turn_headers(api_key, conversation_id), timeout=0.5)
+    deadline = time.monotonic() + 20
+    while not upstream_requests(
+        upstream, api_key
+    ):  # the first attempt is running (and holds the conversation)
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     retry = http.post(url, json=body, headers=turn_headers(api_key, conversation_id, **RETRY))
     assert retry.status_code == 200, retry.text
     assert retry.headers["x-gateway-replayed"] == "true"
@@ -233,12 +240,12 @@ def test_idempotency_key_replays_any_recent_turn(
 
 def test_an_old_turn_is_not_replayed_after_the_window(
     start_gateway: Callable[..., ServerProcess],
-    database_url: str,
+    tmp_path: Path,
     http: httpx.Client,
     api_key: str,
     conversation_id: str,
 ) -> None:
-    server = start_gateway(database_url, retry_replay_window="0.5")
+    server = start_gateway(f"sqlite+aiosqlite:///{tmp_path / 'window.db'}", retry_replay_window="0.5")
     url = f"{server.url}/v1/chat/completions"
     http.post(url, json=turn_body("hello"), headers=turn_headers(api_key, conversation_id))
     time.sleep(0.6)
