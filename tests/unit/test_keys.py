@@ -179,6 +179,9 @@ def test_protect_logs_redacts_every_record(caplog: pytest.LogCaptureFixture) -> 
         assert "[redacted]" in text and "ValueError" in text
     finally:
         logging.setLogRecordFactory(previous)
+        for handler in logging.getLogger().handlers:
+            for added in [f for f in handler.filters if isinstance(f, FieldRedactor)]:
+                handler.removeFilter(added)
         for name in ("sqlalchemy", "aiosqlite", "asyncpg", "httpcore", "aiohttp", "hpack", "multipart"):
             logging.getLogger(name).setLevel(logging.NOTSET)
 
