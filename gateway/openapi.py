@@ -7,14 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-Schema = dict[str, Any]
-
-ID_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"
-KEY_NAME_PATTERN = "^[A-Za-z0-9._:-]{1,64}$"
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
+from gateway.schemas import ID_PATTERN, SCHEMAS, STRING, Schema
+from gateway.schemas import ref as _ref
 
 
 def _json(schema: Schema) -> Schema:
@@ -48,162 +42,6 @@ def _header(name: str, description: str, pattern: str) -> Schema:
         "schema": {"type": "string", "pattern": pattern},
     }
 
-
-STRING: Schema = {"type": "string"}
-NULLABLE_NUMBER: Schema = {"type": "number", "nullable": True}
-
-SCHEMAS: dict[str, Schema] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["message", "type", "param", "code"],
-                "properties": {
-                    "message": {"type": "string"},
-                    "type": {"type": "string"},
-                    "param": {"type": "string", "nullable": True},
-                    "code": {"type": "string", "nullable": True},
-                },
-            }
-        },
-    },
-    "ChatMessage": {
-        "type": "object",
-        "required": ["role"],
-        "properties": {
-            "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
-            "content": {
-                "nullable": True,
-                "oneOf": [
-                    {"type": "string"},
-                    {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["type", "text"],
-                            "properties": {
-                                "type": {"type": "string", "enum": ["text"]},
-                                "text": {"type": "string"},
-                            },
-                        },
-                    },
-                ],
-            },
-            "name": {"type": "string"},
-            "tool_call_id": {"type": "string"},
-            "tool_calls": {"type": "array", "items": {"type": "object"}},
-        },
-    },
-    "ChatCompletionRequest": {
-        "type": "object",
-        "required": ["model", "messages"],
-        "description": "OpenAI's chat-completions body; fields the gateway does not read go upstream.",
-        "properties": {
-            "model": {"type": "string", "minLength": 1, "maxLength": 200},
-            "messages": {"type": "array", "minItems": 1, "items": _ref("ChatMessage")},
-            "stream": {"type": "boolean", "nullable": True},
-            "stream_options": {
-                "type": "object",
-                "nullable": True,
-                "properties": {"include_usage": {"type": "boolean"}},
-            },
-            "tools": {"type": "array", "nullable": True, "items": {"type": "object"}},
-        },
-    },
-    "ChatCompletion": {
-        "type": "object",
-        "required": ["object", "choices"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"type": "string"},
-            "model": {"type": "string"},
-            "choices": {"type": "array", "items": {"type": "object"}},
-            "usage": {"type": "object", "nullable": True},
-        },
-    },
-    "Conversation": {
-        "type": "object",
-        "required": ["id", "object", "created_at"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"type": "string", "enum": ["conversation"]},
-            "created_at": {"type": "integer"},
-            "updated_at": {"type": "integer"},
-            "system_prompt": {"type": "string", "nullable": True},
-            "message_count": {"type": "integer"},
-        },
-    },
-    "MessageList": {
-        "type": "object",
-        "required": ["object", "data"],
-        "properties": {
-            "object": {"type": "string", "enum": ["list"]},
-            "data": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["role", "created_at"],
-                    "properties": {"role": {"type": "string"}, "created_at": {"type": "integer"}},
-                },
-            },
-        },
-    },
-    "Usage": {
-        "type": "object",
-        "required": ["requests", "prompt_tokens", "completion_tokens", "cost_usd", "by_model"],
-        "properties": {
-            "requests": {"type": "integer"},
-            "prompt_tokens": {"type": "integer", "nullable": True},
-            "completion_tokens": {"type": "integer", "nullable": True},
-            "history_tokens": {"type": "integer", "nullable": True},
-            "cost_usd": NULLABLE_NUMBER,
-            "history_cost_usd": NULLABLE_NUMBER,
-            "unpriced_requests": {"type": "integer"},
-            "by_model": {"type": "array", "items": {"type": "object"}},
-        },
-    },
-    "UsageList": {
-        "type": "object",
-        "required": ["object", "data"],
-        "properties": {
-            "object": {"type": "string", "enum": ["list"]},
-            "data": {"type": "array", "items": {"type": "object", "required": ["key", "requests"]}},
-        },
-    },
-    "Key": {
-        "type": "object",
-        "required": ["object", "name", "identity", "created_at", "revoked_at", "budget_usd", "spent_usd"],
-        "properties": {
-            "object": {"type": "string", "enum": ["gateway.key"]},
-            "name": {"type": "string"},
-            "identity": {"type": "string", "description": "SHA-256 of the secret: the caller's identity."},
-            "created_at": {"type": "integer"},
-            "revoked_at": {"type": "integer", "nullable": True},
-            "budget_usd": NULLABLE_NUMBER,
-            "spent_usd": {"type": "number"},
-            "secret": {"type": "string", "description": "Only in the answer to the create call."},
-        },
-    },
-    "KeyCreate": {
-        "type": "object",
-        "required": ["name"],
-        "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string", "pattern": KEY_NAME_PATTERN},
-            "budget_usd": {"type": "number", "minimum": 0, "maximum": 1_000_000, "nullable": True},
-        },
-    },
-    "KeyList": {
-        "type": "object",
-        "required": ["object", "data"],
-        "properties": {
-            "object": {"type": "string", "enum": ["list"]},
-            "data": {"type": "array", "items": _ref("Key")},
-        },
-    },
-}
 
 CONVERSATION_ID: Schema = {
     "name": "conversation_id",
@@ -240,26 +78,77 @@ def _chat_operation() -> Schema:
 
 
 def _conversation_paths() -> dict[str, Schema]:
+    one = {"description": "The conversation.", "content": _json(_ref("Conversation"))}
+    limit = _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Page size.")
+    after = _query("after", STRING, "The last id of the previous page.")
+    settings_body = {"required": True, "content": _json(_ref("ConversationUpdate"))}
+    update = {
+        "summary": "Change metadata, system prompt or settings (never creates).",
+        "parameters": [CONVERSATION_ID],
+        "requestBody": settings_body,
+        "responses": {"200": one, **_errors(400, 401, 404, 409, 413, 503)},
+    }
     return {
+        "/v1/conversations": {
+            "get": {
+                "summary": "The caller's conversations, newest activity first.",
+                "operationId": "listConversations",
+                "parameters": [limit, after],
+                "responses": {
+                    "200": {"description": "A page.", "content": _json(_ref("ConversationList"))},
+                    **_errors(400, 401, 503),
+                },
+            },
+            "post": {
+                "summary": "Create a conversation before its first turn.",
+                "operationId": "createConversation",
+                "requestBody": {"required": False, "content": _json(_ref("ConversationCreate"))},
+                "responses": {"200": one, **_errors(400, 401, 409, 413, 503)},
+            },
+        },
         "/v1/conversations/{conversation_id}": {
             "get": {
                 "summary": "One of the caller's conversations.",
                 "operationId": "getConversation",
                 "parameters": [CONVERSATION_ID],
+                "responses": {"200": one, **_errors(401, 404, 503)},
+            },
+            "patch": {**update, "operationId": "updateConversation"},
+            "post": {**update, "operationId": "updateConversationPost"},
+            "delete": {
+                "summary": "Delete the conversation and its messages (its usage stays in the request log).",
+                "operationId": "deleteConversation",
+                "parameters": [CONVERSATION_ID],
                 "responses": {
-                    "200": {"description": "The conversation.", "content": _json(_ref("Conversation"))},
-                    **_errors(401, 404, 503),
+                    "200": {"description": "Deleted.", "content": _json(_ref("Deleted"))},
+                    **_errors(401, 404, 409, 503),
                 },
-            }
+            },
         },
         "/v1/conversations/{conversation_id}/messages": {
             "get": {
                 "summary": "The stored messages of one of the caller's conversations, oldest first.",
                 "operationId": "listConversationMessages",
-                "parameters": [CONVERSATION_ID],
+                "parameters": [CONVERSATION_ID, _query("limit", {"type": "integer"}, "Page size."), after],
                 "responses": {
                     "200": {"description": "The messages.", "content": _json(_ref("MessageList"))},
-                    **_errors(401, 404, 503),
+                    **_errors(400, 401, 404, 503),
+                },
+            }
+        },
+        "/v1/conversations/{conversation_id}/items": {
+            "get": {
+                "summary": "The stored messages as Responses-API items.",
+                "operationId": "listConversationItems",
+                "parameters": [
+                    CONVERSATION_ID,
+                    limit,
+                    after,
+                    _query("order", {"type": "string", "enum": ["asc", "desc"]}, ""),
+                ],
+                "responses": {
+                    "200": {"description": "The items.", "content": _json(_ref("ItemList"))},
+                    **_errors(400, 401, 404, 503),
                 },
             }
         },

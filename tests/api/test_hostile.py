@@ -62,6 +62,7 @@ class Harness:
         self.upstream = upstream
         self.key = ""
         self.held = False
+        self.seeded = False
 
     async def create_key(self, name: str, **extra: Any) -> str:
         """Create a gateway key through the admin API; return its secret."""
@@ -153,10 +154,36 @@ async def test_correct_requests_work_after_the_fuzz(keyed: Harness) -> None:
     await check_turns_still_work(keyed, "after-garbage")
 
 
+CONVERSATION_FIELDS = [
+    "metadata",
+    "system_prompt",
+    "max_history_messages",
+    "max_history_tokens",
+    "max_cost_usd",
+]
+FEW_IDS = st.text(alphabet="ab", min_size=1, max_size=2)  # ids that often exist already
+LIMITS = st.one_of(st.none(), st.integers(0, 10))
+CONVERSATION_BODY = {  # valid values
+    "id": FEW_IDS,
+    "metadata": st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=3),
+    "system_prompt": st.one_of(st.none(), st.text(min_size=1, max_size=20)),
+    **{name: LIMITS for name in CONVERSATION_FIELDS[2:]},
+}
+HOSTILE_CONVERSATION_BODY = {
+    "id": ids,
+    "metadata": st.one_of(st.dictionaries(st.text(max_size=70), json_values, max_size=20), json_values),
+    "system_prompt": json_values,
+    **{name: st.one_of(st.integers(-5, 2**70), st.floats(), json_values) for name in CONVERSATION_FIELDS[2:]},
+}
 MANAGEMENT_CALLS: list[tuple[str, Callable[[str], str]]] = [
     ("GET", lambda i: f"/v1/conversations/{i}"),
     ("GET", lambda i: f"/v1/conversations/{i}/messages"),
     ("GET", lambda i: f"/v1/conversations/{i}/usage"),
+    ("GET", lambda i: f"/v1/conversations/{i}/items"),
+    ("PATCH", lambda i: f"/v1/conversations/{i}"),
+    ("DELETE", lambda i: f"/v1/conversations/{i}"),
+    ("GET", lambda _: "/v1/conversations"),
+    ("POST", lambda _: "/v1/conversations"),
     ("GET", lambda _: "/v1/usage"),
     ("DELETE", lambda i: f"/admin/keys/{i}"),
     ("GET", lambda _: "/admin/keys"),
@@ -169,20 +196,33 @@ MANAGEMENT_CALLS: list[tuple[str, Callable[[str], str]]] = [
 @given(data=st.data())
 @FUZZ
 async def test_fuzzed_management_requests_never_500(keyed: Harness, data: Any) -> None:
+    if not keyed.seeded:  # some conversations for the ids FEW_IDS draws, so updates and deletes find them
+        for name in ("a", "b", "ab", "ba"):
+            await check_turns_still_work(keyed, name)
+        keyed.seeded = True
     method, path = data.draw(st.sampled_from(MANAGEMENT_CALLS))
-    identifier = data.draw(ids)
+    identifier = data.draw(st.one_of(FEW_IDS, ids))
     url = httpx.URL(path(identifier.replace("/", "%2F").replace("?", "%3F").replace("#", "%23")))
-    token = data.draw(st.sampled_from([f"Bearer {keyed.key}", f"Bearer {ADMIN_KEY}", "", "Bearer nope"]))
+    right = f"Bearer {ADMIN_KEY}" if url.path.startswith("/admin") else f"Bearer {keyed.key}"
+    token = data.draw(
+        st.sampled_from([right, right, right, f"Bearer {keyed.key}", f"Bearer {ADMIN_KEY}", "", "x"])
+    )
     query = data.draw(
-        st.dictionaries(
-            st.sampled_from(["limit", "after", "scope", "group_by", "since", "until", "format"]),
+        st.just({})
+        | st.dictionaries(
+            st.sampled_from(["limit", "after", "scope", "group_by", "since", "until", "format", "order"]),
             header_text,
             max_size=2,
         )
     )
     body = json.dumps(
         data.draw(
-            st.one_of(json_values, st.fixed_dictionaries({"name": ids}, optional={"budget_usd": json_values}))
+            st.one_of(
+                json_values,
+                st.fixed_dictionaries({"name": ids}, optional={"budget_usd": json_values}),
+                st.fixed_dictionaries({}, optional=CONVERSATION_BODY),
+                st.fixed_dictionaries({}, optional=HOSTILE_CONVERSATION_BODY),
+            )
         )
     ).encode()
     before, calls = await row_counts(keyed.database_url), len(keyed.upstream.requests)
@@ -196,8 +236,14 @@ async def test_fuzzed_management_requests_never_500(keyed: Harness, data: Any) -
         assert set(changes) <= {"attempts"}
     elif response.status_code >= 400 or method == "GET":
         assert changes == {}, (response.status_code, response.text, changes)
-    if method == "POST" and response.status_code == 200:
+    if method == "POST" and response.status_code == 200 and url.path == "/admin/keys":
         assert changes == {"api_keys": 1} and response.json()["secret"].startswith("gw-")
+    elif method == "POST" and response.status_code == 200:
+        assert changes == {"conversations": 1} and response.json()["object"] == "conversation"
+    elif method == "PATCH" and response.status_code == 200:
+        assert changes == {}
+    elif method == "DELETE" and response.status_code == 200 and url.path.startswith("/v1/"):
+        assert changes.get("conversations") == -1 and set(changes) <= {"conversations", "messages"}
 
 
 HOSTILE_UPSTREAM_HEADERS = [

@@ -14,11 +14,8 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.identity import caller_identity
-from gateway.store.tables import Conversation
 from tests.hostile import row_counts
 from tests.servers import ServerProcess, base_env, gateway_server, upstream_requests
 
@@ -235,17 +232,15 @@ def test_budget_is_enforced_before_the_upstream_call(
     assert chat(keyed, new_key(keyed, budget_usd=HI_COST)).status_code == 200
 
 
-async def _set_cost_cap(database_url: str, owner: str, conversation_id: str, pusd: int | None) -> None:
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(
-                update(Conversation)
-                .where(Conversation.owner == owner, Conversation.id == conversation_id)
-                .values(max_cost_pusd=pusd)
-            )
-    finally:
-        await engine.dispose()
+def set_cost_cap(server: ServerProcess, key: str, conversation_id: str, usd: float | None) -> None:
+    """PATCH the conversation's max_cost_usd through the conversations API."""
+    response = httpx.patch(
+        f"{server.url}/v1/conversations/{conversation_id}",
+        json={"max_cost_usd": usd},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["settings"]["max_cost_usd"] == usd
 
 
 def test_conversation_cost_cap(
@@ -253,8 +248,7 @@ def test_conversation_cost_cap(
 ) -> None:
     secret = new_key(keyed)
     assert chat(keyed, secret, conversation_id).status_code == 200  # costs HI_COST
-    cap = (HI_COST + 1) * 10**12
-    asyncio.run(_set_cost_cap(database_url, caller_identity(secret), conversation_id, cap))
+    set_cost_cap(keyed, secret, conversation_id, HI_COST + 1)
     assert (
         chat(keyed, secret, conversation_id, "again").status_code == 200
     )  # 8 < 9 spent: allowed, overshoots
@@ -268,7 +262,7 @@ def test_conversation_cost_cap(
     ).json()["data"]
     assert [m["content"] for m in messages if m["role"] == "user"] == ["hi", "again"]
     assert chat(keyed, secret, "another-conversation").status_code == 200  # the cap is per conversation
-    asyncio.run(_set_cost_cap(database_url, caller_identity(secret), conversation_id, None))
+    set_cost_cap(keyed, secret, conversation_id, None)
     assert chat(keyed, secret, conversation_id, "uncapped").status_code == 200
 
 
@@ -292,6 +286,32 @@ def test_two_keys_are_isolated(keyed: ServerProcess, upstream: ServerProcess) ->
         missing = httpx.get(f"{keyed.url}/v1/conversations/{never}{suffix}", headers=bob_headers)
         assert theirs.status_code == 404
         assert _as_missing(theirs, only_alice) == _as_missing(missing, never)
+    for method, suffix, body in (
+        ("PATCH", "", {"metadata": {"x": "y"}}),
+        ("DELETE", "", None),
+        ("GET", "/items", None),
+        ("POST", "", {"max_cost_usd": 0}),
+    ):
+        theirs = httpx.request(
+            method, f"{keyed.url}/v1/conversations/{only_alice}{suffix}", json=body, headers=bob_headers
+        )
+        missing = httpx.request(
+            method, f"{keyed.url}/v1/conversations/{never}{suffix}", json=body, headers=bob_headers
+        )
+        assert theirs.status_code == 404, (method, suffix, theirs.text)
+        assert _as_missing(theirs, only_alice) == _as_missing(missing, never)
+    alice_headers = {"Authorization": f"Bearer {alice}"}
+    still = httpx.get(f"{keyed.url}/v1/conversations/{only_alice}", headers=alice_headers).json()
+    assert still["message_count"] == 2 and still["metadata"] == {}  # bob's update and delete did nothing
+    listed = httpx.get(f"{keyed.url}/v1/conversations", headers=bob_headers).json()
+    assert [c["id"] for c in listed["data"]] == [shared]
+    assert {shared, only_alice} <= {
+        c["id"] for c in httpx.get(f"{keyed.url}/v1/conversations", headers=alice_headers).json()["data"]
+    }
+    after = httpx.get(f"{keyed.url}/v1/conversations", params={"after": only_alice}, headers=bob_headers)
+    assert (
+        after.status_code == 400 and after.json()["error"]["param"] == "after"
+    )  # no peeking through cursors
     theirs = httpx.get(f"{keyed.url}/v1/conversations/{only_alice}/usage", headers=bob_headers)
     missing = httpx.get(f"{keyed.url}/v1/conversations/{never}/usage", headers=bob_headers)
     assert _as_missing(theirs, only_alice) == _as_missing(missing, never) and theirs.status_code == 404
