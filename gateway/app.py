@@ -18,7 +18,7 @@ from starlette.routing import Route
 from gateway import headers as h
 from gateway import migrate
 from gateway.access import AccessLog, route_paths
-from gateway.api import chat, conversations, ops, proxy, usage
+from gateway.api import admin, chat, conversations, ops, proxy, usage
 from gateway.api.common import Services, json_response
 from gateway.auth import Authenticator
 from gateway.config import Settings
@@ -38,16 +38,20 @@ ROUTES = [
     Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
     Route("/v1/conversations/{conversation_id}/usage", usage.conversation_usage, methods=["GET"]),
     Route("/v1/usage", usage.usage, methods=["GET"]),
+    Route("/admin/keys", admin.list_all, methods=["GET"]),
+    Route("/admin/keys", admin.create, methods=["POST"]),
+    Route("/admin/keys/{name}", admin.revoke, methods=["DELETE"]),
     *conversations.ROUTES,  # after the usage route: it ends with a catch-all for /v1/conversations/...
     Route("/healthz", ops.healthz, methods=["GET"]),
     Route("/metrics", ops.metrics, methods=["GET"]),
+    Route("/openapi.json", ops.openapi, methods=["GET"]),
     Route("/v1/{path:path}", proxy.proxy, methods=ALL_METHODS),
 ]
 
 
 async def _gateway_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return json_response(exc.to_body(), status=exc.status_code)
+    return json_response(exc.to_body(), status=exc.status_code, headers=exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -105,7 +109,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
                     upstream=upstream,
                     turns=TurnService(db, upstream, settings, pricer, metrics=metrics),
                     pricer=pricer,
-                    auth=Authenticator(),
+                    auth=Authenticator(db, settings),
                     metrics=metrics,
                 )
                 yield {"services": services}

@@ -52,6 +52,16 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _seconds_or_zero(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        if raw and float(raw) == 0:
+            return 0.0
+    except ValueError:
+        pass  # _float reports it
+    return _float(env, name, default)
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -75,6 +85,7 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     max_response_bytes: int = 16 * 1024 * 1024
     admin_key: str | None = None
+    key_cache_seconds: float = 5.0
     shutdown_grace: float = 30.0
     log_format: str = "text"
     log_level: str = "INFO"
@@ -111,6 +122,7 @@ class Settings:
             max_response_bytes=_int(env, "GATEWAY_MAX_RESPONSE_BYTES", default.max_response_bytes)
             or default.max_response_bytes,
             admin_key=env.get("GATEWAY_ADMIN_KEY", "").strip() or None,
+            key_cache_seconds=_seconds_or_zero(env, "GATEWAY_KEY_CACHE_SECONDS", default.key_cache_seconds),
             shutdown_grace=_float(env, "GATEWAY_SHUTDOWN_GRACE", default.shutdown_grace),
             log_format=log_format,
             log_level=log_level,

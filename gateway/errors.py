@@ -8,6 +8,7 @@ Status  type                    code                     raised when
 404     invalid_request_error   not_found                an unknown (or another caller's) conversation
 409     conflict_error          conversation_busy        another turn of the conversation held it too long
 409     conflict_error          conversation_exists      POST /v1/conversations with an id that already exists
+409     conflict_error          key_exists               a gateway key with that name already exists
 413     invalid_request_error   request_too_large        the body exceeds GATEWAY_MAX_BODY_BYTES
 429     insufficient_quota      budget_exceeded          a key's or a conversation's cost budget is spent
 502     upstream_error          upstream_unreachable     the upstream refused, reset or answered garbage
@@ -24,6 +25,7 @@ class GatewayError(Exception):
     status_code = 500
     error_type = "server_error"
     code: str | None = None
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -92,6 +94,12 @@ class ConversationExists(GatewayError):
     status_code, error_type, code = 409, "conflict_error", "conversation_exists"
 
 
+class KeyExists(GatewayError):
+    """A gateway key with that name already exists (409); names are never reused."""
+
+    status_code, error_type, code = 409, "conflict_error", "key_exists"
+
+
 class RequestTooLarge(GatewayError):
     """The request body is larger than GATEWAY_MAX_BODY_BYTES (413)."""
 
@@ -102,6 +110,7 @@ class BudgetExceeded(GatewayError):
     """A key's or a conversation's recorded cost reached its budget (429)."""
 
     status_code, error_type, code = 429, "insufficient_quota", "budget_exceeded"
+    headers = {"x-should-retry": "false"}  # the official SDKs retry 429s unless told not to
 
 
 class UpstreamUnreachable(GatewayError):

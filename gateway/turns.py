@@ -8,14 +8,17 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import anyio
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import headers as h
 from gateway.config import Settings
 from gateway.errors import (
+    BudgetExceeded,
     ConversationBusy,
     DatabaseUnavailable,
     GatewayError,
@@ -36,6 +39,7 @@ from gateway.history import (
     split_system,
     unanswered_tool_results,
 )
+from gateway.keys import PUSD_PER_USD
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer, parse_usage, usage_columns
 from gateway.replays import Recorded, find_replay
@@ -49,6 +53,7 @@ from gateway.sse import (
 )
 from gateway.store.conversations import TurnWrite, append_turn, get_conversation, load_window
 from gateway.store.database import Database
+from gateway.store.spend import conversation_spent_pusd
 from gateway.store.tables import Conversation
 from gateway.store.usage import record_attempt
 from gateway.tokens import count_message_tokens
@@ -199,6 +204,7 @@ class TurnService:
                 )
                 if turn.replay is not None:
                     return
+            await self._check_cost_cap(session, conversation)
             turn.new = new_messages(rest, conversation.message_count, conversation.history_hash)
             budget = self._budget(call.header_budget, conversation)
             candidates = await load_window(session, conversation, budget)
@@ -206,6 +212,18 @@ class TurnService:
         turn.dropped = conversation.message_count - len(turn.history)
         if turn.dropped and turn.new and turn.new[0].get("role") == "tool":
             _check_tool_results_fit(turn)
+
+    async def _check_cost_cap(self, session: AsyncSession, conversation: Conversation) -> None:
+        """429 once the conversation's recorded cost reached its `max_cost_usd` (turns are serialized)."""
+        if conversation.max_cost_pusd is None:
+            return
+        spent = await conversation_spent_pusd(session, conversation.owner, conversation.id)
+        if spent >= conversation.max_cost_pusd:
+            cap = Decimal(conversation.max_cost_pusd) / PUSD_PER_USD
+            raise BudgetExceeded(
+                f"Conversation '{conversation.id}' has reached its cost cap of {cap:f} USD (max_cost_usd); "
+                "raise or clear the cap to continue it."
+            )
 
     def _budget(self, header: Budget, conversation: Conversation) -> Budget:
         def first(*values: int | None) -> int | None:
@@ -259,7 +277,8 @@ class TurnService:
         reply_headers = response_headers(response)
         if not 200 <= response.status_code < 300:
             parsed = _json_or_none(payload)
-            await self._log_failure(turn, response.status_code, _error_text(payload), response, parsed)
+            if not self._rejected_caller(response.status_code):
+                await self._log_failure(turn, response.status_code, _error_text(payload), response, parsed)
             if turn.call.conversation_id is not None:
                 reply_headers[h.CONVERSATION_ID] = turn.call.conversation_id
             return Reply(response.status_code, reply_headers, payload)
@@ -274,6 +293,10 @@ class TurnService:
             return Reply(response.status_code, reply_headers, payload)
         await self._store_turn(turn, assistant_message(message), parsed, response, payload)
         return Reply(response.status_code, reply_headers | turn.history_headers(), payload)
+
+    def _rejected_caller(self, status: int) -> bool:
+        """In pass-through mode a token the upstream rejects is no caller at all: record nothing for it."""
+        return self.settings.upstream_api_key is None and status in (401, 403)
 
     async def _relay(
         self, turn: PendingTurn, response: httpx.Response, stack: contextlib.AsyncExitStack
