@@ -18,14 +18,14 @@ from starlette.routing import Route
 from gateway import headers as h
 from gateway import migrate
 from gateway.access import AccessLog, route_paths
-from gateway.api import chat, conversations, ops, proxy, usage
+from gateway.api import admin, chat, conversations, ops, proxy, usage
 from gateway.api.common import Services, json_response
 from gateway.auth import Authenticator
 from gateway.config import Settings
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_body
+from gateway.errors import DatabaseUnavailable, GatewayError, MethodNotAllowed, NotFound, error_body
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
-from gateway.store.database import Database, create_engine
+from gateway.store.database import DATABASE_ERRORS, Database, create_engine
 from gateway.tokens import count_text_tokens
 from gateway.turns import TurnService
 from gateway.upstream import UpstreamClient, create_http_client
@@ -38,16 +38,20 @@ ROUTES = [
     Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
     Route("/v1/conversations/{conversation_id}/usage", usage.conversation_usage, methods=["GET"]),
     Route("/v1/usage", usage.usage, methods=["GET"]),
+    Route("/admin/keys", admin.list_all, methods=["GET"]),
+    Route("/admin/keys", admin.create, methods=["POST"]),
+    Route("/admin/keys/{name}", admin.revoke, methods=["DELETE"]),
     *conversations.ROUTES,  # after the usage route: it ends with a catch-all for /v1/conversations/...
     Route("/healthz", ops.healthz, methods=["GET"]),
     Route("/metrics", ops.metrics, methods=["GET"]),
+    Route("/openapi.json", ops.openapi, methods=["GET"]),
     Route("/v1/{path:path}", proxy.proxy, methods=ALL_METHODS),
 ]
 
 
 async def _gateway_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return json_response(exc.to_body(), status=exc.status_code)
+    return json_response(exc.to_body(), status=exc.status_code, headers=exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -59,6 +63,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         return await _gateway_error(request, error)
     body = error_body(str(exc.detail), "invalid_request_error", None)
     return json_response(body, status=exc.status_code)
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    log.warning("database error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    error = DatabaseUnavailable(f"The database is unavailable: {type(exc).__name__}")
+    return json_response(error.to_body(), status=error.status_code)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -73,6 +83,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 ERROR_HANDLERS: dict[Any, Any] = {
     GatewayError: _gateway_error,
     HTTPException: _http_error,
+    **dict.fromkeys(DATABASE_ERRORS, _database_error),
     Exception: _unexpected,
 }
 
@@ -86,8 +97,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
         metrics = Metrics(settings.metrics_dir)
         try:
             await migrate.upgrade(engine)
-            lease = settings.upstream_timeout + settings.lock_timeout + 60
-            db = Database(engine, lease_seconds=lease)
+            db = Database(engine, lease_seconds=settings.lock_lease)
             pricer = Pricer.from_file(settings.prices_file)
             count_text_tokens("warm up", "gpt-4o")  # load the tokenizers before the first request
             count_text_tokens("warm up", "gpt-4")
@@ -99,7 +109,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
                     upstream=upstream,
                     turns=TurnService(db, upstream, settings, pricer, metrics=metrics),
                     pricer=pricer,
-                    auth=Authenticator(),
+                    auth=Authenticator(db, settings),
                     metrics=metrics,
                 )
                 yield {"services": services}

@@ -1,46 +1,79 @@
-"""Pure checks of the parts of a chat-completions body the gateway reads; the rest is the upstream's."""
+"""Pure checks of the parts of a chat-completions body the gateway reads; the rest is the upstream's.
+
+Every field the gateway reads (to store, compare, count or price it) must have the type OpenAI documents,
+or the request is a 400 whose `param` names the field. Fields the gateway does not read pass through for
+the upstream to judge.
+"""
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 from gateway.errors import InvalidRequest
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
+MAX_MODEL_LENGTH = 200  # the request log's column
+MAX_IDEMPOTENCY_KEY = 256
+# A JSON escape of a UTF-16 surrogate: only then can a decoded string hold a lone surrogate.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+INVALID_JSON = "We could not parse the JSON body of your request. The body must be valid JSON."
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True when a decoded JSON value holds a string that is not valid Unicode (iterative: no recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """Decode a request body that must be a JSON object."""
+    """Decode a request body that must be a JSON object of valid Unicode (no NaN, no lone surrogates)."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest(
-            "We could not parse the JSON body of your request. The body must be valid JSON.",
-            code="invalid_json",
-        ) from None
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidRequest(INVALID_JSON, code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    if SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
+        raise InvalidRequest(
+            "The JSON body holds a \\u escape of a lone UTF-16 surrogate, which is not valid Unicode.",
+            code="invalid_json",
+        )
     return body
 
 
-def check_unicode(raw: bytes, body: dict[str, Any]) -> None:
-    """Reject a body whose strings hold a lone UTF-16 surrogate (`\\ud800`): not Unicode, so never storable.
+def _wrong_type(param: str, expected: str) -> NoReturn:
+    raise InvalidRequest(
+        f"Invalid type for '{param}': expected {expected}.", param=param, code="invalid_type"
+    )
 
-    The regex only looks for surrogate escapes, so the common body (no `\\u`) costs one substring search.
-    """
-    if b"\\u" not in raw or _SURROGATE_ESCAPE.search(raw) is None:
-        return
-    try:
-        json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise InvalidRequest(
-            "The JSON body contains a lone UTF-16 surrogate escape, which is not valid Unicode text.",
-            code="invalid_json",
-        ) from None
+
+def _check_parts(content: list[Any], where: str) -> None:
+    for index, part in enumerate(content):
+        param = f"{where}.content[{index}]"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            _wrong_type(param, "an object with a 'type'")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            _wrong_type(f"{param}.text", "a string")
 
 
 def _check_content(message: dict[str, Any], where: str) -> None:
@@ -53,25 +86,27 @@ def _check_content(message: dict[str, Any], where: str) -> None:
     if isinstance(content, str):
         return
     if not isinstance(content, list):
-        raise InvalidRequest(
-            f"Invalid type for '{where}.content': expected a string or an array of content parts.",
-            param=f"{where}.content",
-            code="invalid_type",
-        )
-    for index, part in enumerate(content):
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise InvalidRequest(
-                f"Invalid type for '{where}.content[{index}]': expected an object with a 'type'.",
-                param=f"{where}.content[{index}]",
-                code="invalid_type",
-            )
+        _wrong_type(f"{where}.content", "a string or an array of content parts")
+    _check_parts(content, where)
+
+
+def _check_tool_calls(message: dict[str, Any], where: str) -> None:
+    tool_calls = message.get("tool_calls")
+    if tool_calls is None:
+        return
+    if not isinstance(tool_calls, list):
+        _wrong_type(f"{where}.tool_calls", "an array")
+    for index, call in enumerate(tool_calls):
+        if not isinstance(call, dict):
+            _wrong_type(f"{where}.tool_calls[{index}]", "an object")
+        function = call.get("function")
+        if function is not None and not isinstance(function, dict):
+            _wrong_type(f"{where}.tool_calls[{index}].function", "an object")
 
 
 def _check_message(message: Any, where: str) -> None:
     if not isinstance(message, dict):
-        raise InvalidRequest(
-            f"Invalid type for '{where}': expected an object.", param=where, code="invalid_type"
-        )
+        _wrong_type(where, "an object")
     role = message.get("role")
     if role is None:
         raise InvalidRequest(f"Missing required parameter: '{where}.role'.", param=f"{where}.role")
@@ -82,55 +117,71 @@ def _check_message(message: Any, where: str) -> None:
             code="invalid_value",
         )
     _check_content(message, where)
-    tool_calls = message.get("tool_calls")
-    if tool_calls is not None and not isinstance(tool_calls, list):
-        raise InvalidRequest(
-            f"Invalid type for '{where}.tool_calls': expected an array.",
-            param=f"{where}.tool_calls",
-            code="invalid_type",
-        )
+    _check_tool_calls(message, where)
     for key in ("name", "tool_call_id"):
         if message.get(key) is not None and not isinstance(message[key], str):
-            raise InvalidRequest(
-                f"Invalid type for '{where}.{key}': expected a string.",
-                param=f"{where}.{key}",
-                code="invalid_type",
-            )
+            _wrong_type(f"{where}.{key}", "a string")
 
 
-def check_chat_body(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """Validate `messages` and `stream`; return the messages."""
+def _check_messages(body: dict[str, Any], *, each: bool) -> list[dict[str, Any]]:
     messages = body.get("messages")
     if messages is None:
         raise InvalidRequest("Missing required parameter: 'messages'.", param="messages")
     if not isinstance(messages, list):
-        raise InvalidRequest(
-            "Invalid type for 'messages': expected an array.", param="messages", code="invalid_type"
-        )
+        _wrong_type("messages", "an array")
     if not messages:
         raise InvalidRequest(
             "Invalid 'messages': empty array. Expected an array with minimum length 1.",
             param="messages",
             code="empty_array",
         )
-    for index, message in enumerate(messages):
-        _check_message(message, f"messages[{index}]")
-    if "stream" in body and body["stream"] is not None and not isinstance(body["stream"], bool):
+    if each:
+        for index, message in enumerate(messages):
+            _check_message(message, f"messages[{index}]")
+    return messages
+
+
+def _check_model(model: Any) -> None:
+    if model is None:
+        return
+    if not isinstance(model, str):
+        _wrong_type("model", "a string")
+    if len(model) > MAX_MODEL_LENGTH or CONTROL_CHARACTERS.search(model):
         raise InvalidRequest(
-            "Invalid type for 'stream': expected a boolean.", param="stream", code="invalid_type"
+            f"Invalid value for 'model': expected at most {MAX_MODEL_LENGTH} printable characters.",
+            param="model",
+            code="invalid_value",
         )
+
+
+def _check_options(body: dict[str, Any]) -> None:
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
+        _wrong_type("stream", "a boolean")
     options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise InvalidRequest(
-            "Invalid type for 'stream_options': expected an object.",
-            param="stream_options",
-            code="invalid_type",
-        )
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise InvalidRequest(
-            "Invalid type for 'model': expected a string.", param="model", code="invalid_type"
-        )
+    if options is not None:
+        if not isinstance(options, dict):
+            _wrong_type("stream_options", "an object")
+        usage = options.get("include_usage")
+        if usage is not None and not isinstance(usage, bool):
+            _wrong_type("stream_options.include_usage", "a boolean")
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            _wrong_type("tools", "an array")
+        for index, tool in enumerate(tools):
+            if not isinstance(tool, dict):
+                _wrong_type(f"tools[{index}]", "an object")
+
+
+def check_chat_body(body: dict[str, Any], *, stateful: bool = True) -> list[dict[str, Any]]:
+    """Validate every field the gateway reads (messages, model, stream, stream_options, tools).
+
+    A pass-through request (no conversation) is forwarded as sent, so the gateway does not read its
+    messages one by one: only `messages` being a non-empty array is checked; the upstream judges the rest.
+    """
+    messages = _check_messages(body, each=stateful)
+    _check_model(body.get("model"))
+    _check_options(body)
     return messages
 
 
@@ -144,3 +195,16 @@ def parse_limit_header(name: str, value: str | None) -> int | None:
             f"{name} must be a non-negative whole number, got {value!r}.", param=name, code="invalid_header"
         )
     return int(text)
+
+
+def check_idempotency_key(value: str | None) -> str | None:
+    """An Idempotency-Key header: absent -> None; 1-256 printable ASCII characters, anything else -> 400."""
+    if value is None:
+        return None
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY or not value.isascii() or not value.isprintable():
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters.",
+            param="Idempotency-Key",
+            code="invalid_header",
+        )
+    return value

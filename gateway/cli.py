@@ -13,7 +13,9 @@ from urllib.parse import urlsplit
 import click
 
 from gateway.cli_conversations import conversations
+from gateway.cli_keys import keys
 from gateway.config import ConfigError, Settings, normalize_upstream_url
+from gateway.redaction import protect_logs
 from gateway.usage_command import check_prices_file, usage
 
 SETTINGS_ENV = "GATEWAY_SETTINGS_JSON"
@@ -40,6 +42,7 @@ def app_factory() -> Any:
 
     settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
     configure_logging(settings.log_level, settings.log_format)  # a spawned worker starts unconfigured
+    protect_logs(settings)
     return create_app(settings)
 
 
@@ -71,6 +74,7 @@ def serve(**flags: Any) -> None:
         )
     check_prices_file(settings.prices_file)
     configure_logging(settings.log_level, settings.log_format)
+    protect_logs(settings)
     if settings.metrics_dir is not None:
         try:
             prepare_multiprocess_dir(settings.metrics_dir)
@@ -132,6 +136,7 @@ def mock_upstream(host: str, port: int) -> None:
 
 main.add_command(usage)
 main.add_command(conversations)
+main.add_command(keys)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,6 +52,16 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _seconds_or_zero(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        if raw and float(raw) == 0:
+            return 0.0
+    except ValueError:
+        pass  # _float reports it
+    return _float(env, name, default)
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -68,12 +78,14 @@ class Settings:
     upstream_timeout: float = 600.0
     upstream_connect_timeout: float = 10.0
     lock_timeout: float = 60.0
+    lock_lease: float = 30.0
     max_history_messages: int | None = None
     max_history_tokens: int | None = None
     prices_file: str | None = None
     max_body_bytes: int = 32 * 1024 * 1024
     max_response_bytes: int = 16 * 1024 * 1024
     admin_key: str | None = None
+    key_cache_seconds: float = 5.0
     shutdown_grace: float = 30.0
     log_format: str = "text"
     log_level: str = "INFO"
@@ -101,6 +113,7 @@ class Settings:
             database_url=env.get("GATEWAY_DATABASE_URL", "").strip() or default.database_url,
             upstream_timeout=_float(env, "GATEWAY_UPSTREAM_TIMEOUT", default.upstream_timeout),
             lock_timeout=_float(env, "GATEWAY_LOCK_TIMEOUT", default.lock_timeout),
+            lock_lease=_float(env, "GATEWAY_LOCK_LEASE", default.lock_lease),
             max_history_messages=_int(env, "GATEWAY_MAX_HISTORY_MESSAGES", None),
             max_history_tokens=_int(env, "GATEWAY_MAX_HISTORY_TOKENS", None),
             prices_file=env.get("GATEWAY_PRICES_FILE", "").strip() or None,
@@ -109,6 +122,7 @@ class Settings:
             max_response_bytes=_int(env, "GATEWAY_MAX_RESPONSE_BYTES", default.max_response_bytes)
             or default.max_response_bytes,
             admin_key=env.get("GATEWAY_ADMIN_KEY", "").strip() or None,
+            key_cache_seconds=_seconds_or_zero(env, "GATEWAY_KEY_CACHE_SECONDS", default.key_cache_seconds),
             shutdown_grace=_float(env, "GATEWAY_SHUTDOWN_GRACE", default.shutdown_grace),
             log_format=log_format,
             log_level=log_level,

@@ -2,11 +2,13 @@
 
 Status  type                    code                     raised when
 400     invalid_request_error   (varies)                 the request body or a header is malformed
+400     invalid_request_error   idempotency_key_reused   an Idempotency-Key already used for another turn
 401     authentication_error    invalid_api_key          a gateway key is required and missing or wrong
 403     permission_error        forbidden                an admin-only endpoint without the admin key
 404     invalid_request_error   not_found                an unknown (or another caller's) conversation
 409     conflict_error          conversation_busy        another turn of the conversation held it too long
 409     conflict_error          conversation_exists      POST /v1/conversations with an id that already exists
+409     conflict_error          key_exists               a gateway key with that name already exists
 413     invalid_request_error   request_too_large        the body exceeds GATEWAY_MAX_BODY_BYTES
 429     insufficient_quota      budget_exceeded          a key's or a conversation's cost budget is spent
 502     upstream_error          upstream_unreachable     the upstream refused, reset or answered garbage
@@ -23,6 +25,7 @@ class GatewayError(Exception):
     status_code = 500
     error_type = "server_error"
     code: str | None = None
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -47,6 +50,12 @@ class InvalidConversationId(InvalidRequest):
     """The X-Conversation-Id header is not 1-128 characters of [A-Za-z0-9._:-]."""
 
     code = "invalid_conversation_id"
+
+
+class IdempotencyKeyReused(InvalidRequest):
+    """An Idempotency-Key that already names a stored turn, sent with different new messages (400)."""
+
+    code = "idempotency_key_reused"
 
 
 class AuthenticationFailed(GatewayError):
@@ -85,6 +94,12 @@ class ConversationExists(GatewayError):
     status_code, error_type, code = 409, "conflict_error", "conversation_exists"
 
 
+class KeyExists(GatewayError):
+    """A gateway key with that name already exists (409); names are never reused."""
+
+    status_code, error_type, code = 409, "conflict_error", "key_exists"
+
+
 class RequestTooLarge(GatewayError):
     """The request body is larger than GATEWAY_MAX_BODY_BYTES (413)."""
 
@@ -95,6 +110,7 @@ class BudgetExceeded(GatewayError):
     """A key's or a conversation's recorded cost reached its budget (429)."""
 
     status_code, error_type, code = 429, "insufficient_quota", "budget_exceeded"
+    headers = {"x-should-retry": "false"}  # the official SDKs retry 429s unless told not to
 
 
 class UpstreamUnreachable(GatewayError):

@@ -39,5 +39,8 @@ NOT_FORWARDED_UPSTREAM = HOP_BY_HOP | {
     IDEMPOTENCY_KEY,
 }
 
+# Caller credentials and account routing, never forwarded when the gateway holds the upstream key.
+CALLER_CREDENTIALS = frozenset({"api-key", "x-api-key", "openai-organization", "openai-project"})
+
 # Response headers from the upstream that are not passed to the client.
 NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie", "server", "date", GATEWAY_REQUEST_ID}

@@ -91,7 +91,7 @@ def history_digest(messages: Iterable[Message], start: str = "") -> str:
 
 def new_messages(request_messages: Sequence[Message], stored_count: int, stored_digest: str) -> list[Message]:
     """Drop a leading copy of the whole stored history from the request's non-system messages."""
-    if stored_count == 0 or len(request_messages) <= stored_count:
+    if stored_count == 0 or len(request_messages) < stored_count:
         return list(request_messages)
     if history_digest(request_messages[:stored_count]) == stored_digest:
         return list(request_messages[stored_count:])

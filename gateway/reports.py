@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway.errors import InvalidRequest
 
-GROUP_BY = ("conversation", "model", "day")
+GROUP_BY = ("conversation", "model", "day", "caller")  # caller: the identity (useful with scope=all)
 FORMATS = ("table", "json", "csv")
 USAGE_FIELDS = (
     "requests",

@@ -84,6 +84,9 @@ class StreamAssembler:
     """Rebuilds choice 0's assistant message, the model and the usage from chunk objects."""
 
     model: str | None = None
+    id: str | None = None
+    created: int | None = None
+    system_fingerprint: str | None = None
     content: list[str] = field(default_factory=list)
     refusal: list[str] = field(default_factory=list)
     tool_calls: dict[int, _ToolCall] = field(default_factory=dict)
@@ -103,6 +106,11 @@ class StreamAssembler:
             return
         if isinstance(chunk.get("model"), str):
             self.model = chunk["model"]
+        if self.id is None and isinstance(chunk.get("id"), str):
+            self.id = chunk["id"]
+            self.created = chunk.get("created") if isinstance(chunk.get("created"), int) else None
+            fingerprint = chunk.get("system_fingerprint")
+            self.system_fingerprint = fingerprint if isinstance(fingerprint, str) else None
         for choice in chunk.get("choices") or ():
             if isinstance(choice, dict) and choice.get("index", 0) == 0:
                 self._observe_choice(choice)
@@ -150,6 +158,20 @@ class StreamAssembler:
         if self.refusal:
             message["refusal"] = "".join(self.refusal)
         return message
+
+    def completion(self) -> dict[str, Any]:
+        """The whole reply as the `chat.completion` object a non-streamed request would have received."""
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {"index": 0, "message": self.message(), "logprobs": None, "finish_reason": self.finish_reason}
+            ],
+            "usage": self.usage,
+            "system_fingerprint": self.system_fingerprint,
+        }
 
 
 def data_only(event: SseEvent) -> bytes:

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import anyio
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import headers as h
 from gateway.config import Settings
-from gateway.errors import GatewayError, InvalidRequest, UpstreamUnreachable
+from gateway.errors import (
+    BudgetExceeded,
+    ConversationBusy,
+    DatabaseUnavailable,
+    GatewayError,
+    InvalidRequest,
+    UpstreamUnreachable,
+)
 from gateway.history import (
     Budget,
     StoredMessage,
@@ -29,8 +39,10 @@ from gateway.history import (
     split_system,
     unanswered_tool_results,
 )
+from gateway.keys import PUSD_PER_USD
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer, parse_usage, usage_columns
+from gateway.replays import Recorded, find_replay
 from gateway.sse import (
     DONE,
     SseSplitter,
@@ -42,6 +54,7 @@ from gateway.sse import (
 )
 from gateway.store.conversations import TurnWrite, append_turn, get_conversation, load_window
 from gateway.store.database import Database
+from gateway.store.spend import conversation_spent_pusd
 from gateway.store.tables import Conversation
 from gateway.store.usage import record_attempt
 from gateway.tokens import count_message_tokens
@@ -49,6 +62,7 @@ from gateway.upstream import UpstreamClient, read_body, response_headers, transl
 
 CHAT_PATH = "/chat/completions"
 CHAT_ENDPOINT = "/v1/chat/completions"  # the upstream-latency label of chat calls
+log = logging.getLogger("gateway.turns")
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,7 @@ class PendingTurn:
     dropped: int = 0
     ttfb_ms: float | None = None
     sent: float | None = None
+    replay: Recorded | None = None
 
     @property
     def model(self) -> str | None:
@@ -150,6 +165,9 @@ class TurnService:
         try:
             self.metrics.lock_wait.observe(waited)
             await self._prepare(turn)
+            if turn.replay is not None:
+                await stack.aclose()
+                return _replay(turn.replay, call.body)
             body = self._compose(turn)
             reply = await self._forward(turn, body, stream=call.body.get("stream") is True, stack=stack)
         except BaseException:
@@ -175,6 +193,19 @@ class TurnService:
             if conversation is None:
                 turn.new = rest
                 return
+            if call.retry_count >= 1 or call.idempotency_key is not None:
+                turn.replay = await find_replay(
+                    session,
+                    conversation,
+                    rest,
+                    retry_count=call.retry_count,
+                    idempotency_key=call.idempotency_key,
+                    window=self.settings.replay_window,
+                    now=time.time(),
+                )
+                if turn.replay is not None:
+                    return
+            await self._check_cost_cap(session, conversation)
             turn.new = new_messages(rest, conversation.message_count, conversation.history_hash)
             budget = self._budget(call.header_budget, conversation)
             candidates = await load_window(session, conversation, budget)
@@ -182,6 +213,18 @@ class TurnService:
         turn.dropped = conversation.message_count - len(turn.history)
         if turn.dropped and turn.new and turn.new[0].get("role") == "tool":
             _check_tool_results_fit(turn)
+
+    async def _check_cost_cap(self, session: AsyncSession, conversation: Conversation) -> None:
+        """429 once the conversation's recorded cost reached its `max_cost_usd` (turns are serialized)."""
+        if conversation.max_cost_pusd is None:
+            return
+        spent = await conversation_spent_pusd(session, conversation.owner, conversation.id)
+        if spent >= conversation.max_cost_pusd:
+            cap = Decimal(conversation.max_cost_pusd) / PUSD_PER_USD
+            raise BudgetExceeded(
+                f"Conversation '{conversation.id}' has reached its cost cap of {cap:f} USD (max_cost_usd); "
+                "raise or clear the cap to continue it."
+            )
 
     def _budget(self, header: Budget, conversation: Conversation) -> Budget:
         def first(*values: int | None) -> int | None:
@@ -235,7 +278,8 @@ class TurnService:
         reply_headers = response_headers(response)
         if not 200 <= response.status_code < 300:
             parsed = _json_or_none(payload)
-            await self._log_failure(turn, response.status_code, _error_text(payload), response, parsed)
+            if not self._rejected_caller(response.status_code):
+                await self._log_failure(turn, response.status_code, _error_text(payload), response, parsed)
             if turn.call.conversation_id is not None:
                 reply_headers[h.CONVERSATION_ID] = turn.call.conversation_id
             return Reply(response.status_code, reply_headers, payload)
@@ -254,6 +298,10 @@ class TurnService:
             await self._log_failure(turn, exc.status_code, str(exc), response, parsed)
             raise
         return Reply(response.status_code, reply_headers | turn.history_headers(), payload)
+
+    def _rejected_caller(self, status: int) -> bool:
+        """In pass-through mode a token the upstream rejects is no caller at all: record nothing for it."""
+        return self.settings.upstream_api_key is None and status in (401, 403)
 
     async def _relay(
         self, turn: PendingTurn, response: httpx.Response, stack: contextlib.AsyncExitStack
@@ -274,7 +322,11 @@ class TurnService:
                         turn.ttfb_ms = (time.monotonic() - turn.started) * 1000
                     size += len(chunk)
                     if size > self.settings.max_response_bytes:
-                        raise UpstreamUnreachable("The upstream stream exceeded the response size limit.")
+                        limit = self.settings.max_response_bytes
+                        raise UpstreamUnreachable(
+                            f"The upstream stream exceeded the size limit of {limit} bytes "
+                            "(GATEWAY_MAX_RESPONSE_BYTES)."
+                        )
                     out = []
                     for event in splitter.feed(chunk):
                         if event.is_done:
@@ -351,17 +403,11 @@ class TurnService:
     async def _store_stream_turn(
         self, turn: PendingTurn, assembler: StreamAssembler, response: httpx.Response
     ) -> None:
-        message = assembler.message()
-        completion = {
-            "object": "chat.completion",
-            "model": assembler.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": assembler.finish_reason}],
-            "usage": assembler.usage,
-        }
+        completion = assembler.completion()
         if turn.call.conversation_id is None:
             await self._log_failure(turn, 200, None, response, completion)
             return
-        await self._store_turn(turn, assistant_message(message), completion, response, None)
+        await self._store_turn(turn, assistant_message(assembler.message()), completion, response, None)
 
     def _attempt_values(
         self, turn: PendingTurn, status: int, error: str | None, response: httpx.Response | None, payload: Any
@@ -402,11 +448,17 @@ class TurnService:
         response: httpx.Response | None,
         payload: Any = None,
     ) -> None:
-        """Record an upstream call that added nothing to a conversation (failed, or stateless)."""
+        """Record an upstream call that added nothing to a conversation (failed, or stateless).
+
+        Without a database the call is still answered (the upstream's reply or error), only not logged.
+        """
         values = self._attempt_values(turn, status, error, response, payload)
         self._observe(turn, values)
-        async with self.db.transaction() as session:
-            await record_attempt(session, values)
+        try:
+            async with self.db.transaction() as session:
+                await record_attempt(session, values)
+        except DatabaseUnavailable as exc:
+            log.warning("request not logged (status %s): %s", status, exc)
 
     def _observe(self, turn: PendingTurn, values: dict[str, Any]) -> None:
         """Count an attempt in the metrics: upstream latency, tokens and cost (even if storing it fails)."""
@@ -459,9 +511,26 @@ class TurnService:
             history_digest=digest,
             now=time.time(),
         )
-        async with self.db.transaction() as session:
-            await append_turn(session, conversation, write)
-            await record_attempt(session, values)
+        try:
+            async with self.db.transaction() as session:
+                await append_turn(session, conversation, write)
+                await record_attempt(session, values)
+        except ConversationBusy as exc:  # fenced: the conversation moved on; the call is still logged
+            await self._log_failure(turn, exc.status_code, str(exc), response, completion)
+            raise
+
+
+def _replay(recorded: Recorded, body: dict[str, Any]) -> Reply | StreamReply:
+    """The recorded response again: no upstream call, no new request-log row (so nothing is counted twice)."""
+    if body.get("stream") is not True:
+        headers, payload = recorded.plain()
+        return Reply(200, headers, payload)
+    headers, events = recorded.stream(_client_wants_usage(body))
+
+    async def replayed() -> AsyncIterator[bytes]:
+        yield b"".join(events)
+
+    return StreamReply(200, headers, replayed())
 
 
 def _upstream_request_id(response: httpx.Response | None) -> str | None:

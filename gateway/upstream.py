@@ -60,8 +60,14 @@ class UpstreamClient:
     def forward_headers(
         self, incoming: Mapping[str, str], caller_token: str, *, identity_encoding: bool
     ) -> dict[str, str]:
-        """Copy end-to-end request headers; set Authorization to the gateway's key or the caller's token."""
-        out = {k: v for k, v in incoming.items() if k.lower() not in h.NOT_FORWARDED_UPSTREAM}
+        """Copy end-to-end request headers; set Authorization to the gateway's key or the caller's token.
+
+        When the gateway holds the key, none of the caller's credentials (or org/project routing) go upstream.
+        """
+        dropped = h.NOT_FORWARDED_UPSTREAM | connection_nominated(incoming)
+        if self.api_key:
+            dropped |= h.CALLER_CREDENTIALS
+        out = {k: v for k, v in incoming.items() if k.lower() not in dropped}
         token = self.api_key or caller_token
         if token:
             out["authorization"] = f"Bearer {token}"
@@ -89,10 +95,22 @@ async def read_body(response: httpx.Response, limit: int | None = None) -> bytes
             chunks.append(chunk)
             size += len(chunk)
             if limit is not None and size > limit:
-                raise UpstreamUnreachable(f"The upstream response exceeded {limit} bytes.")
+                raise UpstreamUnreachable(
+                    f"The upstream response exceeded the size limit of {limit} bytes "
+                    "(GATEWAY_MAX_RESPONSE_BYTES)."
+                )
     return b"".join(chunks)
 
 
 def response_headers(upstream: httpx.Response) -> dict[str, str]:
     """Upstream response headers the client may see (no hop-by-hop, no set-cookie, no length)."""
-    return {k: v for k, v in upstream.headers.items() if k.lower() not in h.NOT_RETURNED}
+    dropped = h.NOT_RETURNED | connection_nominated(upstream.headers)
+    return {k: v for k, v in upstream.headers.items() if k.lower() not in dropped}
+
+
+def connection_nominated(headers: Mapping[str, str]) -> frozenset[str]:
+    """Header names a `Connection` header lists: hop-by-hop for this one connection (RFC 9110 7.6.1)."""
+    value = headers.get("connection")
+    if not value:
+        return frozenset()
+    return frozenset(name.strip().lower() for name in value.split(",") if name.strip())

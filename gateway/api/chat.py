@@ -12,8 +12,12 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import headers as h
 from gateway.api.common import read_limited_body, services
-from gateway.chat_request import check_chat_body, check_unicode, parse_json_object, parse_limit_header
-from gateway.errors import InvalidRequest
+from gateway.chat_request import (
+    check_chat_body,
+    check_idempotency_key,
+    parse_json_object,
+    parse_limit_header,
+)
 from gateway.history import Budget
 from gateway.identity import bearer_token, validate_conversation_id
 from gateway.turns import ChatCall, Reply
@@ -44,14 +48,16 @@ class RelayResponse(StreamingResponse):
 
 
 def _retry_count(value: str | None) -> int:
-    if value is None or not value.strip().isdigit():
+    text = (value or "").strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
         return 0
-    return int(value.strip())
+    return int(text)
 
 
 async def chat_completions(request: Request) -> Response:
     """Prepend the stored history, forward, relay the reply, record the turn."""
     svc = services(request)
+    caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
     conversation_id = request.headers.get(h.CONVERSATION_ID)
     if conversation_id is not None:
         validate_conversation_id(conversation_id)
@@ -61,15 +67,11 @@ async def chat_completions(request: Request) -> Response:
         ),
         max_tokens=parse_limit_header("X-Max-History-Tokens", request.headers.get(h.MAX_HISTORY_TOKENS)),
     )
-    caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
     raw = await read_limited_body(request, svc.settings.max_body_bytes)
     body = parse_json_object(raw)
-    check_chat_body(body)
-    if conversation_id is not None:  # a stateful turn re-encodes and stores the text; a pass-through does not
-        check_unicode(raw, body)
-    idempotency_key = request.headers.get(h.IDEMPOTENCY_KEY)
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 256:
-        raise InvalidRequest("Idempotency-Key must be 1-256 characters.", param="Idempotency-Key")
+    check_chat_body(body, stateful=conversation_id is not None)
+    idempotency_key = check_idempotency_key(request.headers.get(h.IDEMPOTENCY_KEY))
+    await svc.auth.check_budget(caller)
     call = ChatCall(
         owner=caller.identity,
         token=caller.token,

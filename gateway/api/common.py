@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,8 @@ from starlette.responses import Response
 
 from gateway.auth import Authenticator
 from gateway.config import Settings
-from gateway.errors import RequestTooLarge
+from gateway.errors import NotFound, RequestTooLarge
+from gateway.identity import CONVERSATION_ID_PATTERN
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.store.database import Database
@@ -32,25 +34,67 @@ class Services:
     metrics: Metrics
 
 
+def path_conversation_id(request: Request) -> str:
+    """The {conversation_id} of the path; an id no conversation can have answers 404 like an unknown one."""
+    conversation_id: str = request.path_params["conversation_id"]
+    if CONVERSATION_ID_PATTERN.fullmatch(conversation_id) is None:
+        message = f"No conversation found with id '{conversation_id[:128]}'."
+        raise NotFound(message, param="conversation_id")
+    return conversation_id
+
+
 def services(request: Request) -> Services:
     """The process's services, from the lifespan state."""
     found: Services = request.state.services
     return found
 
 
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+
+
+def check_declared_length(request: Request, limit: int) -> None:
+    """413 at once when the declared Content-Length is beyond `limit`."""
+    declared = request.headers.get("content-length", "").strip()
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+
+
 async def read_limited_body(request: Request, limit: int) -> bytes:
     """Read the body, refusing (413) as soon as it exceeds `limit`, without buffering the excess."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+    check_declared_length(request, limit)
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class LimitedBody:
+    """The request body as a stream for forwarding, cut off once it exceeds `limit` (no buffering)."""
+
+    def __init__(self, request: Request, limit: int) -> None:
+        check_declared_length(request, limit)
+        self.request = request
+        self.limit = limit
+        self.exceeded = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Yield the body's chunks; raise 413 (and remember it) when the total passes the limit."""
+        size = 0
+        async for chunk in self.request.stream():
+            size += len(chunk)
+            if size > self.limit:
+                self.exceeded = True
+                raise _too_large(self.limit)
+            yield chunk
+
+    def error(self) -> RequestTooLarge:
+        """The 413 to answer when forwarding failed because the body was cut off."""
+        return _too_large(self.limit)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.common import Services, json_response, read_limited_body, services
+from gateway.api.common import Services, json_response, path_conversation_id, read_limited_body, services
 from gateway.api.usage import conversation_usage_object
 from gateway.chat_request import parse_json_object
 from gateway.conversation_fields import (
@@ -30,7 +30,7 @@ from gateway.conversation_fields import (
 )
 from gateway.errors import ConversationExists, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.history import system_prompt_text
-from gateway.identity import bearer_token
+from gateway.identity import CONVERSATION_ID_PATTERN, bearer_token
 from gateway.items import Item, item_key, item_position, message_items
 from gateway.reports import render_json
 from gateway.store.conversations import (
@@ -120,7 +120,8 @@ async def list_all(request: Request) -> Response:
     async with svc.db.transaction() as session:
         after = None
         if after_id is not None:
-            after = await get_conversation(session, owner, after_id)
+            valid = CONVERSATION_ID_PATTERN.fullmatch(after_id) is not None
+            after = await get_conversation(session, owner, after_id) if valid else None
             if after is None:
                 raise InvalidRequest(
                     f"Invalid 'after': no conversation found with id '{after_id}'.",
@@ -162,7 +163,7 @@ async def create(request: Request) -> Response:
 async def retrieve(request: Request) -> Response:
     """GET /v1/conversations/{id}."""
     svc = services(request)
-    conversation = await _find(svc, await _owner(svc, request), request.path_params["conversation_id"])
+    conversation = await _find(svc, await _owner(svc, request), path_conversation_id(request))
     return _exact_json(await with_usage(svc.db, conversation))
 
 
@@ -170,7 +171,7 @@ async def update(request: Request) -> Response:
     """POST or PATCH /v1/conversations/{id}: change metadata, system prompt or settings (never creates)."""
     svc = services(request)
     owner = await _owner(svc, request)
-    conversation_id = request.path_params["conversation_id"]
+    conversation_id = path_conversation_id(request)
     columns = conversation_columns(await _body(svc, request), UPDATE_FIELDS)
     async with (
         svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout),
@@ -187,7 +188,7 @@ async def delete(request: Request) -> Response:
     """DELETE /v1/conversations/{id}: remove its messages and settings; the request log keeps its usage."""
     svc = services(request)
     owner = await _owner(svc, request)
-    conversation_id = request.path_params["conversation_id"]
+    conversation_id = path_conversation_id(request)
     async with (
         svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout),
         svc.db.transaction() as session,
@@ -210,7 +211,7 @@ async def messages(request: Request) -> Response:
     query = request.query_params
     limit = page_limit(query.get("limit"), default=MESSAGES_LIMIT_DEFAULT, maximum=MESSAGES_LIMIT_MAX)
     after = _message_seq(query["after"]) if "after" in query else None
-    conversation = await _find(svc, owner, request.path_params["conversation_id"])
+    conversation = await _find(svc, owner, path_conversation_id(request))
     async with svc.db.transaction() as session:
         rows = await list_messages(session, conversation, limit=limit + 1, after=after)
     page = rows[:limit]
@@ -236,7 +237,7 @@ async def items(request: Request) -> Response:
     limit = page_limit(query.get("limit"), default=LIST_LIMIT_DEFAULT, maximum=LIST_LIMIT_MAX)
     descending = page_order(query.get("order"), default="desc") == "desc"
     after = item_position(query["after"]) if "after" in query else None
-    conversation = await _find(svc, owner, request.path_params["conversation_id"])
+    conversation = await _find(svc, owner, path_conversation_id(request))
     # Every message makes at least one item, so limit + 1 messages past the cursor's own message
     # always give limit + 1 items: enough to fill the page and to know whether there is more.
     start = None
@@ -259,7 +260,7 @@ async def item(request: Request) -> Response:
     svc = services(request)
     owner = await _owner(svc, request)
     item_id = request.path_params["item_id"]
-    conversation = await _find(svc, owner, request.path_params["conversation_id"])
+    conversation = await _find(svc, owner, path_conversation_id(request))
     missing = NotFound(f"No item found with id '{item_id}'.", param="item_id")
     try:
         seq, _ = item_position(item_id)

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from gateway import headers as h
 from gateway.api.chat import RelayResponse
-from gateway.api.common import Services, services
+from gateway.api.common import LimitedBody, Services, services
 from gateway.capture import BodyCapture
 from gateway.errors import GatewayError
 from gateway.identity import bearer_token
@@ -37,6 +37,7 @@ class _Call:
     started: float
     sent: BodyCapture | None
     received: BodyCapture | None = None
+    recorded: bool = True
 
 
 def _text(value: Any) -> str | None:
@@ -66,6 +67,8 @@ def _attempt(svc: Services, call: _Call, status: int, error: str | None) -> dict
 
 async def _log(svc: Services, call: _Call, status: int, error: str | None) -> None:
     svc.metrics.observe_upstream(PROXY_ENDPOINT, time.monotonic() - call.started)
+    if not call.recorded:
+        return
     with anyio.CancelScope(shield=True):
         try:
             async with svc.db.transaction() as session:
@@ -104,6 +107,8 @@ async def proxy(request: Request) -> Response:
     """Forward the request as is (path, query, headers, body) and stream the answer back."""
     svc = services(request)
     caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
+    limited = LimitedBody(request, svc.settings.max_body_bytes)
+    await svc.auth.check_budget(caller)
     path = request.url.path.removeprefix("/v1")
     url = svc.upstream.url(path, request.url.query)
     headers = svc.upstream.forward_headers(dict(request.headers), caller.token, identity_encoding=False)
@@ -113,7 +118,7 @@ async def proxy(request: Request) -> Response:
     sent = BodyCapture.for_headers(request.headers) if has_body else None
     content: AsyncIterator[bytes] | None = None
     if has_body:
-        content = _copying(request.stream(), sent) if sent is not None else request.stream()
+        content = _copying(limited.chunks(), sent) if sent is not None else limited.chunks()
     values: dict[str, Any] = {
         "owner": caller.identity,
         "conversation_id": None,
@@ -126,8 +131,15 @@ async def proxy(request: Request) -> Response:
     try:
         upstream = await svc.upstream.open(request.method, url, headers, content)
     except GatewayError as exc:
+        if limited.exceeded:  # refused for its size, not an upstream failure: nothing is recorded
+            raise limited.error() from None
         await _log(svc, call, exc.status_code, str(exc))
         raise
+    if limited.exceeded:
+        await upstream.aclose()
+        raise limited.error()
+    # In pass-through mode a token the upstream rejects is no caller at all: record nothing for it.
+    call.recorded = svc.settings.upstream_api_key is not None or upstream.status_code not in (401, 403)
     values["upstream_request_id"] = (upstream.headers.get(h.REQUEST_ID) or "")[:200] or None
     call.received = BodyCapture.for_headers(upstream.headers)
     return RelayResponse(

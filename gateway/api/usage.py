@@ -7,8 +7,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.common import services
-from gateway.errors import NotFound
+from gateway.api.admin import require_admin
+from gateway.api.common import path_conversation_id, services
+from gateway.errors import InvalidRequest, NotFound
 from gateway.identity import bearer_token
 from gateway.reports import Report, UsageQuery, parse_report_params, render, usage_object
 from gateway.store.conversations import get_conversation
@@ -30,11 +31,23 @@ def _report_response(report: Report, fmt: str) -> Response:
     return Response(render(report, fmt), media_type=_MEDIA_TYPES[fmt])
 
 
-async def usage(request: Request) -> Response:
-    """GET /v1/usage?group_by=&since=&until=&format=: the caller's usage, totals or grouped, JSON or CSV."""
+async def _report_owner(request: Request) -> str | None:
+    """The caller's identity; None (every caller) for `scope=all`, which needs the admin key."""
+    scope = request.query_params.get("scope", "caller")
+    if scope not in ("caller", "all"):
+        message = f"Invalid 'scope': expected one of caller, all, got {scope!r}."
+        raise InvalidRequest(message, param="scope", code="invalid_value")
+    if scope == "all":
+        await require_admin(request)
+        return None
     svc = services(request)
-    caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
-    query, fmt = parse_report_params(request.query_params, caller.identity)
+    return (await svc.auth.identify(bearer_token(request.headers.get("authorization")))).identity
+
+
+async def usage(request: Request) -> Response:
+    """GET /v1/usage?group_by=&since=&until=&format=&scope=: the caller's (or, for the admin, all) usage."""
+    svc = services(request)
+    query, fmt = parse_report_params(request.query_params, await _report_owner(request))
     async with svc.db.transaction() as session:
         groups = await usage_groups(session, query)
     return _report_response(Report(groups, group_by=query.group_by), fmt)
@@ -44,7 +57,7 @@ async def conversation_usage(request: Request) -> Response:
     """GET /v1/conversations/{id}/usage: the usage object plus `conversation_id`; 404 if not the caller's."""
     svc = services(request)
     caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
-    conversation_id = request.path_params["conversation_id"]
+    conversation_id = path_conversation_id(request)
     query = UsageQuery(owner=caller.identity, conversation_id=conversation_id, current_only=True)
     async with svc.db.transaction() as session:
         if await get_conversation(session, caller.identity, conversation_id) is None:

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.errors import ConversationBusy
 from gateway.history import Budget, StoredMessage, window_bounds
 from gateway.store.tables import Attempt, Conversation, Message
 
@@ -68,6 +70,12 @@ async def load_window(
     return [StoredMessage(row[0], json.loads(row[1]), row[2], row[3], row[4]) for row in rows]
 
 
+_CHANGED = (
+    "The conversation changed while this turn ran (another request took it over); "
+    "this turn was not stored. Retry it."
+)
+
+
 @dataclass(frozen=True)
 class TurnWrite:
     """Everything one successful turn stores, computed by the caller."""
@@ -102,11 +110,22 @@ async def append_turn(session: AsyncSession, conversation: Conversation | None, 
         created = Conversation(owner=write.owner, id=write.conversation_id, created_at=write.now, **values)
         created.system_messages = values.get("system_messages")
         session.add(created)
-        await session.flush()
+        try:
+            await session.flush()
+        except IntegrityError as exc:  # created meanwhile by a turn that held the lock after ours expired
+            raise ConversationBusy(_CHANGED) from exc
         pk = created.pk
     else:
         pk = conversation.pk
-        await session.execute(update(Conversation).where(Conversation.pk == pk).values(**values))
+        # Fencing: write only over the state this turn was composed from (a turn whose lease expired under
+        # it must not interleave its messages with a newer turn's).
+        result = await session.execute(
+            update(Conversation)
+            .where(Conversation.pk == pk, Conversation.message_count == conversation.message_count)
+            .values(**values)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise ConversationBusy(_CHANGED)
     if write.messages:
         await session.execute(
             insert(Message),
@@ -218,6 +237,16 @@ async def find_conversations(
     if owner_prefix:
         statement = statement.where(Conversation.owner.startswith(owner_prefix, autoescape=True))
     return list((await session.execute(statement)).scalars())
+
+
+async def turn_messages(session: AsyncSession, conversation: Conversation, turn: int) -> list[dict[str, Any]]:
+    """The stored messages of one turn (its new messages, then the reply), oldest first."""
+    statement = (
+        select(Message.body)
+        .where(Message.conversation_pk == conversation.pk, Message.turn == turn)
+        .order_by(Message.seq)
+    )
+    return [json.loads(row[0]) for row in (await session.execute(statement)).all()]
 
 
 async def delete_conversation(session: AsyncSession, conversation: Conversation) -> None:

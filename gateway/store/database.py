@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Integer, delete, event, text
+import asyncpg
+from sqlalchemy import Float, Integer, cast, delete, event, func, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -23,7 +27,15 @@ from sqlalchemy.sql.functions import FunctionElement
 from gateway.errors import ConversationBusy, DatabaseUnavailable
 from gateway.store.tables import Lease
 
-DB_ERRORS = (OperationalError, DBAPIError, OSError, ConnectionError)
+log = logging.getLogger("gateway.database")
+
+# What only the database layer raises: SQLAlchemy's wrapped driver errors, the pool's checkout timeout, and
+# what asyncpg raises unwrapped while connecting ("the database system is starting up", a connection closed
+# under a statement). The app renders these as 503 wherever they escape.
+DATABASE_ERRORS = (DBAPIError, DisconnectionError, PoolTimeout, asyncpg.PostgresError, asyncpg.InterfaceError)
+# ... plus the socket errors of a refused or dropped connection, caught around database calls.
+DB_ERRORS = (*DATABASE_ERRORS, OSError)
+MAX_POLL_SECONDS = 0.05
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -52,12 +64,21 @@ class _Waiters:
     users: int = 0
 
 
+def _db_now() -> Any:
+    """The database server's clock in epoch seconds: one clock for every replica, whatever their skew."""
+    return cast(func.extract("epoch", func.clock_timestamp()), Float)
+
+
 class ConversationLocks:
     """Serializes turns of one conversation: in process always, across processes on Postgres.
 
-    Across processes the lock is a lease row (holder, expires_at) taken with an atomic upsert and released
-    when the turn ends. No connection is held while the upstream call runs, so the pool cannot deadlock;
-    a crashed process's lease expires after `lease_seconds`.
+    In a process, waiters queue on an asyncio lock (FIFO), so only the head of the queue asks the database.
+    Across processes the lock is a lease row (holder, expires_at) taken with an atomic upsert that only
+    succeeds when no row exists or the row has expired, polled with a capped backoff until the deadline.
+    Expiry uses the database's clock, never the replicas'. No connection is held while the upstream call
+    runs (each lease statement is its own short transaction), so the pool cannot deadlock however many
+    conversations wait. The holder renews the lease every third of its length while the turn runs (a
+    stream may last longer than any fixed lease); a crashed process stops renewing and its lease expires.
     """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, shared: bool, lease_seconds: float):
@@ -79,14 +100,18 @@ class ConversationLocks:
             except TimeoutError:
                 raise ConversationBusy(_busy_message(wait)) from None
             try:
-                holder = None
-                if self._shared:
-                    holder = await self._acquire_lease(owner, conversation_id, started + wait, wait)
+                if not self._shared:
+                    yield time.monotonic() - started
+                    return
+                holder = await self._acquire_lease(owner, conversation_id, started + wait, wait)
+                renewal = asyncio.create_task(self._renew(owner, conversation_id, holder))
                 try:
                     yield time.monotonic() - started
                 finally:
-                    if holder is not None:
-                        await self._release_lease(owner, conversation_id, holder)
+                    renewal.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await renewal
+                    await self._release_lease(owner, conversation_id, holder)
             finally:
                 waiters.lock.release()
         finally:
@@ -98,37 +123,60 @@ class ConversationLocks:
         holder = secrets.token_hex(16)
         delay = 0.005
         while True:
-            if await self._try_lease(owner, conversation_id, holder):
-                return holder
+            try:
+                if await self._try_lease(owner, conversation_id, holder):
+                    return holder
+            except DB_ERRORS as exc:
+                raise DatabaseUnavailable(f"The database is unavailable: {type(exc).__name__}") from exc
             if time.monotonic() + delay > deadline:
                 raise ConversationBusy(_busy_message(wait))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, MAX_POLL_SECONDS)
 
     async def _try_lease(self, owner: str, conversation_id: str, holder: str) -> bool:
-        now = time.time()
-        expires = now + self._lease_seconds
-        statement = (
-            pg_insert(Lease)
-            .values(owner=owner, conversation_id=conversation_id, holder=holder, expires_at=expires)
-            .on_conflict_do_update(
-                index_elements=[Lease.owner, Lease.conversation_id],
-                set_={"holder": holder, "expires_at": expires},
-                where=Lease.expires_at < now,
-            )
-            .returning(Lease.holder)
+        insert = pg_insert(Lease).values(
+            owner=owner,
+            conversation_id=conversation_id,
+            holder=holder,
+            expires_at=_db_now() + self._lease_seconds,
         )
+        statement = insert.on_conflict_do_update(
+            index_elements=[Lease.owner, Lease.conversation_id],
+            set_={"holder": insert.excluded.holder, "expires_at": insert.excluded.expires_at},
+            where=Lease.expires_at < _db_now(),
+        ).returning(Lease.holder)
         async with self._sessions() as session, session.begin():
             row = (await session.execute(statement)).first()
         return row is not None and row[0] == holder
+
+    async def _renew(self, owner: str, conversation_id: str, holder: str) -> None:
+        """Push the lease's expiry forward until cancelled; stop if another holder took it over."""
+        statement = (
+            update(Lease)
+            .where(Lease.owner == owner, Lease.conversation_id == conversation_id, Lease.holder == holder)
+            .values(expires_at=_db_now() + self._lease_seconds)
+        )
+        while True:
+            await asyncio.sleep(self._lease_seconds / 3)
+            try:
+                async with self._sessions() as session, session.begin():
+                    result = await session.execute(statement)
+            except DB_ERRORS as exc:
+                log.warning("could not renew a conversation lease: %s", type(exc).__name__)
+                continue
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                log.warning("a conversation lease expired before its turn ended; another turn may take it")
+                return
 
     async def _release_lease(self, owner: str, conversation_id: str, holder: str) -> None:
         statement = delete(Lease).where(
             Lease.owner == owner, Lease.conversation_id == conversation_id, Lease.holder == holder
         )
-        with contextlib.suppress(*DB_ERRORS):
+        try:
             async with self._sessions() as session, session.begin():
                 await session.execute(statement)
+        except DB_ERRORS as exc:  # the lease then simply expires
+            log.warning("could not release a conversation lease: %s", type(exc).__name__)
 
 
 def _busy_message(timeout: float) -> str:

@@ -11,9 +11,27 @@ from gateway.reports import Group, Totals, UsageQuery, day_key, fold
 from gateway.store.database import utc_day
 from gateway.store.tables import Attempt
 
+# Texts taken from the upstream's answer (model name, request id, error message) are not the gateway's to
+# trust: they are made to fit their columns so that a strange answer cannot fail the write.
+_LENGTHS = {column.name: getattr(column.type, "length", None) for column in Attempt.__table__.columns}
+_UNTRUSTED_TEXT = ("response_model", "upstream_request_id", "error", "endpoint", "model")
+
+
+def _fit(text: str, length: int | None) -> str:
+    text = text.replace("\x00", "")  # Postgres text cannot hold NUL
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a \\u escape
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text[:length] if length is not None else text
+
 
 async def record_attempt(session: AsyncSession, values: dict[str, Any]) -> None:
     """Insert one request-log row (the caller's transaction decides when it commits)."""
+    for name in _UNTRUSTED_TEXT:
+        value = values.get(name)
+        if isinstance(value, str):
+            values[name] = _fit(value, _LENGTHS.get(name))
     await session.execute(insert(Attempt), [values])
 
 
@@ -55,6 +73,8 @@ def _key(group_by: str | None) -> SQLColumnExpression[Any] | None:
         return _MODEL
     if group_by == "day":
         return utc_day(Attempt.created_at)
+    if group_by == "caller":
+        return Attempt.owner
     return None
 
 
@@ -88,3 +108,38 @@ async def usage_groups(session: AsyncSession, query: UsageQuery) -> list[Group]:
             group = day_key(int(group))
         found.append((group, model, Totals(*(int(v) for v in values))))
     return fold(found)
+
+
+async def latest_attempt(session: AsyncSession, owner: str, conversation_id: str) -> Attempt | None:
+    """The conversation's most recent request-log row (stored turn or failure), or None."""
+    statement = (
+        select(Attempt)
+        .where(
+            Attempt.owner == owner,
+            Attempt.conversation_id == conversation_id,
+            Attempt.conversation_deleted.is_(False),
+        )
+        .order_by(Attempt.pk.desc())
+        .limit(1)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def keyed_turn(
+    session: AsyncSession, owner: str, conversation_id: str, key: str, since: float
+) -> Attempt | None:
+    """The newest stored turn of the conversation recorded with this Idempotency-Key since `since`."""
+    statement = (
+        select(Attempt)
+        .where(
+            Attempt.owner == owner,
+            Attempt.idempotency_key == key,
+            Attempt.conversation_id == conversation_id,
+            Attempt.turn.is_not(None),
+            Attempt.response_body.is_not(None),
+            Attempt.created_at >= since,
+        )
+        .order_by(Attempt.pk.desc())
+        .limit(1)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()

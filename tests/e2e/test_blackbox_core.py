@@ -745,12 +745,6 @@ def test_escaped_surrogates_are_a_400_or_work_never_a_500(
     assert len(stored(gateway, api_key, conversation_id)) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The gateway treats a request that is exactly the stored history (nothing after it) as all new "
-    "and sends the history twice; issue 2 says a request that starts with the whole stored history has "
-    "only the rest as new (here: nothing), so it must not be doubled (history.new_messages uses <=).",
-)
 def test_resending_exactly_the_stored_history_does_not_double_it(
     gateway: ServerProcess, upstream: ServerProcess, clients: Clients, api_key: str, conversation_id: str
 ) -> None:

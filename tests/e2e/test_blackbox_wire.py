@@ -578,9 +578,16 @@ def test_upstream_api_key_replaces_the_callers_token_upstream(
     conversation_id: str,
 ) -> None:
     upstream_key = "sk-upstream-" + secrets.token_hex(8)
+    admin_key = "admin-" + secrets.token_hex(8)
     server = start_gateway(
-        f"sqlite+aiosqlite:///{tmp_path / 'key.db'}", scripted.url, upstream_api_key=upstream_key
+        f"sqlite+aiosqlite:///{tmp_path / 'key.db'}",
+        scripted.url,
+        upstream_api_key=upstream_key,
+        admin_key=admin_key,
     )
+    created = httpx.post(f"{server.url}/admin/keys", json={"name": "caller"}, headers=auth(admin_key))
+    assert created.status_code == 200, created.text
+    api_key = created.json()["secret"]  # with a gateway-held key, callers present gateway keys (issue 5)
     response = chat(server, api_key, conversation_id, {"model": "m", "messages": [user("x")]})
     assert response.status_code == 200, response.text
     received = scripted.received(upstream_key)

@@ -68,7 +68,7 @@ def test_new_messages_drops_a_leading_copy_of_the_stored_history() -> None:
     assert new_messages([user("c")], 2, digest) == [user("c")]
     different = [user("a"), assistant("changed"), user("c")]
     assert new_messages(different, 2, digest) == different
-    assert new_messages(history, 2, digest) == history  # nothing beyond the history: all new
+    assert new_messages(history, 2, digest) == []  # exactly the history: nothing is new
 
 
 def test_assistant_message_keeps_content_tool_calls_and_refusal() -> None:

@@ -119,3 +119,28 @@ def test_data_only_drops_the_event_field_of_an_error_event() -> None:
     assert data_only(parsed) == b'data: {"error": {"message": "bad"}}\n\n'
     (multi,) = SseSplitter().feed(b"data: {\ndata: }\n\n")
     assert data_only(multi) == b"data: {\ndata: }\n\n"
+
+
+def test_assembler_completion_is_a_whole_chat_completion() -> None:
+    assembler = StreamAssembler()
+    head = {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 7, "system_fingerprint": "fp"}
+    for payload in (
+        {**head, **chunk({"role": "assistant", "content": "Hi"})},
+        {**head, **chunk({}, "stop")},
+        {**head, "model": "m-1", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}},
+    ):
+        assembler.observe(payload)
+    completion = assembler.completion()
+    assert completion["id"] == "chatcmpl-9" and completion["created"] == 7
+    assert completion["object"] == "chat.completion" and completion["system_fingerprint"] == "fp"
+    assert completion["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hi"},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ]
+    assert completion["usage"] == {"prompt_tokens": 1, "completion_tokens": 1}
+    replayed = b"".join(replay_events(completion, include_usage=True))
+    assert b'"id": "chatcmpl-9"' in replayed and replayed.endswith(b"data: [DONE]\n\n")

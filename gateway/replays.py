@@ -1,0 +1,138 @@
+"""Safe retries: recognize a request that asks again for a stored turn and render its recorded response.
+
+A client whose turn was stored but whose answer was lost (a read timeout, a dropped connection) retries with
+the same body. That retry is answered from the request log instead of becoming a second turn when either
+
+- it carries an `Idempotency-Key` that names a stored turn of this caller's conversation from the last 24 h
+  (the same key with different new messages is a 400 `idempotency_key_reused`), or
+- it carries no key, `x-stainless-retry-count` >= 1, the conversation's newest request-log row is its last
+  stored turn, recorded within GATEWAY_RETRY_REPLAY_WINDOW, and the request asks for that turn again.
+
+"Asks for that turn again" means: the request's non-system messages equal the turn's new messages (a client
+that sends only the new message), or end with them after exactly the history stored before the turn (a
+client that resends the whole history).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway import headers as h
+from gateway.errors import IdempotencyKeyReused
+from gateway.history import fingerprint, history_digest
+from gateway.sse import replay_events
+from gateway.store.conversations import turn_messages
+from gateway.store.tables import Attempt, Conversation
+from gateway.store.usage import keyed_turn, latest_attempt
+
+IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600.0
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A stored turn's response as the request log recorded it."""
+
+    conversation_id: str
+    response_body: str
+    history_messages: int | None
+    upstream_request_id: str | None
+
+    def plain(self) -> tuple[dict[str, str], bytes]:
+        """Headers and body of the recorded response, for a non-streaming request."""
+        return self._headers("application/json"), self.response_body.encode()
+
+    def stream(self, include_usage: bool) -> tuple[dict[str, str], list[bytes]]:
+        """Headers and SSE events that replay the recorded response, for a streaming request."""
+        events = replay_events(json.loads(self.response_body), include_usage)
+        headers = self._headers("text/event-stream; charset=utf-8") | {"cache-control": "no-cache"}
+        return headers, events
+
+    def _headers(self, content_type: str) -> dict[str, str]:
+        headers = {
+            "content-type": content_type,
+            h.CONVERSATION_ID: self.conversation_id,
+            h.GATEWAY_REPLAYED: "true",
+        }
+        if self.history_messages is not None:
+            headers[h.HISTORY_MESSAGES] = str(self.history_messages)
+        if self.upstream_request_id:
+            headers[h.REQUEST_ID] = self.upstream_request_id
+        return headers
+
+
+def asks_again(request: Sequence[Message], stored_turn: Sequence[Message], history_hash: str | None) -> bool:
+    """True when a request's non-system messages ask for the stored turn (its new messages, then its reply).
+
+    `history_hash` is the conversation's digest when the turn is its last one: a whole-history request must
+    then equal the stored history without the reply; for an older turn only the tail is compared.
+    """
+    new = list(stored_turn[:-1])
+    if not new or len(request) < len(new) or fingerprint(request[-len(new) :]) != fingerprint(new):
+        return False
+    if len(request) == len(new) or history_hash is None:
+        return True
+    return history_digest([*request, stored_turn[-1]]) == history_hash
+
+
+async def find_replay(
+    session: AsyncSession,
+    conversation: Conversation,
+    request: Sequence[Message],
+    *,
+    retry_count: int,
+    idempotency_key: str | None,
+    window: float,
+    now: float,
+) -> Recorded | None:
+    """The recorded response this request asks for again, or None when it is a new turn."""
+    if idempotency_key is not None:
+        since = now - IDEMPOTENCY_WINDOW_SECONDS
+        attempt = await keyed_turn(session, conversation.owner, conversation.id, idempotency_key, since)
+        if attempt is None:
+            return None
+        if await _same_turn(session, conversation, attempt, request):
+            return _recorded(attempt)
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was already used for a different turn of this conversation; "
+            "use a new key for a new message.",
+            param="Idempotency-Key",
+        )
+    if retry_count < 1:
+        return None
+    attempt = await latest_attempt(session, conversation.owner, conversation.id)
+    if (
+        attempt is None
+        or attempt.turn != conversation.turn_count
+        or attempt.response_body is None
+        or attempt.created_at < now - window
+    ):
+        return None
+    return _recorded(attempt) if await _same_turn(session, conversation, attempt, request) else None
+
+
+async def _same_turn(
+    session: AsyncSession, conversation: Conversation, attempt: Attempt, request: Sequence[Message]
+) -> bool:
+    if attempt.fingerprint is not None and fingerprint(request) == attempt.fingerprint:
+        return True  # the common case, without reading the turn back
+    if len(request) < 2 or attempt.turn is None:
+        return False
+    stored = await turn_messages(session, conversation, attempt.turn)
+    last = attempt.turn == conversation.turn_count
+    return asks_again(request, stored, conversation.history_hash if last else None)
+
+
+def _recorded(attempt: Attempt) -> Recorded:
+    assert attempt.conversation_id is not None and attempt.response_body is not None
+    return Recorded(
+        conversation_id=attempt.conversation_id,
+        response_body=attempt.response_body,
+        history_messages=attempt.history_messages,
+        upstream_request_id=attempt.upstream_request_id,
+    )

@@ -1,0 +1,205 @@
+"""Durability: SIGKILL under load, graceful SIGTERM, and the database going away and coming back."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import POSTGRES_ENV
+from tests.e2e.support import (
+    Outcome,
+    check_conversation,
+    message_count,
+    send_turn,
+    stored,
+    stored_in_database,
+    turn_body,
+    turn_headers,
+    turn_loop,
+)
+from tests.pgcluster import PrivateCluster, postgres_bindir
+from tests.servers import ServerProcess, upstream_requests
+
+
+async def run_load(
+    server: ServerProcess,
+    api_key: str,
+    conversations: list[str],
+    during: Callable[[], object],
+    **options: int,
+) -> dict[str, list[Outcome]]:
+    """Run a turn loop per conversation, call `during()` (blocking, in a thread) meanwhile, then stop them."""
+    outcomes: dict[str, list[Outcome]] = {c: [] for c in conversations}
+    stop = asyncio.Event()
+    async with httpx.AsyncClient(timeout=30) as client:
+        loops = [
+            asyncio.create_task(turn_loop(client, server.url, api_key, c, stop, outcomes[c], **options))
+            for c in conversations
+        ]
+        await asyncio.to_thread(during)
+        stop.set()
+        await asyncio.gather(*loops)
+    return outcomes
+
+
+async def test_sigkill_under_load_loses_no_acknowledged_turn(
+    start_gateway: Callable[..., ServerProcess], database_url: str, api_key: str
+) -> None:
+    # a short lease, so that the killed process's leases (Postgres) expire quickly after the restart
+    server = start_gateway(database_url, lock_lease="1")
+    conversations = [f"kill-{secrets.token_hex(4)}-{n}" for n in range(8)]
+
+    def kill_mid_load() -> None:
+        time.sleep(1.5)
+        server.stop(signal.SIGKILL)
+
+    outcomes = await run_load(server, api_key, conversations, kill_mid_load)
+    assert sum(o.acknowledged for runs in outcomes.values() for o in runs) >= len(conversations)
+    await asyncio.to_thread(server.start)
+    async with httpx.AsyncClient(timeout=30) as client:
+        for conversation_id, runs in outcomes.items():
+            messages = await asyncio.to_thread(stored, server, api_key, conversation_id)
+            check_conversation(messages, runs)
+            # at most the one turn in flight at the kill may be stored without having been acknowledged
+            assert len(messages) // 2 - sum(o.acknowledged for o in runs) <= 1
+            if messages:  # (a conversation whose first turn was in flight at the kill does not exist)
+                count = await asyncio.to_thread(message_count, server, api_key, conversation_id)
+                assert count == len(messages) and count % 2 == 0
+            after = await send_turn(
+                client, server.url, api_key, conversation_id, "after the crash", stream=False
+            )
+            assert after.acknowledged, after
+
+
+def test_sigterm_lets_in_flight_requests_and_streams_finish(
+    start_gateway: Callable[..., ServerProcess],
+    upstream: ServerProcess,
+    database_url: str,
+    api_key: str,
+    conversation_id: str,
+) -> None:
+    server = start_gateway(database_url, shutdown_grace="20")
+    assert server.process is not None
+    url = f"{server.url}/v1/chat/completions"
+    streamed, plain = f"{conversation_id}-stream", f"{conversation_id}-plain"
+
+    def send(conversation: str, stream: bool) -> httpx.Response:
+        body = turn_body("FAULT:slow:2000 finish me", stream=stream)
+        return httpx.post(url, json=body, headers=turn_headers(api_key, conversation), timeout=30)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        in_flight = [pool.submit(send, streamed, True), pool.submit(send, plain, False)]
+        deadline = time.monotonic() + 20
+        while len(upstream_requests(upstream, api_key)) < 2:  # both are now inside the gateway
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        server.process.send_signal(signal.SIGTERM)
+        refused = False
+        while not refused and time.monotonic() < deadline:
+            try:
+                httpx.get(server.url + "/healthz", timeout=1)
+            except httpx.ConnectError:
+                refused = True  # new connections are refused while the two requests still run
+            except httpx.RemoteProtocolError:
+                pass  # a connection accepted just before the listener closed is closed unanswered
+            time.sleep(0.02)
+        stream_response, plain_response = (f.result() for f in in_flight)
+    assert refused, server.log()[-3000:]
+    assert stream_response.status_code == 200, stream_response.text
+    assert stream_response.text.endswith("data: [DONE]\n\n"), (stream_response.text, server.log()[-3000:])
+    assert plain_response.status_code == 200, (plain_response.text, server.log()[-3000:])
+    assert (
+        plain_response.json()["choices"][0]["message"]["content"] == "[1 messages] FAULT:slow:2000 finish me"
+    )
+    # uvicorn exits by re-raising the signal it handled once shutdown is complete
+    assert server.process.wait(30) in (0, -signal.SIGTERM), server.log()[-3000:]
+    for conversation in (streamed, plain):
+        assert [m["role"] for m in stored_in_database(database_url, api_key, conversation)] == [
+            "user",
+            "assistant",
+        ]
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivateCluster]:
+    """A throwaway Postgres server this test may stop and start (never the shared one)."""
+    if not os.environ.get(POSTGRES_ENV):
+        pytest.skip(f"set {POSTGRES_ENV} to run the Postgres tests")
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip("needs the PostgreSQL server binaries (initdb, pg_ctl) to run a private server")
+    cluster = PrivateCluster.create(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.mark.postgres
+async def test_postgres_restart_under_load_is_503_then_fine(
+    private_postgres: PrivateCluster, start_gateway: Callable[..., ServerProcess], api_key: str
+) -> None:
+    server = start_gateway(private_postgres.url, lock_lease="1")
+    conversations = [f"pg-{secrets.token_hex(4)}-{n}" for n in range(6)]
+    probes: list[httpx.Response] = []
+    passed: list[httpx.Response] = []
+
+    def outage() -> None:
+        time.sleep(0.8)
+        private_postgres.stop()
+        with httpx.Client(timeout=30) as client:  # what a client sees while the database is down
+            for stream in (False, True):
+                probes.append(
+                    client.post(
+                        f"{server.url}/v1/chat/completions",
+                        json=turn_body("anyone?", stream=stream),
+                        headers=turn_headers(api_key, conversations[0]),
+                    )
+                )
+            probes.append(
+                client.get(
+                    f"{server.url}/v1/conversations/{conversations[0]}",
+                    headers={"Authorization": f"Bearer {api_key}"},
+                )
+            )
+            probes.append(client.get(f"{server.url}/healthz"))
+            # what needs no stored state is still forwarded, only not logged
+            passed.extend(
+                [
+                    client.get(f"{server.url}/v1/models", headers={"Authorization": f"Bearer {api_key}"}),
+                    client.post(
+                        f"{server.url}/v1/chat/completions",
+                        json=turn_body("stateless"),
+                        headers={"Authorization": f"Bearer {api_key}"},
+                    ),
+                ]
+            )
+            time.sleep(0.8)
+        private_postgres.start()
+        time.sleep(0.8)
+
+    outcomes = await run_load(server, api_key, conversations, outage)
+    for probe in probes:
+        assert probe.status_code == 503, probe.text
+        assert probe.json()["error"]["code"] == "database_unavailable"
+    assert [r.status_code for r in passed] == [200, 200]
+    every = [o for runs in outcomes.values() for o in runs]
+    assert all(o.transport_error is None for o in every), [o for o in every if o.transport_error]
+    assert {o.status for o in every} <= {200, 503}
+    assert all(o.acknowledged or o.error_code == "database_unavailable" for o in every)
+    assert any(o.status == 503 for o in every) and any(o.acknowledged for o in every)
+    async with httpx.AsyncClient(timeout=30) as client:
+        for conversation_id, runs in outcomes.items():
+            messages = await asyncio.to_thread(stored, server, api_key, conversation_id)
+            check_conversation(messages, runs)
+            after = await send_turn(client, server.url, api_key, conversation_id, "back again", stream=True)
+            assert after.acknowledged, after

@@ -1,0 +1,49 @@
+"""A turn composed from an old state of its conversation is refused, never interleaved with a newer turn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway import migrate
+from gateway.errors import ConversationBusy
+from gateway.history import StoredMessage
+from gateway.store.conversations import TurnWrite, append_turn, get_conversation, list_messages
+from gateway.store.database import Database, create_engine
+
+
+def write(turn: int, first_seq: int, text: str) -> TurnWrite:
+    """One user message and its reply, numbered from `first_seq`."""
+    messages = [
+        StoredMessage(first_seq, {"role": "user", "content": text}, 3, first_seq, 0),
+        StoredMessage(first_seq + 1, {"role": "assistant", "content": f"re: {text}"}, 3, first_seq, 0),
+    ]
+    return TurnWrite("owner", "conv", None, False, messages, turn, f"digest-{turn}", 1.0)
+
+
+async def test_a_stale_turn_is_refused(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'fence.db'}")
+    await migrate.upgrade(engine)
+    db = Database(engine, lease_seconds=30)
+    try:
+        async with db.transaction() as session:
+            await append_turn(session, None, write(1, 0, "one"))
+        async with db.transaction() as session:
+            stale = await get_conversation(session, "owner", "conv")
+        assert stale is not None
+        async with db.transaction() as session:
+            await append_turn(session, stale, write(2, 2, "two"))
+        with pytest.raises(ConversationBusy):  # composed before "two" was stored
+            async with db.transaction() as session:
+                await append_turn(session, stale, write(2, 2, "late"))
+        with pytest.raises(ConversationBusy):  # a second "first turn" of a conversation that now exists
+            async with db.transaction() as session:
+                await append_turn(session, None, write(1, 0, "also first"))
+        async with db.transaction() as session:
+            conversation = await get_conversation(session, "owner", "conv")
+            assert conversation is not None and conversation.message_count == 4
+            rows = await list_messages(session, conversation)
+        assert [body["content"] for _, body, _ in rows] == ["one", "re: one", "two", "re: two"]
+    finally:
+        await engine.dispose()
