@@ -123,7 +123,7 @@ def _check_message(message: Any, where: str) -> None:
             _wrong_type(f"{where}.{key}", "a string")
 
 
-def _check_messages(body: dict[str, Any], *, each: bool) -> list[dict[str, Any]]:
+def _check_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     messages = body.get("messages")
     if messages is None:
         raise InvalidRequest("Missing required parameter: 'messages'.", param="messages")
@@ -135,9 +135,8 @@ def _check_messages(body: dict[str, Any], *, each: bool) -> list[dict[str, Any]]
             param="messages",
             code="empty_array",
         )
-    if each:
-        for index, message in enumerate(messages):
-            _check_message(message, f"messages[{index}]")
+    for index, message in enumerate(messages):
+        _check_message(message, f"messages[{index}]")
     return messages
 
 
@@ -173,13 +172,9 @@ def _check_options(body: dict[str, Any]) -> None:
                 _wrong_type(f"tools[{index}]", "an object")
 
 
-def check_chat_body(body: dict[str, Any], *, stateful: bool = True) -> list[dict[str, Any]]:
-    """Validate every field the gateway reads (messages, model, stream, stream_options, tools).
-
-    A pass-through request (no conversation) is forwarded as sent, so the gateway does not read its
-    messages one by one: only `messages` being a non-empty array is checked; the upstream judges the rest.
-    """
-    messages = _check_messages(body, each=stateful)
+def check_chat_body(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Validate every field the gateway reads (messages, model, stream, stream_options, tools)."""
+    messages = _check_messages(body)
     _check_model(body.get("model"))
     _check_options(body)
     return messages

@@ -69,7 +69,7 @@ async def chat_completions(request: Request) -> Response:
     )
     raw = await read_limited_body(request, svc.settings.max_body_bytes)
     body = parse_json_object(raw)
-    check_chat_body(body, stateful=conversation_id is not None)
+    check_chat_body(body)
     idempotency_key = check_idempotency_key(request.headers.get(h.IDEMPOTENCY_KEY))
     await svc.auth.check_budget(caller)
     call = ChatCall(
