@@ -89,6 +89,7 @@ def serve(**flags: Any) -> None:
         "timeout_graceful_shutdown": settings.shutdown_grace,
         "lifespan": "on",
     }
+    migrate_or_exit(settings)  # fail fast, in one line, when the database is unreachable
     parts = urlsplit(settings.upstream_url)
     upstream = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # no credentials in logs
     log = logging.getLogger("gateway")
@@ -102,14 +103,16 @@ def serve(**flags: Any) -> None:
     uvicorn.run(create_app(settings), **options)
 
 
-@main.command()
-@click.option("--database-url", default=None, help="SQLAlchemy URL (GATEWAY_DATABASE_URL).")
-def migrate(database_url: str | None) -> None:
-    """Apply the database migrations and exit."""
-    from gateway import migrate as migrations
-    from gateway.store.database import create_engine
+class DatabaseUnreachable(click.ClickException):
+    """The database could not be reached or migrated: a one-line error, exit status 2."""
 
-    settings = load_settings(database_url=database_url)
+    exit_code = 2
+
+
+def migrate_or_exit(settings: Settings) -> str | None:
+    """Apply the migrations; on a database that cannot be reached, fail with one clear line."""
+    from gateway import migrate as migrations
+    from gateway.store.database import DB_ERRORS, create_engine
 
     async def run() -> str | None:
         engine = create_engine(settings.database_url)
@@ -119,7 +122,32 @@ def migrate(database_url: str | None) -> None:
         finally:
             await engine.dispose()
 
-    revision = asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except DB_ERRORS as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DatabaseUnreachable(
+            f"cannot use the database {_safe_url(settings.database_url)}: {reason}"
+        ) from exc
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable URL)"
+
+
+@main.command()
+@click.option("--database-url", default=None, help="SQLAlchemy URL (GATEWAY_DATABASE_URL).")
+def migrate(database_url: str | None) -> None:
+    """Apply the database migrations and exit."""
+    settings = load_settings(database_url=database_url)
+    revision = migrate_or_exit(settings)
     click.echo(f"database at revision {revision}")
 
 

@@ -579,3 +579,22 @@ def test_unreachable_upstream_is_502_and_timeout_is_504(
         ).status_code
         == 404
     )
+
+
+def test_serve_with_an_unreachable_database_fails_in_one_line(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from tests.servers import base_env, free_port
+
+    url = f"postgresql+asyncpg://nobody:s3cret@127.0.0.1:{free_port()}/none"
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(free_port()), "--database-url", url],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "cannot use the database" in result.stderr and "Traceback" not in result.stderr
+    assert "s3cret" not in result.stderr
