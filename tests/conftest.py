@@ -19,14 +19,13 @@ def _admin_url() -> str | None:
     return os.environ.get(POSTGRES_ENV) or None
 
 
-def create_postgres_database() -> str:
-    """Create a fresh database on the test server; returns its asyncpg URL."""
+def _admin_sql(statement: str) -> None:
+    """Run one statement on the test server's maintenance database (CREATE/DROP DATABASE)."""
     import asyncio
 
     import asyncpg
 
     base = make_url(_admin_url() or "")
-    name = f"gw_test_{secrets.token_hex(6)}"
 
     async def run() -> None:
         connection = await asyncpg.connect(
@@ -37,37 +36,23 @@ def create_postgres_database() -> str:
             database=base.database or "postgres",
         )
         try:
-            await connection.execute(f'CREATE DATABASE "{name}"')
+            await connection.execute(statement)
         finally:
             await connection.close()
 
     asyncio.run(run())
-    return base.set(database=name).render_as_string(hide_password=False)
+
+
+def create_postgres_database() -> str:
+    """Create a fresh database on the test server; returns its asyncpg URL."""
+    name = f"gw_test_{secrets.token_hex(6)}"
+    _admin_sql(f'CREATE DATABASE "{name}"')
+    return make_url(_admin_url() or "").set(database=name).render_as_string(hide_password=False)
 
 
 def drop_postgres_database(url: str) -> None:
     """Drop a database made by create_postgres_database."""
-    import asyncio
-
-    import asyncpg
-
-    target = make_url(url)
-    base = make_url(_admin_url() or "")
-
-    async def run() -> None:
-        connection = await asyncpg.connect(
-            host=base.host,
-            port=base.port or 5432,
-            user=base.username,
-            password=base.password,
-            database=base.database or "postgres",
-        )
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
-        finally:
-            await connection.close()
-
-    asyncio.run(run())
+    _admin_sql(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
 BACKENDS = [

@@ -6,12 +6,14 @@ Writes (update, delete, create) hold the conversation's lock, so they never inte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -103,6 +105,21 @@ async def _body(svc: Services, request: Request) -> dict[str, Any]:
     return parse_json_object(raw) if raw.strip() else {}
 
 
+@contextlib.asynccontextmanager
+async def _locked(
+    svc: Services, owner: str, conversation_id: str
+) -> AsyncIterator[tuple[AsyncSession, Conversation]]:
+    """Hold the conversation's turn lock and a transaction on it (404 when the caller has no such id)."""
+    async with (
+        svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout),
+        svc.db.transaction() as session,
+    ):
+        conversation = await get_conversation(session, owner, conversation_id)
+        if conversation is None:
+            raise _not_found(conversation_id)
+        yield session, conversation
+
+
 async def _find(svc: Services, owner: str, conversation_id: str) -> Conversation:
     async with svc.db.transaction() as session:
         conversation = await get_conversation(session, owner, conversation_id)
@@ -173,13 +190,7 @@ async def update(request: Request) -> Response:
     owner = await _owner(svc, request)
     conversation_id = path_conversation_id(request)
     columns = conversation_columns(await _body(svc, request), UPDATE_FIELDS)
-    async with (
-        svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout),
-        svc.db.transaction() as session,
-    ):
-        conversation = await get_conversation(session, owner, conversation_id)
-        if conversation is None:
-            raise _not_found(conversation_id)
+    async with _locked(svc, owner, conversation_id) as (session, conversation):
         await update_conversation(session, conversation, columns, time.time())
     return _exact_json(await with_usage(svc.db, conversation))
 
@@ -189,13 +200,7 @@ async def delete(request: Request) -> Response:
     svc = services(request)
     owner = await _owner(svc, request)
     conversation_id = path_conversation_id(request)
-    async with (
-        svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout),
-        svc.db.transaction() as session,
-    ):
-        conversation = await get_conversation(session, owner, conversation_id)
-        if conversation is None:
-            raise _not_found(conversation_id)
+    async with _locked(svc, owner, conversation_id) as (session, conversation):
         await delete_conversation(session, conversation)
     return json_response({"id": conversation_id, "object": "conversation.deleted", "deleted": True})
 

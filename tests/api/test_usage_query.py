@@ -12,9 +12,8 @@ import pytest
 
 from gateway import migrate
 from gateway.reports import Report, Totals, UsageQuery, usage_object
-from gateway.store.conversations import delete_conversation
+from gateway.store.conversations import create_conversation, delete_conversation
 from gateway.store.database import Database, create_engine
-from gateway.store.tables import Conversation
 from gateway.store.usage import record_attempt, usage_groups
 
 
@@ -162,19 +161,7 @@ async def test_a_deleted_conversation_leaves_its_usage_to_reports_only(db: Datab
     stamp = at("2024-09-01T00:00:00+00:00")
     await insert(db, row(owner, stamp, conversation_id=conversation_id))
     async with db.transaction() as session:
-        conversation = Conversation(
-            owner=owner,
-            id=conversation_id,
-            created_at=stamp,
-            updated_at=stamp,
-            message_count=0,
-            token_count=0,
-            turn_count=0,
-            history_hash="",
-            last_user_seq=0,
-            last_user_tokens=0,
-        )
-        session.add(conversation)
+        conversation = await create_conversation(session, owner, conversation_id, {}, stamp)
     async with db.transaction() as session:
         await delete_conversation(session, conversation)
     await insert(db, row(owner, stamp + 60, conversation_id=conversation_id, cost_pusd=1))
