@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -101,18 +102,28 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
             pricer = Pricer.from_file(settings.prices_file)
             count_text_tokens("warm up", "gpt-4o")  # load the tokenizers before the first request
             count_text_tokens("warm up", "gpt-4")
-            async with create_http_client(settings, transport) as http:
-                upstream = UpstreamClient(http, settings)
-                services = Services(
-                    settings=settings,
-                    db=db,
-                    upstream=upstream,
-                    turns=TurnService(db, upstream, settings, pricer, metrics=metrics),
-                    pricer=pricer,
-                    auth=Authenticator(db, settings),
-                    metrics=metrics,
-                )
-                yield {"services": services}
+            try:
+                async with create_http_client(settings, transport) as http:
+                    upstream = UpstreamClient(http, settings)
+                    services = Services(
+                        settings=settings,
+                        db=db,
+                        upstream=upstream,
+                        turns=TurnService(db, upstream, settings, pricer, metrics=metrics),
+                        pricer=pricer,
+                        auth=Authenticator(db, settings),
+                        metrics=metrics,
+                    )
+                    # Everything loaded so far lives as long as the process: keep it out of the
+                    # collector's full passes (each one walked it, ~65 ms, every few seconds under load).
+                    gc.collect()
+                    gc.freeze()
+                    try:
+                        yield {"services": services}
+                    finally:
+                        gc.unfreeze()
+            finally:
+                await db.close()
         finally:
             metrics.close()
             await engine.dispose()

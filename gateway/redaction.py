@@ -2,7 +2,7 @@
 
 Every log record, from any library, has bearer tokens, key-shaped secrets (`sk-...`, `gw-...`) and the
 configured upstream and admin keys replaced before any handler sees it. Libraries that log SQL parameters
-or bodies at DEBUG (SQLAlchemy, aiosqlite, asyncpg, httpcore, aiohttp) stay at WARNING unless
+or bodies at DEBUG (SQLAlchemy, aiosqlite, the SQLite lane, asyncpg, httpcore, aiohttp) stay at WARNING unless
 GATEWAY_LOG_CONTENT is set.
 """
 
@@ -19,7 +19,16 @@ REDACTED = "[redacted]"
 BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
 KEY_SHAPED = re.compile(r"\b(sk|gw)-[A-Za-z0-9_\-]{8,}")
 ALWAYS_QUIET = ("httpx", "alembic")
-CONTENT_LOGGERS = ("sqlalchemy", "aiosqlite", "asyncpg", "httpcore", "aiohttp", "hpack", "multipart")
+CONTENT_LOGGERS = (
+    "sqlalchemy",
+    "aiosqlite",
+    "gateway.sqlite",
+    "asyncpg",
+    "httpcore",
+    "aiohttp",
+    "hpack",
+    "multipart",
+)
 
 
 class Redactor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 import anyio
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection
 
 from gateway import headers as h
 from gateway.config import Settings
@@ -52,11 +53,11 @@ from gateway.sse import (
     has_finish_reason,
     is_usage_only,
 )
-from gateway.store.conversations import TurnWrite, append_turn, get_conversation, load_window
+from gateway.store.conversations import TurnWrite, load_turn, write_turn
 from gateway.store.database import Database
 from gateway.store.spend import conversation_spent_pusd
 from gateway.store.tables import Conversation
-from gateway.store.usage import record_attempt
+from gateway.store.usage import insert_attempt
 from gateway.tokens import count_message_tokens
 from gateway.upstream import UpstreamClient, read_body, response_headers, translate_errors
 
@@ -181,19 +182,25 @@ class TurnService:
     async def _prepare(self, turn: PendingTurn) -> None:
         call = turn.call
         assert call.conversation_id is not None
-        async with self.db.transaction() as session:
-            conversation = await get_conversation(session, call.owner, call.conversation_id)
-            system, rest = split_system(call.body["messages"])
-            turn.conversation = conversation
-            turn.replace_system = bool(system)
-            if system:
-                turn.system_messages = system
-            elif conversation is not None and conversation.system_messages:
-                turn.system_messages = json.loads(conversation.system_messages)
-            if conversation is None:
-                turn.new = rest
-                return
-            if call.retry_count >= 1 or call.idempotency_key is not None:
+        unit = functools.partial(
+            load_turn,
+            owner=call.owner,
+            conversation_id=call.conversation_id,
+            budget_for=functools.partial(self._budget, call.header_budget),
+        )
+        conversation, candidates = await self.db.run(unit)
+        system, rest = split_system(call.body["messages"])
+        turn.conversation = conversation
+        turn.replace_system = bool(system)
+        if system:
+            turn.system_messages = system
+        elif conversation is not None and conversation.system_messages:
+            turn.system_messages = json.loads(conversation.system_messages)
+        if conversation is None:
+            turn.new = rest
+            return
+        if call.retry_count >= 1 or call.idempotency_key is not None:
+            async with self.db.transaction() as session:
                 turn.replay = await find_replay(
                     session,
                     conversation,
@@ -203,22 +210,22 @@ class TurnService:
                     window=self.settings.replay_window,
                     now=time.time(),
                 )
-                if turn.replay is not None:
-                    return
-            await self._check_cost_cap(session, conversation)
-            turn.new = new_messages(rest, conversation.message_count, conversation.history_hash)
-            budget = self._budget(call.header_budget, conversation)
-            candidates = await load_window(session, conversation, budget)
+            if turn.replay is not None:
+                return
+        await self._check_cost_cap(conversation)
+        turn.new = new_messages(rest, conversation.message_count, conversation.history_hash)
+        budget = self._budget(call.header_budget, conversation)
         turn.history = select_window(candidates, budget, conversation.message_count, conversation.token_count)
         turn.dropped = conversation.message_count - len(turn.history)
         if turn.dropped and turn.new and turn.new[0].get("role") == "tool":
             _check_tool_results_fit(turn)
 
-    async def _check_cost_cap(self, session: AsyncSession, conversation: Conversation) -> None:
+    async def _check_cost_cap(self, conversation: Conversation) -> None:
         """429 once the conversation's recorded cost reached its `max_cost_usd` (turns are serialized)."""
         if conversation.max_cost_pusd is None:
             return
-        spent = await conversation_spent_pusd(session, conversation.owner, conversation.id)
+        async with self.db.transaction() as session:
+            spent = await conversation_spent_pusd(session, conversation.owner, conversation.id)
         if spent >= conversation.max_cost_pusd:
             cap = Decimal(conversation.max_cost_pusd) / PUSD_PER_USD
             raise BudgetExceeded(
@@ -257,7 +264,7 @@ class TurnService:
         headers["content-type"] = "application/json"
         turn.sent = time.monotonic()
         try:
-            response = await self.upstream.open("POST", self.upstream.url(CHAT_PATH), headers, body)
+            response = await self.upstream.open("POST", self.upstream.chat_url, headers, body)
         except GatewayError as exc:
             await self._log_failure(turn, exc.status_code, str(exc), None)
             raise
@@ -455,8 +462,7 @@ class TurnService:
         values = self._attempt_values(turn, status, error, response, payload)
         self._observe(turn, values)
         try:
-            async with self.db.transaction() as session:
-                await record_attempt(session, values)
+            await self.db.run(functools.partial(insert_attempt, values=values))
         except DatabaseUnavailable as exc:
             log.warning("request not logged (status %s): %s", status, exc)
 
@@ -511,10 +517,13 @@ class TurnService:
             history_digest=digest,
             now=time.time(),
         )
+
+        def store(connection: Connection) -> None:
+            write_turn(connection, conversation, write)
+            insert_attempt(connection, values)
+
         try:
-            async with self.db.transaction() as session:
-                await append_turn(session, conversation, write)
-                await record_attempt(session, values)
+            await self.db.run(store)
         except ConversationBusy as exc:  # fenced: the conversation moved on; the call is still logged
             await self._log_failure(turn, exc.status_code, str(exc), response, completion)
             raise

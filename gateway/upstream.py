@@ -50,8 +50,13 @@ class UpstreamClient:
 
     def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
         self.http = http
+        # Requests are built by the client (its timeouts and default headers) but sent straight through
+        # its transport: a proxy must not keep the upstream's cookies in a jar shared by every caller,
+        # nor follow redirects, and skipping those layers is cheaper too.
+        self._transport = http._transport
         self.base_url = settings.upstream_url
         self.api_key = settings.upstream_api_key
+        self.chat_url = httpx.URL(self.url("/chat/completions"))
 
     def url(self, path: str, query: str = "") -> str:
         """The upstream URL for a gateway path below /v1 (e.g. `/chat/completions`)."""
@@ -78,12 +83,16 @@ class UpstreamClient:
         return out
 
     async def open(
-        self, method: str, url: str, headers: Mapping[str, str], content: bytes | AsyncIterator[bytes] | None
+        self,
+        method: str,
+        url: str | httpx.URL,
+        headers: Mapping[str, str],
+        content: bytes | AsyncIterator[bytes] | None,
     ) -> httpx.Response:
         """Send a request and return the response with its body not yet read (caller closes it)."""
         request = self.http.build_request(method, url, headers=headers, content=content)
         with translate_errors():
-            return await self.http.send(request, stream=True)
+            return await self._transport.handle_async_request(request)
 
 
 async def read_body(response: httpx.Response, limit: int | None = None) -> bytes:

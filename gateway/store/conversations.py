@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Select, Table, and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import ConversationBusy
 from gateway.history import Budget, StoredMessage, window_bounds
+from gateway.store import statements
 from gateway.store.tables import Attempt, Conversation, Message
+
+_CONVERSATIONS = cast(Table, Conversation.__table__)
+_BY_ID = select(_CONVERSATIONS).where(
+    _CONVERSATIONS.c.owner == bindparam("owner"), _CONVERSATIONS.c.id == bindparam("conversation_id")
+)
+_BY_ID_COLUMNS = tuple(str(column.key) for column in _BY_ID.selected_columns)
+_INSERT_CONVERSATION = _CONVERSATIONS.insert()
+# Fencing: a turn writes only over the state it was composed from (its message_count).
+_UPDATE_CONVERSATION = _CONVERSATIONS.update().where(
+    _CONVERSATIONS.c.pk == bindparam("conversation_pk_"),
+    _CONVERSATIONS.c.message_count == bindparam("expected_count_"),
+)
+_INSERT_MESSAGES = cast(Table, Message.__table__).insert()
 
 
 async def get_conversation(session: AsyncSession, owner: str, conversation_id: str) -> Conversation | None:
@@ -59,15 +74,35 @@ def window_query(conversation: Conversation, budget: Budget) -> Select[int, str,
     return statement.order_by(Message.seq)
 
 
-async def load_window(
-    session: AsyncSession, conversation: Conversation, budget: Budget
-) -> list[StoredMessage]:
+def read_window(connection: Connection, conversation: Conversation, budget: Budget) -> list[StoredMessage]:
     """The stored messages the budget may send (a suffix that select_window trims), in one indexed query."""
     statement = window_query(conversation, budget)
     if statement is None:
         return []
-    rows = (await session.execute(statement)).all()
+    rows = connection.execute(statement).all()
     return [StoredMessage(row[0], json.loads(row[1]), row[2], row[3], row[4]) for row in rows]
+
+
+async def load_window(
+    session: AsyncSession, conversation: Conversation, budget: Budget
+) -> list[StoredMessage]:
+    """`read_window` within an ORM session's transaction."""
+    return await session.run_sync(lambda sync: read_window(sync.connection(), conversation, budget))
+
+
+def load_turn(
+    connection: Connection, owner: str, conversation_id: str, budget_for: Callable[[Conversation], Budget]
+) -> tuple[Conversation | None, list[StoredMessage]]:
+    """A unit of work: the caller's conversation (None if new) and the stored messages its budget may send.
+
+    `budget_for` gives the budget that applies to the conversation it is handed. Two indexed reads;
+    the conversation is a detached object: read it, never change it.
+    """
+    rows = statements.fetch(connection, _BY_ID, {"owner": owner, "conversation_id": conversation_id})
+    if not rows:
+        return None, []
+    conversation = Conversation(**dict(zip(_BY_ID_COLUMNS, rows[0], strict=True)))
+    return conversation, read_window(connection, conversation, budget_for(conversation))
 
 
 _CHANGED = (
@@ -90,8 +125,12 @@ class TurnWrite:
     now: float
 
 
-async def append_turn(session: AsyncSession, conversation: Conversation | None, write: TurnWrite) -> int:
-    """Insert the turn's messages and update (or create) the conversation; returns the conversation pk."""
+def write_turn(connection: Connection, conversation: Conversation | None, write: TurnWrite) -> int:
+    """Insert the turn's messages and update (or create) the conversation; returns the conversation pk.
+
+    Fenced: 409 `conversation_busy` when the conversation is no longer in the state the turn was composed
+    from (a turn whose lease expired under it must not interleave its messages with a newer turn's).
+    """
     token_total = sum(m.tokens for m in write.messages)
     last_user = next((m for m in reversed(write.messages) if m.body.get("role") == "user"), None)
     values: dict[str, Any] = {
@@ -107,28 +146,21 @@ async def append_turn(session: AsyncSession, conversation: Conversation | None, 
     if write.replace_system:
         values["system_messages"] = json.dumps(write.system_messages) if write.system_messages else None
     if conversation is None:
-        created = Conversation(owner=write.owner, id=write.conversation_id, created_at=write.now, **values)
-        created.system_messages = values.get("system_messages")
-        session.add(created)
+        values.setdefault("system_messages", None)
+        created = {"owner": write.owner, "id": write.conversation_id, "created_at": write.now, **values}
         try:
-            await session.flush()
-        except IntegrityError as exc:  # created meanwhile by a turn that held the lock after ours expired
-            raise ConversationBusy(_CHANGED) from exc
-        pk = created.pk
+            pk = statements.insert_returning_key(connection, _INSERT_CONVERSATION, created)
+        except (IntegrityError, sqlite3.IntegrityError) as exc:  # created meanwhile by a turn that held
+            raise ConversationBusy(_CHANGED) from exc  # the lock after ours expired
     else:
         pk = conversation.pk
-        # Fencing: write only over the state this turn was composed from (a turn whose lease expired under
-        # it must not interleave its messages with a newer turn's).
-        result = await session.execute(
-            update(Conversation)
-            .where(Conversation.pk == pk, Conversation.message_count == conversation.message_count)
-            .values(**values)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        fence = {"conversation_pk_": pk, "expected_count_": conversation.message_count}
+        if statements.execute(connection, _UPDATE_CONVERSATION, {**fence, **values}) != 1:
             raise ConversationBusy(_CHANGED)
     if write.messages:
-        await session.execute(
-            insert(Message),
+        statements.execute(
+            connection,
+            _INSERT_MESSAGES,
             [
                 {
                     "conversation_pk": pk,
@@ -145,6 +177,11 @@ async def append_turn(session: AsyncSession, conversation: Conversation | None, 
             ],
         )
     return pk
+
+
+async def append_turn(session: AsyncSession, conversation: Conversation | None, write: TurnWrite) -> int:
+    """`write_turn` within an ORM session's transaction."""
+    return await session.run_sync(lambda sync: write_turn(sync.connection(), conversation, write))
 
 
 async def list_messages(

@@ -7,13 +7,14 @@ import contextlib
 import logging
 import random
 import secrets
+import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import Float, Integer, cast, delete, event, func, text, update
+from sqlalchemy import Connection, Float, Integer, cast, delete, event, func, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError
@@ -25,6 +26,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from gateway.errors import ConversationBusy, DatabaseUnavailable
+from gateway.store.lane import SqliteLane
 from gateway.store.tables import Lease
 
 log = logging.getLogger("gateway.database")
@@ -36,6 +38,8 @@ DATABASE_ERRORS = (DBAPIError, DisconnectionError, PoolTimeout, asyncpg.Postgres
 # ... plus the socket errors of a refused or dropped connection, caught around database calls.
 DB_ERRORS = (*DATABASE_ERRORS, OSError)
 MAX_POLL_SECONDS = 0.05
+
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -196,6 +200,33 @@ class Database:
         self.locks = ConversationLocks(
             self.sessions, shared=self.dialect == "postgresql", lease_seconds=lease_seconds
         )
+        database = engine.url.database
+        self._lane_wanted = self.dialect == "sqlite" and bool(database) and database != ":memory:"
+        self._lane: SqliteLane | None = None
+
+    async def run(self, unit: Callable[[Connection], T]) -> T:
+        """Run a unit of work (synchronous Core statements on a Connection) in one transaction.
+
+        The per-turn hot path uses this: on an SQLite file the unit crosses once to the SQLite lane's
+        thread (see store/lane.py); elsewhere it runs on a pooled async connection via run_sync.
+        Database outages become DatabaseUnavailable (503), as in `transaction()`.
+        """
+        try:
+            if self._lane_wanted:
+                if self._lane is None:
+                    self._lane = SqliteLane(self.engine.url, _sqlite_pragmas)
+                return await self._lane.run(unit)
+            async with self.engine.begin() as connection:
+                return await connection.run_sync(unit)
+        except (*DB_ERRORS, sqlite3.Error) as exc:  # the lane runs some statements on sqlite3 itself
+            raise DatabaseUnavailable(f"The database is unavailable: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        """Stop the SQLite lane, if one was started (the lifespan disposes of the engine itself)."""
+        lane, self._lane = self._lane, None
+        self._lane_wanted = False  # a late unit (shutdown) takes the engine's path, never a new thread
+        if lane is not None:
+            await lane.close()
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

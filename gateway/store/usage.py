@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, and_, case, func, insert, select
+from sqlalchemy import ColumnElement, Connection, SQLColumnExpression, Table, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.reports import Group, Totals, UsageQuery, day_key, fold
+from gateway.store import statements
 from gateway.store.database import utc_day
 from gateway.store.tables import Attempt
 
@@ -26,13 +27,21 @@ def _fit(text: str, length: int | None) -> str:
     return text[:length] if length is not None else text
 
 
-async def record_attempt(session: AsyncSession, values: dict[str, Any]) -> None:
-    """Insert one request-log row (the caller's transaction decides when it commits)."""
+_INSERT_ATTEMPT = cast(Table, Attempt.__table__).insert()
+
+
+def insert_attempt(connection: Connection, values: dict[str, Any]) -> None:
+    """Insert one request-log row (the caller's unit of work decides when it commits)."""
     for name in _UNTRUSTED_TEXT:
         value = values.get(name)
         if isinstance(value, str):
             values[name] = _fit(value, _LENGTHS.get(name))
-    await session.execute(insert(Attempt), [values])
+    statements.execute(connection, _INSERT_ATTEMPT, values)
+
+
+async def record_attempt(session: AsyncSession, values: dict[str, Any]) -> None:
+    """`insert_attempt` within an ORM session's transaction."""
+    await session.run_sync(lambda sync: insert_attempt(sync.connection(), values))
 
 
 # The model reports use: the one the upstream returned (a dated name), else the one asked for.

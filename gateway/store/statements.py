@@ -1,0 +1,106 @@
+"""Running the hot path's Core statements: on the SQLite lane straight on sqlite3, compiled once.
+
+SQLAlchemy spends some 25 us on each execution (cache key, execution context, result objects) of a
+statement that SQLite itself runs in a few, and a turn runs five. On the lane's connection (pysqlite)
+each statement is compiled once per set of parameter names and executed on the DBAPI connection, inside
+the transaction the lane opened; any other connection (Postgres through run_sync) executes through
+SQLAlchemy as usual. Only statements whose missing columns have plain scalar defaults take the direct
+way; the others fall back to SQLAlchemy too.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Connection, Executable
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+
+Parameters = Mapping[str, Any]
+
+# Statements and their parameters (message contents) at DEBUG, like the drivers' own statement logs;
+# quiet unless GATEWAY_LOG_CONTENT is set (see redaction.py).
+log = logging.getLogger("gateway.sqlite")
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]  # parameter names, in the order of the placeholders
+    defaults: tuple[tuple[str, Any], ...]  # scalar defaults of the columns the parameters leave out
+
+    def values(self, parameters: Parameters) -> tuple[Any, ...]:
+        if self.defaults:
+            parameters = {**dict(self.defaults), **parameters}
+        return tuple(parameters[name] for name in self.names)
+
+
+@functools.lru_cache(maxsize=512)
+def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled | None:
+    compiled = cast(SQLCompiler, cast(Any, statement).compile(dialect=dialect, column_keys=list(keys)))
+    defaults = []
+    for column in compiled.insert_prefetch:
+        default = column.default
+        if default is None or not default.is_scalar:
+            return None
+        defaults.append((column.key, cast(Any, default).arg))
+    if compiled.update_prefetch or compiled.positiontup is None:
+        return None
+    return _Compiled(str(compiled), tuple(compiled.positiontup), tuple(defaults))
+
+
+def _direct(connection: Connection, statement: Executable, keys: Sequence[str]) -> _Compiled | None:
+    if connection.dialect.driver != "pysqlite":
+        return None
+    return _compile(statement, connection.dialect, tuple(keys))
+
+
+def fetch(connection: Connection, statement: Executable, parameters: Parameters) -> list[Sequence[Any]]:
+    """The rows of a SELECT, as tuples in the order of its columns."""
+    compiled = _direct(connection, statement, sorted(parameters))
+    if compiled is None:
+        return [tuple(row) for row in connection.execute(statement, dict(parameters))]
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    values = compiled.values(parameters)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("executing %s %r", compiled.sql, values)
+    return cast(list[Sequence[Any]], raw.execute(compiled.sql, values).fetchall())
+
+
+def execute(connection: Connection, statement: Executable, rows: Parameters | Sequence[Parameters]) -> int:
+    """Run an INSERT or UPDATE once per parameter set (`rows`: one mapping or a list); rows affected."""
+    many = [rows] if isinstance(rows, Mapping) else list(rows)
+    if not many:
+        return 0
+    compiled = _direct(connection, statement, sorted(many[0]))
+    if compiled is None or any(row.keys() != many[0].keys() for row in many):
+        # One parameter set executes singly, so that its rowcount is reliable (fenced updates read it).
+        parameters = dict(many[0]) if len(many) == 1 else [dict(row) for row in many]
+        result = connection.execute(statement, parameters)
+        return int(cast(Any, result).rowcount)
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    values = [compiled.values(row) for row in many]
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("executing %s %r", compiled.sql, values)
+    return int(raw.executemany(compiled.sql, values).rowcount)
+
+
+def insert_returning_key(connection: Connection, statement: Executable, row: Parameters) -> int:
+    """Run a single-row INSERT and return the new row's integer primary key."""
+    compiled = _direct(connection, statement, sorted(row))
+    if compiled is None:
+        key = connection.execute(statement, dict(row)).inserted_primary_key
+        assert key is not None
+        return int(key[0])
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    values = compiled.values(row)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("executing %s %r", compiled.sql, values)
+    return int(raw.execute(compiled.sql, values).lastrowid)
