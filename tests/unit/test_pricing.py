@@ -15,6 +15,7 @@ from gateway.pricing import (
     Price,
     Pricer,
     Usage,
+    _library_cost,  # the reference the memoized path must equal
     cost_usd,
     load_prices_file,
     parse_usage,
@@ -249,6 +250,48 @@ def test_library_path_does_not_add_reasoning_twice() -> None:
     plain = Pricer({}).cost("o3-mini", Usage(100, 1000))
     reasoning = Pricer({}).cost("o3-mini", Usage(100, 1000, reasoning_tokens=900))
     assert plain == reasoning
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "gpt-4o-mini-2024-07-18",
+        "o3-mini",
+        "gpt-3.5-turbo",  # no cached price
+        "openai/gpt-4o",
+        "anthropic/claude-haiku-5-5",  # tiered prices: genai-prices on every call
+        "claude-opus-4-6",  # prices that change with the date
+        "perplexity/sonar",  # a price per request
+        "claude-3-5-sonnet-latest",
+        "no-such-model",
+    ],
+)
+def test_memoized_library_prices_equal_genai_prices(model: str) -> None:
+    pricer = Pricer({})
+    usages = (Usage(0, 0), Usage(1000, 500, 400), Usage(300_000, 20, 250_000), Usage(7, 3), Usage(5, 1, 9))
+    for usage in usages:
+        # The whole prompt as history: the history cost is then the input part of the cost.
+        first = pricer.cost(model, usage, history_tokens=usage.prompt_tokens)
+        second = pricer.cost(model, usage, history_tokens=usage.prompt_tokens)  # from the memo
+        reference = _library_cost(model, usage)
+        assert first == second
+        if reference is None:
+            assert first == CallCost(None, None)
+        else:
+            expected_history = reference[1] if usage.prompt_tokens else 0
+            assert first == CallCost(reference[0], expected_history)
+
+
+def test_memoized_library_price_is_genai_prices_own() -> None:
+    usage = Usage(prompt_tokens=1000, completion_tokens=500, cached_tokens=400)
+    direct = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=1000, cache_read_tokens=400, output_tokens=500),
+        "gpt-4o-mini-2024-07-18",
+        provider_id="openai",
+    )
+    pricer = Pricer({})
+    pricer.cost("gpt-4o-mini-2024-07-18", usage)
+    assert pricer.cost("gpt-4o-mini-2024-07-18", usage).cost_usd == direct.total_price
 
 
 # --- history cost ------------------------------------------------------------------------------
