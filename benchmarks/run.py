@@ -1,0 +1,397 @@
+"""The gateway benchmark: one command, side by side with the direct mock and a bare pass-through.
+
+    .venv/bin/python benchmarks/run.py            # 3 rounds, medians (about 6 minutes)
+    .venv/bin/python benchmarks/run.py --quick    # 1 short round (about 1.5 minutes)
+
+It starts the mock upstream (`python -m gateway mock-upstream`), the bare Starlette + httpx pass-through
+(benchmarks/bare_proxy.py) and the gateway (SQLite file in a temporary folder; then Postgres with
+`--workers 2`), pins the proxies to the first CPU and the mock and the load generator (wrk) to the
+second, measures, prints Markdown tables and the issue's targets, and stops every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from load import LoadResult, Scenario, run_load, run_ttfb, wrk_available
+from processes import (
+    Pinning,
+    Server,
+    busy_cpu_seconds,
+    children_cpu_seconds,
+    free_port,
+    machine_busy_fraction,
+    python_argv,
+    running,
+    wait_until_quiet,
+)
+from report import Samples, flat_table, machine, target_checks, throughput_table, ttfb_table
+
+HERE = Path(__file__).resolve().parent
+
+MOCK = "direct mock (no proxy)"
+BARE = "bare pass-through (Starlette + httpx)"
+GW_PLAIN = "gateway, no X-Conversation-Id (logged pass-through)"
+GW_NEW = "gateway, new conversation per request"
+GW_HIST = "gateway, existing conversation (20 stored messages sent)"
+FLAT_SHORT = "100 stored messages, X-Max-History-Messages: 20"
+FLAT_LONG = "10,000 stored messages, X-Max-History-Messages: 20"
+PG_BARE = "bare pass-through (same run as Postgres)"
+PG_NEW = "gateway on Postgres, 2 workers, new conversation per request"
+PG_HIST = "gateway on Postgres, 2 workers, existing conversation (20 sent)"
+
+HISTORY_POOL = 64  # conversations the "existing conversation" case rotates over
+SHORT_POOL = 100  # per round: each gets only a few turns, so it stays near 100 messages
+LONG_POOL = 8
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long each measurement runs."""
+
+    rounds: int
+    c1_seconds: float
+    c32_seconds: float
+    warm_seconds: float
+    ttfb_count: int
+    flat_seconds: float
+
+    @classmethod
+    def choose(cls, args: argparse.Namespace) -> Plan:
+        """--quick: one short round; otherwise three rounds (medians)."""
+        if args.quick:
+            return cls(rounds=1, c1_seconds=2, c32_seconds=3, warm_seconds=1, ttfb_count=50, flat_seconds=2)
+        return cls(
+            rounds=args.rounds,
+            c1_seconds=4,
+            c32_seconds=args.seconds,
+            warm_seconds=1,
+            ttfb_count=200,
+            flat_seconds=4,
+        )
+
+
+class Bench:
+    """Runs measurements against started servers and collects their per-round values."""
+
+    def __init__(self, plan: Plan, pinning: Pinning, use_wrk: bool, quiet_wait: float) -> None:
+        self.plan = plan
+        self.pinning = pinning
+        self.use_wrk = use_wrk
+        self.quiet_wait = quiet_wait
+        self.samples = Samples()
+        self.run_id = secrets.token_hex(3)
+        self.servers: list[Server] = []  # everything this script runs, to tell its CPU from others'
+        self.foreign: list[float] = []  # CPUs' worth of other work on the machine during each run
+
+    def _own_cpu(self) -> float:
+        return sum(server.cpu_seconds() for server in self.servers) + children_cpu_seconds()
+
+    def new_round(self, label: str) -> None:
+        """Log the round; with --wait-quiet, first wait for other work on the machine to settle."""
+        if self.quiet_wait > 0:
+            busy = wait_until_quiet(self.quiet_wait)
+            log(f"{label} (machine {busy:.0%} busy before it)")
+        else:
+            log(label)
+
+    def _load(self, server: Server, scenario: Scenario, connections: int, seconds: float) -> LoadResult:
+        pin = self.pinning.wrap(self.pinning.load, [])
+        busy, own, started = busy_cpu_seconds(), self._own_cpu(), time.monotonic()
+        result = run_load(
+            server.url, scenario, connections=connections, seconds=seconds, pin=pin, use_wrk=self.use_wrk
+        )
+        other = (busy_cpu_seconds() - busy) - (self._own_cpu() - own)
+        self.foreign.append(max(0.0, other) / (time.monotonic() - started))
+        if result.errors:
+            tail = server.log_tail()[-800:]
+            log(f"  WARNING: {result.errors} failed requests against {server.name}:\n{tail}")
+        return result
+
+    def measure(self, case: str, server: Server, scenario: Callable[[str], Scenario]) -> None:
+        """p50/p99 at concurrency 1, then req/s, p99 and the proxy's CPU per request at concurrency 32."""
+        tag = f"{self.run_id}-{len(self.samples.values)}"
+        self._load(server, scenario(f"w{tag}"), 8, self.plan.warm_seconds)
+        single = self._load(server, scenario(f"a{tag}"), 1, self.plan.c1_seconds)
+        cpu_before = server.cpu_seconds()
+        loaded = self._load(server, scenario(f"b{tag}"), 32, self.plan.c32_seconds)
+        cpu = server.cpu_seconds() - cpu_before
+        self.samples.add(case, "p50_c1", single.p50_ms)
+        self.samples.add(case, "p99_c1", single.p99_ms)
+        self.samples.add(case, "rps_c32", loaded.rps)
+        self.samples.add(case, "p99_c32", loaded.p99_ms)
+        self.samples.add(case, "cpu_ms", cpu * 1000 / loaded.requests if loaded.requests else None)
+        self.samples.add(case, "errors", single.errors + loaded.errors)
+        log(f"  {case}: p50 {single.p50_ms:.3f} ms, {loaded.rps:,.0f} req/s")
+
+    def measure_single(self, case: str, server: Server, scenario: Scenario) -> None:
+        """Concurrency 1 only (the flat-cost case), with the proxy's CPU per request."""
+        cpu_before = server.cpu_seconds()
+        single = self._load(server, scenario, 1, self.plan.flat_seconds)
+        cpu = server.cpu_seconds() - cpu_before
+        self.samples.add(case, "p50_c1", single.p50_ms)
+        self.samples.add(case, "p99_c1", single.p99_ms)
+        self.samples.add(case, "cpu_ms", cpu * 1000 / single.requests if single.requests else None)
+        log(f"  {case}: p50 {single.p50_ms:.3f} ms")
+
+    def measure_ttfb(self, case: str, server: Server, scenario: Scenario) -> None:
+        """Sequential streaming requests: time to the first chunk."""
+        pin = self.pinning.wrap(self.pinning.load, [])
+        result = run_ttfb(server.url, scenario, count=self.plan.ttfb_count, pin=pin)
+        if result["failures"]:
+            log(f"  WARNING: {result['failures']:.0f} failed streams against {server.name}")
+        self.samples.add(case, "ttfb_p50", result["p50_first_ms"])
+        self.samples.add(case, "ttfb_p99", result["p99_first_ms"])
+        self.samples.add(case, "stream_p50", result["p50_total_ms"])
+        log(f"  {case} (stream): first chunk p50 {result['p50_first_ms']:.3f} ms")
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr; the report to stdout."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def plain(_tag: str) -> Scenario:
+    """No conversation header: the request as any OpenAI client sends it."""
+    return Scenario(mode="plain")
+
+
+def new_conversation(tag: str) -> Scenario:
+    """A new X-Conversation-Id on every request."""
+    return Scenario(mode="new", tag=tag)
+
+
+def history_pool(_tag: str) -> Scenario:
+    """Round-robin over seeded conversations; the budget keeps 20 stored messages per request."""
+    return Scenario(mode="pool", prefix="hist", pool=HISTORY_POOL, max_history=20)
+
+
+def gateway_server(name: str, database_url: str, upstream: str, pinning: Pinning, workers: int = 1) -> Server:
+    """`python -m gateway serve` with the given database, pinned to the proxy CPU."""
+    port = free_port()
+    env = {
+        "GATEWAY_DATABASE_URL": database_url,
+        "GATEWAY_UPSTREAM_URL": upstream,
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_WORKERS": str(workers),
+    }
+    argv = pinning.wrap(pinning.proxy, python_argv("-m", "gateway", "serve"))
+    return Server(name, argv, port, env=env)
+
+
+async def seed_sqlite(database_url: str, rounds: int) -> None:
+    """The conversations the SQLite run needs: history pool, and the flat-cost sets."""
+    from load import TOKEN
+    from seed import seed_conversations
+
+    await seed_conversations(database_url, TOKEN, [f"hist-{i}" for i in range(HISTORY_POOL)], 20)
+    for round_number in range(rounds):
+        ids = [f"short{round_number}-{i}" for i in range(SHORT_POOL)]
+        await seed_conversations(database_url, TOKEN, ids, 100)
+    await seed_conversations(database_url, TOKEN, [f"long-{i}" for i in range(LONG_POOL)], 10_000)
+
+
+def sqlite_suite(bench: Bench, folder: Path, mock: Server, bare: Server, flat: bool) -> None:
+    """Mock, bare, and the gateway on SQLite, interleaved round by round; plus the flat-cost case."""
+    database_url = f"sqlite+aiosqlite:///{folder / 'gateway.db'}"
+    log("seeding SQLite conversations (64 x 20, flat-cost sets of 100 and 10,000 messages) ...")
+    asyncio.run(seed_sqlite(database_url, bench.plan.rounds if flat else 0))
+    gateway = gateway_server("gateway-sqlite", database_url, mock.url, bench.pinning)
+    with running([gateway]):
+        gateway.start(folder)
+        bench.servers.append(gateway)
+        for round_number in range(bench.plan.rounds):
+            bench.new_round(f"SQLite round {round_number + 1}/{bench.plan.rounds}")
+            bench.measure(MOCK, mock, plain)
+            bench.measure(BARE, bare, plain)
+            bench.measure(GW_PLAIN, gateway, plain)
+            bench.measure(GW_NEW, gateway, new_conversation)
+            bench.measure(GW_HIST, gateway, history_pool)
+            stream_tag = f"s{bench.run_id}-{round_number}"
+            bench.measure_ttfb(MOCK, mock, Scenario(mode="plain", stream=True))
+            bench.measure_ttfb(BARE, bare, Scenario(mode="plain", stream=True))
+            bench.measure_ttfb(GW_NEW, gateway, Scenario(mode="new", tag=stream_tag, stream=True))
+            if flat:
+                short = Scenario(mode="pool", prefix=f"short{round_number}", pool=SHORT_POOL, max_history=20)
+                bench.measure_single(FLAT_SHORT, gateway, short)
+                long = Scenario(mode="pool", prefix="long", pool=LONG_POOL, max_history=20)
+                bench.measure_single(FLAT_LONG, gateway, long)
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _admin(dsn: str, statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def postgres_suite(bench: Bench, folder: Path, mock: Server, bare: Server, admin_url: str) -> None:
+    """The stateful cases on a fresh Postgres database with `gateway serve --workers 2`."""
+    dsn = _asyncpg_dsn(admin_url)
+    try:
+        asyncio.run(_admin(dsn, "SELECT 1"))
+    except (OSError, ImportError, Exception) as exc:
+        log(f"Postgres not reachable at {admin_url} ({type(exc).__name__}: {exc}): Postgres run skipped")
+        return
+    name = f"gateway_bench_{secrets.token_hex(4)}"
+    base = admin_url.rsplit("/", 1)[0]
+    database_url = f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+    asyncio.run(_admin(dsn, f'CREATE DATABASE "{name}"'))
+    try:
+        subprocess.run(
+            python_argv("-m", "gateway", "migrate", "--database-url", database_url),
+            check=True,
+            capture_output=True,
+        )
+        from load import TOKEN
+        from seed import seed_conversations
+
+        ids = [f"hist-{i}" for i in range(HISTORY_POOL)]
+        asyncio.run(seed_conversations(database_url, TOKEN, ids, 20))
+        gateway = gateway_server("gateway-postgres", database_url, mock.url, bench.pinning, workers=2)
+        with running([gateway]):
+            gateway.start(folder)
+            bench.servers.append(gateway)
+            for round_number in range(bench.plan.rounds):
+                bench.new_round(f"Postgres round {round_number + 1}/{bench.plan.rounds}")
+                bench.measure(PG_BARE, bare, plain)
+                bench.measure(PG_NEW, gateway, new_conversation)
+                bench.measure(PG_HIST, gateway, history_pool)
+                stream_tag = f"p{bench.run_id}-{round_number}"
+                bench.measure_ttfb(PG_BARE, bare, Scenario(mode="plain", stream=True))
+                bench.measure_ttfb(PG_NEW, gateway, Scenario(mode="new", tag=stream_tag, stream=True))
+    finally:
+        asyncio.run(_admin(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def print_report(bench: Bench, postgres: bool, flat: bool, busy: float, seconds: float) -> None:
+    """The Markdown tables and the target checks."""
+    samples = bench.samples
+    print(f"\nMachine: {machine()}")
+    print(f"Pinning: {bench.pinning.describe()}")
+    generator = "wrk (1 thread)" if bench.use_wrk else "the Python asyncio load generator (not wrk)"
+    print(f"Load generator: {generator}")
+    print(f"Rounds: {bench.plan.rounds} (medians); CPU busy before start: {busy:.0%}; took {seconds:.0f} s")
+    if bench.foreign:
+        median, worst = statistics.median(bench.foreign), max(bench.foreign)
+        print(
+            f"Other processes on the machine during the measurements: median {median:.2f} CPU, "
+            f"max {worst:.2f} CPU (of {os.cpu_count()})"
+        )
+    print()
+    print(throughput_table(samples, [MOCK, BARE, GW_PLAIN, GW_NEW, GW_HIST], MOCK))
+    print()
+    print(ttfb_table(samples, [MOCK, BARE, GW_NEW]))
+    if flat:
+        print(
+            "\nFlat cost (issue 3): concurrency 1, the same budgeted turn on short and long conversations\n"
+        )
+        print(flat_table(samples, [FLAT_SHORT, FLAT_LONG]))
+    if postgres and samples.median(PG_NEW, "rps_c32") is not None:
+        print("\nPostgres (gateway serve --workers 2, both workers on the proxy CPU)\n")
+        print(throughput_table(samples, [PG_BARE, PG_NEW, PG_HIST], MOCK))
+        print()
+        print(ttfb_table(samples, [PG_BARE, PG_NEW]))
+    print("\nTargets (issue 2, SQLite, new conversation per request):")
+    for check in target_checks(
+        samples, mock=MOCK, bare=BARE, gateway=GW_NEW, stream_bare=BARE, stream_gateway=GW_NEW
+    ):
+        print("  " + check.line())
+    failed = sum(samples.median(case, "errors") or 0 for case in samples.order)
+    if failed:
+        print(f"\nWARNING: some requests failed during the runs ({failed:.0f} median); see the log above.")
+
+
+def main() -> None:
+    """Parse the options, run the suites, print the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one short round (a smoke run, ~1.5 min)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported (default 3)")
+    parser.add_argument("--seconds", type=float, default=8, help="seconds of each c=32 run (default 8)")
+    parser.add_argument("--no-postgres", action="store_true", help="skip the Postgres run")
+    parser.add_argument("--no-flat", action="store_true", help="skip the flat-cost case")
+    parser.add_argument(
+        "--postgres-url",
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+        help="a Postgres server where a fresh database may be created and dropped",
+    )
+    parser.add_argument("--python-load", action="store_true", help="use the Python load generator, not wrk")
+    parser.add_argument("--json", type=Path, help="also write every per-round value to this file")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="before each round, wait up to SECONDS for other work on a shared machine to settle",
+    )
+    args = parser.parse_args()
+    plan = Plan.choose(args)
+    pinning = Pinning.detect()
+    use_wrk = wrk_available() and not args.python_load
+    if not use_wrk and not args.python_load:
+        log(
+            "wrk not found (install it: apt-get install wrk): using the Python load generator instead, whose "
+            "own overhead makes the figures NOT comparable with the README's wrk figures."
+        )
+    busy = machine_busy_fraction()
+    if busy > 0.15:
+        log(f"WARNING: the machine is already {busy:.0%} busy: other work skews the figures.")
+    bench = Bench(plan, pinning, use_wrk, args.wait_quiet)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
+        folder = Path(tmp)
+        mock_port, bare_port = free_port(), free_port()
+        mock = Server(
+            "mock",
+            pinning.wrap(
+                pinning.load, python_argv("-m", "gateway", "mock-upstream", "--port", str(mock_port))
+            ),
+            mock_port,
+            health_path="/v1/models",
+        )
+        bare = Server(
+            "bare",
+            pinning.wrap(
+                pinning.proxy,
+                python_argv(
+                    str(HERE / "bare_proxy.py"), "--port", str(bare_port), "--upstream", f"{mock.url}/v1"
+                ),
+            ),
+            bare_port,
+            health_path="/",
+        )
+        with running([mock, bare]):
+            mock.start(folder)
+            bare.start(folder)
+            bench.servers += [mock, bare]
+            sqlite_suite(bench, folder, mock, bare, flat=not args.no_flat)
+            if not args.no_postgres:
+                postgres_suite(bench, folder, mock, bare, args.postgres_url)
+    print_report(bench, not args.no_postgres, not args.no_flat, busy, time.monotonic() - started)
+    if args.json:
+        raw = {f"{case} | {metric}": values for (case, metric), values in bench.samples.values.items()}
+        args.json.write_text(json.dumps(raw, indent=2))
+
+
+if __name__ == "__main__":
+    main()
