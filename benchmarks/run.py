@@ -296,7 +296,7 @@ def print_report(bench: Bench, postgres: bool, flat: bool, busy: float, seconds:
         median, worst = statistics.median(bench.foreign), max(bench.foreign)
         print(
             f"Other processes on the machine during the measurements: median {median:.2f} CPU, "
-            f"max {worst:.2f} CPU (of {os.cpu_count()})"
+            f"max {worst:.2f} CPU (of {os.cpu_count()}; in the Postgres run this includes the server's work)"
         )
     print()
     print(throughput_table(samples, [MOCK, BARE, GW_PLAIN, GW_NEW, GW_HIST], MOCK))
