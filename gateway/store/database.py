@@ -149,9 +149,21 @@ class ConversationLocks:
             set_={"holder": insert.excluded.holder, "expires_at": insert.excluded.expires_at},
             where=Lease.expires_at < _db_now(),
         ).returning(Lease.holder)
-        async with self._sessions() as session, session.begin():
+        async with self._lease_transaction() as session:
             row = (await session.execute(statement)).first()
         return row is not None and row[0] == holder
+
+    @contextlib.asynccontextmanager
+    async def _lease_transaction(self) -> AsyncIterator[AsyncSession]:
+        """A transaction for lease rows that does not wait for the WAL flush.
+
+        A lease is coordination, not data: losing its last write in a database crash only frees (or keeps
+        for at most one lease period) a lock, and turn writes are fenced on the message count anyway. This
+        saves a durable commit (milliseconds on an ordinary disk) twice per turn.
+        """
+        async with self._sessions() as session, session.begin():
+            await session.execute(text("SET LOCAL synchronous_commit = off"))
+            yield session
 
     async def _renew(self, owner: str, conversation_id: str, holder: str) -> None:
         """Push the lease's expiry forward until cancelled; stop if another holder took it over."""
@@ -177,7 +189,7 @@ class ConversationLocks:
             Lease.owner == owner, Lease.conversation_id == conversation_id, Lease.holder == holder
         )
         try:
-            async with self._sessions() as session, session.begin():
+            async with self._lease_transaction() as session:
                 await session.execute(statement)
         except DB_ERRORS as exc:  # the lease then simply expires
             log.warning("could not release a conversation lease: %s", type(exc).__name__)
