@@ -1,0 +1,612 @@
+"""Black-box checks of issues 3 and 4, rule by rule: history budget, conversations API, usage and cost.
+
+Only what the issues spell out is asserted (field names, shapes, precedence, status codes); each test
+names the sentence it checks. The other e2e modules cover the main paths; these cover the rules they leave.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from gateway.mock_upstream.replies import mock_reply, mock_usage
+from gateway.tokens import count_message_tokens
+from tests.servers import ServerProcess, base_env, gateway_server, upstream_requests
+
+MODEL = "gpt-4o-mini"
+USAGE_FIELDS = [
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "history_tokens",
+    "cost_usd",
+    "history_cost_usd",
+    "unpriced_requests",
+]
+# Two entries where one is a prefix of the other: the longest prefix must win.
+PRICES = {
+    "gpt-4o": {"input": "2.5", "cached_input": "1.25", "output": "10"},
+    "gpt-4o-mini": {"input": "0.15", "cached_input": "0.075", "output": "0.6"},
+}
+
+
+def auth(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def sdk(server: ServerProcess, api_key: str, conversation_id: str | None = None) -> OpenAI:
+    headers = {"X-Conversation-Id": conversation_id} if conversation_id else {}
+    return OpenAI(base_url=server.url + "/v1", api_key=api_key, default_headers=headers, max_retries=0)
+
+
+def turn(
+    server: ServerProcess, api_key: str, conversation_id: str, text: str, **headers: str
+) -> tuple[dict[str, Any], httpx.Headers]:
+    """One stateful turn over raw HTTP; returns the body and the headers."""
+    response = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": text}]},
+        headers=auth(api_key) | {"X-Conversation-Id": conversation_id} | headers,
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return response.json(), response.headers
+
+
+def history(headers: httpx.Headers) -> tuple[int, int]:
+    return int(headers["x-history-messages"]), int(headers["x-history-dropped"])
+
+
+def last_sent(upstream: ServerProcess, api_key: str) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = upstream_requests(upstream, api_key)[-1]["body"]["messages"]
+    return messages
+
+
+def stored(server: ServerProcess, api_key: str, conversation_id: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{server.url}/v1/conversations/{conversation_id}/messages", headers=auth(api_key))
+    assert response.status_code == 200, response.text
+    return [{k: v for k, v in m.items() if k != "created_at"} for m in response.json()["data"]]
+
+
+# ---------------------------------------------------------------- History budget
+
+
+def test_header_beats_conversation_settings_for_both_limits(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'first that is set wins: per-request headers ...; the conversation's settings'."""
+    for text in ("one", "two"):
+        turn(gateway, api_key, conversation_id, text)
+    settings = {"max_history_messages": 0, "max_history_tokens": 0}
+    assert httpx.patch(
+        f"{gateway.url}/v1/conversations/{conversation_id}", json=settings, headers=auth(api_key)
+    ).is_success
+    assert history(turn(gateway, api_key, conversation_id, "three")[1]) == (0, 4)
+    # The message header overrides the stored message limit only; the stored token limit of 0 still applies.
+    _, headers = turn(gateway, api_key, conversation_id, "four", **{"X-Max-History-Messages": "100"})
+    assert history(headers) == (0, 6)
+    _, headers = turn(
+        gateway,
+        api_key,
+        conversation_id,
+        "five",
+        **{"X-Max-History-Messages": "100", "X-Max-History-Tokens": "1000000"},
+    )
+    assert history(headers) == (8, 0)
+    assert [m["role"] for m in last_sent(upstream, api_key)] == ["user", "assistant"] * 4 + ["user"]
+
+
+def test_a_turn_larger_than_the_token_limit_is_dropped_with_everything_older(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'the longest suffix of whole stored turns that fits'; 'A turn larger than the limit is dropped'."""
+    turn(gateway, api_key, conversation_id, "small")
+    turn(gateway, api_key, conversation_id, "big " * 400)
+    turn(gateway, api_key, conversation_id, "last")
+    messages = stored(gateway, api_key, conversation_id)
+    tokens = [count_message_tokens(m, MODEL) for m in messages]
+    last_turn, big_turn = sum(tokens[4:]), sum(tokens[2:4])
+    # Fits the last turn and the first, but not the big one between them: only the last turn (a suffix).
+    limit = last_turn + sum(tokens[:2])
+    assert limit < last_turn + big_turn
+    _, headers = turn(gateway, api_key, conversation_id, "q1", **{"X-Max-History-Tokens": str(limit)})
+    assert history(headers) == (2, 4)
+    assert [m["content"] for m in last_sent(upstream, api_key)[:2]] == ["last", messages[5]["content"]]
+    # One token short of the newest turn: nothing at all.
+    stored_now = stored(gateway, api_key, conversation_id)
+    newest = sum(count_message_tokens(m, MODEL) for m in stored_now[-2:])
+    _, headers = turn(gateway, api_key, conversation_id, "q2", **{"X-Max-History-Tokens": str(newest - 1)})
+    assert history(headers) == (0, 8)
+    assert last_sent(upstream, api_key) == [{"role": "user", "content": "q2"}]
+
+
+@pytest.mark.parametrize("limit", ["1", "3", "5"])
+def test_an_odd_message_limit_never_starts_history_with_an_assistant(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str, limit: str
+) -> None:
+    """'Stored history sent never starts with anything but a user message.'"""
+    for text in ("one", "two", "three"):
+        turn(gateway, api_key, conversation_id, text)
+    _, headers = turn(gateway, api_key, conversation_id, "four", **{"X-Max-History-Messages": limit})
+    sent = last_sent(upstream, api_key)
+    kept = int(limit) - 1
+    assert history(headers) == (kept, 6 - kept)
+    assert sent[0]["role"] == "user"
+    assert len(sent) == kept + 1
+
+
+def test_a_tool_turn_is_kept_or_dropped_as_a_whole(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'tool calls and their results always travel together'."""
+    tools: list[Any] = [
+        {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    ]
+    with sdk(gateway, api_key, conversation_id) as client:
+        first = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "use a tool"}], tools=tools
+        )
+        call = first.choices[0].message.tool_calls
+        assert call, first
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "tool", "tool_call_id": call[0].id, "content": "42"}],
+            tools=tools,
+        )
+        # The stored turn is 4 messages: user, assistant(tool_calls), tool, assistant. 3 cannot hold it.
+        # Each "next" turn is stored too (2 messages each), so the totals grow by 2 per call.
+        for limit, expected in (("3", (0, 4)), ("5", (2, 4)), ("8", (8, 0))):
+            raw = client.chat.completions.with_raw_response.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "next"}],
+                extra_headers={"X-Max-History-Messages": limit},
+            )
+            assert history(raw.headers) == expected  # type: ignore[arg-type]
+    roles = [m["role"] for m in last_sent(upstream, api_key)]
+    assert roles == ["user", "assistant", "tool", "assistant"] + ["user", "assistant"] * 2 + ["user"]
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "abc", "", "1e3", "0x10", "+"])
+@pytest.mark.parametrize("header", ["X-Max-History-Messages", "X-Max-History-Tokens"])
+def test_invalid_budget_headers_are_400(
+    gateway: ServerProcess, api_key: str, conversation_id: str, header: str, value: str
+) -> None:
+    """'Invalid values -> 400.'"""
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
+        headers=auth(api_key) | {"X-Conversation-Id": conversation_id, header: value},
+    )
+    assert response.status_code == 400, response.text
+    assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "5", True, [1], {"n": 1}])
+@pytest.mark.parametrize("field", ["max_history_messages", "max_history_tokens"])
+def test_invalid_settings_are_400(
+    gateway: ServerProcess, api_key: str, conversation_id: str, field: str, value: Any
+) -> None:
+    """'Invalid values -> 400' for the conversation settings too; nothing is created."""
+    response = httpx.post(
+        f"{gateway.url}/v1/conversations", json={"id": conversation_id, field: value}, headers=auth(api_key)
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == field
+    assert (
+        httpx.get(f"{gateway.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).status_code
+        == 404
+    )
+
+
+def test_streamed_turns_carry_history_headers_under_a_budget(
+    gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'Response headers on every successful stateful turn' (streaming too), with a budget dropping some."""
+    for text in ("one", "two"):
+        turn(gateway, api_key, conversation_id, text)
+    with httpx.stream(
+        "POST",
+        gateway.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "s"}], "stream": True},
+        headers=auth(api_key) | {"X-Conversation-Id": conversation_id, "X-Max-History-Messages": "2"},
+    ) as response:
+        assert response.status_code == 200
+        body = response.read().decode()
+        assert history(response.headers) == (2, 2)
+    assert body.rstrip().endswith("data: [DONE]")
+
+
+def test_server_defaults_for_both_limits_and_the_order(
+    start_gateway: Any, database_url: str, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """Server defaults apply last: conversation settings and headers beat them; null restores them."""
+    server = start_gateway(database_url, max_history_messages="2", max_history_tokens="1000000")
+    for text in ("one", "two", "three"):
+        turn(server, api_key, conversation_id, text)
+    assert history(turn(server, api_key, conversation_id, "a")[1]) == (2, 4)
+    url = f"{server.url}/v1/conversations/{conversation_id}"
+    assert httpx.patch(url, json={"max_history_messages": 4}, headers=auth(api_key)).is_success
+    assert history(turn(server, api_key, conversation_id, "b")[1]) == (4, 4)
+    headers = {"X-Max-History-Messages": "6"}
+    assert history(turn(server, api_key, conversation_id, "c", **headers)[1]) == (6, 4)
+    assert httpx.patch(url, json={"max_history_messages": None}, headers=auth(api_key)).is_success
+    assert httpx.get(url, headers=auth(api_key)).json()["settings"]["max_history_messages"] is None
+    assert history(turn(server, api_key, conversation_id, "d")[1]) == (2, 10)
+    # The server token default applies too.
+    small = start_gateway(database_url, max_history_tokens="1")
+    assert history(turn(small, api_key, conversation_id, "e")[1]) == (0, 14)
+
+
+# ---------------------------------------------------------------- Conversations API
+
+
+def test_retrieve_has_the_issue_fields(gateway: ServerProcess, api_key: str, conversation_id: str) -> None:
+    """GET /v1/conversations/{id}: the exact field names and types, Unix-second timestamps."""
+    turn(gateway, api_key, conversation_id, "hello")
+    body = httpx.get(f"{gateway.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).json()
+    assert set(body) >= {
+        "id",
+        "object",
+        "created_at",
+        "updated_at",
+        "metadata",
+        "system_prompt",
+        "message_count",
+        "settings",
+        "usage",
+    }
+    assert body["id"] == conversation_id and body["object"] == "conversation"
+    assert set(body["settings"]) >= {"max_history_messages", "max_history_tokens"}
+    assert body["settings"]["max_history_messages"] is None and body["settings"]["max_history_tokens"] is None
+    assert body["message_count"] == 2 and body["system_prompt"] is None
+    for key in ("created_at", "updated_at"):
+        assert isinstance(body[key], int) and abs(body[key] - datetime.now(UTC).timestamp()) < 600
+
+
+def test_sdk_create_without_id_and_the_full_lifecycle(gateway: ServerProcess, api_key: str) -> None:
+    """create (conv_ id), retrieve, update(metadata=...), items.list, delete with the official SDK."""
+    with sdk(gateway, api_key) as client:
+        created = client.conversations.create(metadata={"a": "1"})
+        assert created.id.startswith("conv_") and created.object == "conversation"
+        assert created.metadata == {"a": "1"}
+        assert client.conversations.retrieve(created.id).metadata == {"a": "1"}
+        updated = client.conversations.update(created.id, metadata={"b": "2"})
+        assert updated.metadata == {"b": "2"}
+        assert list(client.conversations.items.list(created.id)) == []
+        deleted = client.conversations.delete(created.id)
+        assert (deleted.id, deleted.object, deleted.deleted) == (created.id, "conversation.deleted", True)
+        with pytest.raises(openai.NotFoundError):
+            client.conversations.retrieve(created.id)
+        with pytest.raises(openai.NotFoundError):
+            client.conversations.items.list(created.id)
+
+
+def test_sdk_update_on_an_unknown_id_is_404_and_creates_nothing(gateway: ServerProcess, api_key: str) -> None:
+    """'On an unknown id -> 404 (update does not create).'"""
+    missing = f"conv_missing{secrets.token_hex(4)}"
+    with sdk(gateway, api_key) as client:
+        with pytest.raises(openai.NotFoundError) as error:
+            client.conversations.update(missing, metadata={"x": "y"})
+        assert error.value.status_code == 404
+        with pytest.raises(openai.NotFoundError):
+            client.conversations.retrieve(missing)
+        with pytest.raises(openai.NotFoundError):
+            client.conversations.delete(missing)
+
+
+def test_null_clears_every_setting(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'null clears a setting', via the SDK's POST update and via PATCH."""
+    url = f"{gateway.url}/v1/conversations/{conversation_id}"
+    fields = {"metadata": {"k": "v"}, "system_prompt": "Be terse.", "max_history_messages": 0}
+    assert httpx.post(
+        f"{gateway.url}/v1/conversations", json={"id": conversation_id, **fields}, headers=auth(api_key)
+    ).is_success
+    turn(gateway, api_key, conversation_id, "one")
+    assert last_sent(upstream, api_key)[0] == {"role": "system", "content": "Be terse."}
+    with sdk(gateway, api_key) as client:
+        client.conversations.update(conversation_id, metadata=None, extra_body={"system_prompt": None})
+    assert httpx.patch(
+        url, json={"max_history_messages": None, "max_history_tokens": None}, headers=auth(api_key)
+    ).is_success
+    body = httpx.get(url, headers=auth(api_key)).json()
+    assert body["system_prompt"] is None
+    assert not body["metadata"]  # null or {} (OpenAI's SDK types metadata as an optional object)
+    assert body["settings"] == {"max_history_messages": None, "max_history_tokens": None} | {
+        k: v for k, v in body["settings"].items() if k not in ("max_history_messages", "max_history_tokens")
+    }
+    _, headers = turn(gateway, api_key, conversation_id, "two")
+    assert history(headers) == (2, 0)
+    assert [m["role"] for m in last_sent(upstream, api_key)] == ["user", "assistant", "user"]
+
+
+def test_list_pages_with_has_more_and_after(gateway: ServerProcess, upstream: ServerProcess) -> None:
+    """'{"object": "list", "data", "has_more"}', newest activity first, has_more false at the end."""
+    api_key = f"sk-list-{secrets.token_hex(6)}"
+    ids = [f"conv-l{i}-{secrets.token_hex(3)}" for i in range(3)]
+    for conversation_id in ids:
+        turn(gateway, api_key, conversation_id, "hi")
+    turn(gateway, api_key, ids[0], "again")  # ids[0] now has the newest activity
+    seen, after = [], None
+    while True:
+        params = {"limit": "2"} | ({"after": after} if after else {})
+        page = httpx.get(f"{gateway.url}/v1/conversations", params=params, headers=auth(api_key)).json()
+        assert page["object"] == "list" and isinstance(page["has_more"], bool)
+        for item in page["data"]:
+            assert set(item) >= {"id", "created_at", "updated_at", "message_count"}
+        seen += [item["id"] for item in page["data"]]
+        if not page["has_more"]:
+            break
+        after = page["data"][-1]["id"]
+    assert seen == [ids[0], ids[2], ids[1]]
+    assert len(page["data"]) == 1  # 3 items in pages of 2: the last page has one and has_more false
+
+
+def test_delete_then_the_next_turn_starts_empty_with_defaults(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'the next turn with that id starts empty, with no system prompt and default settings'."""
+    fields = {
+        "id": conversation_id,
+        "system_prompt": "Old.",
+        "max_history_messages": 0,
+        "metadata": {"a": "b"},
+    }
+    assert httpx.post(f"{gateway.url}/v1/conversations", json=fields, headers=auth(api_key)).is_success
+    turn(gateway, api_key, conversation_id, "one")
+    response = httpx.delete(f"{gateway.url}/v1/conversations/{conversation_id}", headers=auth(api_key))
+    assert response.json() == {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+    _, headers = turn(gateway, api_key, conversation_id, "fresh")
+    assert history(headers) == (0, 0)
+    assert last_sent(upstream, api_key) == [{"role": "user", "content": "fresh"}]
+    _, headers = turn(gateway, api_key, conversation_id, "second")
+    assert history(headers) == (2, 0)  # the old max_history_messages 0 is gone
+    body = httpx.get(f"{gateway.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).json()
+    assert body["system_prompt"] is None and not body["metadata"] and body["message_count"] == 4
+    assert body["settings"]["max_history_messages"] is None
+
+
+def test_another_callers_conversation_is_404_everywhere(
+    gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'Unknown id or another caller's id -> 404, OpenAI-shaped.'"""
+    turn(gateway, api_key, conversation_id, "mine")
+    other = auth("sk-other-" + secrets.token_hex(6))
+    base = f"{gateway.url}/v1/conversations/{conversation_id}"
+    calls = [
+        httpx.get(base, headers=other),
+        httpx.patch(base, json={"metadata": {"x": "y"}}, headers=other),
+        httpx.post(base, json={"metadata": {"x": "y"}}, headers=other),
+        httpx.delete(base, headers=other),
+        httpx.get(base + "/items", headers=other),
+        httpx.get(base + "/messages", headers=other),
+        httpx.get(base + "/usage", headers=other),
+    ]
+    for response in calls:
+        assert response.status_code == 404, (response.request.method, response.request.url, response.text)
+        assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
+    mine = httpx.get(base, headers=auth(api_key)).json()
+    assert mine["message_count"] == 2 and not mine["metadata"]
+    # Nor do they see it in their list.
+    listed = httpx.get(f"{gateway.url}/v1/conversations", headers=other).json()["data"]
+    assert conversation_id not in [item["id"] for item in listed]
+
+
+def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = base_env() | {"GATEWAY_DATABASE_URL": database_url}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cli_conversations_with_the_database_from_the_environment(
+    gateway: ServerProcess, database_url: str, api_key: str, conversation_id: str
+) -> None:
+    """'gateway conversations list|show ID|delete ID in the CLI, reading the same database.'"""
+    turn(gateway, api_key, conversation_id, "cli")
+    listed = run_cli(database_url, "conversations", "list")
+    assert listed.returncode == 0 and conversation_id in listed.stdout, listed.stderr
+    shown = run_cli(database_url, "conversations", "show", conversation_id)
+    assert shown.returncode == 0 and conversation_id in shown.stdout, shown.stderr
+    deleted = run_cli(database_url, "conversations", "delete", conversation_id, "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    assert (
+        httpx.get(f"{gateway.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).status_code
+        == 404
+    )
+    missing = run_cli(database_url, "conversations", "show", conversation_id)
+    assert missing.returncode != 0
+
+
+# ---------------------------------------------------------------- Usage and cost
+
+
+@pytest.fixture(scope="module")
+def priced(
+    upstream: ServerProcess, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A gateway whose prices file has both `gpt-4o` and `gpt-4o-mini`."""
+    tmp = tmp_path_factory.mktemp("bb-usage")
+    path = tmp / "prices.json"
+    path.write_text(json.dumps({m: {k: float(v) for k, v in p.items()} for m, p in PRICES.items()}))
+    server = gateway_server(tmp, upstream.url, database_url, prices_file=str(path)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def report(server: ServerProcess, api_key: str, path: str, **params: str) -> Any:
+    response = httpx.get(server.url + path, params=params, headers=auth(api_key))
+    assert response.status_code == 200, response.text
+    return json.loads(response.text, parse_float=Decimal)
+
+
+def file_cost(model: str, usage: dict[str, Any]) -> Decimal:
+    price = {k: Decimal(v) for k, v in PRICES[model].items()}
+    prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    total = (prompt - cached) * price["input"] + cached * price["cached_input"] + completion * price["output"]
+    return total / 1_000_000
+
+
+def check_usage_object(usage: dict[str, Any]) -> None:
+    assert set(usage) >= {*USAGE_FIELDS, "by_model"}
+    for entry in usage["by_model"]:
+        assert set(entry) >= {"model", *USAGE_FIELDS}
+
+
+def test_the_longest_prefix_in_the_prices_file_wins(
+    priced: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'gpt-4o-mini-2024-07-18 takes gpt-4o-mini, not gpt-4o'; the cost matches the file exactly."""
+    long = "lorem ipsum dolor " * 40
+    with sdk(priced, api_key, conversation_id) as client:
+        for model in ("gpt-4o-mini", "gpt-4o"):
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": long + model}])
+    usage = report(priced, api_key, f"/v1/conversations/{conversation_id}/usage")
+    check_usage_object(usage)
+    assert usage["conversation_id"] == conversation_id
+    by_model = {entry["model"]: entry for entry in usage["by_model"]}
+    assert set(by_model) == {"gpt-4o-mini-2024-07-18", "gpt-4o-2024-08-06"}
+    sent = upstream_requests(upstream, api_key)
+    for request, (dated, key) in zip(
+        sent, [("gpt-4o-mini-2024-07-18", "gpt-4o-mini"), ("gpt-4o-2024-08-06", "gpt-4o")], strict=True
+    ):
+        messages = request["body"]["messages"]
+        upstream_usage = mock_usage(messages, mock_reply(messages), request["body"]["model"])
+        assert upstream_usage["prompt_tokens_details"]["cached_tokens"] > 0
+        assert by_model[dated]["cost_usd"] == file_cost(key, upstream_usage)
+    assert usage["cost_usd"] == sum(e["cost_usd"] for e in usage["by_model"])
+    assert usage["unpriced_requests"] == 0
+
+
+def test_streaming_is_counted_like_non_streaming_and_failures_count_as_requests(
+    priced: ServerProcess, api_key: str
+) -> None:
+    """'Streaming calls are counted exactly like non-streaming ones'; failed calls count as requests."""
+    a, b = f"conv-a-{secrets.token_hex(4)}", f"conv-b-{secrets.token_hex(4)}"
+    with sdk(priced, api_key, a) as client:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "same words"}])
+    with sdk(priced, api_key, b) as client:
+        list(
+            client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "same words"}], stream=True
+            )
+        )
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "FAULT:500"}])
+    plain = report(priced, api_key, f"/v1/conversations/{a}/usage")
+    streamed = report(priced, api_key, f"/v1/conversations/{b}/usage")
+    assert plain["requests"] == 1 and streamed["requests"] == 2
+    for field in USAGE_FIELDS:
+        if field != "requests":
+            assert streamed[field] == plain[field], field
+    # The history of b holds only the streamed turn: the failure added nothing.
+    assert httpx.get(f"{priced.url}/v1/conversations/{b}", headers=auth(api_key)).json()["message_count"] == 2
+
+
+def test_history_tokens_and_history_cost_are_reported(
+    priced: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'reports show it beside the totals (history_tokens, history_cost_usd)'."""
+    with sdk(priced, api_key, conversation_id) as client:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "first " * 50}])
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "second"}])
+    usage = report(priced, api_key, f"/v1/conversations/{conversation_id}/usage")
+    sent = upstream_requests(upstream, api_key)[-1]["body"]["messages"]
+    assert usage["history_tokens"] == sum(count_message_tokens(m, MODEL) for m in sent[:-1])
+    assert usage["history_cost_usd"] > 0
+    assert usage["history_cost_usd"] < usage["cost_usd"]
+    assert usage["by_model"][0]["history_tokens"] == usage["history_tokens"]
+
+
+def test_unknown_prices_are_null_and_an_empty_csv_cell(priced: ServerProcess, conversation_id: str) -> None:
+    """'cost_usd is null (never 0) and the request is counted in unpriced_requests'; CSV: an empty cell."""
+    api_key = f"sk-unpriced-{secrets.token_hex(6)}"
+    with sdk(priced, api_key, conversation_id) as client:
+        client.chat.completions.create(model="my-local-model", messages=[{"role": "user", "content": "x"}])
+    usage = report(priced, api_key, f"/v1/conversations/{conversation_id}/usage")
+    assert usage["cost_usd"] is None and usage["unpriced_requests"] == 1
+    assert usage["by_model"][0]["model"] == "my-local-model" and usage["by_model"][0]["cost_usd"] is None
+    response = httpx.get(
+        f"{priced.url}/v1/usage", params={"group_by": "model", "format": "csv"}, headers=auth(api_key)
+    )
+    assert response.status_code == 200
+    rows = list(csv.reader(io.StringIO(response.text)))
+    header = rows[0]
+    assert header[0] == "key" and header[1 : 1 + len(USAGE_FIELDS)] == USAGE_FIELDS
+    assert len(rows) == 2
+    row = dict(zip(header, rows[1], strict=True))
+    assert row["key"] == "my-local-model" and row["cost_usd"] == "" and row["requests"] == "1"
+
+
+def test_usage_list_shape_day_keys_and_since_until(priced: ServerProcess, conversation_id: str) -> None:
+    """'{"object": "list", "data": [{"key", ...}]}', day keys YYYY-MM-DD, since/until dates or times."""
+    api_key = f"sk-days-{secrets.token_hex(6)}"
+    with sdk(priced, api_key, conversation_id) as client:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "today"}])
+    now = datetime.now(UTC)
+    today, tomorrow = now.date().isoformat(), (now + timedelta(days=1)).date().isoformat()
+    by_day = report(priced, api_key, "/v1/usage", group_by="day")
+    assert by_day["object"] == "list"
+    assert [row["key"] for row in by_day["data"]] == [today]
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", by_day["data"][0]["key"])
+    check_usage_object(by_day["data"][0])
+    by_conversation = report(priced, api_key, "/v1/usage", group_by="conversation")
+    assert [row["key"] for row in by_conversation["data"]] == [conversation_id]
+    hour_ago = (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    offset = (now - timedelta(hours=1)).astimezone(timezone(timedelta(hours=2))).isoformat()
+    windows = {
+        (today, None): 1,
+        (tomorrow, None): 0,
+        (None, today): 1,  # README: a date `until` includes that whole day
+        (None, tomorrow): 1,
+        (hour_ago, None): 1,
+        (offset, None): 1,
+        (None, hour_ago): 0,
+    }
+    for (since, until), expected in windows.items():
+        params = {k: v for k, v in {"since": since, "until": until}.items() if v}
+        data = report(priced, api_key, "/v1/usage", group_by="day", **params)["data"]
+        requests = sum(row["requests"] for row in data)
+        assert requests == expected, (since, until, data)
+
+
+def test_the_usage_cli_flags(priced: ServerProcess, database_url: str, conversation_id: str) -> None:
+    """'gateway usage [--conversation ID] [--group-by ...] [--since ...] [--format table|json|csv]'."""
+    api_key = f"sk-cli-{secrets.token_hex(6)}"
+    with sdk(priced, api_key, conversation_id) as client:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "cli"}])
+    api = report(priced, api_key, f"/v1/conversations/{conversation_id}/usage")
+    as_json = run_cli(database_url, "usage", "--conversation", conversation_id, "--format", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout, parse_float=Decimal)["requests"] == api["requests"] == 1
+    as_csv = run_cli(database_url, "usage", "--group-by", "conversation", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    mine = [row for row in rows if row["key"] == conversation_id]
+    assert len(mine) == 1 and Decimal(mine[0]["cost_usd"]) == api["cost_usd"]
+    future = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    later = run_cli(database_url, "usage", "--group-by", "day", "--since", future, "--format", "json")
+    assert later.returncode == 0 and json.loads(later.stdout)["data"] == []
+    table = run_cli(database_url, "usage", "--group-by", "model")
+    assert table.returncode == 0 and "gpt-4o-mini-2024-07-18" in table.stdout
+    assert not table.stdout.lstrip().startswith(("{", "["))
