@@ -610,3 +610,149 @@ def test_the_usage_cli_flags(priced: ServerProcess, database_url: str, conversat
     table = run_cli(database_url, "usage", "--group-by", "model")
     assert table.returncode == 0 and "gpt-4o-mini-2024-07-18" in table.stdout
     assert not table.stdout.lstrip().startswith(("{", "["))
+
+
+def test_an_upstream_without_usage_is_null_never_zero(priced: ServerProcess, conversation_id: str) -> None:
+    """'If an upstream reports no usage at all, record null, never a made-up 0, and say so in reports.'"""
+    api_key = f"sk-nousage-{secrets.token_hex(6)}"
+    with sdk(priced, api_key, conversation_id) as client:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "FAULT:nousage"}])
+    usage = report(priced, api_key, f"/v1/conversations/{conversation_id}/usage")
+    assert usage["requests"] == 1
+    for field in ("prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"):
+        assert usage[field] is None, (field, usage)
+    assert usage["unreported_usage_requests"] == 1  # the report says so
+    with sdk(priced, api_key, conversation_id) as client:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "with usage"}])
+    usage = report(priced, api_key, f"/v1/conversations/{conversation_id}/usage")
+    assert usage["requests"] == 2 and usage["prompt_tokens"] > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["unreported_usage_requests"] == 1
+
+
+def test_a_deleted_conversation_keeps_counting_in_reports(
+    priced: ServerProcess, conversation_id: str
+) -> None:
+    """'its request-log rows keep their usage figures for cost reports'; reports are scoped to the caller."""
+    api_key = f"sk-deleted-{secrets.token_hex(6)}"
+    with sdk(priced, api_key, conversation_id) as client:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "soon gone"}])
+    before = report(priced, api_key, "/v1/usage", group_by="conversation")["data"]
+    deleted = httpx.delete(f"{priced.url}/v1/conversations/{conversation_id}", headers=auth(api_key))
+    assert deleted.status_code == 200
+    after = report(priced, api_key, "/v1/usage", group_by="conversation")["data"]
+    assert after == before and after[0]["key"] == conversation_id and after[0]["requests"] == 1
+    other = report(priced, f"sk-nobody-{secrets.token_hex(6)}", "/v1/usage", group_by="conversation")
+    assert other == {"object": "list", "data": []}
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999999", "2147483648"])
+def test_huge_budget_headers_are_never_a_500(
+    gateway: ServerProcess, api_key: str, conversation_id: str, value: str
+) -> None:
+    """A limit beyond any database integer is either accepted (no limit in practice) or a 400."""
+    turn(gateway, api_key, conversation_id, "one")
+    for header in ("X-Max-History-Messages", "X-Max-History-Tokens"):
+        response = httpx.post(
+            gateway.url + "/v1/chat/completions",
+            json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
+            headers=auth(api_key) | {"X-Conversation-Id": conversation_id, header: value},
+        )
+        assert response.status_code in (200, 400), response.text
+        if response.status_code == 200:
+            assert history(response.headers)[1] == 0
+
+
+def test_items_list_sdk_shapes_with_a_system_prompt_and_tools(
+    gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """items: message items with input_text/output_text parts, function_call and function_call_output."""
+    tools: list[Any] = [
+        {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    ]
+    with sdk(gateway, api_key, conversation_id) as client:
+        first = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "system", "content": "Sys."}, {"role": "user", "content": "use a tool"}],
+            tools=tools,
+        )
+        calls = first.choices[0].message.tool_calls
+        assert calls
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "tool", "tool_call_id": calls[0].id, "content": "42"}],
+            tools=tools,
+        )
+        items = list(client.conversations.items.list(conversation_id, order="asc"))
+    kinds = [
+        (item.type, getattr(item, "role", None)) for item in items if getattr(item, "role", None) != "system"
+    ]
+    assert kinds == [
+        ("message", "user"),
+        ("function_call", None),
+        ("function_call_output", None),
+        ("message", "assistant"),
+    ]
+    user_item, call_item, output_item, reply_item = [i for i in items if getattr(i, "role", None) != "system"]
+    assert user_item.content[0].type == "input_text" and user_item.content[0].text == "use a tool"  # type: ignore[union-attr]
+    assert call_item.call_id == calls[0].id and call_item.name == "lookup"  # type: ignore[union-attr]
+    assert output_item.call_id == calls[0].id and output_item.output == "42"  # type: ignore[union-attr]
+    assert reply_item.content[0].type == "output_text"  # type: ignore[union-attr]
+
+
+def test_the_token_limit_ignores_the_system_prompt_and_the_new_messages(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'it does not count the system prompt ... nor the request's new messages'; new messages go whole."""
+    big_system = "rule " * 500
+    with sdk(gateway, api_key, conversation_id) as client:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "system", "content": big_system}, {"role": "user", "content": "one"}],
+        )
+    history_tokens = sum(count_message_tokens(m, MODEL) for m in stored(gateway, api_key, conversation_id))
+    new = [
+        {"role": "user", "content": "long new " * 300},
+        {"role": "assistant", "content": "a prefilled answer"},
+        {"role": "user", "content": "last"},
+    ]
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": new},
+        headers=auth(api_key)
+        | {"X-Conversation-Id": conversation_id, "X-Max-History-Tokens": str(history_tokens)},
+    )
+    assert response.status_code == 200, response.text
+    assert history(response.headers) == (2, 0)
+    sent = last_sent(upstream, api_key)
+    assert sent[0] == {"role": "system", "content": big_system}
+    assert sent[3:] == new
+    # And with 0 the new messages still all go, after the system prompt.
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": new},
+        headers=auth(api_key) | {"X-Conversation-Id": conversation_id, "X-Max-History-Tokens": "0"},
+    )
+    assert response.status_code == 200 and history(response.headers) == (0, 6)
+    assert last_sent(upstream, api_key) == [{"role": "system", "content": big_system}, *new]
+
+
+def test_a_full_last_page_has_no_more(gateway: ServerProcess) -> None:
+    """'has_more is false on the last page', also when the last page is exactly full."""
+    api_key = f"sk-full-{secrets.token_hex(6)}"
+    for i in range(2):
+        turn(gateway, api_key, f"conv-f{i}-{secrets.token_hex(3)}", "hi")
+    page = httpx.get(f"{gateway.url}/v1/conversations", params={"limit": "2"}, headers=auth(api_key)).json()
+    assert len(page["data"]) == 2 and page["has_more"] is False
+    empty = httpx.get(
+        f"{gateway.url}/v1/conversations", headers=auth(f"sk-none-{secrets.token_hex(4)}")
+    ).json()
+    assert empty["object"] == "list" and empty["data"] == [] and empty["has_more"] is False
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1.5"])
+def test_bad_list_limits_are_400(gateway: ServerProcess, api_key: str, limit: str) -> None:
+    """A limit that is not a positive whole number is a 400, OpenAI-shaped, never a 500."""
+    response = httpx.get(f"{gateway.url}/v1/conversations", params={"limit": limit}, headers=auth(api_key))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "limit"
