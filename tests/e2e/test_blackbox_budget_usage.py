@@ -756,3 +756,52 @@ def test_bad_list_limits_are_400(gateway: ServerProcess, api_key: str, limit: st
     response = httpx.get(f"{gateway.url}/v1/conversations", params={"limit": limit}, headers=auth(api_key))
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "limit"
+
+
+def test_every_call_counts_and_by_model_adds_up(priced: ServerProcess, conversation_id: str) -> None:
+    """Streams with include_usage off, a broken stream and an error all count; by_model sums to the totals."""
+    api_key = f"sk-sums-{secrets.token_hex(6)}"
+    with sdk(priced, api_key, conversation_id) as client:
+        chunks = list(
+            client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "quiet stream"}],
+                stream=True,
+                stream_options={"include_usage": False},
+            )
+        )
+        assert all(chunk.usage is None for chunk in chunks)  # not forwarded, but still counted
+        with pytest.raises(openai.APIError):
+            list(
+                client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "FAULT:cut"}], stream=True
+                )
+            )
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(
+                model="o3-mini", messages=[{"role": "user", "content": "FAULT:503"}]
+            )
+    usage = report(priced, api_key, f"/v1/conversations/{conversation_id}/usage")
+    assert usage["requests"] == 3
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    assert sum(entry["requests"] for entry in usage["by_model"]) == 3
+    for field in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens"):
+        assert sum(entry[field] or 0 for entry in usage["by_model"]) == usage[field], field
+
+
+def test_sdk_items_list_pages_through_everything(
+    gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """The SDK's items.list auto-pagination (limit, after, has_more/last_id) returns every stored message."""
+    for text in ("one", "two", "three"):
+        turn(gateway, api_key, conversation_id, text)
+    with sdk(gateway, api_key) as client:
+        ascending = list(client.conversations.items.list(conversation_id, limit=2, order="asc"))
+        descending = list(client.conversations.items.list(conversation_id, limit=4, order="desc"))
+        first_page = client.conversations.items.list(conversation_id, limit=2, order="asc")
+    assert len(ascending) == 6
+    assert [item.role for item in ascending] == ["user", "assistant"] * 3  # type: ignore[union-attr]
+    assert [item.content[0].text for item in ascending[::2]] == ["one", "two", "three"]  # type: ignore[union-attr]
+    assert [item.id for item in descending] == [item.id for item in reversed(ascending)]
+    assert len({item.id for item in ascending}) == 6
+    assert first_page.has_more is True and len(first_page.data) == 2
