@@ -805,3 +805,36 @@ def test_sdk_items_list_pages_through_everything(
     assert [item.id for item in descending] == [item.id for item in reversed(ascending)]
     assert len({item.id for item in ascending}) == 6
     assert first_page.has_more is True and len(first_page.data) == 2
+
+
+def test_a_full_history_client_is_trimmed_like_any_other(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """A client resending the whole history (deduped) still gets the budget and the history headers."""
+    body, _ = turn(gateway, api_key, conversation_id, "one")
+    sent: list[dict[str, Any]] = [{"role": "user", "content": "one"}, body["choices"][0]["message"]]
+    sent[1] = {"role": "assistant", "content": sent[1]["content"]}
+    sent.append({"role": "user", "content": "two"})
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": sent},
+        headers=auth(api_key) | {"X-Conversation-Id": conversation_id},
+    )
+    assert response.status_code == 200 and history(response.headers) == (2, 0)
+    sent.append({"role": "assistant", "content": response.json()["choices"][0]["message"]["content"]})
+    sent.append({"role": "user", "content": "three"})
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": sent},
+        headers=auth(api_key) | {"X-Conversation-Id": conversation_id, "X-Max-History-Messages": "2"},
+    )
+    assert response.status_code == 200, response.text
+    assert history(response.headers) == (2, 2)
+    assert last_sent(upstream, api_key) == sent[2:]
+    messages = httpx.get(
+        f"{gateway.url}/v1/conversations/{conversation_id}/messages", headers=auth(api_key)
+    ).json()["data"]
+    assert [m["content"] for m in messages] == [m["content"] for m in sent] + [
+        response.json()["choices"][0]["message"]["content"]
+    ]
+    assert all(isinstance(m["created_at"], int) for m in messages)
