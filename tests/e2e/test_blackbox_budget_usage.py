@@ -838,3 +838,69 @@ def test_a_full_history_client_is_trimmed_like_any_other(
         response.json()["choices"][0]["message"]["content"]
     ]
     assert all(isinstance(m["created_at"], int) for m in messages)
+
+
+def test_create_on_an_existing_id_never_overwrites_it(
+    gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """Creating with an id that exists is refused (4xx, OpenAI-shaped) and the stored turn survives."""
+    turn(gateway, api_key, conversation_id, "keep me")
+    response = httpx.post(
+        f"{gateway.url}/v1/conversations",
+        json={"id": conversation_id, "system_prompt": "New."},
+        headers=auth(api_key),
+    )
+    assert 400 <= response.status_code < 500, response.text
+    assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
+    body = httpx.get(f"{gateway.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).json()
+    assert body["message_count"] == 2 and body["system_prompt"] is None
+    # The same id under another caller is a different conversation: creating it works.
+    other = httpx.post(f"{gateway.url}/v1/conversations", json={"id": conversation_id}, headers=auth("sk-x2"))
+    assert other.status_code == 200, other.text
+    assert other.json()["message_count"] == 0
+
+
+@pytest.mark.parametrize("body", ["[]", '"text"', "null", "{bad json", "1"])
+def test_update_bodies_that_are_not_objects_are_400(
+    gateway: ServerProcess, api_key: str, conversation_id: str, body: str
+) -> None:
+    """A PATCH/POST body that is not a JSON object is a 400, not a 500, and changes nothing."""
+    turn(gateway, api_key, conversation_id, "x")
+    url = f"{gateway.url}/v1/conversations/{conversation_id}"
+    for method in ("PATCH", "POST"):
+        response = httpx.request(
+            method, url, content=body, headers=auth(api_key) | {"Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, (method, response.text)
+    assert httpx.get(url, headers=auth(api_key)).json()["message_count"] == 2
+
+
+def test_sdk_objects_carry_usage_and_settings(gateway: ServerProcess, api_key: str) -> None:
+    """'The conversation objects of the conversations API include their usage'; settings on create/update."""
+    with sdk(gateway, api_key) as client:
+        created = client.conversations.create(extra_body={"max_history_tokens": 7})
+        extra = created.model_extra or {}
+        assert extra["usage"]["requests"] == 0
+        assert extra["settings"] == extra["settings"] | {
+            "max_history_tokens": 7,
+            "max_history_messages": None,
+        }
+        updated = client.conversations.update(created.id, metadata={"a": "b"})
+        assert (updated.model_extra or {})["settings"]["max_history_tokens"] == 7  # left out: kept
+        client.conversations.delete(created.id)
+
+
+def test_the_usage_cli_for_one_conversation_by_day(
+    priced: ServerProcess, database_url: str, conversation_id: str
+) -> None:
+    """--conversation with --group-by and --format csv together."""
+    api_key = f"sk-cliday-{secrets.token_hex(6)}"
+    with sdk(priced, api_key, conversation_id) as client:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "d"}])
+    result = run_cli(
+        database_url, "usage", "--conversation", conversation_id, "--group-by", "day", "--format", "csv"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [row["key"] for row in rows] == [datetime.now(UTC).date().isoformat()]
+    assert rows[0]["requests"] == "1"
