@@ -546,6 +546,7 @@ def test_unknown_prices_are_null_and_an_empty_csv_cell(priced: ServerProcess, co
         client.chat.completions.create(model="my-local-model", messages=[{"role": "user", "content": "x"}])
     usage = report(priced, api_key, f"/v1/conversations/{conversation_id}/usage")
     assert usage["cost_usd"] is None and usage["unpriced_requests"] == 1
+    assert usage["history_cost_usd"] is None  # no price: no history cost either, never 0
     assert usage["by_model"][0]["model"] == "my-local-model" and usage["by_model"][0]["cost_usd"] is None
     response = httpx.get(
         f"{priced.url}/v1/usage", params={"group_by": "model", "format": "csv"}, headers=auth(api_key)
