@@ -462,9 +462,11 @@ def report(server: ServerProcess, api_key: str, path: str, **params: str) -> Any
 
 def file_cost(model: str, usage: dict[str, Any]) -> Decimal:
     price = {k: Decimal(v) for k, v in PRICES[model].items()}
-    prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
-    cached = usage["prompt_tokens_details"]["cached_tokens"]
-    total = (prompt - cached) * price["input"] + cached * price["cached_input"] + completion * price["output"]
+    prompt, completion = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+    cached = int(usage["prompt_tokens_details"]["cached_tokens"])
+    total: Decimal = (
+        (prompt - cached) * price["input"] + cached * price["cached_input"] + completion * price["output"]
+    )
     return total / 1_000_000
 
 
@@ -695,10 +697,10 @@ def test_items_list_sdk_shapes_with_a_system_prompt_and_tools(
         ("message", "assistant"),
     ]
     user_item, call_item, output_item, reply_item = [i for i in items if getattr(i, "role", None) != "system"]
-    assert user_item.content[0].type == "input_text" and user_item.content[0].text == "use a tool"  # type: ignore[union-attr]
+    assert user_item.content[0].type == "input_text" and user_item.content[0].text == "use a tool"  # type: ignore[union-attr,index]
     assert call_item.call_id == calls[0].id and call_item.name == "lookup"  # type: ignore[union-attr]
     assert output_item.call_id == calls[0].id and output_item.output == "42"  # type: ignore[union-attr]
-    assert reply_item.content[0].type == "output_text"  # type: ignore[union-attr]
+    assert reply_item.content[0].type == "output_text"  # type: ignore[union-attr,index]
 
 
 def test_the_token_limit_ignores_the_system_prompt_and_the_new_messages(
@@ -802,7 +804,7 @@ def test_sdk_items_list_pages_through_everything(
         first_page = client.conversations.items.list(conversation_id, limit=2, order="asc")
     assert len(ascending) == 6
     assert [item.role for item in ascending] == ["user", "assistant"] * 3  # type: ignore[union-attr]
-    assert [item.content[0].text for item in ascending[::2]] == ["one", "two", "three"]  # type: ignore[union-attr]
+    assert [item.content[0].text for item in ascending[::2]] == ["one", "two", "three"]  # type: ignore[union-attr,index]
     assert [item.id for item in descending] == [item.id for item in reversed(ascending)]
     assert len({item.id for item in ascending}) == 6
     assert first_page.has_more is True and len(first_page.data) == 2
