@@ -26,7 +26,7 @@ from gateway import headers as h
 from gateway.errors import IdempotencyKeyReused
 from gateway.history import fingerprint, history_digest
 from gateway.sse import replay_events
-from gateway.store.conversations import turn_messages
+from gateway.store.conversations import messages_before_turn, turn_messages
 from gateway.store.tables import Attempt, Conversation
 from gateway.store.usage import keyed_turn, latest_attempt
 
@@ -42,6 +42,7 @@ class Recorded:
     response_body: str
     history_messages: int | None
     upstream_request_id: str | None
+    history_dropped: int | None = None
 
     def plain(self) -> tuple[dict[str, str], bytes]:
         """Headers and body of the recorded response, for a non-streaming request."""
@@ -61,6 +62,8 @@ class Recorded:
         }
         if self.history_messages is not None:
             headers[h.HISTORY_MESSAGES] = str(self.history_messages)
+        if self.history_dropped is not None:
+            headers[h.HISTORY_DROPPED] = str(self.history_dropped)
         if self.upstream_request_id:
             headers[h.REQUEST_ID] = self.upstream_request_id
         return headers
@@ -97,7 +100,7 @@ async def find_replay(
         if attempt is None:
             return None
         if await _same_turn(session, conversation, attempt, request):
-            return _recorded(attempt)
+            return await _recorded(session, conversation, attempt)
         raise IdempotencyKeyReused(
             "This Idempotency-Key was already used for a different turn of this conversation; "
             "use a new key for a new message.",
@@ -113,7 +116,9 @@ async def find_replay(
         or attempt.created_at < now - window
     ):
         return None
-    return _recorded(attempt) if await _same_turn(session, conversation, attempt, request) else None
+    if not await _same_turn(session, conversation, attempt, request):
+        return None
+    return await _recorded(session, conversation, attempt)
 
 
 async def _same_turn(
@@ -128,11 +133,17 @@ async def _same_turn(
     return asks_again(request, stored, conversation.history_hash if last else None)
 
 
-def _recorded(attempt: Attempt) -> Recorded:
+async def _recorded(session: AsyncSession, conversation: Conversation, attempt: Attempt) -> Recorded:
+    """The recorded response, with the original turn's X-History-Dropped (stored before it, minus sent)."""
     assert attempt.conversation_id is not None and attempt.response_body is not None
+    dropped = None
+    if attempt.history_messages is not None and attempt.turn is not None:
+        before = await messages_before_turn(session, conversation, attempt.turn)
+        dropped = None if before is None else max(0, before - attempt.history_messages)
     return Recorded(
         conversation_id=attempt.conversation_id,
         response_body=attempt.response_body,
         history_messages=attempt.history_messages,
         upstream_request_id=attempt.upstream_request_id,
+        history_dropped=dropped,
     )

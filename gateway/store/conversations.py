@@ -286,6 +286,15 @@ async def turn_messages(session: AsyncSession, conversation: Conversation, turn:
     return [json.loads(row[0]) for row in (await session.execute(statement)).all()]
 
 
+async def messages_before_turn(session: AsyncSession, conversation: Conversation, turn: int) -> int | None:
+    """How many messages were stored before a turn (its first message's 0-based seq); None if it has none."""
+    statement = select(func.min(Message.seq)).where(
+        Message.conversation_pk == conversation.pk, Message.turn == turn
+    )
+    value = (await session.execute(statement)).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
 async def delete_conversation(session: AsyncSession, conversation: Conversation) -> None:
     """Remove a conversation and its messages; its request-log rows keep usage but lose their content."""
     await session.execute(delete(Message).where(Message.conversation_pk == conversation.pk))

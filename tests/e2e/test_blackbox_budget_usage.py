@@ -907,3 +907,27 @@ def test_the_usage_cli_for_one_conversation_by_day(
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [row["key"] for row in rows] == [datetime.now(UTC).date().isoformat()]
     assert rows[0]["requests"] == "1"
+
+
+def test_a_replayed_turn_still_carries_both_history_headers(
+    gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'Response headers on every successful stateful turn': a safe-retry replay answers 200 with both."""
+    for text in ("one", "two"):
+        turn(gateway, api_key, conversation_id, text)
+    key = {"Idempotency-Key": f"key-{secrets.token_hex(4)}", "X-Max-History-Messages": "2"}
+    _, first = turn(gateway, api_key, conversation_id, "three", **key)
+    _, again = turn(gateway, api_key, conversation_id, "three", **key)
+    assert again.get("x-gateway-replayed") == "true"
+    assert history(first) == (2, 2)
+    assert history(again) == history(first)
+    with httpx.stream(
+        "POST",
+        gateway.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "three"}], "stream": True},
+        headers=auth(api_key) | {"X-Conversation-Id": conversation_id} | key,
+    ) as streamed:
+        assert streamed.status_code == 200
+        streamed.read()
+        assert streamed.headers.get("x-gateway-replayed") == "true"
+        assert history(streamed.headers) == (2, 2)
