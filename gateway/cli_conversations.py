@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -132,7 +133,7 @@ def show_command(conversation_id: str, owner: str | None, messages: bool, databa
 @conversations.command("delete")
 @click.argument("conversation_id")
 @OWNER_OPTION
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (only asked on a terminal).")
 @DATABASE_OPTION
 def delete_command(conversation_id: str, owner: str | None, yes: bool, database_url: str | None) -> None:
     """Delete a conversation (messages and settings; the request log keeps its usage, loses its content)."""
@@ -152,7 +153,7 @@ def delete_command(conversation_id: str, owner: str | None, yes: bool, database_
             "choose one with --owner."
         )
     target = found[0]
-    if not yes:
+    if not yes and sys.stdin.isatty():  # scripts (no terminal) are not asked
         click.confirm(
             f"Delete conversation '{conversation_id}' of owner {target.owner[:12]} "
             f"({target.message_count} messages)?",

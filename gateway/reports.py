@@ -161,14 +161,15 @@ def usage_object(by_model: Mapping[str | None, Totals]) -> dict[str, Any]:
 
 
 def report_object(report: Report) -> dict[str, Any]:
-    """The JSON object of a report: a list of keyed usage objects when grouped, else one usage object."""
+    """The JSON object of a report: a list of keyed usage objects (ungrouped: one row keyed `total`);
+    for one conversation, its usage object plus `conversation_id`."""
     if report.group_by is not None:
         data = [{"key": group.key, **usage_object(group.by_model)} for group in report.groups]
         return {"object": "list", "data": data}
     usage = usage_object(report.by_model)
     if report.conversation_id is not None:
         return {"conversation_id": report.conversation_id, **usage}
-    return usage
+    return {"object": "list", "data": [{"key": "total", **usage}]}
 
 
 # --- parsing what to report --------------------------------------------------------------------

@@ -315,7 +315,7 @@ def test_two_keys_are_isolated(keyed: ServerProcess, upstream: ServerProcess) ->
     theirs = httpx.get(f"{keyed.url}/v1/conversations/{only_alice}/usage", headers=bob_headers)
     missing = httpx.get(f"{keyed.url}/v1/conversations/{never}/usage", headers=bob_headers)
     assert _as_missing(theirs, only_alice) == _as_missing(missing, never) and theirs.status_code == 404
-    assert usage(keyed, bob).json()["requests"] == 1  # alice's two calls are not in bob's usage
+    assert usage(keyed, bob).json()["data"][0]["requests"] == 1  # alice's two calls are not in bob's usage
     bob_messages = httpx.get(f"{keyed.url}/v1/conversations/{shared}/messages", headers=bob_headers).json()[
         "data"
     ]
@@ -333,14 +333,14 @@ def test_usage_is_per_key_and_the_admin_sees_every_caller(keyed: ServerProcess) 
     for _ in range(2):
         assert chat(keyed, alice, f"a-{secrets.token_hex(3)}").status_code == 200
     assert chat(keyed, bob).status_code == 200
-    mine = usage(keyed, alice).json()
+    mine = usage(keyed, alice).json()["data"][0]
     assert mine["requests"] == 2 and mine["cost_usd"] == 2 * HI_COST
-    assert usage(keyed, bob).json()["requests"] == 1
+    assert usage(keyed, bob).json()["data"][0]["requests"] == 1
     everyone = usage(keyed, ADMIN_KEY, scope="all", group_by="caller")
     assert everyone.status_code == 200, everyone.text
     by_caller = {row["key"]: row["requests"] for row in everyone.json()["data"]}
     assert by_caller[caller_identity(alice)] == 2 and by_caller[caller_identity(bob)] == 1
-    total = usage(keyed, ADMIN_KEY, scope="all").json()
+    total = usage(keyed, ADMIN_KEY, scope="all").json()["data"][0]
     assert total["requests"] >= 3 and total["requests"] == sum(by_caller.values())
     assert usage(keyed, alice, scope="all").status_code == 403
     assert usage(keyed, None, scope="all").status_code == 401

@@ -70,6 +70,13 @@ def exact(response: httpx.Response) -> Any:
     return json.loads(response.text, parse_float=Decimal)
 
 
+def totals(response: httpx.Response) -> Any:
+    """The ungrouped report's one row (keyed `total`), with exact numbers."""
+    report = exact(response)
+    assert report["object"] == "list" and [row["key"] for row in report["data"]] == ["total"]
+    return report["data"][0]
+
+
 def price_of(model: str) -> dict[str, Decimal]:
     """The file's price of a returned model: the longest entry that is a prefix of it."""
     key = max((k for k in PRICES if model.startswith(k)), key=len)
@@ -227,18 +234,18 @@ def test_reports_by_conversation_model_and_day(priced: ServerProcess, api_key: s
     assert {row["key"] for row in days} <= {middle.date().isoformat(), today.isoformat()}
     assert sum(row["requests"] for row in days) == 5
 
-    totals = exact(get(priced, api_key, "/v1/usage"))
-    assert totals["requests"] == 5 and totals["unreported_usage_requests"] == 1
-    assert totals["cost_usd"] == sum(
+    overall = totals(get(priced, api_key, "/v1/usage"))
+    assert overall["requests"] == 5 and overall["unreported_usage_requests"] == 1
+    assert overall["cost_usd"] == sum(
         row["cost_usd"] for row in models.values() if row["cost_usd"] is not None
     )
-    after = exact(get(priced, api_key, "/v1/usage", since=iso(middle)))
+    after = totals(get(priced, api_key, "/v1/usage", since=iso(middle)))
     assert after["requests"] == 3
-    before = exact(get(priced, api_key, "/v1/usage", until=middle.replace(tzinfo=None).isoformat()))
+    before = totals(get(priced, api_key, "/v1/usage", until=middle.replace(tzinfo=None).isoformat()))
     assert before["requests"] == 2  # a time without zone is UTC
-    whole_days = exact(get(priced, api_key, "/v1/usage", since=str(middle.date()), until=str(today)))
+    whole_days = totals(get(priced, api_key, "/v1/usage", since=str(middle.date()), until=str(today)))
     assert whole_days["requests"] == 5
-    assert exact(get(priced, "sk-someone-else", "/v1/usage"))["requests"] == 0
+    assert totals(get(priced, "sk-someone-else", "/v1/usage"))["requests"] == 0
 
 
 def test_csv_parses_and_matches_the_json(priced: ServerProcess, api_key: str, conversation_id: str) -> None:
@@ -355,9 +362,11 @@ def test_stateless_streams_report_usage_when_the_client_asks(priced: ServerProce
                 model="gpt-4o-mini", messages=user("count"), stream=True, stream_options=options
             )
         )
-    totals = exact(get(priced, api_key, "/v1/usage"))
-    assert totals["requests"] == 2 and totals["unreported_usage_requests"] == 1
-    assert totals["prompt_tokens"] > 0 and totals["history_tokens"] == 0 and totals["history_cost_usd"] == 0
+    overall = totals(get(priced, api_key, "/v1/usage"))
+    assert overall["requests"] == 2 and overall["unreported_usage_requests"] == 1
+    assert (
+        overall["prompt_tokens"] > 0 and overall["history_tokens"] == 0 and overall["history_cost_usd"] == 0
+    )
 
 
 def test_a_pass_through_call_that_cannot_reach_the_upstream_is_recorded(
@@ -369,8 +378,8 @@ def test_a_pass_through_call_that_cannot_reach_the_upstream_is_recorded(
     broken = start_gateway(database_url, upstream_url=f"http://127.0.0.1:{free_port()}/v1")
     with sdk(broken, api_key) as client, pytest.raises(openai.APIError):
         client.models.list()
-    totals = exact(get(broken, api_key, "/v1/usage"))
-    assert totals["requests"] == 1 and totals["unreported_usage_requests"] == 1
+    overall = totals(get(broken, api_key, "/v1/usage"))
+    assert overall["requests"] == 1 and overall["unreported_usage_requests"] == 1
 
 
 def test_serve_refuses_a_bad_prices_file(tmp_path: Any) -> None:

@@ -144,10 +144,13 @@ def test_report_objects() -> None:
     assert [row["key"] for row in listed["data"]] == ["2024-05-01", "2024-05-02"]
     assert list(listed["data"][0])[:2] == ["key", "requests"] and "by_model" in listed["data"][0]
     totals = report_object(Report(groups))
-    assert totals == usage_object({"m": priced() + UNPRICED})
+    assert totals == {
+        "object": "list",
+        "data": [{"key": "total", **usage_object({"m": priced() + UNPRICED})}],
+    }
     one = report_object(Report(groups, conversation_id="c1"))
     assert next(iter(one)) == "conversation_id" and one["conversation_id"] == "c1"
-    assert report_object(Report([])) == usage_object({})
+    assert report_object(Report([]))["data"] == [{"key": "total", **usage_object({})}]
 
 
 def test_day_keys_are_utc_dates() -> None:
@@ -295,6 +298,6 @@ def test_render_table_without_grouping_lists_models() -> None:
 
 def test_render_dispatches_on_format() -> None:
     report = Report([Group(None, {"m": priced()})])
-    assert json.loads(render(report, "json"))["requests"] == 1
+    assert json.loads(render(report, "json"))["data"][0]["requests"] == 1
     assert render(report, "csv").startswith("key,requests,")
     assert render(report, "table").startswith("MODEL")
