@@ -8,7 +8,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -23,14 +22,24 @@ from gateway.errors import (
     ConversationBusy,
     DatabaseUnavailable,
     GatewayError,
-    InvalidRequest,
     UpstreamUnreachable,
+)
+from gateway.exchange import (
+    ChatCall,
+    PendingTurn,
+    Reply,
+    StreamReply,
+    check_tool_results_fit,
+    choice_message,
+    client_wants_usage,
+    error_text,
+    json_or_none,
+    replay_reply,
+    upstream_request_id,
 )
 from gateway.history import (
     Budget,
-    StoredMessage,
     assistant_message,
-    chain_hash,
     compose_messages,
     fingerprint,
     history_digest,
@@ -38,12 +47,11 @@ from gateway.history import (
     number_messages,
     select_window,
     split_system,
-    unanswered_tool_results,
 )
 from gateway.keys import PUSD_PER_USD
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer, parse_usage, usage_columns
-from gateway.replays import Recorded, find_replay
+from gateway.replays import find_replay
 from gateway.sse import (
     DONE,
     SseSplitter,
@@ -64,82 +72,6 @@ from gateway.upstream import UpstreamClient, read_body, response_headers, transl
 CHAT_PATH = "/chat/completions"
 CHAT_ENDPOINT = "/v1/chat/completions"  # the upstream-latency label of chat calls
 log = logging.getLogger("gateway.turns")
-
-
-@dataclass(frozen=True)
-class ChatCall:
-    """A parsed chat-completions request, as the handler hands it over."""
-
-    owner: str
-    token: str
-    conversation_id: str | None
-    body: dict[str, Any]
-    raw: bytes
-    headers: dict[str, str]
-    request_id: str
-    header_budget: Budget = field(default_factory=Budget)
-    retry_count: int = 0
-    idempotency_key: str | None = None
-
-
-@dataclass
-class Reply:
-    """A complete response to send back."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class StreamReply:
-    """A streamed response: status and headers now, body events as they come."""
-
-    status: int
-    headers: dict[str, str]
-    events: AsyncIterator[bytes]
-
-
-@dataclass
-class PendingTurn:
-    """What the gateway knows about a turn while its upstream call runs."""
-
-    call: ChatCall
-    started: float
-    conversation: Conversation | None = None
-    system_messages: list[dict[str, Any]] | None = None
-    replace_system: bool = False
-    new: list[dict[str, Any]] = field(default_factory=list)
-    history: list[StoredMessage] = field(default_factory=list)
-    dropped: int = 0
-    ttfb_ms: float | None = None
-    sent: float | None = None
-    replay: Recorded | None = None
-
-    @property
-    def model(self) -> str | None:
-        """The model the client asked for."""
-        model = self.call.body.get("model")
-        return model if isinstance(model, str) else None
-
-    def history_headers(self) -> dict[str, str]:
-        """Response headers that report what history was sent."""
-        if self.call.conversation_id is None:
-            return {}
-        return {
-            h.CONVERSATION_ID: self.call.conversation_id,
-            h.HISTORY_MESSAGES: str(len(self.history)),
-            h.HISTORY_DROPPED: str(self.dropped),
-        }
-
-
-def _error_text(body: bytes) -> str:
-    try:
-        decoded = json.loads(body)
-        message = decoded["error"]["message"]
-        return str(message)[:2000]
-    except (ValueError, KeyError, TypeError):
-        return body[:2000].decode("utf-8", "replace")
 
 
 class TurnService:
@@ -168,7 +100,7 @@ class TurnService:
             await self._prepare(turn)
             if turn.replay is not None:
                 await stack.aclose()
-                return _replay(turn.replay, call.body)
+                return replay_reply(turn.replay, call.body)
             body = self._compose(turn)
             reply = await self._forward(turn, body, stream=call.body.get("stream") is True, stack=stack)
         except BaseException:
@@ -218,7 +150,7 @@ class TurnService:
         turn.history = select_window(candidates, budget, conversation.message_count, conversation.token_count)
         turn.dropped = conversation.message_count - len(turn.history)
         if turn.dropped and turn.new and turn.new[0].get("role") == "tool":
-            _check_tool_results_fit(turn)
+            check_tool_results_fit(turn)
 
     async def _check_cost_cap(self, conversation: Conversation) -> None:
         """429 once the conversation's recorded cost reached its `max_cost_usd` (turns are serialized)."""
@@ -284,14 +216,14 @@ class TurnService:
     async def _finish_plain(self, turn: PendingTurn, response: httpx.Response, payload: bytes) -> Reply:
         reply_headers = response_headers(response)
         if not 200 <= response.status_code < 300:
-            parsed = _json_or_none(payload)
+            parsed = json_or_none(payload)
             if not self._rejected_caller(response.status_code):
-                await self._log_failure(turn, response.status_code, _error_text(payload), response, parsed)
+                await self._log_failure(turn, response.status_code, error_text(payload), response, parsed)
             if turn.call.conversation_id is not None:
                 reply_headers[h.CONVERSATION_ID] = turn.call.conversation_id
             return Reply(response.status_code, reply_headers, payload)
-        parsed = _json_or_none(payload)
-        message = _choice_message(parsed)
+        parsed = json_or_none(payload)
+        message = choice_message(parsed)
         if turn.call.conversation_id is not None and message is None:
             error = "The upstream answered with an invalid completion."
             await self._log_failure(turn, 502, error, response, parsed)
@@ -316,7 +248,7 @@ class TurnService:
         """Forward events as they arrive; hold back the finish until [DONE]; store the turn before [DONE]."""
         assembler = StreamAssembler()
         splitter = SseSplitter()
-        client_wants_usage = _client_wants_usage(turn.call.body)
+        wants_usage = client_wants_usage(turn.call.body)
         stateful = turn.call.conversation_id is not None
         held: list[bytes] = []
         finished = False
@@ -349,7 +281,7 @@ class TurnService:
                             held = []
                             out.append(data_only(event))
                             break
-                        if stateful and is_usage_only(payload) and not client_wants_usage:
+                        if stateful and is_usage_only(payload) and not wants_usage:
                             continue
                         if held or has_finish_reason(payload):
                             held.append(event.raw)
@@ -431,7 +363,7 @@ class TurnService:
             "owner": call.owner,
             "conversation_id": call.conversation_id,
             "request_id": call.request_id,
-            "upstream_request_id": _upstream_request_id(response),
+            "upstream_request_id": upstream_request_id(response),
             "endpoint": "/v1" + CHAT_PATH,
             "model": turn.model[:200] if turn.model else None,
             "response_model": response_model[:200] if response_model else None,
@@ -529,61 +461,4 @@ class TurnService:
             raise
 
 
-def _replay(recorded: Recorded, body: dict[str, Any]) -> Reply | StreamReply:
-    """The recorded response again: no upstream call, no new request-log row (so nothing is counted twice)."""
-    if body.get("stream") is not True:
-        headers, payload = recorded.plain()
-        return Reply(200, headers, payload)
-    headers, events = recorded.stream(_client_wants_usage(body))
-
-    async def replayed() -> AsyncIterator[bytes]:
-        yield b"".join(events)
-
-    return StreamReply(200, headers, replayed())
-
-
-def _upstream_request_id(response: httpx.Response | None) -> str | None:
-    """The upstream's x-request-id, cut to the column's 200 characters."""
-    if response is None:
-        return None
-    value = response.headers.get(h.REQUEST_ID)
-    return value[:200] if value is not None else None
-
-
-def _check_tool_results_fit(turn: PendingTurn) -> None:
-    """Refuse (400) tool results whose assistant tool call the budget left out: upstreams reject them."""
-    unanswered = unanswered_tool_results([m.body for m in turn.history], turn.new)
-    if unanswered:
-        raise InvalidRequest(
-            f"The tool result for call '{unanswered[0]}' continues a turn that the history budget left out "
-            f"({turn.dropped} stored messages dropped), so its assistant tool call would not be sent. "
-            "Raise X-Max-History-Messages / X-Max-History-Tokens (or the conversation's settings) "
-            "so that the current turn fits.",
-            param="messages",
-            code="history_budget_too_small",
-        )
-
-
-def _json_or_none(payload: bytes) -> Any:
-    try:
-        return json.loads(payload)
-    except ValueError:
-        return None
-
-
-def _choice_message(parsed: Any) -> dict[str, Any] | None:
-    if not isinstance(parsed, dict):
-        return None
-    choices = parsed.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return None
-    message = choices[0].get("message")
-    return message if isinstance(message, dict) else None
-
-
-def _client_wants_usage(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
-
-
-__all__ = ["ChatCall", "Reply", "StreamReply", "TurnService", "chain_hash"]
+__all__ = ["TurnService"]

@@ -18,9 +18,9 @@ from gateway.chat_request import (
     parse_json_object,
     parse_limit_header,
 )
+from gateway.exchange import ChatCall, Reply
 from gateway.history import Budget
 from gateway.identity import bearer_token, validate_conversation_id
-from gateway.turns import ChatCall, Reply
 
 
 class RelayResponse(StreamingResponse):

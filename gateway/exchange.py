@@ -1,0 +1,153 @@
+"""The data of one chat turn (request, pending state, replies) and the pure helpers around it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from gateway import headers as h
+from gateway.errors import InvalidRequest
+from gateway.history import Budget, StoredMessage, unanswered_tool_results
+from gateway.replays import Recorded
+from gateway.store.tables import Conversation
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    """A parsed chat-completions request, as the handler hands it over."""
+
+    owner: str
+    token: str
+    conversation_id: str | None
+    body: dict[str, Any]
+    raw: bytes
+    headers: dict[str, str]
+    request_id: str
+    header_budget: Budget = field(default_factory=Budget)
+    retry_count: int = 0
+    idempotency_key: str | None = None
+
+
+@dataclass
+class Reply:
+    """A complete response to send back."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class StreamReply:
+    """A streamed response: status and headers now, body events as they come."""
+
+    status: int
+    headers: dict[str, str]
+    events: AsyncIterator[bytes]
+
+
+@dataclass
+class PendingTurn:
+    """What the gateway knows about a turn while its upstream call runs."""
+
+    call: ChatCall
+    started: float
+    conversation: Conversation | None = None
+    system_messages: list[dict[str, Any]] | None = None
+    replace_system: bool = False
+    new: list[dict[str, Any]] = field(default_factory=list)
+    history: list[StoredMessage] = field(default_factory=list)
+    dropped: int = 0
+    ttfb_ms: float | None = None
+    sent: float | None = None
+    replay: Recorded | None = None
+
+    @property
+    def model(self) -> str | None:
+        """The model the client asked for."""
+        model = self.call.body.get("model")
+        return model if isinstance(model, str) else None
+
+    def history_headers(self) -> dict[str, str]:
+        """Response headers that report what history was sent."""
+        if self.call.conversation_id is None:
+            return {}
+        return {
+            h.CONVERSATION_ID: self.call.conversation_id,
+            h.HISTORY_MESSAGES: str(len(self.history)),
+            h.HISTORY_DROPPED: str(self.dropped),
+        }
+
+
+def error_text(body: bytes) -> str:
+    """The message of an upstream error body (or its first bytes), for the request log."""
+    try:
+        decoded = json.loads(body)
+        message = decoded["error"]["message"]
+        return str(message)[:2000]
+    except (ValueError, KeyError, TypeError):
+        return body[:2000].decode("utf-8", "replace")
+
+
+def replay_reply(recorded: Recorded, body: dict[str, Any]) -> Reply | StreamReply:
+    """The recorded response again: no upstream call, no new request-log row (so nothing is counted twice)."""
+    if body.get("stream") is not True:
+        headers, payload = recorded.plain()
+        return Reply(200, headers, payload)
+    headers, events = recorded.stream(client_wants_usage(body))
+
+    async def replayed() -> AsyncIterator[bytes]:
+        yield b"".join(events)
+
+    return StreamReply(200, headers, replayed())
+
+
+def upstream_request_id(response: httpx.Response | None) -> str | None:
+    """The upstream's x-request-id, cut to the column's 200 characters."""
+    if response is None:
+        return None
+    value = response.headers.get(h.REQUEST_ID)
+    return value[:200] if value is not None else None
+
+
+def check_tool_results_fit(turn: PendingTurn) -> None:
+    """Refuse (400) tool results whose assistant tool call the budget left out: upstreams reject them."""
+    unanswered = unanswered_tool_results([m.body for m in turn.history], turn.new)
+    if unanswered:
+        raise InvalidRequest(
+            f"The tool result for call '{unanswered[0]}' continues a turn that the history budget left out "
+            f"({turn.dropped} stored messages dropped), so its assistant tool call would not be sent. "
+            "Raise X-Max-History-Messages / X-Max-History-Tokens (or the conversation's settings) "
+            "so that the current turn fits.",
+            param="messages",
+            code="history_budget_too_small",
+        )
+
+
+def json_or_none(payload: bytes) -> Any:
+    """The decoded JSON body, or None when it is not JSON."""
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None
+
+
+def choice_message(parsed: Any) -> dict[str, Any] | None:
+    """Choice 0's message of a chat completion, or None when the body is not one."""
+    if not isinstance(parsed, dict):
+        return None
+    choices = parsed.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None
+    message = choices[0].get("message")
+    return message if isinstance(message, dict) else None
+
+
+def client_wants_usage(body: dict[str, Any]) -> bool:
+    """True when the client itself asked for the usage chunk of a stream."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
