@@ -12,6 +12,7 @@ import json
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -433,3 +434,100 @@ def test_hop_by_hop_and_cookie_headers_do_not_cross_the_real_server(
     for name in ("x-private", "proxy-authorization", "cookie"):
         assert name not in received.headers, (name, received.headers)
     assert received.headers.get("connection", "").lower() in ("", "keep-alive", "close")
+
+
+def test_upstream_429_on_a_proxied_endpoint_keeps_retry_after(
+    before_scripted: ServerProcess, scripted: ScriptedUpstream
+) -> None:
+    token = "sk-429-" + secrets.token_hex(6)
+    limited = {
+        "error": {"message": "slow down", "type": "requests", "param": None, "code": "rate_limit_exceeded"}
+    }
+    scripted.script(token, respond(429, limited, {"retry-after": "7", "x-ratelimit-remaining-requests": "0"}))
+    with (
+        OpenAI(base_url=before_scripted.url + "/v1", api_key=token, max_retries=0) as client,
+        pytest.raises(openai.RateLimitError) as err,
+    ):
+        client.embeddings.create(model="text-embedding-3-small", input="a")
+    assert err.value.response.headers["retry-after"] == "7"
+    assert err.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert err.value.code == "rate_limit_exceeded"
+
+
+# --- settings that differ: extra gateways ----------------------------------------------------------------
+
+
+def test_zero_budgets_refuse_the_first_call(held: ServerProcess, upstream: ServerProcess) -> None:
+    _, secret = admin_key(held, budget_usd=0)
+    before = len(upstream_requests(upstream))
+    response = httpx.post(
+        held.url + "/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": HI},
+        headers=bearer(secret),
+    )
+    assert_openai_error(response, 429, "budget_exceeded")
+    _, other = admin_key(held)
+    conversation = f"zero-{secrets.token_hex(4)}"
+    created = httpx.post(
+        held.url + "/v1/conversations", json={"id": conversation, "max_cost_usd": 0}, headers=bearer(other)
+    )
+    assert created.status_code == 200, created.text
+    response = httpx.post(
+        held.url + "/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": HI},
+        headers={**bearer(other), "X-Conversation-Id": conversation},
+    )
+    assert_openai_error(response, 429, "budget_exceeded")
+    assert len(upstream_requests(upstream)) == before
+
+
+def test_idempotency_key_outlives_the_retry_count_window(
+    start_gateway: Any, upstream: ServerProcess, database_url: str, api_key: str, conversation_id: str
+) -> None:
+    server = start_gateway(database_url, retry_replay_window="0.5")
+    url = f"{server.url}/v1/chat/completions"
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "keyed"}]}
+    headers = {**bearer(api_key), "X-Conversation-Id": conversation_id, "Idempotency-Key": "k-1"}
+    first = httpx.post(url, json=body, headers=headers)
+    assert first.status_code == 200, first.text
+    time.sleep(0.7)  # past the retry-count window, far inside the 24 h of an Idempotency-Key
+    again = httpx.post(url, json=body, headers={**headers, "x-stainless-retry-count": "1"})
+    assert again.status_code == 200 and again.headers.get("x-gateway-replayed") == "true"
+    assert again.json() == first.json()
+    assert len(upstream_requests(upstream, api_key)) == 1
+
+
+def test_sigterm_past_the_grace_cancels_and_stores_no_half_turn(
+    start_gateway: Any, upstream: ServerProcess, database_url: str, api_key: str, conversation_id: str
+) -> None:
+    server = start_gateway(database_url, shutdown_grace="1")
+    assert server.process is not None
+    url = f"{server.url}/v1/chat/completions"
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "FAULT:slow:15000 too slow"}]}
+    headers = {**bearer(api_key), "X-Conversation-Id": conversation_id}
+    outcome: list[Any] = []
+
+    def send() -> None:
+        try:
+            outcome.append(httpx.post(url, json={**body, "stream": True}, headers=headers, timeout=30))
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not upstream_requests(upstream, api_key):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    server.process.send_signal(15)
+    code = server.process.wait(12)  # the grace (1 s) ends long before the upstream would answer (15 s)
+    thread.join(20)
+    assert code in (0, -15), server.log()[-2000:]
+    if outcome and isinstance(outcome[0], httpx.Response):
+        assert not outcome[0].text.endswith("data: [DONE]\n\n")  # never acknowledged
+    server.stop()
+    restarted = start_gateway(database_url)
+    stored = httpx.get(
+        f"{restarted.url}/v1/conversations/{conversation_id}/messages", headers=bearer(api_key)
+    )
+    assert stored.status_code == 404 or stored.json()["data"] == [], stored.text
