@@ -531,3 +531,18 @@ def test_sigterm_past_the_grace_cancels_and_stores_no_half_turn(
         f"{restarted.url}/v1/conversations/{conversation_id}/messages", headers=bearer(api_key)
     )
     assert stored.status_code == 404 or stored.json()["data"] == [], stored.text
+
+
+@pytest.mark.parametrize("budget", ["5", "", {"usd": 5}, [5], 1e7, -0.01])
+def test_admin_create_takes_only_a_json_number_as_budget(held: ServerProcess, budget: Any) -> None:
+    # The published schema says `number`: a numeric string is a wrong type (400 naming the field).
+    body = json.dumps({"name": f"typed-{secrets.token_hex(4)}", "budget_usd": budget})
+    response = httpx.post(
+        held.url + "/admin/keys",
+        content=body,
+        headers={**bearer(ADMIN_KEY), "content-type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "budget_usd"
+    names = [k["name"] for k in httpx.get(held.url + "/admin/keys", headers=bearer(ADMIN_KEY)).json()["data"]]
+    assert json.loads(body)["name"] not in names
