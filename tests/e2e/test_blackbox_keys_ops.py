@@ -546,3 +546,26 @@ def test_admin_create_takes_only_a_json_number_as_budget(held: ServerProcess, bu
     assert response.json()["error"]["param"] == "budget_usd"
     names = [k["name"] for k in httpx.get(held.url + "/admin/keys", headers=bearer(ADMIN_KEY)).json()["data"]]
     assert json.loads(body)["name"] not in names
+
+
+@pytest.mark.parametrize("status", [401, 403])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_token_the_upstream_refuses_creates_nothing_not_even_usage(
+    before_scripted: ServerProcess, scripted: ScriptedUpstream, status: int, stream: bool
+) -> None:
+    token = "sk-refused-" + secrets.token_hex(6)
+    refusal = {
+        "error": {"message": "no", "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
+    }
+    scripted.script(token, respond(status, refusal))
+    conversation = f"refused-{secrets.token_hex(4)}"
+    response = httpx.post(
+        before_scripted.url + "/v1/chat/completions",
+        json={"model": "m", "messages": HI, "stream": stream},
+        headers={**bearer(token), "X-Conversation-Id": conversation},
+    )
+    assert response.status_code == status and response.json() == refusal
+    got = httpx.get(f"{before_scripted.url}/v1/conversations/{conversation}", headers=bearer(token))
+    assert got.status_code == 404
+    assert httpx.get(f"{before_scripted.url}/v1/conversations", headers=bearer(token)).json()["data"] == []
+    assert httpx.get(f"{before_scripted.url}/v1/usage", headers=bearer(token)).json()["requests"] == 0
