@@ -32,7 +32,8 @@ def create_http_client(
 
 def _cookieless_session() -> aiohttp.ClientSession:
     """The aiohttp session behind the transport (made in the running loop), without a cookie jar."""
-    connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=30)
+    ssl = httpx.create_ssl_context(trust_env=False)  # certifi's CA bundle, as httpx and the transport use
+    connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=30, ssl=ssl)
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
 
