@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import aiohttp
 import httpx
@@ -21,9 +22,19 @@ def create_http_client(
         from httpx_aiohttp import AiohttpTransport
 
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
-        transport = AiohttpTransport(limits=limits, trust_env=False)
+        transport = AiohttpTransport(limits=limits, trust_env=False, client=_cookieless_session)
     timeout = httpx.Timeout(settings.upstream_timeout, connect=settings.upstream_connect_timeout)
-    return httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
+    # One client serves every caller: a cookie one caller's upstream answer sets must never ride along on
+    # another caller's request, so neither httpx nor aiohttp may keep cookies.
+    no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    return httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False, cookies=no_cookies)
+
+
+def _cookieless_session() -> aiohttp.ClientSession:
+    """The aiohttp session behind the transport (made in the running loop), without a cookie jar."""
+    ssl = httpx.create_ssl_context(trust_env=False)  # certifi's CA bundle, as httpx and the transport use
+    connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=30, ssl=ssl)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
 
 @contextlib.contextmanager

@@ -44,7 +44,12 @@ def _create_fields(body: dict[str, Any]) -> tuple[str, int | None]:
         raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0])
     if "name" not in body:
         raise InvalidRequest("Missing required parameter: 'name'.", param="name")
-    return validate_key_name(body["name"]), budget_pusd(body.get("budget_usd"))
+    budget = body.get("budget_usd")
+    if isinstance(budget, str):  # JSON has numbers; a numeric string is only for the CLI's --budget-usd
+        raise InvalidRequest(
+            "Invalid type for 'budget_usd': expected a number.", param="budget_usd", code="invalid_type"
+        )
+    return validate_key_name(body["name"]), budget_pusd(budget)
 
 
 async def create(request: Request) -> Response:
