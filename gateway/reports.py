@@ -161,15 +161,16 @@ def usage_object(by_model: Mapping[str | None, Totals]) -> dict[str, Any]:
 
 
 def report_object(report: Report) -> dict[str, Any]:
-    """The JSON object of a report: a list of keyed usage objects (ungrouped: one row keyed `total`);
-    for one conversation, its usage object plus `conversation_id`."""
+    """The JSON object of a report: a list of keyed usage objects; for one conversation, its usage object
+    plus `conversation_id`. Ungrouped, both shapes at once: the list (one row keyed `total`) and, beside
+    `object`/`data`, the totals' own fields, so clients reading either the list or the usage object work."""
     if report.group_by is not None:
         data = [{"key": group.key, **usage_object(group.by_model)} for group in report.groups]
         return {"object": "list", "data": data}
     usage = usage_object(report.by_model)
     if report.conversation_id is not None:
         return {"conversation_id": report.conversation_id, **usage}
-    return {"object": "list", "data": [{"key": "total", **usage}]}
+    return {"object": "list", "data": [{"key": "total", **usage}], **usage}
 
 
 # --- parsing what to report --------------------------------------------------------------------

@@ -144,10 +144,8 @@ def test_report_objects() -> None:
     assert [row["key"] for row in listed["data"]] == ["2024-05-01", "2024-05-02"]
     assert list(listed["data"][0])[:2] == ["key", "requests"] and "by_model" in listed["data"][0]
     totals = report_object(Report(groups))
-    assert totals == {
-        "object": "list",
-        "data": [{"key": "total", **usage_object({"m": priced() + UNPRICED})}],
-    }
+    usage = usage_object({"m": priced() + UNPRICED})
+    assert totals == {"object": "list", "data": [{"key": "total", **usage}], **usage}
     one = report_object(Report(groups, conversation_id="c1"))
     assert next(iter(one)) == "conversation_id" and one["conversation_id"] == "c1"
     assert report_object(Report([]))["data"] == [{"key": "total", **usage_object({})}]
