@@ -372,14 +372,6 @@ def test_metrics_expose_every_named_family_with_its_type(
 
 
 @pytest.fixture(scope="module")
-def scripted() -> Iterator[ScriptedUpstream]:
-    """A scripted upstream that records raw headers."""
-    server = ScriptedUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def before_scripted(
     scripted: ScriptedUpstream, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
