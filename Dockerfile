@@ -8,13 +8,17 @@ FROM python:${PYTHON_VERSION}-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+# The locked, hashed dependencies first (their layer is reused while the lock is unchanged), then the
+# package itself without resolving anything again.
+COPY requirements/run.txt ./requirements/run.txt
+RUN python -m venv /opt/gateway \
+    && /opt/gateway/bin/pip install --no-cache-dir --require-hashes -r requirements/run.txt
 # The build backend (hatchling) needs README.md (the package's readme) and migrations/ (packaged as
 # gateway/_migrations, so `gateway migrate` works from the installed package).
 COPY pyproject.toml README.md ./
 COPY migrations ./migrations
 COPY gateway ./gateway
-RUN python -m venv /opt/gateway \
-    && /opt/gateway/bin/pip install --no-cache-dir . \
+RUN /opt/gateway/bin/pip install --no-cache-dir --no-deps . \
     && /opt/gateway/bin/gateway --help > /dev/null
 
 FROM python:${PYTHON_VERSION}-slim

@@ -419,7 +419,7 @@ def test_stream_chunks_are_not_buffered(
     gateway: ServerProcess, clients: Clients, database_url: str, api_key: str, conversation_id: str
 ) -> None:
     """The mock sends one content chunk, then stalls for an hour: a buffering gateway would show nothing."""
-    client = clients.sdk(gateway, api_key, conversation_id, max_retries=0, timeout=httpx.Timeout(15.0))
+    client = clients.sdk(gateway, api_key, conversation_id, max_retries=0, timeout=15.0)
     stream = client.chat.completions.create(
         model=MODEL, messages=[user("one two three FAULT:stall-stream")], stream=True
     )
@@ -431,7 +431,7 @@ def test_stream_chunks_are_not_buffered(
     stream.close()
     assert seen[-1].choices[0].delta.content == "[1 "
     # the abandoned turn added nothing and released the conversation at once
-    quick = clients.sdk(gateway, api_key, conversation_id, max_retries=0, timeout=httpx.Timeout(15.0))
+    quick = clients.sdk(gateway, api_key, conversation_id, max_retries=0, timeout=15.0)
     reply = quick.chat.completions.create(model=MODEL, messages=[user("next")])
     assert reply.choices[0].message.content == "[1 messages] next"
     for _ in range(100):  # the abandoned attempt is in the request log, with its status and error

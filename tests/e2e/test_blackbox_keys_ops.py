@@ -88,13 +88,13 @@ def assert_openai_error(response: httpx.Response, status: int, code: str) -> Non
 
 
 class Counter:
-    """An httpx client for the SDK that counts the requests it sends (SDK retries included)."""
+    """The SDK's own HTTP client (its public `DefaultHttpxClient`), counting the requests it sends (retries too)."""
 
     def __init__(self) -> None:
         self.sent = 0
-        self.client = httpx.Client(event_hooks={"request": [self._count]}, timeout=30)
+        self.client = openai.DefaultHttpxClient(event_hooks={"request": [self._count]}, timeout=30)
 
-    def _count(self, _: httpx.Request) -> None:
+    def _count(self, _: object) -> None:
         self.sent += 1
 
 
@@ -185,7 +185,7 @@ def test_budget_refusal_is_a_rate_limit_error_the_sdk_does_not_retry(
 ) -> None:
     _, secret = admin_key(held, budget_usd=1)  # "hi" costs 8 USD at these prices: one call crosses it
     counter = Counter()
-    with OpenAI(base_url=held.url + "/v1", api_key=secret, http_client=counter.client) as client:  # type: ignore[arg-type]
+    with OpenAI(base_url=held.url + "/v1", api_key=secret, http_client=counter.client) as client:
         client.chat.completions.create(model="gpt-4o-mini", messages=HI)
         before = len(upstream_requests(upstream))
         counter.sent = 0
@@ -204,7 +204,7 @@ def test_conversation_cap_refusal_through_the_sdk_is_not_retried(
     _, secret = admin_key(held)
     conv = {"X-Conversation-Id": conversation_id}
     counter = Counter()
-    with OpenAI(base_url=held.url + "/v1", api_key=secret, http_client=counter.client) as client:  # type: ignore[arg-type]
+    with OpenAI(base_url=held.url + "/v1", api_key=secret, http_client=counter.client) as client:
         client.chat.completions.create(model="gpt-4o-mini", messages=HI, extra_headers=conv)
         capped = httpx.patch(
             f"{held.url}/v1/conversations/{conversation_id}",
