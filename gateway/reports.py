@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -19,6 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.errors import InvalidRequest
+from gateway.money import usd, usd_text
+from gateway.views import render_json
 
 GROUP_BY = ("conversation", "model", "day", "caller")  # caller: the identity (useful with scope=all)
 FORMATS = ("table", "json", "csv")
@@ -121,11 +122,6 @@ def fold(rows: Iterable[tuple[str | None, str | None, Totals]]) -> list[Group]:
 def day_key(day_number: int) -> str:
     """The YYYY-MM-DD (UTC) of a day number counted from 1970-01-01."""
     return (_EPOCH + timedelta(days=day_number)).isoformat()
-
-
-def usd(pusd: int) -> Decimal:
-    """Picodollars as exact USD."""
-    return Decimal(pusd).scaleb(-12)
 
 
 def usage_fields(totals: Totals) -> dict[str, Any]:
@@ -231,28 +227,10 @@ def parse_report_params(
 # --- rendering ---------------------------------------------------------------------------------
 
 
-def decimal_text(value: Decimal) -> str:
-    """A Decimal in plain positional notation without trailing zeros (0.00042, 12, 0)."""
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "") else text
-
-
-def render_json(value: Any) -> str:
-    """Compact JSON in which Decimals are exact numbers (json.dumps would need floats)."""
-    if isinstance(value, Decimal):
-        return decimal_text(value)
-    if isinstance(value, dict):
-        items = (f"{json.dumps(str(k), ensure_ascii=False)}:{render_json(v)}" for k, v in value.items())
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(render_json(item) for item in value) + "]"
-    return json.dumps(value, ensure_ascii=False)
-
-
 def _text(value: Any, unknown: str) -> str:
     if value is None:
         return unknown
-    return decimal_text(value) if isinstance(value, Decimal) else str(value)
+    return usd_text(value) if isinstance(value, Decimal) else str(value)
 
 
 def _cell(value: Any) -> str:

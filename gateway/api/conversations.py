@@ -7,7 +7,6 @@ Writes (update, delete, create) hold the conversation's lock, so they never inte
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +17,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.common import Services, json_response, path_conversation_id, read_limited_body, services
+from gateway.api.common import (
+    Services,
+    exact_json_response,
+    json_response,
+    path_conversation_id,
+    read_limited_body,
+    services,
+)
 from gateway.api.usage import conversation_usage_object
 from gateway.chat_request import parse_json_object
 from gateway.conversation_fields import (
@@ -28,13 +34,10 @@ from gateway.conversation_fields import (
     conversation_columns,
     page_limit,
     page_order,
-    pusd_to_usd,
 )
 from gateway.errors import ConversationExists, InvalidRequest, MethodNotAllowed, NotFound
-from gateway.history import system_prompt_text
 from gateway.identity import CONVERSATION_ID_PATTERN, bearer_token
 from gateway.items import Item, item_key, item_position, message_items
-from gateway.reports import render_json
 from gateway.store.conversations import (
     create_conversation,
     delete_conversation,
@@ -45,6 +48,7 @@ from gateway.store.conversations import (
 )
 from gateway.store.database import Database
 from gateway.store.tables import Conversation
+from gateway.views import conversation_object
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -52,33 +56,10 @@ LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
 MESSAGES_LIMIT_DEFAULT, MESSAGES_LIMIT_MAX = 100, 1000
 
 
-def conversation_object(conversation: Conversation) -> dict[str, Any]:
-    """The JSON shape of a conversation without its usage: OpenAI's fields, then the gateway's."""
-    system = json.loads(conversation.system_messages) if conversation.system_messages else None
-    return {
-        "id": conversation.id,
-        "object": "conversation",
-        "created_at": int(conversation.created_at),
-        "metadata": json.loads(conversation.metadata_json) if conversation.metadata_json else {},
-        "updated_at": int(conversation.updated_at),
-        "system_prompt": system_prompt_text(system),
-        "message_count": conversation.message_count,
-        "settings": {
-            "max_history_messages": conversation.max_history_messages,
-            "max_history_tokens": conversation.max_history_tokens,
-            "max_cost_usd": pusd_to_usd(conversation.max_cost_pusd),
-        },
-    }
-
-
 async def with_usage(db: Database, conversation: Conversation) -> dict[str, Any]:
     """The conversation object with its `usage` (Decimal costs: render with render_json)."""
     usage = await conversation_usage_object(db, conversation.owner, conversation.id)
     return {**conversation_object(conversation), "usage": usage}
-
-
-def _exact_json(value: Any) -> Response:
-    return Response(render_json(value), media_type="application/json")  # exact decimal costs
 
 
 def _not_found(conversation_id: str) -> NotFound:
@@ -148,7 +129,7 @@ async def list_all(request: Request) -> Response:
         rows = await list_conversations(session, owner, limit=limit + 1, after=after)
     page = rows[:limit]
     data = [await with_usage(svc.db, c) for c in page]
-    return _exact_json(_page(data, len(rows) > limit, [c.id for c in page]))
+    return exact_json_response(_page(data, len(rows) > limit, [c.id for c in page]))
 
 
 async def create(request: Request) -> Response:
@@ -174,14 +155,14 @@ async def create(request: Request) -> Response:
                 f"A conversation with id '{conversation_id}' already exists.", param="id"
             )
         conversation = await create_conversation(session, owner, conversation_id, columns, time.time())
-    return _exact_json(await with_usage(svc.db, conversation))
+    return exact_json_response(await with_usage(svc.db, conversation))
 
 
 async def retrieve(request: Request) -> Response:
     """GET /v1/conversations/{id}."""
     svc = services(request)
     conversation = await _find(svc, await _owner(svc, request), path_conversation_id(request))
-    return _exact_json(await with_usage(svc.db, conversation))
+    return exact_json_response(await with_usage(svc.db, conversation))
 
 
 async def update(request: Request) -> Response:
@@ -192,7 +173,7 @@ async def update(request: Request) -> Response:
     columns = conversation_columns(await _body(svc, request), UPDATE_FIELDS)
     async with _locked(svc, owner, conversation_id) as (session, conversation):
         await update_conversation(session, conversation, columns, time.time())
-    return _exact_json(await with_usage(svc.db, conversation))
+    return exact_json_response(await with_usage(svc.db, conversation))
 
 
 async def delete(request: Request) -> Response:

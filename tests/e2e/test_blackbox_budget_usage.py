@@ -25,7 +25,7 @@ from openai import OpenAI
 
 from gateway.mock_upstream.replies import mock_reply, mock_usage
 from gateway.tokens import count_message_tokens
-from tests.servers import ServerProcess, base_env, gateway_server, upstream_requests
+from tests.servers import ServerProcess, base_env, gateway_app, upstream_requests
 
 MODEL = "gpt-4o-mini"
 USAGE_FIELDS = [
@@ -447,7 +447,7 @@ def priced(
     tmp = tmp_path_factory.mktemp("bb-usage")
     path = tmp / "prices.json"
     path.write_text(json.dumps({m: {k: float(v) for k, v in p.items()} for m, p in PRICES.items()}))
-    server = gateway_server(tmp, upstream.url, database_url, prices_file=str(path)).start()
+    server = gateway_app(upstream.url, database_url, prices_file=str(path)).start()
     try:
         yield server
     finally:

@@ -683,7 +683,7 @@ def test_history_survives_a_restart(
     api_key: str,
     conversation_id: str,
 ) -> None:
-    server = start_gateway(database_url)
+    server = start_gateway(database_url, process=True)
     clients.sdk(server, api_key, conversation_id).chat.completions.create(
         model=MODEL, messages=[{"role": "system", "content": "S"}, user("remember")]
     )

@@ -24,7 +24,7 @@ from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.scripted_upstream import ScriptedUpstream, completion, respond
-from tests.servers import ServerProcess, base_env, gateway_server, upstream_requests
+from tests.servers import ServerProcess, base_env, gateway_app, upstream_requests
 
 UPSTREAM_KEY = "sk-upstream-bb56-" + secrets.token_hex(4)
 ADMIN_KEY = "admin-bb56-" + secrets.token_hex(8)
@@ -40,8 +40,7 @@ def held(
     tmp = tmp_path_factory.mktemp("bb56")
     prices = tmp / "prices.json"
     prices.write_text(json.dumps(PRICES))
-    server = gateway_server(
-        tmp,
+    server = gateway_app(
         upstream.url,
         database_url,
         upstream_api_key=UPSTREAM_KEY,
@@ -376,7 +375,7 @@ def before_scripted(
     scripted: ScriptedUpstream, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A pass-through gateway in front of the scripted upstream."""
-    server = gateway_server(tmp_path_factory.mktemp("bb56s"), scripted.url, database_url).start()
+    server = gateway_app(scripted.url, database_url).start()
     try:
         yield server
     finally:
@@ -491,7 +490,7 @@ def test_idempotency_key_outlives_the_retry_count_window(
 def test_sigterm_past_the_grace_cancels_and_stores_no_half_turn(
     start_gateway: Any, upstream: ServerProcess, database_url: str, api_key: str, conversation_id: str
 ) -> None:
-    server = start_gateway(database_url, shutdown_grace="1")
+    server = start_gateway(database_url, process=True, shutdown_grace="1")
     assert server.process is not None
     url = f"{server.url}/v1/chat/completions"
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "FAULT:slow:15000 too slow"}]}

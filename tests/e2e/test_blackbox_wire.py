@@ -24,7 +24,7 @@ from tests.e2e.scripted_upstream import (
     respond,
     sse,
 )
-from tests.servers import ServerProcess, gateway_server
+from tests.servers import ServerProcess, gateway_app
 
 ERROR_KEYS = {"message", "type", "param", "code"}
 ROLE = event(chunk({"role": "assistant", "content": ""}))
@@ -36,7 +36,7 @@ def wire(
     scripted: ScriptedUpstream, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A gateway in front of the scripted upstream (per backend)."""
-    server = gateway_server(tmp_path_factory.mktemp("wire"), scripted.url, database_url).start()
+    server = gateway_app(scripted.url, database_url).start()
     yield server
     server.stop()
 

@@ -312,7 +312,7 @@ def test_restart_keeps_history(
     start_gateway: Callable[..., ServerProcess], tmp_path: Any, api_key: str, conversation_id: str
 ) -> None:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'restart.db'}"
-    server = start_gateway(database_url)
+    server = start_gateway(database_url, process=True)
     client = sdk(server, api_key, conversation_id)
     client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "remember me"}])
     server.restart()

@@ -54,7 +54,7 @@ async def test_sigkill_under_load_loses_no_acknowledged_turn(
     start_gateway: Callable[..., ServerProcess], database_url: str, api_key: str
 ) -> None:
     # a short lease, so that the killed process's leases (Postgres) expire quickly after the restart
-    server = start_gateway(database_url, lock_lease="1")
+    server = start_gateway(database_url, process=True, lock_lease="1")
     conversations = [f"kill-{secrets.token_hex(4)}-{n}" for n in range(8)]
 
     def kill_mid_load() -> None:
@@ -86,7 +86,7 @@ def test_sigterm_lets_in_flight_requests_and_streams_finish(
     api_key: str,
     conversation_id: str,
 ) -> None:
-    server = start_gateway(database_url, shutdown_grace="20")
+    server = start_gateway(database_url, process=True, shutdown_grace="20")
     assert server.process is not None
     url = f"{server.url}/v1/chat/completions"
     streamed, plain = f"{conversation_id}-stream", f"{conversation_id}-plain"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.e2e.support import sse_payloads, stored, turn_body, turn_headers
-from tests.servers import ServerProcess, free_port, gateway_server
+from tests.servers import ServerProcess, free_port, gateway_app
 
 MIB = 1024 * 1024
 
@@ -20,9 +20,7 @@ def fault_gateway(
     upstream: ServerProcess, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A gateway with a short upstream timeout (stalls) and the default 16 MiB response limit."""
-    server = gateway_server(
-        tmp_path_factory.mktemp("faults"), upstream.url, database_url, upstream_timeout="1.5"
-    ).start()
+    server = gateway_app(upstream.url, database_url, upstream_timeout="1.5").start()
     try:
         yield server
     finally:

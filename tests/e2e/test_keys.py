@@ -17,7 +17,7 @@ from openai import OpenAI
 
 from gateway.identity import caller_identity
 from tests.hostile import row_counts
-from tests.servers import ServerProcess, base_env, gateway_server, upstream_requests
+from tests.servers import ServerProcess, base_env, gateway_app, upstream_requests
 
 UPSTREAM_KEY = "sk-upstream-held-by-the-gateway"
 ADMIN_KEY = "admin-" + secrets.token_hex(8)
@@ -35,8 +35,7 @@ def keyed(
     tmp = tmp_path_factory.mktemp("keyed")
     prices = tmp / "prices.json"
     prices.write_text(json.dumps(PRICES))
-    server = gateway_server(
-        tmp,
+    server = gateway_app(
         upstream.url,
         database_url,
         upstream_api_key=UPSTREAM_KEY,

@@ -19,7 +19,7 @@ from openai import OpenAI
 
 from gateway.mock_upstream.replies import mock_reply, mock_usage, response_model
 from gateway.tokens import count_message_tokens
-from tests.servers import ServerProcess, base_env, gateway_server, upstream_requests
+from tests.servers import ServerProcess, base_env, gateway_app, upstream_requests
 
 PRICES = {
     "gpt-4o-mini": {"input": "0.15", "cached_input": "0.075", "output": "0.6"},
@@ -44,7 +44,7 @@ def priced(
         )
         + "}"
     )
-    server = gateway_server(tmp, upstream.url, database_url, prices_file=str(path)).start()
+    server = gateway_app(upstream.url, database_url, prices_file=str(path)).start()
     try:
         yield server
     finally:
