@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.helpers import close_sdk_clients
 from tests.servers import AppServer, ServerProcess, gateway_app, gateway_server, mock_upstream
 
 POSTGRES_ENV = "GATEWAY_TEST_POSTGRES_URL"
@@ -163,6 +164,13 @@ def start_gateway(upstream: ServerProcess, tmp_path: Path) -> Iterator[Callable[
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    """Close the SDK clients a test opened with tests.helpers.sdk()."""
+    yield
+    close_sdk_clients()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from gateway.identity import caller_identity
 from gateway.keys import MAX_BUDGET_USD, KeyInfo, new_secret, validate_key_name
 from gateway.store.database import Database
 from gateway.store.keys import insert_key, list_keys, revoke_key
-from gateway.views import key_object
+from gateway.views import key_object, render_json
 
 T = TypeVar("T")
 
@@ -52,7 +51,7 @@ def create(name: str, budget_usd: str | None, database_url: str | None) -> None:
     """Create a key and print its secret (shown only this once; only its hash is stored)."""
     try:
         validate_key_name(name)
-        budget = money.parse_usd(budget_usd, "--budget-usd", maximum=MAX_BUDGET_USD)
+        budget = money.parse_usd(budget_usd, "--budget-usd", maximum=MAX_BUDGET_USD, text=True)
     except GatewayError as exc:
         raise click.BadParameter(str(exc)) from exc
     secret = new_secret()
@@ -93,7 +92,7 @@ def list_command(output: str, database_url: str | None) -> None:
     found = _run(database_url, list_keys)
     if output == "json":
         data: dict[str, Any] = {"object": "list", "data": [key_object(k) for k in found]}
-        click.echo(json.dumps(data, indent=2))
+        click.echo(render_json(data, indent=2, separators=(",", ": ")))
         return
     click.echo(_table([_row(k) for k in found]))
 

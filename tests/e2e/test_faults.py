@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.support import sse_payloads, stored, turn_body, turn_headers
+from tests.helpers import data_events, stored, turn_body, turn_headers
 from tests.servers import ServerProcess, free_port, gateway_app
 
 MIB = 1024 * 1024
@@ -68,7 +68,7 @@ def test_upstream_fault_is_a_clear_error_and_adds_nothing(
     response = http.post(url, json=turn_body(f"please {fault}", stream=stream), headers=headers)
     assert response.status_code == status
     if status == 200:  # the stream had started: it ends with an error event, never a finish or [DONE]
-        payloads = sse_payloads(response.text)
+        payloads = data_events(response.text)
         assert "[DONE]" not in payloads
         error = json.loads(payloads[-1])["error"]
         assert all(

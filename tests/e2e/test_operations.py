@@ -299,3 +299,41 @@ def test_workers_share_metrics_and_write_text_logs(
         assert not (metrics_dir / "counter_1.db").exists()
     finally:
         server.stop()
+
+
+HI: Any = [{"role": "user", "content": "hi"}]
+
+
+def test_metrics_expose_every_named_family_with_its_type(
+    gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    with OpenAI(base_url=gateway.url + "/v1", api_key=api_key, max_retries=0) as client:
+        list(
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=HI,
+                stream=True,
+                extra_headers={"X-Conversation-Id": conversation_id},
+            )
+        )
+    response = httpx.get(gateway.url + "/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    expected = {
+        "gateway_requests": "counter",
+        "gateway_upstream_latency_seconds": "histogram",
+        "gateway_stream_first_chunk_seconds": "histogram",
+        "gateway_streams_in_flight": "gauge",
+        "gateway_tokens": "counter",
+        "gateway_cost_usd": "counter",
+        "gateway_lock_wait_seconds": "histogram",
+    }
+    for name, kind in expected.items():
+        assert name in families and families[name].type == kind, name
+    labels = [s.labels for s in families["gateway_requests"].samples if s.name == "gateway_requests_total"]
+    assert any(
+        label.get("route") == "/v1/chat/completions" and label.get("status") == "200" for label in labels
+    )
+    tokens = [s.labels for s in families["gateway_tokens"].samples if s.name == "gateway_tokens_total"]
+    assert any(label.get("model", "").startswith("gpt-4o-mini") for label in tokens)
+    assert families["gateway_streams_in_flight"].samples[0].value == 0

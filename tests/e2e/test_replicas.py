@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
-from tests.e2e.support import assert_whole_turns, send_turn, stored, turn_body, turn_headers
+from tests.helpers import assert_whole_turns, send_turn, stored, turn_body, turn_headers
 from tests.servers import ServerProcess, base_env, gateway_server, upstream_requests
 
 
