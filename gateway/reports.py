@@ -45,7 +45,8 @@ class UsageQuery:
 
     owner: str | None = None  # None: every caller (the operator's view)
     conversation_id: str | None = None
-    current_only: bool = False  # with conversation_id: skip rows of a deleted earlier conversation
+    conversation_ids: tuple[str, ...] | None = None  # several conversations at once (a page of a list)
+    current_only: bool = False  # with conversation id(s): skip rows of a deleted earlier conversation
     group_by: str | None = None
     since: float | None = None  # Unix seconds, inclusive
     until: float | None = None  # Unix seconds, exclusive

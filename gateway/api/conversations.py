@@ -38,6 +38,7 @@ from gateway.conversation_fields import (
 from gateway.errors import ConversationExists, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.identity import CONVERSATION_ID_PATTERN, bearer_token
 from gateway.items import Item, item_key, item_position, message_items
+from gateway.reports import UsageQuery, usage_object
 from gateway.store.conversations import (
     create_conversation,
     delete_conversation,
@@ -48,6 +49,7 @@ from gateway.store.conversations import (
 )
 from gateway.store.database import Database
 from gateway.store.tables import Conversation
+from gateway.store.usage import usage_groups
 from gateway.views import conversation_object
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -128,7 +130,13 @@ async def list_all(request: Request) -> Response:
                 )
         rows = await list_conversations(session, owner, limit=limit + 1, after=after)
     page = rows[:limit]
-    data = [await with_usage(svc.db, c) for c in page]
+    # One grouped query for the page's usage, not one per conversation.
+    query = UsageQuery(
+        owner=owner, conversation_ids=tuple(c.id for c in page), current_only=True, group_by="conversation"
+    )
+    async with svc.db.transaction() as session:
+        usage = {group.key: group.by_model for group in await usage_groups(session, query)} if page else {}
+    data = [{**conversation_object(c), "usage": usage_object(usage.get(c.id, {}))} for c in page]
     return exact_json_response(_page(data, len(rows) > limit, [c.id for c in page]))
 
 
