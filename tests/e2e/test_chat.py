@@ -292,20 +292,6 @@ def test_upstream_errors_pass_through(gateway: ServerProcess, api_key: str, conv
     assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
 
 
-def test_restart_keeps_history(
-    start_gateway: Callable[..., ServerProcess], tmp_path: Any, api_key: str, conversation_id: str
-) -> None:
-    database_url = f"sqlite+aiosqlite:///{tmp_path / 'restart.db'}"
-    server = start_gateway(database_url, process=True)
-    client = sdk(server, api_key, conversation_id)
-    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "remember me"}])
-    server.restart()
-    reply = sdk(server, api_key, conversation_id).chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "do you?"}]
-    )
-    assert reply.choices[0].message.content == "[3 messages] do you?"
-
-
 async def test_concurrent_turns_on_one_conversation_are_serialized(
     gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
 ) -> None:
@@ -330,25 +316,6 @@ async def test_concurrent_turns_on_one_conversation_are_serialized(
     assert roles(messages) == ["user", "assistant"] * 16
     for index in range(16):
         assert messages[2 * index + 1]["content"].startswith(f"[{2 * index + 1} messages]")
-
-
-async def test_different_conversations_do_not_wait(gateway: ServerProcess, api_key: str) -> None:
-    client = AsyncOpenAI(base_url=gateway.url + "/v1", api_key=api_key, max_retries=0)
-    async with client:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await asyncio.gather(
-            *[
-                client.chat.completions.create(
-                    model="gpt-4o-mini",
-                    messages=[{"role": "user", "content": "FAULT:slow:500"}],
-                    extra_headers={"X-Conversation-Id": f"parallel-{secrets.token_hex(4)}"},
-                )
-                for _ in range(8)
-            ]
-        )
-        elapsed = loop.time() - started
-    assert elapsed < 8 * 0.5  # serialized would take at least 4 s; parallel takes about 0.5 s
 
 
 def test_two_callers_are_isolated(gateway: ServerProcess, conversation_id: str) -> None:
@@ -460,29 +427,9 @@ def test_bad_json_and_sdk_errors(gateway: ServerProcess, api_key: str) -> None:
     assert caught.value.code == "invalid_conversation_id"
 
 
-def test_unknown_conversation_is_404(gateway: ServerProcess, api_key: str) -> None:
-    for path in ("/v1/conversations/nope", "/v1/conversations/nope/messages"):
-        response = httpx.get(gateway.url + path, headers={"Authorization": f"Bearer {api_key}"})
-        assert response.status_code == 404
-        assert response.json()["error"]["type"] == "invalid_request_error"
-
-
 def test_healthz(gateway: ServerProcess) -> None:
     response = httpx.get(gateway.url + "/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
-
-
-def test_header_names_are_case_insensitive(
-    gateway: ServerProcess, api_key: str, conversation_id: str
-) -> None:
-    for name in ("x-conversation-id", "X-CONVERSATION-ID"):
-        response = httpx.post(
-            f"{gateway.url}/v1/chat/completions",
-            headers={"Authorization": f"Bearer {api_key}", name: conversation_id},
-            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
-        )
-        assert response.status_code == 200
-    assert len(stored(gateway, api_key, conversation_id)) == 4
 
 
 def test_client_leaving_mid_stream_releases_the_conversation_and_adds_nothing(
@@ -664,6 +611,7 @@ def test_unknown_or_foreign_conversation_is_an_openai_shaped_404(
         response = httpx.get(f"{gateway.url}/v1/conversations/{cid}{suffix}", headers=auth(key))
         assert response.status_code == 404
         assert set(response.json()["error"]) == ERROR_KEYS
+        assert response.json()["error"]["type"] == "invalid_request_error"
 
 
 # --- X-Conversation-Id validation --------------------------------------------------------------------------
@@ -1167,6 +1115,7 @@ def test_header_names_in_any_case(gateway: ServerProcess, api_key: str, conversa
         assert response.status_code == 200
         assert response.headers["X-Conversation-Id"] == conversation_id
         assert response.json()["choices"][0]["message"]["content"] == f"[{2 * index + 1} messages] t{index}"
+    assert len(stored(gateway, api_key, conversation_id)) == 6
 
 
 def test_langchain_style_full_history_streams_without_include_usage(
