@@ -15,7 +15,11 @@ TOOL_TURN: list[dict[str, Any]] = [
         "role": "assistant",
         "content": None,
         "tool_calls": [
-            {"id": "call_rome", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Rome"}'}}
+            {
+                "id": "call_rome",
+                "type": "function",
+                "function": {"name": "weather", "arguments": '{"city":"Rome"}'},
+            }
         ],
     },
     {"role": "tool", "tool_call_id": "call_rome", "content": "22 C and sunny"},

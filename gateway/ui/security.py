@@ -39,7 +39,7 @@ SECURITY_HEADERS = {
     "content-security-policy": CONTENT_SECURITY_POLICY,
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",
 }
@@ -88,13 +88,20 @@ def clear_cookie(response: Response, request: Request, name: str) -> None:
 
 
 def same_origin(request: Request) -> bool:
-    """True when the browser says the request comes from a page of this same host."""
+    """True when the browser says the request comes from a page of this same host.
+
+    Sec-Fetch-Site (set by the browser, no page can forge it) decides where present; otherwise the Origin
+    header must name this host. A request with neither (not a browser) still needs the CSRF token.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin is not None:
-        host = request.headers.get("host", "")
-        _, _, origin_host = origin.partition("://")
-        return bool(host) and origin_host == host
-    return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+    if origin is None:
+        return True
+    host = request.headers.get("host", "")
+    _, _, origin_host = origin.partition("://")
+    return bool(host) and origin_host == host
 
 
 def csrf_matches(request: Request, submitted: str | None) -> bool:

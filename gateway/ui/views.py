@@ -82,7 +82,7 @@ def _head(title: str) -> Markup:
         "head",
         el("meta", charset="utf-8"),
         el("meta", name="viewport", content="width=device-width, initial-scale=1"),
-        el("meta", name="referrer", content="no-referrer"),
+        el("meta", name="referrer", content="same-origin"),
         el("title", f"{title} · gateway"),
         el("link", rel="stylesheet", href=STYLESHEET),
         el("script", src=SCRIPT, defer=True),

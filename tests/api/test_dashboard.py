@@ -1,5 +1,5 @@
 """The dashboard in process: sign-in and its cookie, CSRF and origin checks, security headers, isolation,
-escaping, and figures equal to the usage API's (the browser tests are in tests/e2e/test_dashboard_browser.py)."""
+escaping, and figures equal to the usage API's (the browser tests: tests/e2e/test_dashboard_browser.py)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,9 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
             gw = Gateway(client, manager.app, database_url)
             admin = {"authorization": f"Bearer {ADMIN_KEY}"}
             for name in ("alpha", "bravo"):
-                created = await client.post("/admin/keys", json={"name": name, "budget_usd": 1}, headers=admin)
+                created = await client.post(
+                    "/admin/keys", json={"name": name, "budget_usd": 1}, headers=admin
+                )
                 gw.keys[name] = created.json()["secret"]
             for conversation, budget, messages in TURNS_A:
                 await gw.chat(gw.keys["alpha"], conversation, budget, messages)
@@ -126,11 +128,15 @@ async def test_sign_in_refuses_a_wrong_key_a_missing_csrf_token_and_another_orig
     async with gateway.browser() as browser:
         csrf = csrf_of(await browser.get("/ui/sign-in"))
         key = gateway.keys["alpha"]
-        wrong = await browser.post("/ui/sign-in", data={"key": "gw-wrong", "csrf": csrf}, headers={"origin": BASE})
+        wrong = await browser.post(
+            "/ui/sign-in", data={"key": "gw-wrong", "csrf": csrf}, headers={"origin": BASE}
+        )
         assert wrong.status_code == 401 and "not accepted" in wrong.text
         no_token = await browser.post("/ui/sign-in", data={"key": key}, headers={"origin": BASE})
         assert no_token.status_code == 403
-        other = await browser.post("/ui/sign-in", data={"key": key, "csrf": csrf}, headers={"origin": "http://evil.test"})
+        other = await browser.post(
+            "/ui/sign-in", data={"key": key, "csrf": csrf}, headers={"origin": "http://evil.test"}
+        )
         assert other.status_code == 403
         cross_site = await browser.post(
             "/ui/sign-in", data={"key": key, "csrf": csrf}, headers={"sec-fetch-site": "cross-site"}
@@ -141,11 +147,15 @@ async def test_sign_in_refuses_a_wrong_key_a_missing_csrf_token_and_another_orig
         in_url = await browser.get("/ui/sign-in", params={"key": key})
         assert in_url.status_code == 200 and security.SESSION_COOKIE not in browser.cookies
         # Another site's page cannot read the CSRF cookie, so a forged form has another token.
-        forged = await browser.post("/ui/sign-in", data={"key": key, "csrf": "x" * 43}, headers={"origin": BASE})
+        forged = await browser.post(
+            "/ui/sign-in", data={"key": key, "csrf": "x" * 43}, headers={"origin": BASE}
+        )
         assert forged.status_code == 403
 
 
-async def test_pages_and_assets_carry_a_strict_csp_and_no_inline_script_style_or_handlers(gateway: Gateway) -> None:
+async def test_pages_and_assets_carry_a_strict_csp_and_no_inline_script_style_or_handlers(
+    gateway: Gateway,
+) -> None:
     async with gateway.browser() as browser:
         pages = [await browser.get("/ui/sign-in")]
         await sign_in(browser, ADMIN_KEY)
@@ -176,7 +186,10 @@ async def test_a_stored_script_payload_is_rendered_as_text(gateway: Gateway) -> 
         await sign_in(browser, gateway.keys["alpha"])
         page = await browser.get("/ui/conversations/support-a")
         assert XSS not in page.text
-        assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;&lt;img src=x onerror=&quot;window.__xss" in page.text
+        assert (
+            "&lt;script&gt;window.__xss = 1&lt;/script&gt;&lt;img src=x onerror=&quot;window.__xss"
+            in page.text
+        )
 
 
 async def test_a_caller_sees_none_of_another_callers_data(gateway: Gateway) -> None:

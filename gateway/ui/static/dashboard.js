@@ -80,7 +80,7 @@
     const overlays = data.columns.filter((column) => column.role === "overlay");
     const width = Math.max(280, Math.floor(area.clientWidth || 640));
     const height = width < 520 ? 220 : 280;
-    const margin = { left: 70, right: 12, top: 14, bottom: 46 };
+    const margin = { left: 80, right: 12, top: 14, bottom: 46 };
     const plotWidth = width - margin.left - margin.right;
     const plotHeight = height - margin.top - margin.bottom;
     const chart = node("svg", {
@@ -111,7 +111,7 @@
         x: margin.left - 6, y: y(tick) + 4, "text-anchor": "end", class: "tick",
       }, formatTick(tick, unit)));
     }
-    const yTitleX = 14;
+    const yTitleX = 12;
     const yTitleY = margin.top + plotHeight / 2;
     chart.appendChild(node("text", {
       x: yTitleX, y: yTitleY, transform: "rotate(-90 " + yTitleX + " " + yTitleY + ")",
