@@ -291,7 +291,9 @@ async def keys(request: Request, viewer: Viewer) -> Response:
 
 
 def shown_number_pct(spent: Decimal, budget: Decimal | None) -> str:
-    """`42.0% of budget` (budget above 0), `over budget` for a spent zero budget."""
+    """`42.0% of budget` (two significant digits under 0.1%), `budget 0` for a zero budget."""
     if not budget:
         return "budget 0"
-    return f"{float(spent / budget * 100):.1f}% of budget"
+    percent = float(spent / budget * 100)
+    shown = f"{percent:.2g}" if 0 < percent < 0.1 else f"{percent:.1f}"
+    return f"{shown}% of budget"
