@@ -230,14 +230,13 @@ async def overview(request: Request, viewer: Viewer) -> Response:
         class_="kpis",
         aria_label="Totals of the range",
     )
-    incomplete = None
-    if total["unpriced_requests"] or total["unreported_usage_requests"]:
-        incomplete = el(
-            "p",
-            f"{total['unpriced_requests']} call(s) used a model with no known price and "
-            f"{total['unreported_usage_requests']} reported no usage: costs are a lower bound.",
-            class_="note",
-        )
+    gaps = []
+    if total["unpriced_requests"]:
+        gaps.append(f"{total['unpriced_requests']} call(s) used a model with no known price")
+    if total["unreported_usage_requests"]:
+        gaps.append(f"{total['unreported_usage_requests']} call(s) reported no usage")
+    lower_bound = " and ".join(gaps) + ": the costs are a lower bound."
+    incomplete = el("p", lower_bound, class_="note") if gaps else None
     top = top_conversations(conversations, viewer, owners)
     body = [
         ranges,
