@@ -7,7 +7,6 @@ answers the same "not found" page as a missing one.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -31,6 +30,7 @@ from gateway.ui.html import Child, Markup, el
 from gateway.ui.overview import render
 from gateway.ui.owners import OwnerNames
 from gateway.ui.signin import Viewer, admin_identity, page
+from gateway.ui.transcript import message_view, status_in_last_turn, summarized_through
 from gateway.ui.views import Series, kpi, link, number_cell
 
 PAGE_SIZE = 25
@@ -123,83 +123,6 @@ async def conversation_list(request: Request, viewer: Viewer) -> Response:
 
 
 # --- one conversation --------------------------------------------------------------------------
-
-
-def _part(part: Any) -> Child:
-    if not isinstance(part, dict):
-        return el("span", json.dumps(part, ensure_ascii=False), class_="part")
-    kind = part.get("type")
-    if kind == "text" and isinstance(part.get("text"), str):
-        return el("div", part["text"], class_="text")
-    if kind == "refusal" and isinstance(part.get("refusal"), str):
-        return el("div", "Refusal: ", part["refusal"], class_="text refusal")
-    return el("div", f"[{kind if isinstance(kind, str) else 'part'}]", class_="part")
-
-
-def _content(content: Any) -> Child:
-    if content is None:
-        return None
-    if isinstance(content, str):
-        return el("div", content, class_="text")
-    if isinstance(content, list):
-        return [_part(part) for part in content]
-    return el("div", json.dumps(content, ensure_ascii=False), class_="text")
-
-
-def _tool_calls(calls: Any) -> Child:
-    if not isinstance(calls, list) or not calls:
-        return None
-    items = []
-    for call in calls:
-        call = call if isinstance(call, dict) else {}
-        function = call.get("function")
-        function = function if isinstance(function, dict) else {}
-        name, arguments = function.get("name"), function.get("arguments")
-        shown = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-        items.append(
-            el(
-                "li",
-                el("span", "Tool call ", el("code", str(name)), f" ({call.get('id')})", class_="call"),
-                el("pre", shown),
-            )
-        )
-    return el("ul", items, class_="tool-calls")
-
-
-def message_view(seq: int, message: dict[str, Any], created: float, status: tuple[str, str] | None) -> Markup:
-    """One stored message: role, name, content, tool calls or the call a tool result answers."""
-    role = str(message.get("role"))
-    meta: list[Child] = [el("span", role, class_=f"role role-{role if role.isalpha() else 'other'}")]
-    if isinstance(message.get("name"), str):
-        meta.append(el("span", message["name"], class_="name"))
-    if isinstance(message.get("tool_call_id"), str):
-        meta.append(el("span", "result of ", el("code", message["tool_call_id"]), class_="call"))
-    meta.append(el("span", f"#{seq} · {views.utc_time(created)}", class_="when"))
-    if status is not None:
-        meta.append(el("span", status[1], class_=f"badge {status[0]}"))
-    refusal = message.get("refusal")
-    return el(
-        "li",
-        el("div", meta, class_="meta"),
-        _content(message.get("content")),
-        el("div", "Refusal: ", refusal, class_="text refusal") if isinstance(refusal, str) else None,
-        _tool_calls(message.get("tool_calls")),
-        class_=f"message role-{role if role.isalpha() else 'other'}",
-        id=f"msg-{seq}",
-        data_status=status[0] if status else None,
-    )
-
-
-def _status(seq: int, window: tuple[int, int] | None) -> tuple[str, str] | None:
-    """How the last turn used a message: left out, sent as history, or new in that turn."""
-    if window is None:
-        return None
-    start, before = window
-    if seq < start:
-        return "left-out", "left out of the last turn"
-    if seq < before:
-        return "sent", "sent in the last turn"
-    return "new", "new in the last turn"
 
 
 def turn_chart(report: Report) -> Markup:
@@ -370,7 +293,10 @@ def _conversation_body(
     number, pages = paging
     path = f"/ui/conversations/{conversation.id}"
     params = {"owner": conversation.owner} if viewer.admin else {}
-    listing = [message_view(seq, m, created, _status(seq, window)) for seq, m, created in messages]
+    summarized = summarized_through(obj)
+    listing = [
+        message_view(seq, m, at, status_in_last_turn(seq, window, summarized)) for seq, m, at in messages
+    ]
     transcript = el(
         "section",
         el("h2", "Transcript"),

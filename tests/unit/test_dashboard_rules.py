@@ -8,6 +8,7 @@ from starlette.requests import Request
 from gateway.reports import CallStats, rank_index
 from gateway.ui import security
 from gateway.ui.html import Markup, el, render
+from gateway.ui.transcript import status_in_last_turn, summarized_through
 
 
 def test_text_and_attribute_values_are_escaped_and_markup_is_kept() -> None:
@@ -75,3 +76,18 @@ def test_nearest_rank_percentile_positions(count: int, percent: int, index: int)
 def test_error_rate() -> None:
     assert CallStats(4, 1, 1.0, 2.0).error_rate == 0.25
     assert CallStats(0, 0, None, None).error_rate is None
+
+
+def test_how_the_last_turn_used_each_message() -> None:
+    window = (4, 8)  # the last turn's first message is #8; it sent #4-#7 as history
+    assert [status_in_last_turn(seq, window)[0] for seq in (0, 3, 4, 7, 8, 9)] == [  # type: ignore[index]
+        "left-out", "left-out", "sent", "sent", "new", "new"
+    ]  # fmt: skip
+    assert status_in_last_turn(1, window, summarized=2) == (
+        "left-out",
+        "left out of the last turn, in the summary",
+    )
+    assert status_in_last_turn(3, window, summarized=2) == ("left-out", "left out of the last turn")
+    assert status_in_last_turn(3, None) is None
+    assert summarized_through({"summary": {"text": "s", "through": 6}}) == 6
+    assert summarized_through({"summary": None}) == summarized_through({}) == 0
