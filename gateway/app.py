@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,7 +28,7 @@ from gateway.errors import DatabaseUnavailable, GatewayError, MethodNotAllowed, 
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.store.database import DATABASE_ERRORS, Database, create_engine
-from gateway.tokens import count_text_tokens
+from gateway.tokens import warm_up
 from gateway.turns import TurnService
 from gateway.upstream import UpstreamClient, create_http_client
 
@@ -100,8 +101,10 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
             await migrate.upgrade(engine)
             db = Database(engine, lease_seconds=settings.lock_lease)
             pricer = Pricer.from_file(settings.prices_file)
-            count_text_tokens("warm up", "gpt-4o")  # load the tokenizers before the first request
-            count_text_tokens("warm up", "gpt-4")
+            # Build the most used encoding (gpt-4o and later) beside the server, not before it:
+            # readiness does not wait for it, and a turn that needs an encoding not built yet counts
+            # in a worker thread (turns.py), so no request blocks the event loop on it.
+            threading.Thread(target=warm_up, args=("gpt-4o",), name="tokenizer-warm-up", daemon=True).start()
             try:
                 async with create_http_client(settings, transport) as http:
                     upstream = UpstreamClient(http, settings)
