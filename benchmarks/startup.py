@@ -120,8 +120,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gw-startup-") as tmp:
         log_dir = Path(tmp)
         mock_port = free_port()
-        mock = Server("mock", python_argv("-m", "gateway", "mock-upstream", "--port", str(mock_port)), mock_port)
-        mock.health_path = "/mock/requests"
+        mock_argv = python_argv("-m", "gateway", "mock-upstream", "--port", str(mock_port))
+        mock = Server("mock", mock_argv, mock_port, health_path="/mock/requests")
         mock.start(log_dir)
         upstream = mock.url
         try:

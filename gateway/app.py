@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -101,10 +101,10 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
             await migrate.upgrade(engine)
             db = Database(engine, lease_seconds=settings.lock_lease)
             pricer = Pricer.from_file(settings.prices_file)
-            # Build the most used encoding (gpt-4o and later) beside the server, not before it:
-            # readiness does not wait for it, and a turn that needs an encoding not built yet counts
-            # in a worker thread (turns.py), so no request blocks the event loop on it.
-            threading.Thread(target=warm_up, args=("gpt-4o",), name="tokenizer-warm-up", daemon=True).start()
+            # Build the most used encoding (gpt-4o and later) before serving: tiktoken holds the GIL
+            # while it builds (~0.3 s), which must not stall requests in flight. Others (cl100k_base
+            # for gpt-4 and gpt-3.5) are built on first use, in a worker thread (see turns.py).
+            await anyio.to_thread.run_sync(warm_up, "gpt-4o")
             try:
                 async with create_http_client(settings, transport) as http:
                     upstream = UpstreamClient(http, settings)
