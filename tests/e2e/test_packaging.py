@@ -23,6 +23,7 @@ def test_wheel_carries_the_migrations_and_migrates_outside_the_checkout(tmp_path
     # The dashboard's assets ship inside the package (served offline, no CDN).
     assets = {f"gateway/ui/static/{p.name}" for p in (ROOT / "gateway" / "ui" / "static").iterdir()}
     assert {"gateway/ui/static/dashboard.js", "gateway/ui/static/dashboard.css"} <= assets <= names
+    assert {"gateway/encodings/o200k_base.tiktoken.gz", "gateway/encodings/cl100k_base.tiktoken.gz"} <= names
     assert not [n for n in names if "__pycache__" in n or n.endswith((".db", ".pyc"))]
 
     # Install only the gateway (its dependencies come from this environment) and run it from elsewhere.
