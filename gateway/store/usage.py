@@ -196,3 +196,9 @@ async def turn_attempt(session: AsyncSession, owner: str, conversation_id: str, 
         .limit(1)
     )
     return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def has_calls(session: AsyncSession, owner: str) -> bool:
+    """True when the caller has at least one request-log row (an upstream accepted its token once)."""
+    statement = select(Attempt.pk).where(Attempt.owner == owner).limit(1)
+    return (await session.execute(statement)).first() is not None

@@ -22,12 +22,17 @@ from gateway.errors import AuthenticationFailed, GatewayError
 from gateway.identity import caller_identity
 from gateway.store.keys import find_active_key
 from gateway.store.ui_sessions import delete_session, find_session, insert_session
+from gateway.store.usage import has_calls
 from gateway.ui import security, views
 
 SIGN_IN_PATH = "/ui/sign-in"
 HOME_PATH = "/ui/overview"
 MAX_FORM_BYTES = 8192
 MAX_KEY_CHARS = 4096
+NO_CALLS_YET = (
+    "This gateway forwards each caller's own API key to the upstream, which alone can check it: a key can "
+    "sign in here once it has made a call through the gateway."
+)
 
 
 @dataclass(frozen=True)
@@ -158,17 +163,19 @@ async def sign_in(request: Request) -> Response:
     svc = services(request)
     if not key or len(key) > MAX_KEY_CHARS:
         return _refused(request, "Enter an API key.", 400)
-    if svc.auth.is_admin(key):
-        identity = caller_identity(key)
-    else:
-        try:
-            identity = (await svc.auth.identify(key)).identity
-        except AuthenticationFailed:
-            return _refused(request, "That key was not accepted.", 401)
+    admin = svc.auth.is_admin(key)
+    try:
+        identity = caller_identity(key) if admin else (await svc.auth.identify(key)).identity
+    except AuthenticationFailed:
+        return _refused(request, "That key was not accepted.", 401)
     token = security.new_token()
     now = time.time()
     lifetime = svc.settings.ui_session_seconds
     async with svc.db.transaction() as session:
+        # Pass-through: only the upstream can judge a token, so one signs in once it has made a call (a
+        # token the upstream refused records nothing); random tokens cannot fill the sessions table.
+        if not admin and not svc.auth.gateway_keys and not await has_calls(session, identity):
+            return _refused(request, NO_CALLS_YET, 401)
         await insert_session(session, security.token_hash(token), identity, now, now + lifetime)
     response = redirect(HOME_PATH)
     security.set_cookie(response, request, security.SESSION_COOKIE, token, int(lifetime))

@@ -66,6 +66,15 @@ async def test_pass_through_callers_sign_in_with_their_token_and_see_only_their_
         assert "two-only" not in (await browser.get(f"/ui/conversations/two-only?owner={owner}")).text
 
 
+async def test_a_pass_through_token_signs_in_only_once_it_has_made_a_call(app: object) -> None:
+    async with client(app) as browser:
+        refused = await sign_in(browser, "sk-never-used")
+        assert refused.status_code == 401 and "once it has made a call" in refused.text
+        assert security.SESSION_COOKIE not in browser.cookies
+        await chat(browser, "sk-never-used", "first", "hello")
+        assert (await sign_in(browser, "sk-never-used")).status_code == 303
+
+
 @pytest.mark.parametrize(
     "path",
     [
