@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.common import services
-from gateway.reports import Group, Report, Totals, UsageQuery, usage_fields, usage_object, usd
+from gateway.reports import CallStats, Group, Report, Totals, UsageQuery, usage_fields, usage_object, usd
 from gateway.store.keys import list_keys
 from gateway.store.usage import call_stats, usage_groups
 from gateway.ui import views
@@ -45,10 +45,15 @@ def render(viewer: Viewer, title: str, current: str, body: Any, *, wide: bool = 
 
 
 def _minus(value: Any, *parts: Any) -> Any:
-    """value - parts (unknown parts count 0), None when value is unknown: what a stack segment is left."""
+    """value - parts (unknown parts count 0, never below 0), None when value is unknown: the rest of a bar.
+
+    Never below 0: the gateway's count of the replayed history can exceed the upstream's prompt_tokens a
+    little (different tokenizers), and a bar has no negative part.
+    """
     if value is None:
         return None
-    return value - sum((part for part in parts if part is not None), type(value)(0))
+    zero = type(value)(0)
+    return max(zero, value - sum((part for part in parts if part is not None), zero))
 
 
 def _share(part: Decimal | None, whole: Decimal | None) -> float | None:
@@ -177,6 +182,53 @@ def _range(request: Request) -> int:
     return int(raw) if raw.isdigit() and int(raw) in RANGES else DEFAULT_RANGE
 
 
+def _ranges(chosen: int, first_day: str) -> Markup:
+    links = [
+        link("/ui/overview", f"last {n} days", {"days": n}, aria_current="page" if n == chosen else None)
+        for n in RANGES
+    ]
+    return el("p", "Range: ", links, f" (since {first_day}, UTC)", class_="ranges")
+
+
+def headline(total: dict[str, Any], stats: CallStats) -> Markup:
+    """The range's headline figures: cost, history cost, what memory saved, tokens, calls and their health."""
+    memory = (
+        kpi("saved_usd", "Saved by memory", total["saved_usd"], "USD")
+        if "saved_usd" in total
+        else kpi(
+            "history_share",
+            "History share of cost",
+            _share(total["history_cost_usd"], total["cost_usd"]),
+            "%",
+        )
+    )
+    error_rate = None if stats.error_rate is None else stats.error_rate * 100
+    return el(
+        "section",
+        kpi("cost_usd", "Cost", total["cost_usd"], "USD"),
+        kpi("history_cost_usd", "Replayed history cost", total["history_cost_usd"], "USD"),
+        memory,
+        kpi("total_tokens", "Tokens", total["total_tokens"], "tokens"),
+        kpi("requests", "Requests", stats.requests),
+        kpi("error_rate", "Error rate", error_rate, "%", note=f"{stats.errors} failed (status 400 and up)"),
+        kpi("latency_p50", "Upstream latency p50", stats.latency_p50_ms, "ms"),
+        kpi("latency_p95", "Upstream latency p95", stats.latency_p95_ms, "ms"),
+        class_="kpis",
+        aria_label="Totals of the range",
+    )
+
+
+def _incomplete(total: dict[str, Any]) -> Markup | None:
+    gaps = []
+    if total["unpriced_requests"]:
+        gaps.append(f"{total['unpriced_requests']} call(s) used a model with no known price")
+    if total["unreported_usage_requests"]:
+        gaps.append(f"{total['unreported_usage_requests']} call(s) reported no usage")
+    if not gaps:
+        return None
+    return el("p", " and ".join(gaps) + ": the costs are a lower bound.", class_="note")
+
+
 async def overview(request: Request, viewer: Viewer) -> Response:
     """GET /ui/overview?days=7|30|90."""
     svc = services(request)
@@ -194,49 +246,9 @@ async def overview(request: Request, viewer: Viewer) -> Response:
         owners = await OwnerNames.load(session, admin_identity(svc)) if viewer.admin else None
     total = usage_object(Report(whole).by_model)
     by_day = {group.key: usage_fields(group.total) for group in daily}
-    ranges = el(
-        "p",
-        "Range: ",
-        [
-            link("/ui/overview", f"last {n} days", {"days": n}, aria_current="page" if n == chosen else None)
-            for n in RANGES
-        ],
-        f" (since {days[0]}, UTC)",
-        class_="ranges",
-    )
-    saved = total.get("saved_usd")
-    history_share = _share(total["history_cost_usd"], total["cost_usd"])
-    memory = (
-        kpi("saved_usd", "Saved by memory", saved, "USD")
-        if "saved_usd" in total
-        else kpi("history_share", "History share of cost", history_share, "%")
-    )
-    figures = el(
-        "section",
-        kpi("cost_usd", "Cost", total["cost_usd"], "USD"),
-        kpi("history_cost_usd", "Replayed history cost", total["history_cost_usd"], "USD"),
-        memory,
-        kpi("total_tokens", "Tokens", total["total_tokens"], "tokens"),
-        kpi("requests", "Requests", stats.requests),
-        kpi(
-            "error_rate",
-            "Error rate",
-            None if stats.error_rate is None else stats.error_rate * 100,
-            "%",
-            note=f"{stats.errors} failed",
-        ),
-        kpi("latency_p50", "Upstream latency p50", stats.latency_p50_ms, "ms"),
-        kpi("latency_p95", "Upstream latency p95", stats.latency_p95_ms, "ms"),
-        class_="kpis",
-        aria_label="Totals of the range",
-    )
-    gaps = []
-    if total["unpriced_requests"]:
-        gaps.append(f"{total['unpriced_requests']} call(s) used a model with no known price")
-    if total["unreported_usage_requests"]:
-        gaps.append(f"{total['unreported_usage_requests']} call(s) reported no usage")
-    lower_bound = " and ".join(gaps) + ": the costs are a lower bound."
-    incomplete = el("p", lower_bound, class_="note") if gaps else None
+    ranges = _ranges(chosen, days[0])
+    figures = headline(total, stats)
+    incomplete = _incomplete(total)
     top = top_conversations(conversations, viewer, owners)
     body = [
         ranges,
