@@ -76,10 +76,13 @@ async def current_viewer(request: Request) -> Viewer | None:
         key_name = None
         if svc.auth.gateway_keys:
             key = await find_active_key(session, identity)
-            if key is None:  # revoked since the sign-in
-                await delete_session(session, digest)
-                return None
-            key_name = key.name
+            key_name = key.name if key is not None else None
+            valid = key is not None  # else revoked since the sign-in
+        else:
+            valid = await has_calls(session, identity)  # else a former admin key's session
+        if not valid:
+            await delete_session(session, digest)
+            return None
     return Viewer(identity, False, key_name, _csrf(request))
 
 

@@ -143,3 +143,26 @@ async def test_a_forged_or_oversized_session_cookie_is_no_session(app: object) -
             browser.cookies.set(security.SESSION_COOKIE, value, domain="gateway.test", path="/ui")
             response = await browser.get("/ui/overview")
             assert response.status_code == 303 and response.headers["location"] == "/ui/sign-in"
+
+
+@pytest.mark.parametrize("held", [None, "sk-upstream"], ids=["pass-through", "gateway-keys"])
+async def test_a_changed_admin_key_ends_the_admin_sessions(tmp_path: Path, held: str | None) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
+    cookie = ""
+    for admin_key in ("admin-old", "admin-new"):
+        settings = Settings(
+            database_url=database_url,
+            upstream_url="http://up.test/v1",
+            admin_key=admin_key,
+            upstream_api_key=held,
+        )
+        created = create_app(settings, transport=httpx.ASGITransport(app=create_mock_app()))
+        async with LifespanManager(created, startup_timeout=60) as manager, client(manager.app) as browser:
+            if not cookie:
+                assert (await sign_in(browser, "admin-old")).status_code == 303
+                assert (await browser.get("/ui/keys")).status_code == 200
+                cookie = browser.cookies[security.SESSION_COOKIE]
+                continue
+            browser.cookies.set(security.SESSION_COOKIE, cookie, domain="gateway.test", path="/ui")
+            response = await browser.get("/ui/overview")
+            assert response.status_code == 303 and response.headers["location"] == "/ui/sign-in"
