@@ -34,7 +34,7 @@ def raw_number(value: Number) -> str | None:
 
 
 def shown_number(value: Number, unit: str = "") -> str:
-    """A figure for people: tokens with thousands separators, USD exact, percentages rounded."""
+    """A figure for people: counts and USD exactly as the API writes them, percentages and ms rounded."""
     if value is None:
         return "n/a"
     if unit == "%":
@@ -44,8 +44,8 @@ def shown_number(value: Number, unit: str = "") -> str:
     if isinstance(value, Decimal):
         return decimal_text(value)
     if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:,.2f}"
+        return str(value)  # as the API writes it (no separators), so that it can be found as it is
+    return f"{value:.2f}"
 
 
 def number_cell(value: Number, unit: str = "", tag: str = "td") -> Markup:
