@@ -8,12 +8,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from gateway import migrate
 from gateway.reports import UsageQuery
 from gateway.store.browse import browse_conversations
 from gateway.store.conversations import create_conversation
 from gateway.store.database import Database, create_engine
+from gateway.store.tables import UiSession
+from gateway.store.ui_sessions import delete_session, find_session, insert_session
 from gateway.store.usage import call_stats, record_attempt, usage_groups
 
 LATER = 2_000_000.0
@@ -118,3 +121,20 @@ async def test_browse_searches_sorts_and_pages_one_callers_conversations(db: Dat
         assert await ids(a, search="_") == (["x%_4", "mid_3", "Cheap_1"], 3)
         assert await ids(a, sort="cost", offset=1, limit=2) == (["mid_3", "Cheap_1"], 4)
         assert await ids(None, search="dear") == (["dear-b", "dear-2"], 2)
+
+
+async def test_sessions_are_found_until_they_expire_and_a_sign_in_clears_expired_ones(db: Database) -> None:
+    identity = secrets.token_hex(32)
+    async with db.transaction() as session:
+        await insert_session(session, "a" * 64, identity, now=100.0, expires_at=200.0)
+        await insert_session(session, "b" * 64, identity, now=150.0, expires_at=400.0)
+    async with db.transaction() as session:
+        assert await find_session(session, "a" * 64, now=199.0) == identity
+        assert await find_session(session, "a" * 64, now=200.0) is None  # expired
+        assert await find_session(session, "c" * 64, now=150.0) is None
+        await insert_session(session, "c" * 64, identity, now=300.0, expires_at=500.0)  # drops "a"
+        remaining = (await session.execute(select(UiSession.token_hash).order_by(UiSession.token_hash))).all()
+        assert [row[0][0] for row in remaining] == ["b", "c"]
+        await delete_session(session, "b" * 64)
+        assert await find_session(session, "b" * 64, now=301.0) is None
+        assert await find_session(session, "c" * 64, now=301.0) == identity
