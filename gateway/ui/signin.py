@@ -181,7 +181,7 @@ async def sign_in(request: Request) -> Response:
             return _refused(request, NO_CALLS_YET, 401)
         await insert_session(session, security.token_hash(token), identity, now, now + lifetime)
     response = redirect(HOME_PATH)
-    security.set_cookie(response, request, security.SESSION_COOKIE, token, int(lifetime))
+    security.set_cookie(response, request, security.SESSION_COOKIE, token, max(1, int(lifetime)))
     return response
 
 
