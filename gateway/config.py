@@ -94,6 +94,7 @@ class Settings:
     replay_window: float = 600.0
     db_pool_size: int = 10
     workers: int = 1
+    ui_session_seconds: float = 8 * 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -132,6 +133,7 @@ class Settings:
             replay_window=_float(env, "GATEWAY_RETRY_REPLAY_WINDOW", default.replay_window),
             db_pool_size=_int(env, "GATEWAY_DB_POOL_SIZE", default.db_pool_size) or default.db_pool_size,
             workers=_int(env, "GATEWAY_WORKERS", default.workers) or default.workers,
+            ui_session_seconds=_float(env, "GATEWAY_UI_SESSION_SECONDS", default.ui_session_seconds),
         )
 
     @property
