@@ -568,8 +568,10 @@ def test_admin_scope_all_and_usage_of_the_admin_in_pass_through_mode(
     held: ServerProcess,
 ) -> None:
     _, secret = admin_key(held)
-    with OpenAI(base_url=held.url + "/v1", api_key=secret, max_retries=0) as client:
-        client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+    _, other = admin_key(held)  # another caller's call: scope=all counts more than the caller's own
+    for key in (secret, other):
+        with OpenAI(base_url=held.url + "/v1", api_key=key, max_retries=0) as client:
+            client.chat.completions.create(model="gpt-4o-mini", messages=HI)
     everyone = httpx.get(held.url + "/v1/usage", params={"scope": "all"}, headers=auth(HELD_ADMIN_KEY))
     assert everyone.status_code == 200, everyone.text
     mine = httpx.get(held.url + "/v1/usage", headers=auth(secret)).json()
