@@ -220,42 +220,6 @@ async def test_async_client_streaming(gateway: ServerProcess, api_key: str, conv
             assert text == f"[{2 * turn - 1} messages] async {turn}"
 
 
-@pytest.mark.parametrize(
-    ("fault", "stream", "error"),
-    [
-        ("FAULT:500", False, openai.InternalServerError),
-        ("FAULT:400", False, openai.BadRequestError),
-        ("FAULT:garbage", False, openai.APIStatusError),
-        ("FAULT:reset", False, openai.APIStatusError),
-        ("FAULT:cut", True, openai.APIError),
-        ("FAULT:garbage", True, openai.APIError),
-    ],
-)
-def test_failures_add_nothing(
-    gateway: ServerProcess,
-    api_key: str,
-    conversation_id: str,
-    fault: str,
-    stream: bool,
-    error: type[Exception],
-) -> None:
-    client = sdk(gateway, api_key, conversation_id, max_retries=0)
-    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
-    before = stored(gateway, api_key, conversation_id)
-    with pytest.raises(error):
-        result = client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": f"please {fault}"}], stream=stream
-        )
-        if stream:
-            chunks = list(result)  # type: ignore[arg-type]
-            assert all(c.choices[0].finish_reason is None for c in chunks if c.choices)
-    assert stored(gateway, api_key, conversation_id) == before
-    reply = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "still?"}]
-    )
-    assert reply.choices[0].message.content == "[3 messages] still?"
-
-
 def test_cut_stream_ends_with_an_error_event_and_no_finish_reason(
     gateway: ServerProcess, api_key: str, conversation_id: str
 ) -> None:
