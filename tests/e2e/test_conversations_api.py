@@ -18,12 +18,12 @@ from sqlalchemy import func, select
 
 from gateway.cli import main
 from gateway.identity import caller_identity
-from gateway.store.database import create_engine
 from gateway.store.tables import Attempt, Conversation, Message
 from tests.helpers import (
     MODEL,
     auth,
     history,
+    read_database,
     sdk,
     sent_messages,
     turn,
@@ -57,21 +57,6 @@ def call(gateway: ServerProcess, api_key: str, method: str, path: str, **kwargs:
     """A plain HTTP call to the gateway as this caller."""
     headers = {"Authorization": f"Bearer {api_key}"}
     return httpx.request(method, gateway.url + path, headers=headers, **kwargs)
-
-
-async def read_db(database_url: str, statement: Any) -> list[Any]:
-    """Read the gateway's database directly (what the API cannot show: the request log, orphans)."""
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        async with engine.connect() as connection:
-            return list((await connection.execute(statement)).all())
-    finally:
-        await engine.dispose()
-
-
-def db_rows(database_url: str, statement: Any) -> list[Any]:
-    """read_db from a synchronous test."""
-    return asyncio.run(read_db(database_url, statement))
 
 
 ORPHAN_MESSAGES = (
@@ -447,7 +432,7 @@ def test_delete_removes_everything_and_the_next_turn_starts_empty(
     )
     chat(client, conversation_id, "secret two")
     client.conversations.delete(conversation_id)
-    attempts = db_rows(database_url, select(Attempt).where(Attempt.conversation_id == conversation_id))
+    attempts = read_database(database_url, select(Attempt).where(Attempt.conversation_id == conversation_id))
     assert len(attempts) == 2
     for attempt in attempts:  # the request log keeps usage, loses content
         assert attempt.prompt_tokens > 0 and attempt.completion_tokens > 0 and attempt.status == 200
@@ -461,7 +446,7 @@ def test_delete_removes_everything_and_the_next_turn_starts_empty(
     extra = info.model_extra or {}
     assert info.metadata == {} and extra["system_prompt"] is None and extra["message_count"] == 2
     assert extra["settings"]["max_history_messages"] is None
-    assert db_rows(database_url, ORPHAN_MESSAGES) == [(0,)]
+    assert read_database(database_url, ORPHAN_MESSAGES) == [(0,)]
 
 
 async def test_delete_waits_for_a_turn_in_flight(
@@ -484,7 +469,7 @@ async def test_delete_waits_for_a_turn_in_flight(
         # Had the delete not waited for the turn, the turn would have stored into a new conversation.
         with pytest.raises(openai.NotFoundError):
             await sdk.conversations.retrieve(conversation_id)
-    assert await read_db(database_url, ORPHAN_MESSAGES) == [(0,)]
+    assert await asyncio.to_thread(read_database, database_url, ORPHAN_MESSAGES) == [(0,)]
 
 
 def cli(database_url: str, *args: str, stdin: str = "") -> Result:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import time
@@ -14,9 +13,8 @@ import httpx
 import pytest
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.helpers import request_log
 from tests.servers import ServerProcess, gateway_server
 
 CHAT = "/v1/chat/completions"
@@ -68,6 +66,12 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def attempt_row(database_url: str, request_id: str) -> dict[str, Any] | None:
+    """The request-log row the gateway wrote for one request id (None until it is written)."""
+    rows = request_log(database_url, request_id=request_id)
+    return rows[0] if rows else None
+
+
 def json_lines(server: ServerProcess) -> list[dict[str, Any]]:
     """Every line the server printed, each parsed as JSON (fails on any other line)."""
     return [json.loads(line) for line in server.log().splitlines() if line.strip()]
@@ -82,22 +86,6 @@ def access_line(server: ServerProcess, request_id: str) -> dict[str, Any]:
 
     line: dict[str, Any] = wait_for(find, f"the access log line of {request_id}")
     return line
-
-
-def attempt_row(database_url: str, request_id: str) -> dict[str, Any] | None:
-    """The request-log row the gateway wrote for one request id."""
-
-    async def run() -> dict[str, Any] | None:
-        engine = create_async_engine(database_url)
-        try:
-            async with engine.connect() as connection:
-                query = text("SELECT * FROM attempts WHERE request_id = :rid")
-                row = (await connection.execute(query, {"rid": request_id})).mappings().first()
-                return dict(row) if row is not None else None
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
 
 
 def test_metrics_count_requests_tokens_cost_and_streams(

@@ -20,7 +20,7 @@ import pytest
 
 from gateway.mock_upstream.replies import mock_reply, mock_usage, response_model
 from gateway.tokens import count_message_tokens
-from tests.helpers import MODEL, auth, sdk
+from tests.helpers import MODEL, auth, sdk, user
 from tests.servers import ServerProcess, base_env, gateway_app, upstream_requests
 
 PRICES = {
@@ -51,10 +51,6 @@ def priced(
         yield server
     finally:
         server.stop()
-
-
-def user(text: str) -> list[Any]:
-    return [{"role": "user", "content": text}]
 
 
 def get(server: ServerProcess, api_key: str, path: str, **params: str) -> httpx.Response:
@@ -117,22 +113,22 @@ def test_conversation_usage_is_what_the_upstream_reported(
     priced: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
 ) -> None:
     with sdk(priced, api_key, conversation_id, max_retries=0) as client:
-        first = client.chat.completions.create(model="gpt-4o-mini", messages=user(LONG))
-        list(client.chat.completions.create(model="gpt-4o-mini", messages=user("streamed"), stream=True))
+        first = client.chat.completions.create(model="gpt-4o-mini", messages=[user(LONG)])
+        list(client.chat.completions.create(model="gpt-4o-mini", messages=[user("streamed")], stream=True))
         chunks = list(
             client.chat.completions.create(
-                model="o3-mini", messages=user("think"), stream=True, stream_options={"include_usage": True}
+                model="o3-mini", messages=[user("think")], stream=True, stream_options={"include_usage": True}
             )
         )
         with pytest.raises(openai.InternalServerError):
-            client.chat.completions.create(model="gpt-4o-mini", messages=user("FAULT:500"))
+            client.chat.completions.create(model="gpt-4o-mini", messages=[user("FAULT:500")])
         with pytest.raises(openai.APIError):  # the stream ends after its usage chunk, without [DONE]
             list(
                 client.chat.completions.create(
-                    model="gpt-4o-mini", messages=user("FAULT:cut-after-usage"), stream=True
+                    model="gpt-4o-mini", messages=[user("FAULT:cut-after-usage")], stream=True
                 )
             )
-        last = client.chat.completions.create(model="gpt-4o-mini", messages=user("last"))
+        last = client.chat.completions.create(model="gpt-4o-mini", messages=[user("last")])
     calls = expected_calls(upstream, api_key)
     assert len(calls) == 6
     # The mock's formula is what the SDK saw where the client could see usage.
@@ -178,12 +174,12 @@ def test_an_unpriced_model_has_a_null_cost_and_is_counted(
     priced: ServerProcess, api_key: str, conversation_id: str
 ) -> None:
     with sdk(priced, api_key, conversation_id, max_retries=0) as client:
-        client.chat.completions.create(model="local-llama-3", messages=user("hello"))
+        client.chat.completions.create(model="local-llama-3", messages=[user("hello")])
         path = f"/v1/conversations/{conversation_id}/usage"
         alone = exact(get(priced, api_key, path))
         assert alone["cost_usd"] is None and alone["history_cost_usd"] is None
         assert alone["unpriced_requests"] == 1 and alone["prompt_tokens"] > 0
-        client.chat.completions.create(model="gpt-4o-mini", messages=user("again"))
+        client.chat.completions.create(model="gpt-4o-mini", messages=[user("again")])
     mixed = exact(get(priced, api_key, path))
     by_model = {m["model"]: m for m in mixed["by_model"]}
     assert (
@@ -206,10 +202,10 @@ def test_reports_by_conversation_model_and_day(priced: ServerProcess, api_key: s
         sdk(priced, api_key, "conv-b", max_retries=0) as b,
         sdk(priced, api_key, max_retries=0) as plain,
     ):
-        a.chat.completions.create(model="gpt-4o-mini", messages=user("one"))
-        b.chat.completions.create(model="gpt-4o-mini", messages=user("two"))
+        a.chat.completions.create(model="gpt-4o-mini", messages=[user("one")])
+        b.chat.completions.create(model="gpt-4o-mini", messages=[user("two")])
         middle = datetime.now(UTC)
-        plain.chat.completions.create(model="gpt-4o-mini", messages=user("stateless"))
+        plain.chat.completions.create(model="gpt-4o-mini", messages=[user("stateless")])
         plain.embeddings.create(model="text-embedding-3-small", input=texts)
         plain.models.list()
     conversations = exact(get(priced, api_key, "/v1/usage", group_by="conversation"))
@@ -247,8 +243,8 @@ def test_reports_by_conversation_model_and_day(priced: ServerProcess, api_key: s
 
 def test_csv_parses_and_matches_the_json(priced: ServerProcess, api_key: str, conversation_id: str) -> None:
     with sdk(priced, api_key, conversation_id, max_retries=0) as client:
-        client.chat.completions.create(model="gpt-4o-mini", messages=user("hi"))
-        client.chat.completions.create(model="local-llama-3", messages=user("hi"))
+        client.chat.completions.create(model="gpt-4o-mini", messages=[user("hi")])
+        client.chat.completions.create(model="local-llama-3", messages=[user("hi")])
     response = get(priced, api_key, "/v1/usage", group_by="model", format="csv")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
@@ -285,9 +281,9 @@ def test_the_cli_agrees_with_the_api(
 ) -> None:
     since = iso(datetime.now(UTC))
     with sdk(priced, api_key, conversation_id, max_retries=0) as client:
-        client.chat.completions.create(model="gpt-4o-mini", messages=user("hi"))
-        list(client.chat.completions.create(model="gpt-4o-mini", messages=user("more"), stream=True))
-        client.chat.completions.create(model="local-llama-3", messages=user("local"))
+        client.chat.completions.create(model="gpt-4o-mini", messages=[user("hi")])
+        list(client.chat.completions.create(model="gpt-4o-mini", messages=[user("more")], stream=True))
+        client.chat.completions.create(model="local-llama-3", messages=[user("local")])
     api = exact(get(priced, api_key, f"/v1/conversations/{conversation_id}/usage"))
     assert (
         json.loads(
@@ -341,7 +337,7 @@ def test_conversation_usage_is_404_for_unknown_and_other_callers(
     priced: ServerProcess, api_key: str, conversation_id: str
 ) -> None:
     with sdk(priced, api_key, conversation_id, max_retries=0) as client:
-        client.chat.completions.create(model="gpt-4o-mini", messages=user("mine"))
+        client.chat.completions.create(model="gpt-4o-mini", messages=[user("mine")])
     assert get(priced, api_key, f"/v1/conversations/{conversation_id}/usage").status_code == 200
     for key, conversation in (("sk-intruder", conversation_id), (api_key, "conv-never-seen")):
         response = get(priced, key, f"/v1/conversations/{conversation}/usage")
@@ -352,11 +348,11 @@ def test_conversation_usage_is_404_for_unknown_and_other_callers(
 def test_stateless_streams_report_usage_when_the_client_asks(priced: ServerProcess, api_key: str) -> None:
     # Without a conversation the body reaches the upstream exactly as sent: usage only if asked for.
     with sdk(priced, api_key, max_retries=0) as client:
-        list(client.chat.completions.create(model="gpt-4o-mini", messages=user("quiet"), stream=True))
+        list(client.chat.completions.create(model="gpt-4o-mini", messages=[user("quiet")], stream=True))
         options: Any = {"include_usage": True}
         list(
             client.chat.completions.create(
-                model="gpt-4o-mini", messages=user("count"), stream=True, stream_options=options
+                model="gpt-4o-mini", messages=[user("count")], stream=True, stream_options=options
             )
         )
     overall = totals(get(priced, api_key, "/v1/usage"))
