@@ -18,6 +18,7 @@ from tests.servers import AppServer, ServerProcess, gateway_app, gateway_server,
 POSTGRES_ENV = "GATEWAY_TEST_POSTGRES_URL"
 TEST_CA_ENV = "GATEWAY_TEST_CA_FILE"
 ORIGINAL_CA_ENV = "GATEWAY_TEST_ORIGINAL_SSL_CERT_FILE"
+CA_FILE_KEY = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -28,6 +29,8 @@ def pytest_configure(config: pytest.Config) -> None:
     variable httpx and the SDK read for that file; the gateway's own upstream client ignores it
     (trust_env=False) and child processes get the original value back (tests.servers.base_env).
     """
+    if os.environ.get(TEST_CA_ENV):  # an xdist worker: its controller made the file
+        return
     import certifi
 
     bundle = Path(certifi.where()).read_text()
@@ -37,13 +40,15 @@ def pytest_configure(config: pytest.Config) -> None:
         file.write(bundle[: bundle.index(end) + len(end)] + "\n")
     os.environ[ORIGINAL_CA_ENV] = os.environ.get("SSL_CERT_FILE", "")
     os.environ["SSL_CERT_FILE"] = os.environ[TEST_CA_ENV] = name
+    config.stash[CA_FILE_KEY] = name
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Remove the one-CA file pytest_configure wrote and restore SSL_CERT_FILE."""
-    name = os.environ.pop(TEST_CA_ENV, None)
+    name = config.stash.get(CA_FILE_KEY, None)
     if name is None:
         return
+    os.environ.pop(TEST_CA_ENV, None)
     original = os.environ.pop(ORIGINAL_CA_ENV, "")
     if original:
         os.environ["SSL_CERT_FILE"] = original
