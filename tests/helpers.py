@@ -18,6 +18,17 @@ from tests.servers import upstream_requests
 
 MODEL = "gpt-4o-mini"
 ERROR_KEYS = {"message", "type", "param", "code"}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"input": {"type": "string"}}},
+        },
+    }
+]
+
 _OPEN_CLIENTS: list[OpenAI] = []
 
 
@@ -57,6 +68,11 @@ def auth(key: str, conversation: str | None = None) -> dict[str, str]:
 def turn_headers(api_key: str, conversation_id: str, **extra: str) -> dict[str, str]:
     """Authorization and X-Conversation-Id, plus any extra headers."""
     return {**auth(api_key, conversation_id), **extra}
+
+
+def roles(messages: list[dict[str, Any]]) -> list[str]:
+    """The role of each message."""
+    return [m["role"] for m in messages]
 
 
 def user(text: str) -> dict[str, Any]:
