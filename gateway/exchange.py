@@ -65,6 +65,7 @@ class PendingTurn:
     ttfb_ms: float | None = None
     sent: float | None = None
     replay: Recorded | None = None
+    history_hash: str | None = None  # the stored history's digest, when the dedupe recomputed it
 
     @property
     def model(self) -> str | None:

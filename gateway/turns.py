@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 
 from gateway import headers as h
 from gateway.config import Settings
+from gateway.dedupe import overlap_search_limit, stored_run_length
 from gateway.errors import (
     BudgetExceeded,
     ConversationBusy,
@@ -39,6 +40,7 @@ from gateway.exchange import (
 )
 from gateway.history import (
     Budget,
+    StoredMessage,
     assistant_message,
     compose_messages,
     fingerprint,
@@ -61,12 +63,13 @@ from gateway.sse import (
     has_finish_reason,
     is_usage_only,
 )
-from gateway.store.conversations import TurnWrite, load_turn, write_turn
+from gateway.store.conversations import TurnWrite, load_turn, read_tail, write_turn
 from gateway.store.database import Database
 from gateway.store.spend import conversation_spent_pusd
 from gateway.store.tables import Conversation
 from gateway.store.usage import insert_attempt
 from gateway.tokens import count_message_tokens
+from gateway.unanswered import sendable_history
 from gateway.upstream import UpstreamClient, read_body, response_headers, translate_errors
 
 CHAT_PATH = "/chat/completions"
@@ -145,12 +148,39 @@ class TurnService:
             if turn.replay is not None:
                 return
         await self._check_cost_cap(conversation)
-        turn.new = new_messages(rest, conversation.message_count, conversation.history_hash)
+        turn.new = await self._new_messages(turn, conversation, rest, candidates)
         budget = self._budget(call.header_budget, conversation)
         turn.history = select_window(candidates, budget, conversation.message_count, conversation.token_count)
         turn.dropped = conversation.message_count - len(turn.history)
         if turn.dropped and turn.new and turn.new[0].get("role") == "tool":
             check_tool_results_fit(turn)
+
+    async def _new_messages(
+        self,
+        turn: PendingTurn,
+        conversation: Conversation,
+        rest: list[dict[str, Any]],
+        window: list[StoredMessage],
+    ) -> list[dict[str, Any]]:
+        """The request's messages without the leading ones already stored (see gateway/dedupe.py).
+
+        The whole-history digest answers the common cases with no read; only a request of two or more
+        messages that does not start with the whole history reads the newest stored messages (from the
+        window when it holds them), at most as many as the request has.
+        """
+        count = conversation.message_count
+        new = new_messages(rest, count, conversation.history_hash)
+        limit = overlap_search_limit(len(rest), count)
+        if len(new) < len(rest) or limit == 0:
+            return new
+        if len(window) >= limit and window[-1].seq == count - 1:
+            tail = [stored.body for stored in window[-limit:]]
+        else:
+            tail = await self.db.run(functools.partial(read_tail, conversation=conversation, count=limit))
+        stored = stored_run_length(rest, tail, count)
+        if stored == count:  # the digest was made by an older comparison: the stored copy heals it
+            turn.history_hash = history_digest(tail)
+        return rest[stored:]
 
     async def _check_cost_cap(self, conversation: Conversation) -> None:
         """429 once the conversation's recorded cost reached its `max_cost_usd` (turns are serialized)."""
@@ -181,7 +211,8 @@ class TurnService:
     def _compose(self, turn: PendingTurn) -> bytes:
         """The upstream body: the client's dict with `messages` replaced and usage requested for streams."""
         body = dict(turn.call.body)
-        body["messages"] = compose_messages(turn.system_messages, turn.history, turn.new)
+        history = sendable_history(turn.history, turn.new)
+        body["messages"] = compose_messages(turn.system_messages, history, turn.new)
         if body.get("stream") is True:
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True
@@ -428,7 +459,8 @@ class TurnService:
             last_user_tokens=conversation.last_user_tokens if conversation else 0,
         )
         try:
-            digest = history_digest(bodies, start=conversation.history_hash if conversation else "")
+            base = turn.history_hash or (conversation.history_hash if conversation else "")
+            digest = history_digest(bodies, start=base)
         except UnicodeEncodeError:  # a lone UTF-16 surrogate: text that cannot be stored or sent again
             raise UpstreamUnreachable("The upstream answered with text that is not valid Unicode.") from None
         turn_number = (conversation.turn_count if conversation else 0) + 1

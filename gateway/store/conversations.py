@@ -90,6 +90,16 @@ async def load_window(
     return await session.run_sync(lambda sync: read_window(sync.connection(), conversation, budget))
 
 
+def read_tail(connection: Connection, conversation: Conversation, count: int) -> list[dict[str, Any]]:
+    """The bodies of the newest `count` stored messages, oldest first (a range read of the seq index)."""
+    statement = (
+        select(Message.body)
+        .where(Message.conversation_pk == conversation.pk, Message.seq >= conversation.message_count - count)
+        .order_by(Message.seq)
+    )
+    return [json.loads(row[0]) for row in connection.execute(statement).all()]
+
+
 def load_turn(
     connection: Connection, owner: str, conversation_id: str, budget_for: Callable[[Conversation], Budget]
 ) -> tuple[Conversation | None, list[StoredMessage]]:
