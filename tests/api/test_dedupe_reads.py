@@ -1,0 +1,100 @@
+"""What the dedupe reads: nothing for a new message or a whole-history resend; a bounded tail otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import gateway.turns
+from gateway.store.conversations import read_tail
+from gateway.store.tables import Conversation
+from tests.inprocess import InProcess, inprocess_gateway
+
+KEY = "sk-dedupe-reads"
+
+
+@pytest.fixture
+async def gw(tmp_path: Path) -> AsyncIterator[InProcess]:
+    """The gateway in process in front of the mock upstream."""
+    async with inprocess_gateway(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def tail_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The `count` of every stored-tail read the turn service makes."""
+    counts: list[int] = []
+
+    def counting(connection: Any, conversation: Conversation, count: int) -> list[dict[str, Any]]:
+        counts.append(count)
+        return read_tail(connection, conversation, count)
+
+    monkeypatch.setattr(gateway.turns, "read_tail", counting)
+    return counts
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+async def turn(gw: InProcess, messages: list[dict[str, Any]], conversation: str, **headers: str) -> str:
+    async with gw.sdk(KEY, conversation, **headers) as client:
+        reply = await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    return reply.choices[0].message.content or ""
+
+
+async def seed(gw: InProcess, conversation: str) -> list[dict[str, Any]]:
+    """Three turns sent one new message at a time; returns the history as stored."""
+    history: list[dict[str, Any]] = []
+    for text in ("one", "two", "three"):
+        history += [user(text), {"role": "assistant", "content": await turn(gw, [user(text)], conversation)}]
+    return history
+
+
+async def test_new_messages_and_whole_history_resends_read_no_tail(
+    gw: InProcess, tail_reads: list[int]
+) -> None:
+    history = await seed(gw, "c1")
+    assert await turn(gw, [*history, user("four")], "c1") == "[7 messages] four"
+    assert await turn(gw, [user("five")], "c1") == "[9 messages] five"
+    assert tail_reads == []
+
+
+async def test_a_window_the_budget_left_out_is_found_by_one_bounded_read(
+    gw: InProcess, tail_reads: list[int]
+) -> None:
+    history = await seed(gw, "c2")
+    # the budget sends no history at all, yet the resent window is recognized against the stored one
+    reply = await turn(gw, [*history[-4:], user("four")], "c2", **{"X-Max-History-Messages": "0"})
+    assert (
+        reply == "[1 messages] four"
+    )  # the resent window is already stored, and the budget sends none of it
+    assert tail_reads == [5]
+    assert gw.last_upstream_messages() == [user("four")]
+
+
+async def test_a_digest_of_an_older_form_is_healed_by_the_first_full_resend(
+    gw: InProcess, tail_reads: list[int], tmp_path: Path
+) -> None:
+    history = await seed(gw, "c3")
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}")
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                update(Conversation).where(Conversation.id == "c3").values(history_hash="older-form")
+            )
+    finally:
+        await engine.dispose()
+    # the budget sends 2 stored messages, so the 6 resent ones are read back to be compared
+    reply = await turn(gw, [*history, user("four")], "c3", **{"X-Max-History-Messages": "2"})
+    assert reply == "[3 messages] four"
+    assert tail_reads == [6]
+    history += [user("four"), {"role": "assistant", "content": reply}]
+    reply = await turn(gw, [*history, user("five")], "c3", **{"X-Max-History-Messages": "2"})
+    assert reply == "[3 messages] five"
+    assert tail_reads == [6]  # the digest was healed: no read the second time
