@@ -19,9 +19,9 @@ KEY = "sk-dedupe-reads"
 
 
 @pytest.fixture
-async def gw(tmp_path: Path) -> AsyncIterator[InProcess]:
-    """The gateway in process in front of the mock upstream."""
-    async with inprocess_gateway(tmp_path) as running:
+async def gw(tmp_path: Path, database_url: str) -> AsyncIterator[InProcess]:
+    """The gateway in process in front of the mock upstream, on each database backend."""
+    async with inprocess_gateway(tmp_path, database_url=database_url) as running:
         yield running
 
 
@@ -79,22 +79,23 @@ async def test_a_window_the_budget_left_out_is_found_by_one_bounded_read(
 
 
 async def test_a_digest_of_an_older_form_is_healed_by_the_first_full_resend(
-    gw: InProcess, tail_reads: list[int], tmp_path: Path
+    gw: InProcess, tail_reads: list[int], database_url: str
 ) -> None:
-    history = await seed(gw, "c3")
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}")
+    conversation = "c3"
+    history = await seed(gw, conversation)
+    engine = create_async_engine(database_url)
     try:
         async with engine.begin() as connection:
             await connection.execute(
-                update(Conversation).where(Conversation.id == "c3").values(history_hash="older-form")
+                update(Conversation).where(Conversation.id == conversation).values(history_hash="older-form")
             )
     finally:
         await engine.dispose()
     # the budget sends 2 stored messages, so the 6 resent ones are read back to be compared
-    reply = await turn(gw, [*history, user("four")], "c3", **{"X-Max-History-Messages": "2"})
+    reply = await turn(gw, [*history, user("four")], conversation, **{"X-Max-History-Messages": "2"})
     assert reply == "[3 messages] four"
     assert tail_reads == [6]
     history += [user("four"), {"role": "assistant", "content": reply}]
-    reply = await turn(gw, [*history, user("five")], "c3", **{"X-Max-History-Messages": "2"})
+    reply = await turn(gw, [*history, user("five")], conversation, **{"X-Max-History-Messages": "2"})
     assert reply == "[3 messages] five"
     assert tail_reads == [6]  # the digest was healed: no read the second time
