@@ -64,11 +64,17 @@ def test_memory_streaming_and_a_tool_chain_across_turns(
     )
     # `llm -c` resends the whole conversation (streamed this time): each message reaches the upstream once
     assert run_llm(home, api_key, "-c", "What is my name?") == "[3 messages] What is my name?"
+    # a new llm conversation on the same gateway conversation, then `llm -c`: llm resends only its own part,
+    # a suffix of what the gateway stored, which is recognized as already stored
+    assert (
+        run_llm(home, api_key, "-m", "gateway-memory", "--no-stream", "Hi again") == "[5 messages] Hi again"
+    )
+    assert run_llm(home, api_key, "-c", "--no-stream", "Still there?") == "[7 messages] Still there?"
     first = run_llm(home, api_key, "-m", "gateway-tools", "--functions", WEATHER, "Weather in Paris?")
     assert first == "[3 messages] tool result: sunny"
     again = run_llm(home, api_key, "-c", "--functions", WEATHER, "And in Rome?")
     assert again == "[7 messages] tool result: sunny"
     calls = [r["body"]["messages"] for r in upstream_requests(upstream, api_key)]
-    assert len(calls) == 6  # every upstream call was accepted
+    assert len(calls) == 8  # every upstream call was accepted
     turn = ["user", "assistant", "tool", "assistant"]
     assert [m["role"] for m in calls[-1]] == [*turn, *turn[:3]]
