@@ -296,6 +296,18 @@ async def turn_messages(session: AsyncSession, conversation: Conversation, turn:
     return [json.loads(row[0]) for row in (await session.execute(statement)).all()]
 
 
+async def stored_range(
+    session: AsyncSession, conversation: Conversation, start: int, end: int
+) -> list[dict[str, Any]]:
+    """The bodies of the stored messages with `start <= seq < end`, oldest first."""
+    statement = (
+        select(Message.body)
+        .where(Message.conversation_pk == conversation.pk, Message.seq >= start, Message.seq < end)
+        .order_by(Message.seq)
+    )
+    return [json.loads(row[0]) for row in (await session.execute(statement)).all()]
+
+
 async def messages_before_turn(session: AsyncSession, conversation: Conversation, turn: int) -> int | None:
     """How many messages were stored before a turn (its first message's 0-based seq); None if it has none."""
     statement = select(func.min(Message.seq)).where(

@@ -99,3 +99,22 @@ async def test_a_digest_of_an_older_form_is_healed_by_the_first_full_resend(
     reply = await turn(gw, [*history, user("five")], conversation, **{"X-Max-History-Messages": "2"})
     assert reply == "[3 messages] five"
     assert tail_reads == [6]  # the digest was healed: no read the second time
+
+
+async def test_a_retried_window_is_answered_from_the_request_log(gw: InProcess) -> None:
+    conversation = "c4"
+    history = await seed(gw, conversation)
+    request = [*history[-4:], user("four")]
+    assert await turn(gw, request, conversation) == "[7 messages] four"
+    calls = len(gw.upstream_bodies())
+    # the SDK's own retry of that request (its retry header set by hand: the first answer was not lost here)
+    async with gw.http_client() as http:
+        headers = {"Authorization": f"Bearer {KEY}", "X-Conversation-Id": conversation}
+        again = await http.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": request},
+            headers={**headers, "x-stainless-retry-count": "1"},
+        )
+    assert again.headers["x-gateway-replayed"] == "true"
+    assert again.json()["choices"][0]["message"]["content"] == "[7 messages] four"
+    assert len(gw.upstream_bodies()) == calls  # no second upstream call, no second turn
