@@ -41,14 +41,20 @@ def _canonical_json(value: Any) -> Any:
 
 
 def _comparable_arguments(arguments: Any) -> Any:
-    """Arguments as ["json", value] when they parse as JSON, else as ["text", string] (or the raw value)."""
+    """Arguments as ["json", canonical text] when they parse as JSON, else ["text", string] (or as given).
+
+    Too deeply nested JSON (past Python's recursion limit) compares as a string.
+    """
     if not isinstance(arguments, str):
         return ["raw", arguments]
     try:
         parsed = json.loads(arguments, parse_constant=_reject_constant)
+        canonical = json.dumps(
+            _canonical_json(parsed), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
     except (ValueError, RecursionError):
         return ["text", arguments]
-    return ["json", _canonical_json(parsed)]
+    return ["json", canonical]
 
 
 def _comparable_tool_calls(tool_calls: Any) -> Any:

@@ -270,3 +270,12 @@ def test_overlap_agrees_with_the_brute_force_reference(stored: list[Message], da
     # the full-history digest path finds exactly the whole-history runs
     if expected == len(stored):
         assert new_messages(request, len(stored), history_digest(stored)) == request[expected:]
+
+
+def test_arguments_nested_past_the_recursion_limit_compare_as_strings() -> None:
+    def nested(depth: int, tail: str = "") -> Message:
+        return assistant(None, tool_calls=[call("[" * depth + "]" * depth + tail)])
+
+    assert same_message(nested(50), nested(50, " "))  # parsed: whitespace ignored
+    assert same_message(nested(100_000), nested(100_000))  # too deep to parse: compared as strings
+    assert not same_message(nested(100_000), nested(100_000, " "))
