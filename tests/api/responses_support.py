@@ -1,4 +1,4 @@
-"""In-process fixtures for the Responses API: the gateway app in front of the mock upstream app, SDK clients."""
+"""In-process fixtures for the Responses API: the gateway app before the mock upstream app, SDK clients."""
 
 from __future__ import annotations
 
@@ -50,4 +50,10 @@ async def gateway_app(
 def sdk(http: httpx.AsyncClient, key: str = "sk-test-one", **options: Any) -> openai.AsyncOpenAI:
     """The official SDK talking to the in-process gateway."""
     client = httpx.AsyncClient(transport=http._transport, base_url="http://gw/v1", timeout=30)
-    return openai.AsyncOpenAI(api_key=key, base_url="http://gw/v1", http_client=client, **options)
+    # The gateway's in-process transport: the SDK drives it like any httpx client.
+    return openai.AsyncOpenAI(api_key=key, base_url="http://gw/v1", http_client=client, **options)  # type: ignore[arg-type]
+
+
+def plain(model: Any) -> Any:
+    """An SDK object as plain JSON data (its own to_dict), typed loosely for assertions."""
+    return model.to_dict()

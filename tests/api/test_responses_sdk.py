@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.api.responses_support import RecordingTransport, gateway_app, sdk
+from tests.api.responses_support import RecordingTransport, gateway_app, plain, sdk
 
 TOOL = {
     "type": "function",
@@ -35,7 +36,9 @@ async def test_create_returns_a_response_object_the_sdk_parses(
     http: httpx.AsyncClient, upstream: RecordingTransport
 ) -> None:
     client = sdk(http)
-    response = await client.responses.create(model="gpt-4o-mini", input="Hello there", instructions="Be brief.")
+    response = await client.responses.create(
+        model="gpt-4o-mini", input="Hello there", instructions="Be brief."
+    )
     assert response.id.startswith("resp_") and response.object == "response"
     assert response.status == "completed"
     assert response.output_text == "[2 messages] Hello there"
@@ -43,7 +46,7 @@ async def test_create_returns_a_response_object_the_sdk_parses(
     assert response.instructions == "Be brief."
     assert response.conversation is not None and response.conversation.id.startswith("conv_")
     assert response.usage is not None and response.usage.total_tokens > 0
-    assert response.output[0].type == "message" and response.output[0].content[0].annotations == []
+    assert plain(response.output[0])["content"][0]["annotations"] == []
     sent = upstream.bodies[-1]
     assert sent["messages"] == [
         {"role": "system", "content": "Be brief."},
@@ -113,11 +116,17 @@ async def test_stream_helper_gives_the_final_response(http: httpx.AsyncClient) -
 
 async def test_streamed_tool_call(http: httpx.AsyncClient) -> None:
     client = sdk(http)
-    events = await client.responses.create(model="gpt-4o-mini", input="stream a call", tools=[TOOL], stream=True)  # type: ignore[list-item]
+    tools: Any = [TOOL]
+    events = await client.responses.create(
+        model="gpt-4o-mini", input="stream a call", tools=tools, stream=True
+    )
     seen = [event async for event in events]
     numbers = [event.sequence_number for event in seen]
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
     kinds = [event.type for event in seen]
-    assert "response.function_call_arguments.delta" in kinds and "response.function_call_arguments.done" in kinds
-    final = seen[-1].response  # type: ignore[union-attr]
-    assert final.output[0].type == "function_call" and final.output[0].arguments == '{"input": "stream a call"}'
+    assert (
+        "response.function_call_arguments.delta" in kinds and "response.function_call_arguments.done" in kinds
+    )
+    final = plain(seen[-1])["response"]
+    assert final["output"][0]["type"] == "function_call"
+    assert final["output"][0]["arguments"] == '{"input": "stream a call"}'
