@@ -7,6 +7,7 @@ request to the pass-through proxy, as for any other path.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from typing import Any
@@ -23,7 +24,7 @@ from gateway.chat_request import check_idempotency_key, parse_json_object, parse
 from gateway.conversation_fields import page_limit, page_order
 from gateway.errors import InvalidRequest, NotFound
 from gateway.history import Budget
-from gateway.identity import bearer_token
+from gateway.identity import bearer_token, validate_conversation_id
 from gateway.responses.events import encode, replay_events
 from gateway.responses.request import parse_request
 from gateway.responses.service import ResponsesCall, request_hash
@@ -51,6 +52,14 @@ async def create(request: Request) -> Response:
     )
     body = parse_json_object(await read_limited_body(request, svc.settings.max_body_bytes))
     parsed = parse_request(body)
+    header_conversation = request.headers.get(h.CONVERSATION_ID)
+    if (
+        header_conversation is not None
+        and parsed.conversation_id is None
+        and parsed.previous_response_id is None
+    ):
+        # The chat API's way of naming a conversation works here too (the body's fields come first).
+        parsed = dataclasses.replace(parsed, conversation_id=validate_conversation_id(header_conversation))
     idempotency_key = check_idempotency_key(request.headers.get(h.IDEMPOTENCY_KEY))
     await svc.auth.check_budget(caller)
     call = ResponsesCall(

@@ -312,3 +312,13 @@ async def test_usage_is_recorded_under_the_conversation(http: httpx.AsyncClient)
     conversation = response["conversation"]["id"]
     usage = (await http.get(f"/v1/conversations/{conversation}/usage", headers=AUTH)).json()
     assert usage["total_tokens"] == response["usage"]["total_tokens"]
+
+
+async def test_the_x_conversation_id_header_names_the_conversation_too(
+    http: httpx.AsyncClient, upstream: RecordingTransport
+) -> None:
+    first = (await post(http, {"input": "by header"}, **{"X-Conversation-Id": "hdr-1"})).json()
+    assert first["conversation"] == {"id": "hdr-1"}
+    body = {"input": "body wins", "conversation": "body-1"}
+    second = (await post(http, body, **{"X-Conversation-Id": "hdr-1"})).json()
+    assert second["conversation"] == {"id": "body-1"}
