@@ -23,10 +23,12 @@ class RecordingTransport(httpx.AsyncBaseTransport):
     def __init__(self) -> None:
         self.inner = httpx.ASGITransport(app=create_mock_app())
         self.bodies: list[dict[str, Any]] = []
+        self.paths: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Record the JSON body, then let the mock answer."""
         body = await request.aread()
+        self.paths.append(f"{request.method} {request.url.path}")
         if body:
             self.bodies.append(json.loads(body))
         return await self.inner.handle_async_request(request)

@@ -322,3 +322,18 @@ async def test_the_x_conversation_id_header_names_the_conversation_too(
     body = {"input": "body wins", "conversation": "body-1"}
     second = (await post(http, body, **{"X-Conversation-Id": "hdr-1"})).json()
     assert second["conversation"] == {"id": "body-1"}
+
+
+async def test_passthrough_mode_forwards_responses_unchanged(tmp_path: Path) -> None:
+    upstream = RecordingTransport()
+    async with gateway_app(tmp_path, upstream, responses_mode="passthrough") as http:
+        body = {"model": MODEL, "input": "to the upstream", "store": True}
+        await http.post("/v1/responses", json=body, headers=AUTH)
+        await http.get("/v1/responses/resp_1", headers=AUTH)
+        await http.get("/v1/responses/resp_1/input_items", headers=AUTH)
+    assert upstream.paths == [
+        "POST /v1/responses",
+        "GET /v1/responses/resp_1",
+        "GET /v1/responses/resp_1/input_items",
+    ]
+    assert upstream.bodies == [body]
