@@ -337,3 +337,38 @@ async def test_passthrough_mode_forwards_responses_unchanged(tmp_path: Path) -> 
         "GET /v1/responses/resp_1/input_items",
     ]
     assert upstream.bodies == [body]
+
+
+async def test_streams_with_store_false_are_stateless_or_use_the_history(
+    http: httpx.AsyncClient, upstream: RecordingTransport
+) -> None:
+    client = sdk(http)
+    first = await client.responses.create(model=MODEL, input="one")
+    await client.responses.create(model=MODEL, input="two", previous_response_id=first.id)
+    async with client.responses.stream(
+        model=MODEL, input="old", previous_response_id=first.id, store=False
+    ) as stream:
+        final = await stream.get_final_response()
+    assert final.output_text == "[3 messages] old" and final.store is False
+    async with client.responses.stream(model=MODEL, input="alone", store=False) as stream:
+        alone = await stream.get_final_response()
+    assert alone.output_text == "[1 messages] alone" and alone.conversation is None
+    assert (await http.get(f"/v1/responses/{alone.id}", headers=AUTH)).status_code == 404
+
+
+async def test_retrieve_with_stream_replays_the_stored_events(http: httpx.AsyncClient) -> None:
+    client = sdk(http)
+    created = await client.responses.create(model=MODEL, input="replay me")
+    events = [event async for event in await client.responses.retrieve(created.id, stream=True)]
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert plain(events[-1])["response"]["output"] == plain(created)["output"]
+
+
+async def test_a_conversation_cost_cap_stops_responses_too(http: httpx.AsyncClient) -> None:
+    created = await http.post(
+        "/v1/conversations", json={"id": "capped-1", "max_cost_usd": 0.000000001}, headers=AUTH
+    )
+    assert created.status_code == 200, created.text
+    assert (await post(http, {"input": "spend", "conversation": "capped-1"})).status_code == 200
+    refused = await post(http, {"input": "more", "conversation": "capped-1"})
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
