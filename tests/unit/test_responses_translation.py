@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
 from pydantic import TypeAdapter
 
@@ -268,3 +270,55 @@ def test_conversation_items_of_translated_messages_are_valid_response_items() ->
     for seq, message in enumerate(messages):
         for item in message_items(seq, message):
             ITEMS.validate_python(item)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=12,
+)
+FIELDS = st.sampled_from(
+    [
+        "input",
+        "tools",
+        "tool_choice",
+        "text",
+        "reasoning",
+        "conversation",
+        "metadata",
+        "max_output_tokens",
+        "instructions",
+        "previous_response_id",
+        "store",
+        "stream",
+        "temperature",
+        "background",
+        "prompt",
+    ]
+)
+ITEM = st.fixed_dictionaries(
+    {"type": st.sampled_from(["message", "function_call", "function_call_output", "reasoning", "x"])},
+    optional={
+        "role": st.sampled_from(["user", "assistant", "system", "tool"]),
+        "content": JSON,
+        "call_id": JSON,
+        "name": JSON,
+        "arguments": JSON,
+        "output": JSON,
+    },
+)
+
+
+@given(
+    fields=st.dictionaries(FIELDS, JSON | st.lists(ITEM, max_size=3), max_size=5),
+)
+@settings(max_examples=300, deadline=None)
+def test_any_body_is_translated_or_refused_with_a_400(fields: dict[str, Any]) -> None:
+    try:
+        request = parse_request({"model": "m", **fields})
+    except InvalidRequest as exc:
+        assert exc.status_code == 400 and exc.param
+        return
+    body = request.chat_body(request.messages)
+    completed_response(ResponseContext("resp_x", 1, request), {"choices": []}, 1)
+    assert body["model"] == "m"
