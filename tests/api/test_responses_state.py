@@ -349,7 +349,7 @@ async def test_streams_with_store_false_are_stateless_or_use_the_history(
         model=MODEL, input="old", previous_response_id=first.id, store=False
     ) as stream:
         final = await stream.get_final_response()
-    assert final.output_text == "[3 messages] old" and final.store is False
+    assert final.output_text == "[3 messages] old" and plain(final)["store"] is False
     async with client.responses.stream(model=MODEL, input="alone", store=False) as stream:
         alone = await stream.get_final_response()
     assert alone.output_text == "[1 messages] alone" and alone.conversation is None
