@@ -36,12 +36,14 @@ class RecordingTransport(httpx.AsyncBaseTransport):
 
 @contextlib.asynccontextmanager
 async def gateway_app(
-    tmp_path: Path, upstream: httpx.AsyncBaseTransport | None = None, **settings: Any
+    database: Path | str, upstream: httpx.AsyncBaseTransport | None = None, **settings: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client on the gateway app (SQLite in tmp_path) in front of `upstream` (the mock)."""
-    config = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", upstream_url="http://up/v1", **settings
-    )
+    """An httpx client on the gateway app in front of `upstream` (the mock).
+
+    `database` is a database URL, or a folder for a new SQLite file.
+    """
+    url = database if isinstance(database, str) else f"sqlite+aiosqlite:///{database / 'gw.db'}"
+    config = Settings(database_url=url, upstream_url="http://up/v1", **settings)
     app = create_app(config, transport=upstream or RecordingTransport())
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,9 +40,9 @@ def upstream() -> GatedTransport:
 
 
 @pytest.fixture
-async def http(tmp_path: Path, upstream: GatedTransport) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway in process."""
-    async with gateway_app(tmp_path, upstream) as client:
+async def http(database_url: str, upstream: GatedTransport) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway in process, on each database backend (a module shares one database)."""
+    async with gateway_app(database_url, upstream) as client:
         yield client
 
 

@@ -23,9 +23,9 @@ def upstream() -> RecordingTransport:
 
 
 @pytest.fixture
-async def http(tmp_path: Path, upstream: RecordingTransport) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway in process."""
-    async with gateway_app(tmp_path, upstream) as client:
+async def http(database_url: str, upstream: RecordingTransport) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway in process, on each database backend (a module shares one database)."""
+    async with gateway_app(database_url, upstream) as client:
         yield client
 
 
