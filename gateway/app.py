@@ -31,6 +31,7 @@ from gateway.responses.service import ResponseService
 from gateway.store.database import DATABASE_ERRORS, Database, create_engine
 from gateway.tokens import warm_up
 from gateway.turns import TurnService
+from gateway.ui import ROUTES as UI_ROUTES
 from gateway.upstream import UpstreamClient, create_http_client
 
 log = logging.getLogger("gateway")
@@ -49,6 +50,7 @@ ROUTES = [
     Route("/healthz", ops.healthz, methods=["GET"]),
     Route("/metrics", ops.metrics, methods=["GET"]),
     Route("/openapi.json", ops.openapi, methods=["GET"]),
+    *UI_ROUTES,
     Route("/v1/{path:path}", proxy.proxy, methods=ALL_METHODS),
 ]
 

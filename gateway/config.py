@@ -95,6 +95,7 @@ class Settings:
     db_pool_size: int = 10
     workers: int = 1
     responses_mode: str = "translate"  # GATEWAY_RESPONSES: translate | passthrough
+    ui_session_seconds: float = 8 * 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -139,6 +140,7 @@ class Settings:
             db_pool_size=_int(env, "GATEWAY_DB_POOL_SIZE", default.db_pool_size) or default.db_pool_size,
             workers=_int(env, "GATEWAY_WORKERS", default.workers) or default.workers,
             responses_mode=responses_mode,
+            ui_session_seconds=_float(env, "GATEWAY_UI_SESSION_SECONDS", default.ui_session_seconds),
         )
 
     @property
