@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 from gateway.conversation_fields import check_metadata
 from gateway.errors import InvalidRequest
+from gateway.identity import CONVERSATION_ID_PATTERN
 
 Message = dict[str, Any]
 
@@ -343,6 +344,12 @@ def _conversation_id(value: Any) -> str | None:
             _missing("conversation.id")
     if not isinstance(value, str):
         _wrong_type("conversation", "a string or an object with an 'id'")
+    if CONVERSATION_ID_PATTERN.fullmatch(value) is None:
+        _invalid(
+            "A conversation id is 1-128 characters of letters, digits, '.', '_', ':' or '-'.",
+            "conversation",
+            "invalid_conversation_id",
+        )
     return value
 
 

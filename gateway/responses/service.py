@@ -31,7 +31,6 @@ from gateway.config import Settings
 from gateway.errors import ConversationMoved, NotFound
 from gateway.exchange import ChatCall, Reply, StoreHook, StreamReply, json_or_none
 from gateway.history import Budget, compose_messages, history_digest, new_messages, split_system, trim_history
-from gateway.identity import validate_conversation_id
 from gateway.items import message_items
 from gateway.replays import IDEMPOTENCY_WINDOW_SECONDS
 from gateway.responses.events import ResponseEvents, encode, replay_events
@@ -133,7 +132,7 @@ class ResponseService:
                 raise previous_not_found(request.previous_response_id)
             conversation_id = previous.conversation_id
         elif request.conversation_id is not None:
-            conversation_id = validate_conversation_id(request.conversation_id)
+            conversation_id = request.conversation_id  # checked by parse_request (or the handler)
         elif request.store:
             conversation_id = self._new_conversation_id(call, "")
         else:

@@ -188,7 +188,8 @@ async def test_delete_forgets_the_response(http: httpx.AsyncClient) -> None:
         ({"input": "x", "tool_choice": {"type": "web_search_preview"}}, "tool_choice"),
         ({"input": 5}, "input"),
         ({"input": "x", "text": {"format": {"type": "json_schema"}}}, "text.format.name"),
-        ({"input": "x", "conversation": "bad id!"}, "X-Conversation-Id"),
+        ({"input": "x", "conversation": "bad id!"}, "conversation"),
+        ({"input": "x", "conversation": {"id": "x" * 129}}, "conversation"),
     ],
 )
 async def test_what_cannot_be_honoured_is_a_400_naming_it(
