@@ -115,6 +115,18 @@ async def delete(request: Request) -> Response:
     return json_response({"id": stored.id, "object": "response.deleted", "deleted": True})
 
 
+async def cancel(request: Request) -> Response:
+    """POST /v1/responses/{id}/cancel: only background responses can be cancelled, and there are none here."""
+    if _passthrough(request):
+        return await proxy.proxy(request)
+    stored = await _stored(request)
+    raise InvalidRequest(
+        f"Response '{stored.id}' is not a background response: only background responses can be cancelled.",
+        param="response_id",
+        code="invalid_value",
+    )
+
+
 def _after(items: list[dict[str, Any]], after: str | None) -> list[dict[str, Any]]:
     if after is None:
         return items
@@ -157,4 +169,5 @@ ROUTES = [
     Route("/v1/responses/{response_id}", retrieve, methods=["GET"]),
     Route("/v1/responses/{response_id}", delete, methods=["DELETE"]),
     Route("/v1/responses/{response_id}/input_items", input_items, methods=["GET"]),
+    Route("/v1/responses/{response_id}/cancel", cancel, methods=["POST"]),
 ]

@@ -373,3 +373,12 @@ async def test_a_conversation_cost_cap_stops_responses_too(http: httpx.AsyncClie
     assert (await post(http, {"input": "spend", "conversation": "capped-1"})).status_code == 200
     refused = await post(http, {"input": "more", "conversation": "capped-1"})
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+
+
+async def test_cancel_is_for_background_responses_only(http: httpx.AsyncClient) -> None:
+    client = sdk(http)
+    response = await client.responses.create(model=MODEL, input="not background")
+    with pytest.raises(openai.BadRequestError):
+        await client.responses.cancel(response.id)
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.cancel("resp_missing")
