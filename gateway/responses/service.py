@@ -14,13 +14,14 @@ completed finds it (on every replica).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +110,33 @@ def _passed_headers(headers: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in headers.items() if key.lower() not in _NOT_PASSED}
 
 
+class _Finishing:
+    """A stream that calls `done` once it has ended or been closed (even if it never started)."""
+
+    def __init__(self, events: AsyncIterator[bytes], done: Callable[[], None]) -> None:
+        self.events = events
+        self.done = done
+
+    def __aiter__(self) -> _Finishing:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await anext(self.events)
+        except BaseException:
+            self.done()
+            raise
+
+    async def aclose(self) -> None:
+        """Close the inner stream, then report the end."""
+        try:
+            closer = getattr(self.events, "aclose", None)
+            if closer is not None:
+                await closer()
+        finally:
+            self.done()
+
+
 class ResponseService:
     """Creates responses as conversation turns through the chat turn pipeline."""
 
@@ -116,9 +144,42 @@ class ResponseService:
         self.db = db
         self.turns = turns
         self.settings = settings
+        # Requests running in this process, by (caller, body digest): a retry of one waits for it.
+        self._running: dict[tuple[str, str], asyncio.Event] = {}
 
     async def create(self, call: ResponsesCall) -> Outcome:
-        """Handle one `POST /v1/responses`."""
+        """Handle one `POST /v1/responses`.
+
+        A retry (`x-stainless-retry-count` >= 1) of a request this process is still running waits for it
+        (at most GATEWAY_LOCK_TIMEOUT) and then gets its stored answer; across processes that needs the
+        conversation's lock (a continuation) or an Idempotency-Key.
+        """
+        key = (call.owner, call.request_hash)
+        running = self._running.get(key)
+        if running is not None and call.retry_count >= 1 and call.request.store:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(running.wait(), self.settings.lock_timeout)
+        if not call.request.store or key in self._running:
+            return await self._create(call)
+        finished = self._running[key] = asyncio.Event()
+
+        def done() -> None:
+            if self._running.get(key) is finished:
+                del self._running[key]
+            finished.set()
+
+        try:
+            outcome = await self._create(call)
+        except BaseException:
+            done()
+            raise
+        if outcome.events is None:
+            done()
+        else:
+            outcome.events = _Finishing(outcome.events, done)
+        return outcome
+
+    async def _create(self, call: ResponsesCall) -> Outcome:
         request = call.request
         retried = await self._retried(call)
         if retried is not None:

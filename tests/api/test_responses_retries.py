@@ -83,6 +83,27 @@ async def test_an_sdk_retry_of_a_running_continuation_gets_the_same_response(
     assert held_calls(upstream) == 1
 
 
+async def test_an_sdk_retry_of_a_running_first_response_gets_the_same_response(
+    http: httpx.AsyncClient, upstream: GatedTransport
+) -> None:
+    body = {"input": "HOLD first", "stream": True}
+    first = asyncio.create_task(http.post("/v1/responses", json={"model": MODEL, **body}, headers=AUTH))
+    await upstream.arrived.wait()
+    retry = asyncio.create_task(
+        http.post(
+            "/v1/responses", json={"model": MODEL, **body}, headers={**AUTH, "x-stainless-retry-count": "1"}
+        )
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    upstream.release.set()
+    answers = await asyncio.gather(first, retry)
+    finals = [json.loads(a.text.strip().split("\n")[-1].removeprefix("data: ")) for a in answers]
+    assert finals[0]["type"] == "response.completed"
+    assert finals[1]["response"]["id"] == finals[0]["response"]["id"]
+    assert answers[1].headers["x-gateway-replayed"] == "true" and held_calls(upstream) == 1
+
+
 async def test_an_idempotent_retry_of_a_running_first_response_gets_the_same_response(
     http: httpx.AsyncClient, upstream: GatedTransport
 ) -> None:
