@@ -94,6 +94,8 @@ class Settings:
     replay_window: float = 600.0
     db_pool_size: int = 10
     workers: int = 1
+    responses_mode: str = "translate"  # GATEWAY_RESPONSES: translate | passthrough
+    ui_session_seconds: float = 8 * 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -105,6 +107,11 @@ class Settings:
         log_level = env.get("GATEWAY_LOG_LEVEL", "").strip().upper() or default.log_level
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"GATEWAY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+        responses_mode = env.get("GATEWAY_RESPONSES", "").strip().lower() or default.responses_mode
+        if responses_mode not in ("translate", "passthrough"):
+            raise ConfigError(
+                f"GATEWAY_RESPONSES must be 'translate' or 'passthrough', got {responses_mode!r}"
+            )
         return cls(
             host=env.get("GATEWAY_HOST", "").strip() or default.host,
             port=_int(env, "GATEWAY_PORT", default.port) or default.port,
@@ -132,6 +139,8 @@ class Settings:
             replay_window=_float(env, "GATEWAY_RETRY_REPLAY_WINDOW", default.replay_window),
             db_pool_size=_int(env, "GATEWAY_DB_POOL_SIZE", default.db_pool_size) or default.db_pool_size,
             workers=_int(env, "GATEWAY_WORKERS", default.workers) or default.workers,
+            responses_mode=responses_mode,
+            ui_session_seconds=_float(env, "GATEWAY_UI_SESSION_SECONDS", default.ui_session_seconds),
         )
 
     @property
