@@ -118,6 +118,9 @@ class Attempt(Base):
     cache_write_tokens: Mapped[int | None] = mapped_column(Integer)
     # What the call would have cost with the whole stored history sent uncached (0 for summary calls).
     full_replay_cost_pusd: Mapped[int | None] = mapped_column(BigInteger)
+    # A stored turn's strategy and the stored messages its summary covered (for X-History-* on replays).
+    history_strategy: Mapped[str | None] = mapped_column(String(16))
+    history_summarized: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):

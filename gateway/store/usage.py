@@ -127,6 +127,7 @@ async def latest_attempt(session: AsyncSession, owner: str, conversation_id: str
             Attempt.owner == owner,
             Attempt.conversation_id == conversation_id,
             Attempt.conversation_deleted.is_(False),
+            Attempt.kind != "summary",  # the gateway's own calls are never a turn to replay
         )
         .order_by(Attempt.pk.desc())
         .limit(1)

@@ -29,6 +29,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="call"))
         batch.add_column(sa.Column("cache_write_tokens", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("full_replay_cost_pusd", sa.BigInteger(), nullable=True))
+        batch.add_column(sa.Column("history_strategy", sa.String(16), nullable=True))
+        batch.add_column(sa.Column("history_summarized", sa.Integer(), nullable=True))
     # Rows recorded before this revision: a full replay of them is what they cost uncached, which is not
     # known any more; their cost is the closest figure (nothing was dropped or cached that we can price).
     op.execute("UPDATE attempts SET full_replay_cost_pusd = cost_pusd")
@@ -37,6 +39,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Drop the columns again."""
     with op.batch_alter_table("attempts") as batch:
+        batch.drop_column("history_summarized")
+        batch.drop_column("history_strategy")
         batch.drop_column("full_replay_cost_pusd")
         batch.drop_column("cache_write_tokens")
         batch.drop_column("kind")
