@@ -39,15 +39,15 @@ def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return ""
 
 
-_FACT_RE = re.compile(r"\bfacts?\b", re.IGNORECASE)
-_ROLE_PREFIX_RE = re.compile(r"^(user|assistant|system|developer|tool(?: \([^)]*\))?):\s*")
+_FACT_RE = re.compile(r"\bfacts?\b.*", re.IGNORECASE)
 
 
 def mock_summary(request_text: str) -> str | None:
     """The deterministic answer to a gateway summary request, or None when `request_text` is not one.
 
-    It keeps every line of the summary so far and every line of the messages to fold in that states a
-    fact (contains the word "fact"), without its role prefix, in order and without repeats.
+    It keeps every line of the summary so far, and from every line of the messages to fold in that
+    states a fact (holds the word "fact") the statement itself, from that word on; in order, without
+    repeats (a user's fact and the assistant's echo of it are one line).
     """
     if MESSAGES_TO_FOLD not in request_text:
         return None
@@ -55,9 +55,10 @@ def mock_summary(request_text: str) -> str | None:
     previous = head.split(SUMMARY_SO_FAR, 1)[-1]
     lines = [line.strip() for line in previous.splitlines() if line.strip() and line.strip() != "(none)"]
     for line in folded.splitlines():
-        if _FACT_RE.search(line):
-            lines.append(_ROLE_PREFIX_RE.sub("", line.strip()))
-    kept = list(dict.fromkeys(line for line in lines if line))
+        found = _FACT_RE.search(line)
+        if found is not None:
+            lines.append(found.group(0).strip())
+    kept = list(dict.fromkeys(lines))
     return "\n".join(kept) if kept else "(no facts so far)"
 
 

@@ -151,8 +151,8 @@ def load_turn_state(
     if not anchored(conversation):
         return LoadedTurn(conversation, candidates)
     parameters = {"conversation_pk": conversation.pk, "start": conversation.window_start}
-    found = statements.fetch(connection, _ANCHOR, parameters)
-    return LoadedTurn(conversation, candidates, _stored(found[0]) if found else None)
+    found = connection.execute(_ANCHOR, parameters).first()
+    return LoadedTurn(conversation, candidates, _stored(found) if found is not None else None)
 
 
 def read_bodies(connection: Connection, conversation_pk: int, first: int, end: int) -> list[dict[str, Any]]:
