@@ -123,6 +123,7 @@ class Settings:
     summary_prompt_file: str | None = None
     summary_timeout: float = 60.0
     prompt_cache_key: bool = False
+    ui_session_seconds: float = 8 * 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -167,6 +168,7 @@ class Settings:
             summary_prompt_file=env.get("GATEWAY_SUMMARY_PROMPT_FILE", "").strip() or None,
             summary_timeout=_float(env, "GATEWAY_SUMMARY_TIMEOUT", default.summary_timeout),
             prompt_cache_key=_bool(env, "GATEWAY_PROMPT_CACHE_KEY"),
+            ui_session_seconds=_float(env, "GATEWAY_UI_SESSION_SECONDS", default.ui_session_seconds),
         )
 
     @property

@@ -28,7 +28,7 @@ from gateway.pricing import Pricer, parse_usage, usage_columns
 from gateway.store.conversations import SummaryState
 from gateway.store.database import Database
 from gateway.store.usage import insert_attempt
-from gateway.tokens import count_message_tokens
+from gateway.tokens import count_message_tokens, needs_loading
 from gateway.upstream import UpstreamClient, read_body
 from gateway.window import summary_message, summary_request
 
@@ -92,7 +92,11 @@ class Summarizer:
         if outcome.text is None:
             log.warning("summary call failed (%s): %s", outcome.status, outcome.error)
             return None
-        tokens = count_message_tokens(summary_message(outcome.text), turn_model)
+        message = summary_message(outcome.text)
+        if needs_loading(turn_model):  # the first count for an encoding builds it: not on the event loop
+            tokens = await anyio.to_thread.run_sync(lambda: count_message_tokens(message, turn_model))
+        else:
+            tokens = count_message_tokens(message, turn_model)
         return SummaryState(outcome.text, tokens, fold.through, time.time())
 
     async def _call(self, call: ChatCall, fold: Fold) -> _Outcome:

@@ -74,7 +74,7 @@ from gateway.store.spend import conversation_spent_pusd
 from gateway.store.tables import Conversation
 from gateway.store.usage import insert_attempt
 from gateway.summaries import Fold, Summarizer
-from gateway.tokens import count_message_tokens
+from gateway.tokens import count_message_tokens, needs_loading
 from gateway.upstream import UpstreamClient, read_body, response_headers, translate_errors
 from gateway.window import load_summary_prompt, stable_window, summary_message
 
@@ -184,7 +184,7 @@ class TurnService:
         if cut and turn.strategy == "summarize" and turn.window_start is not None:
             await self._fold(turn, conversation, turn.window_start)
         if turn.summary is not None:
-            turn.summary_sent_tokens = count_message_tokens(summary_message(turn.summary.text), turn.model)
+            turn.summary_sent_tokens = await count_off_loop(summary_message(turn.summary.text), turn.model)
 
     def _strategy(self, call: ChatCall, conversation: Conversation | None) -> str:
         """The history strategy: the request's header, else the conversation's setting, else the server's."""
@@ -485,7 +485,10 @@ class TurnService:
         conversation = turn.conversation
         bodies = [*turn.new, reply]
         model = turn.model
-        counts = [count_message_tokens(m, model) for m in bodies]
+        if needs_loading(model):  # the first count for this encoding builds it: not on the event loop
+            counts = await anyio.to_thread.run_sync(lambda: [count_message_tokens(m, model) for m in bodies])
+        else:
+            counts = [count_message_tokens(m, model) for m in bodies]
         numbered = number_messages(
             bodies,
             counts,
@@ -530,9 +533,16 @@ class TurnService:
             raise
 
 
+async def count_off_loop(message: dict[str, Any], model: str | None) -> int:
+    """A message's token count; the first count for an encoding builds it, which is not for the event loop."""
+    if needs_loading(model):
+        return await anyio.to_thread.run_sync(lambda: count_message_tokens(message, model))
+    return count_message_tokens(message, model)
+
+
 def prompt_cache_key(owner: str, conversation_id: str) -> str:
     """The `prompt_cache_key` of a conversation (GATEWAY_PROMPT_CACHE_KEY): a hash of caller and id."""
     return hashlib.sha256(f"{owner}\n{conversation_id}".encode()).hexdigest()
 
 
-__all__ = ["TurnService", "prompt_cache_key"]
+__all__ = ["TurnService", "count_off_loop", "prompt_cache_key"]

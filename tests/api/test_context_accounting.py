@@ -142,7 +142,7 @@ async def test_stable_turns_without_summary_replay_what_they_left_out(client: ht
         assert response.headers["x-history-strategy"] == "stable"
     stored = (await client.get("/v1/conversations/plain/messages", headers=auth)).json()["data"]
     tokens = [count_message_tokens({"role": m["role"], "content": m["content"]}, MODEL) for m in stored]
-    # turn 3 found 4 stored messages over a limit of 2: the cut (to at most 1) kept none, so all 4 were left out
+    # turn 3 found 4 stored messages over a limit of 2: the cut (to at most 1) kept none: all 4 left out
     full_replay = 3 * 1100 + sum(tokens[:4])
     usage = (await client.get("/v1/conversations/plain/usage", headers=auth)).json()
     assert usage["summary_tokens"] == 0 and Decimal(str(usage["summary_cost_usd"])) == 0
