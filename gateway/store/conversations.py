@@ -141,16 +141,22 @@ def load_turn_state(
     budget_for: Callable[[Conversation], Budget],
     anchored: Callable[[Conversation], bool],
 ) -> LoadedTurn:
-    """A unit of work: `load_turn`, plus (when `anchored` says the strategy needs it) the stable anchor,
-    one more indexed probe of (conversation, seq) from the window's start."""
+    """A unit of work: `load_turn`, plus (when `anchored` says the strategy needs it) the stable anchor:
+    found among the candidates when they reach back to the window's start, else by one more indexed probe
+    of (conversation, seq) from there (a window that no longer fits: this turn cuts)."""
     rows = statements.fetch(connection, _BY_ID, {"owner": owner, "conversation_id": conversation_id})
     if not rows:
         return LoadedTurn(None, [])
     conversation = Conversation(**dict(zip(_BY_ID_COLUMNS, rows[0], strict=True)))
     candidates = read_window(connection, conversation, budget_for(conversation))
-    if not anchored(conversation):
+    start = conversation.window_start
+    if not anchored(conversation) or start >= conversation.message_count:
         return LoadedTurn(conversation, candidates)
-    parameters = {"conversation_pk": conversation.pk, "start": conversation.window_start}
+    if candidates and candidates[0].seq <= start:
+        # The usual case (the window fits): the candidates hold everything from the start, anchor included.
+        anchor = next((m for m in candidates if m.seq >= start and m.body.get("role") == "user"), None)
+        return LoadedTurn(conversation, candidates, anchor)
+    parameters = {"conversation_pk": conversation.pk, "start": start}
     found = connection.execute(_ANCHOR, parameters).first()
     return LoadedTurn(conversation, candidates, _stored(found) if found is not None else None)
 

@@ -147,3 +147,48 @@ async def test_stable_turns_without_summary_replay_what_they_left_out(client: ht
     usage = (await client.get("/v1/conversations/plain/usage", headers=auth)).json()
     assert usage["summary_tokens"] == 0 and Decimal(str(usage["summary_cost_usd"])) == 0
     assert Decimal(str(usage["full_replay_cost_usd"])) == full_replay * MILLIONTH
+
+
+@pytest.fixture
+async def held(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway holding the upstream key, with an admin key: callers use gateway keys with budgets."""
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps(PRICES))
+    settings = Settings(
+        database_url=database_url,
+        upstream_url="http://up/v1",
+        prices_file=str(prices),
+        upstream_api_key="sk-upstream",
+        admin_key="admin-secret",
+        key_cache_seconds=0,
+    )
+    app = create_app(settings, transport=httpx.MockTransport(scripted_upstream))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            yield http
+
+
+async def test_summary_calls_are_charged_to_the_key_budget(held: httpx.AsyncClient) -> None:
+    admin = {"Authorization": "Bearer admin-secret"}
+    name = f"bot-{secrets.token_hex(4)}"
+    created = await held.post("/admin/keys", json={"name": name, "budget_usd": 0.0035}, headers=admin)
+    auth = {"Authorization": f"Bearer {created.json()['secret']}"}
+    headers = auth | {
+        "X-Conversation-Id": "budgeted",
+        "X-History-Strategy": "summarize",
+        "X-Max-History-Messages": "4",
+    }
+    for n in range(1, 5):
+        body = {"model": MODEL, "messages": [{"role": "user", "content": f"message number {n}"}]}
+        assert (await held.post("/v1/chat/completions", headers=headers, json=body)).status_code == 200
+    keys = (await held.get("/admin/keys", headers=admin)).json()["data"]
+    (key,) = [k for k in keys if k["name"] == name]
+    # 4 turns and the summary call of the cut at turn 4: 4 x 765 + 125 millionths of a USD
+    assert Decimal(str(key["spent_usd"])) == (4 * 765 + 125) * MILLIONTH
+    # 0.003185 spent of 0.0035: one more turn (and its summary call, when it cuts) goes through ...
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "five"}]}
+    assert (await held.post("/v1/chat/completions", headers=headers, json=body)).status_code == 200
+    # ... and then the budget is reached: 429 before any upstream call
+    refused = await held.post("/v1/chat/completions", headers=headers, json=body)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"

@@ -321,3 +321,15 @@ def test_prompt_cache_key_is_added_only_when_enabled(
         assert len(bodies[0]["prompt_cache_key"]) == 64 and bodies[1]["prompt_cache_key"] == "mine"
     finally:
         server.stop()
+
+
+def test_a_replayed_turn_carries_the_strategy_headers(
+    client: OpenAI, gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    start(client)
+    patch(gateway, api_key, conversation_id, summary="The user is called Ada.")
+    _, first = turn(client, "again?")
+    # the SDK's retry of the same body (its x-stainless-retry-count) is answered from the record
+    _, replayed = turn(client, "again?", **{"x-stainless-retry-count": "1"})
+    assert replayed["x-gateway-replayed"] == "true"
+    assert counts(replayed) == counts(first) == ("stable", 2, 0, 0)
