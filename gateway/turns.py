@@ -63,6 +63,7 @@ from gateway.sse import (
     is_usage_only,
 )
 from gateway.store.conversations import (
+    LoadedTurn,
     TurnWrite,
     load_turn_state,
     read_bodies,
@@ -133,7 +134,7 @@ class TurnService:
             anchored=lambda c: self._strategy(call, c) != "sliding",
         )
         loaded = await self.db.run(unit)
-        conversation, candidates = loaded.conversation, loaded.candidates
+        conversation = loaded.conversation
         system, rest = split_system(call.body["messages"])
         turn.conversation = conversation
         turn.strategy = self._strategy(call, conversation)
@@ -161,30 +162,35 @@ class TurnService:
         await self._check_cost_cap(conversation)
         turn.new = new_messages(rest, conversation.message_count, conversation.history_hash)
         budget = self._budget(call.header_budget, conversation)
-        count, tokens = conversation.message_count, conversation.token_count
-        cut = False
-        if turn.strategy == "sliding":
-            turn.history = select_window(candidates, budget, count, tokens)
-        else:
-            plan = stable_window(
-                candidates,
-                budget,
-                start=conversation.window_start,
-                anchor=loaded.anchor,
-                message_count=count,
-                token_count=tokens,
-                trim_to=self.settings.history_trim_to,
-            )
-            turn.history, cut = plan.history, plan.cut
-            turn.window_start = plan.start if plan.cut else None
-        turn.dropped = count - len(turn.history)
+        self._window(turn, conversation, loaded, budget)
+        turn.dropped = conversation.message_count - len(turn.history)
         if turn.dropped and turn.new and turn.new[0].get("role") == "tool":
             check_tool_results_fit(turn)
         turn.summary = stored_summary(conversation)
-        if cut and turn.strategy == "summarize" and turn.window_start is not None:
+        if turn.window_start is not None and turn.strategy == "summarize":  # a cut
             await self._fold(turn, conversation, turn.window_start)
         if turn.summary is not None:
             turn.summary_sent_tokens = await count_off_loop(summary_message(turn.summary.text), turn.model)
+
+    def _window(
+        self, turn: PendingTurn, conversation: Conversation, loaded: LoadedTurn, budget: Budget
+    ) -> None:
+        """Choose the history the turn replays, by its strategy; after a cut, the window's new start."""
+        count, tokens = conversation.message_count, conversation.token_count
+        if turn.strategy == "sliding":
+            turn.history = select_window(loaded.candidates, budget, count, tokens)
+            return
+        plan = stable_window(
+            loaded.candidates,
+            budget,
+            start=conversation.window_start,
+            anchor=loaded.anchor,
+            message_count=count,
+            token_count=tokens,
+            trim_to=self.settings.history_trim_to,
+        )
+        turn.history = plan.history
+        turn.window_start = plan.start if plan.cut else None
 
     def _strategy(self, call: ChatCall, conversation: Conversation | None) -> str:
         """The history strategy: the request's header, else the conversation's setting, else the server's."""
