@@ -123,6 +123,7 @@ class Settings:
     summary_prompt_file: str | None = None
     summary_timeout: float = 60.0
     prompt_cache_key: bool = False
+    responses_mode: str = "translate"  # GATEWAY_RESPONSES: translate | passthrough
     ui_session_seconds: float = 8 * 3600.0
 
     @classmethod
@@ -135,6 +136,11 @@ class Settings:
         log_level = env.get("GATEWAY_LOG_LEVEL", "").strip().upper() or default.log_level
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"GATEWAY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+        responses_mode = env.get("GATEWAY_RESPONSES", "").strip().lower() or default.responses_mode
+        if responses_mode not in ("translate", "passthrough"):
+            raise ConfigError(
+                f"GATEWAY_RESPONSES must be 'translate' or 'passthrough', got {responses_mode!r}"
+            )
         return cls(
             host=env.get("GATEWAY_HOST", "").strip() or default.host,
             port=_int(env, "GATEWAY_PORT", default.port) or default.port,
@@ -168,6 +174,7 @@ class Settings:
             summary_prompt_file=env.get("GATEWAY_SUMMARY_PROMPT_FILE", "").strip() or None,
             summary_timeout=_float(env, "GATEWAY_SUMMARY_TIMEOUT", default.summary_timeout),
             prompt_cache_key=_bool(env, "GATEWAY_PROMPT_CACHE_KEY"),
+            responses_mode=responses_mode,
             ui_session_seconds=_float(env, "GATEWAY_UI_SESSION_SECONDS", default.ui_session_seconds),
         )
 
