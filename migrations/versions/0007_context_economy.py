@@ -1,6 +1,6 @@
 """Context economy: history strategies, the stable window's start, summaries, cache writes, full-replay cost.
 
-Revision ID: 0005
+Revision ID: 0007
 Revises: 0006
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
