@@ -17,6 +17,7 @@ from gateway.chat_request import (
     check_idempotency_key,
     parse_json_object,
     parse_limit_header,
+    parse_strategy_header,
 )
 from gateway.exchange import ChatCall, Reply
 from gateway.history import Budget
@@ -68,6 +69,7 @@ async def chat_completions(request: Request) -> Response:
         ),
         max_tokens=parse_limit_header("X-Max-History-Tokens", request.headers.get(h.MAX_HISTORY_TOKENS)),
     )
+    strategy = parse_strategy_header(request.headers.get(h.HISTORY_STRATEGY))
     raw = await read_limited_body(request, svc.settings.max_body_bytes)
     body = parse_json_object(raw)
     check_chat_body(body)
@@ -84,6 +86,7 @@ async def chat_completions(request: Request) -> Response:
         header_budget=budget,
         retry_count=retry_count(request.headers.get(h.RETRY_COUNT)),
         idempotency_key=idempotency_key,
+        header_strategy=strategy,
     )
     reply = await svc.turns.chat(call)
     if isinstance(reply, Reply):

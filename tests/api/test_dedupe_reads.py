@@ -11,11 +11,13 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import gateway.turns
-from gateway.store.conversations import read_tail
+from gateway.store.conversations import read_bodies
 from gateway.store.tables import Conversation
 from tests.inprocess import InProcess, inprocess_gateway
 
 KEY = "sk-dedupe-reads"
+# a budget of the two newest messages, trimmed as a sliding window (exact counts whatever the server default)
+SLIDING_2 = {"X-Max-History-Messages": "2", "X-History-Strategy": "sliding"}
 
 
 @pytest.fixture
@@ -30,11 +32,11 @@ def tail_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The `count` of every stored-tail read the turn service makes."""
     counts: list[int] = []
 
-    def counting(connection: Any, conversation: Conversation, count: int) -> list[dict[str, Any]]:
-        counts.append(count)
-        return read_tail(connection, conversation, count)
+    def counting(connection: Any, conversation_pk: int, first: int, end: int) -> list[dict[str, Any]]:
+        counts.append(end - first)
+        return read_bodies(connection, conversation_pk, first, end)
 
-    monkeypatch.setattr(gateway.turns, "read_tail", counting)
+    monkeypatch.setattr(gateway.turns, "read_bodies", counting)
     return counts
 
 
@@ -92,11 +94,11 @@ async def test_a_digest_of_an_older_form_is_healed_by_the_first_full_resend(
     finally:
         await engine.dispose()
     # the budget sends 2 stored messages, so the 6 resent ones are read back to be compared
-    reply = await turn(gw, [*history, user("four")], conversation, **{"X-Max-History-Messages": "2"})
+    reply = await turn(gw, [*history, user("four")], conversation, **SLIDING_2)
     assert reply == "[3 messages] four"
     assert tail_reads == [6]
     history += [user("four"), {"role": "assistant", "content": reply}]
-    reply = await turn(gw, [*history, user("five")], conversation, **{"X-Max-History-Messages": "2"})
+    reply = await turn(gw, [*history, user("five")], conversation, **SLIDING_2)
     assert reply == "[3 messages] five"
     assert tail_reads == [6]  # the digest was healed: no read the second time
 
