@@ -20,6 +20,12 @@ def normalize_upstream_url(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"upstream URL must be an http(s) URL, got {url!r}")
+    if "@" in parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        raise ConfigError(
+            f"upstream URL must not hold credentials (user:password@{host}): "
+            "set the upstream key with GATEWAY_UPSTREAM_API_KEY instead"
+        )
     path = parts.path.rstrip("/")
     if not path:
         path = "/v1"
@@ -62,6 +68,20 @@ def _seconds_or_zero(env: Mapping[str, str], name: str, default: float) -> float
     return _float(env, name, default)
 
 
+def _path_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated path prefixes below /v1, as `evals` (from `/v1/evals`, `v1/evals/` or `evals`)."""
+    out: list[str] = []
+    for entry in raw.split(","):
+        path = entry.strip().strip("/")
+        if path == "v1" or path.startswith("v1/"):
+            path = path[3:]
+        if any(part in (".", "..") for part in path.split("/")) or "%" in path:
+            raise ConfigError(f"GATEWAY_PROXY_ALLOW holds an unusable path prefix: {entry.strip()!r}")
+        if path and path not in out:
+            out.append(path)
+    return tuple(out)
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -94,6 +114,10 @@ class Settings:
     replay_window: float = 600.0
     db_pool_size: int = 10
     workers: int = 1
+    proxy_allow: tuple[str, ...] = ()
+    max_conversations_per_caller: int = 10_000
+    token_check_seconds: float = 300.0
+    metrics_key: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -132,6 +156,15 @@ class Settings:
             replay_window=_float(env, "GATEWAY_RETRY_REPLAY_WINDOW", default.replay_window),
             db_pool_size=_int(env, "GATEWAY_DB_POOL_SIZE", default.db_pool_size) or default.db_pool_size,
             workers=_int(env, "GATEWAY_WORKERS", default.workers) or default.workers,
+            proxy_allow=_path_list(env.get("GATEWAY_PROXY_ALLOW", "")),
+            max_conversations_per_caller=_int(
+                env, "GATEWAY_MAX_CONVERSATIONS_PER_CALLER", default.max_conversations_per_caller
+            )
+            or 0,
+            token_check_seconds=_seconds_or_zero(
+                env, "GATEWAY_TOKEN_CHECK_SECONDS", default.token_check_seconds
+            ),
+            metrics_key=env.get("GATEWAY_METRICS_KEY", "").strip() or None,
         )
 
     @property

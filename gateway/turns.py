@@ -119,6 +119,7 @@ class TurnService:
             owner=call.owner,
             conversation_id=call.conversation_id,
             budget_for=functools.partial(self._budget, call.header_budget),
+            max_conversations=self.settings.max_conversations_per_caller,
         )
         conversation, candidates = await self.db.run(unit)
         system, rest = split_system(call.body["messages"])

@@ -67,7 +67,13 @@ class UpstreamClient:
         self._transport = http._transport
         self.base_url = settings.upstream_url
         self.api_key = settings.upstream_api_key
+        self.admin_key = settings.admin_key
         self.chat_url = httpx.URL(self.url("/chat/completions"))
+        self._base = httpx.URL(self.base_url)
+
+    def raw_url(self, below_base: bytes) -> httpx.URL:
+        """The upstream URL for a raw path and query below the base (`/files/x?y=1`), bytes kept as sent."""
+        return self._base.copy_with(raw_path=self._base.raw_path.rstrip(b"/") + below_base)
 
     def url(self, path: str, query: str = "") -> str:
         """The upstream URL for a gateway path below /v1 (e.g. `/chat/completions`)."""
@@ -84,6 +90,8 @@ class UpstreamClient:
         if self.api_key:
             dropped |= h.CALLER_CREDENTIALS
         out = {k: v for k, v in incoming.items() if k.lower() not in dropped}
+        if self.admin_key:  # the admin key is the gateway's own secret: it never goes upstream
+            out = {k: v for k, v in out.items() if self.admin_key not in v}
         token = self.api_key or caller_token
         if token:
             out["authorization"] = f"Bearer {token}"
@@ -125,7 +133,9 @@ async def read_body(response: httpx.Response, limit: int | None = None) -> bytes
 def response_headers(upstream: httpx.Response) -> dict[str, str]:
     """Upstream response headers the client may see (no hop-by-hop, no set-cookie, no length)."""
     dropped = h.NOT_RETURNED | connection_nominated(upstream.headers)
-    return {k: v for k, v in upstream.headers.items() if k.lower() not in dropped}
+    # latin-1 both ways keeps the upstream's bytes exactly (a non-ASCII value can never fail to encode).
+    raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.headers.raw)
+    return {k: v for k, v in raw if k.lower() not in dropped}
 
 
 def connection_nominated(headers: Mapping[str, str]) -> frozenset[str]:

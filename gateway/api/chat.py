@@ -11,7 +11,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway import headers as h
-from gateway.api.common import read_limited_body, services
+from gateway.api.common import check_header_values, read_limited_body, services
 from gateway.chat_request import (
     check_chat_body,
     check_idempotency_key,
@@ -58,6 +58,7 @@ async def chat_completions(request: Request) -> Response:
     """Prepend the stored history, forward, relay the reply, record the turn."""
     svc = services(request)
     caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
+    check_header_values(request)
     conversation_id = request.headers.get(h.CONVERSATION_ID)
     if conversation_id is not None:
         validate_conversation_id(conversation_id)
