@@ -37,6 +37,8 @@ TRACKED: dict[str, str] = {
     "threads": "thread",
     "videos": "video",
 }
+# Below a tracked collection but not tracked: `threads/runs` makes a thread the gateway cannot see created.
+UNTRACKED = ("threads/runs",)
 # Paths right below a tracked collection that are actions, not object ids.
 ACTIONS: dict[str, frozenset[str]] = {"responses": frozenset({"input_tokens", "compact"})}
 # Body keys that name upstream objects: the caller must own what they name.
@@ -84,7 +86,7 @@ def classify(method: str, path: str, allow: tuple[str, ...]) -> Access:
     if any(_under(path, prefix) for prefix in STATELESS):
         return Access("plain")
     for collection, kind in TRACKED.items():
-        if not _under(path, collection):
+        if not _under(path, collection) or any(_under(path, prefix) for prefix in UNTRACKED):
             continue
         rest = path[len(collection) + 1 :]
         if not rest:
