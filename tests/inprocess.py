@@ -77,10 +77,10 @@ async def running_gateway(
     recording = RecordingTransport(upstream)
     app = create_app(settings, transport=recording)
     async with LifespanManager(app, startup_timeout=60) as manager:
-        app = UvicornPaths(manager.app)
-        transport = httpx.ASGITransport(app=app)
+        wrapped = UvicornPaths(manager.app)
+        transport = httpx.ASGITransport(app=wrapped)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-            yield Gateway(client, settings, recording, app)
+            yield Gateway(client, settings, recording, wrapped)
 
 
 async def raw_request(

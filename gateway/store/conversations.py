@@ -42,8 +42,9 @@ def check_conversation_room(connection: Connection, owner: str, limit: int) -> N
     """429 `conversation_limit_reached` when `owner` already has `limit` conversations (0: no limit)."""
     if limit <= 0:
         return
-    rows = statements.fetch(connection, _OWNED, {"owner": owner, "bound": limit})
-    if rows and rows[0][0] >= limit:
+    # Through SQLAlchemy, not the lane's precompiled statements: it binds the LIMIT itself (new ids only).
+    owned = connection.execute(_OWNED, {"owner": owner, "bound": limit}).scalar_one()
+    if owned >= limit:
         raise ConversationLimitReached(
             f"This caller already has {limit} conversations, the most this gateway keeps per caller "
             "(GATEWAY_MAX_CONVERSATIONS_PER_CALLER): delete some before starting new ones."
