@@ -20,9 +20,9 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
-    """Pass-through gateway before the mock upstream, with an admin key and a metrics key."""
+    """Pass-through gateway before the mock upstream, with an admin key."""
     upstream = httpx.ASGITransport(app=create_mock_app())
-    async with running_gateway(tmp_path, upstream, admin_key=ADMIN, metrics_key=METRICS) as gw:
+    async with running_gateway(tmp_path, upstream, admin_key=ADMIN) as gw:
         yield gw
 
 
@@ -70,8 +70,13 @@ async def test_control_characters_in_a_proxied_path_are_a_400(gateway: Gateway, 
     assert gateway.sent == []
 
 
-async def test_metrics_need_the_metrics_key_when_one_is_set(gateway: Gateway) -> None:
-    client = gateway.client
+async def test_metrics_need_the_metrics_key_when_one_is_set(tmp_path: Path) -> None:
+    upstream = httpx.ASGITransport(app=create_mock_app())
+    async with running_gateway(tmp_path, upstream, admin_key=ADMIN, metrics_key=METRICS) as gateway:
+        await _metrics_need_the_key(gateway.client)
+
+
+async def _metrics_need_the_key(client: httpx.AsyncClient) -> None:
     for headers in ({}, bearer("wrong"), bearer(ADMIN), bearer(METRICS + " x")):
         response = await client.get("/metrics", headers=headers)
         assert response.status_code == 401, headers

@@ -18,6 +18,14 @@ BAD = "sk-bad-made-up-token"  # the mock upstream answers 401 to tokens starting
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    """Pass-through gateway before the mock upstream."""
+    upstream = httpx.ASGITransport(app=create_mock_app())
+    async with running_gateway(tmp_path, upstream) as gw:
+        yield gw
+
+
+@pytest.fixture
+async def bounded(tmp_path: Path) -> AsyncIterator[Gateway]:
     """Pass-through gateway before the mock upstream, at most 3 conversations per caller."""
     upstream = httpx.ASGITransport(app=create_mock_app())
     async with running_gateway(tmp_path, upstream, max_conversations_per_caller=3) as gw:
@@ -59,7 +67,8 @@ async def test_an_accepted_token_is_checked_once_then_remembered(gateway: Gatewa
     assert await conversations(gateway) == 2
 
 
-async def test_conversations_per_caller_are_bounded(gateway: Gateway) -> None:
+async def test_conversations_per_caller_are_bounded(bounded: Gateway) -> None:
+    gateway = bounded
     for n in range(3):
         response = await gateway.client.post("/v1/conversations", json={"id": f"c{n}"}, headers=bearer(GOOD))
         assert response.status_code == 200, response.text
