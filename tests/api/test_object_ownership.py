@@ -6,6 +6,7 @@ OpenAI does, for one account: the gateway's).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,19 +46,20 @@ def _sdk(gateway: Gateway, key: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url="http://gateway.test/v1", api_key=key, http_client=http, max_retries=0)
 
 
-async def _callers(tmp_path: Path, **settings: Any) -> AsyncIterator[Callers]:
+async def _callers(tmp_path: Path, database_url: str, **settings: Any) -> AsyncIterator[Callers]:
     upstream = httpx.ASGITransport(app=create_mock_app())
-    options = {"upstream_api_key": "sk-gateway-upstream", "admin_key": ADMIN, **settings}
-    async with running_gateway(tmp_path, upstream, **options) as gateway:
-        a_key, b_key = await _key(gateway, "alice"), await _key(gateway, "bob")
+    options = {"upstream_api_key": "sk-gateway-upstream", "admin_key": ADMIN, "database_url": database_url}
+    async with running_gateway(tmp_path, upstream, **options, **settings) as gateway:
+        suffix = secrets.token_hex(4)  # the database is shared by the module's tests
+        a_key, b_key = await _key(gateway, f"alice-{suffix}"), await _key(gateway, f"bob-{suffix}")
         async with _sdk(gateway, a_key) as a, _sdk(gateway, b_key) as b:
             yield Callers(gateway, a, b, a_key, b_key)
 
 
 @pytest.fixture
-async def callers(tmp_path: Path) -> AsyncIterator[Callers]:
-    """Two gateway keys sharing the gateway's upstream account."""
-    async for made in _callers(tmp_path):
+async def callers(tmp_path: Path, database_url: str) -> AsyncIterator[Callers]:
+    """Two gateway keys sharing the gateway's upstream account (SQLite, and Postgres when configured)."""
+    async for made in _callers(tmp_path, database_url):
         yield made
 
 
@@ -179,8 +181,8 @@ async def test_paths_neither_stateless_nor_tracked_are_refused(callers: Callers)
     assert [m.id async for m in callers.a.models.list()]
 
 
-async def test_the_operator_can_allow_more_paths(tmp_path: Path) -> None:
-    async for made in _callers(tmp_path, proxy_allow=("evals", "organization/costs")):
+async def test_the_operator_can_allow_more_paths(tmp_path: Path, database_url: str) -> None:
+    async for made in _callers(tmp_path, database_url, proxy_allow=("evals", "organization/costs")):
         response = await made.gateway.client.get("/v1/evals", headers=bearer(made.a_key))
         assert response.status_code == 404  # forwarded: the mock has no evals
         assert made.gateway.sent[-1].url.path == "/v1/evals"
