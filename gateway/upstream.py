@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import aiohttp
 import httpx
+import yarl
 
 from gateway import headers as h
 from gateway.config import Settings
@@ -34,7 +37,16 @@ def _cookieless_session() -> aiohttp.ClientSession:
     """The aiohttp session behind the transport (made in the running loop), without a cookie jar."""
     ssl = httpx.create_ssl_context(trust_env=False)  # certifi's CA bundle, as httpx and the transport use
     connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=30, ssl=ssl)
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+    session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+    # httpx_aiohttp hands aiohttp the URL as a string, which yarl would normalize (decode %3A to ':', %41 to
+    # 'A', upper-case %ff): the gateway forwards paths exactly as received, so the string is taken as encoded.
+    object.__setattr__(session, "request", functools.partial(_exact_url_request, session.request))
+    return session
+
+
+def _exact_url_request(send: Any, method: str, url: Any, **options: Any) -> Any:
+    """aiohttp's `ClientSession.request` with a string URL taken as already percent-encoded."""
+    return send(method, yarl.URL(url, encoded=True) if isinstance(url, str) else url, **options)
 
 
 @contextlib.contextmanager

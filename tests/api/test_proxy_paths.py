@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,8 @@ import yarl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.config import Settings
+from gateway.upstream import UpstreamClient, create_http_client
 from tests.inprocess import Gateway, raw_request, running_gateway, upstream_response
 
 BASE = "http://upstream.test/openai/v1"  # a base with a path, so that escaping it shows
@@ -124,3 +127,30 @@ async def test_fuzzed_paths_never_leave_the_upstream_base(
     assert _worst_case(path).startswith("/openai/v1/"), raw
     # The production transport (aiohttp) parses the URL with yarl, which resolves dot segments.
     assert yarl.URL("http://upstream.test" + upstream_raw.decode("ascii")).path.startswith("/openai/v1/"), raw
+
+
+async def test_the_production_transport_sends_the_path_byte_for_byte() -> None:
+    """The aiohttp transport (yarl) would normalize %3A to ':' and %41 to 'A': the wire must not."""
+    lines: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines.append(await reader.readline())
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = Settings(upstream_url=f"http://127.0.0.1:{port}/openai/v1")
+    below = b"/models/ft%3Agpt-4o%41%7e%ff?q=%41%2F&r=a+b"
+    try:
+        async with create_http_client(settings) as http:
+            upstream = UpstreamClient(http, settings)
+            response = await upstream.open("GET", upstream.raw_url(below), {}, None)
+            await response.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert lines == [b"GET /openai/v1" + below + b" HTTP/1.1\r\n"]
