@@ -141,6 +141,18 @@ def references(body: Any) -> list[tuple[str, str]]:
     return found
 
 
+def message_file_ids(messages: Any) -> list[tuple[str, str]]:
+    """(param, id) of the uploaded files named by chat messages (`{"type": "file", "file": {...}}` parts)."""
+    found: list[tuple[str, str]] = []
+    for index, message in enumerate(messages if isinstance(messages, list) else []):
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else []:
+            file = part.get("file") if isinstance(part, dict) else None
+            if isinstance(file, dict) and isinstance(file.get("file_id"), str):
+                found.append((f"messages[{index}].content", file["file_id"]))
+    return found
+
+
 def made_ids(answer: Any, *, include_own_id: bool) -> list[str]:
     """Ids an answer hands the caller: its own `id` (a creation), a nested `file`, derived output files."""
     if not isinstance(answer, dict):

@@ -23,7 +23,7 @@ from gateway.chat_request import (
 from gateway.exchange import ChatCall, Reply
 from gateway.history import Budget
 from gateway.identity import bearer_token, validate_conversation_id
-from gateway.ownership import made_ids
+from gateway.ownership import made_ids, message_file_ids
 
 
 class RelayResponse(StreamingResponse):
@@ -75,6 +75,8 @@ async def chat_completions(request: Request) -> Response:
     body = parse_json_object(raw)
     check_chat_body(body)
     idempotency_key = check_idempotency_key(request.headers.get(h.IDEMPOTENCY_KEY))
+    if svc.settings.upstream_api_key is not None:  # one upstream account: only the key's own files
+        await tracked.require_owned(svc, caller.identity, message_file_ids(body["messages"]))
     await svc.auth.check_budget(caller)
     call = ChatCall(
         owner=caller.identity,

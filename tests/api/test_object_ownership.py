@@ -218,3 +218,14 @@ async def test_stored_chat_completions_are_the_creators(callers: Callers) -> Non
         assert (
             gateway.sent[-1].url.path == f"/v1/chat/completions/{completion_id}"
         )  # the creator's is forwarded
+
+
+async def test_chat_messages_may_name_only_the_callers_files(callers: Callers) -> None:
+    mine = await callers.a.files.create(file=("doc.pdf", b"%PDF-1.4"), purpose="user_data")
+    part = {"type": "file", "file": {"file_id": mine.id}}
+    messages: Any = [{"role": "user", "content": [{"type": "text", "text": "summarize"}, part]}]
+    with pytest.raises(openai.NotFoundError) as caught:
+        await callers.b.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    assert caught.value.response.json()["error"]["param"] == "messages[0].content"
+    chats = [r for r in callers.gateway.sent if r.url.path == "/v1/chat/completions"]
+    assert chats == []  # refused before the upstream call
