@@ -66,7 +66,7 @@ from gateway.store.database import Database
 from gateway.store.spend import conversation_spent_pusd
 from gateway.store.tables import Conversation
 from gateway.store.usage import insert_attempt
-from gateway.tokens import count_message_tokens
+from gateway.tokens import count_message_tokens, needs_loading
 from gateway.upstream import UpstreamClient, read_body, response_headers, translate_errors
 
 CHAT_PATH = "/chat/completions"
@@ -419,7 +419,10 @@ class TurnService:
         conversation = turn.conversation
         bodies = [*turn.new, reply]
         model = turn.model
-        counts = [count_message_tokens(m, model) for m in bodies]
+        if needs_loading(model):  # the first count for this encoding builds it: not on the event loop
+            counts = await anyio.to_thread.run_sync(lambda: [count_message_tokens(m, model) for m in bodies])
+        else:
+            counts = [count_message_tokens(m, model) for m in bodies]
         numbered = number_messages(
             bodies,
             counts,

@@ -20,6 +20,7 @@ def test_wheel_carries_the_migrations_and_migrates_outside_the_checkout(tmp_path
     revisions = {f"gateway/_migrations/versions/{p.name}" for p in versions}
     assert revisions and revisions <= names
     assert {"gateway/_migrations/env.py", "gateway/_migrations/script.py.mako"} <= names
+    assert {"gateway/encodings/o200k_base.tiktoken.gz", "gateway/encodings/cl100k_base.tiktoken.gz"} <= names
     assert not [n for n in names if "__pycache__" in n or n.endswith((".db", ".pyc"))]
 
     # Install only the gateway (its dependencies come from this environment) and run it from elsewhere.
