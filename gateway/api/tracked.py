@@ -128,6 +128,9 @@ async def _own_page(
         async with svc.db.transaction() as session:
             owned = await owned_ids(session, owner, ids)
         mine = filter_list(page, owned)
+        # A listed batch or job of the caller's may name output files made since: they are the caller's too.
+        derived = [i for item in mine["data"] for i in made_ids(item, include_own_id=False)]
+        await record(svc, owner, "file", derived)
         if mine["data"] or page.get("has_more") is not True or not ids or "before" in query:
             return mine
         query["after"] = ids[-1]

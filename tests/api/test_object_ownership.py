@@ -103,6 +103,8 @@ async def test_batches_use_only_the_callers_files_and_hand_it_their_output(calle
     assert batch.output_file_id is not None
     assert b"batch_req_0" in (await a.files.content(batch.output_file_id)).content
     await _not_found(b.files.content(batch.output_file_id), batch.output_file_id)
+    listed = [x async for x in a.batches.list()]
+    assert [x.output_file_id for x in listed] == [batch.output_file_id]
     await _not_found(b.batches.retrieve(batch.id), batch.id)
     await _not_found(b.batches.cancel(batch.id), batch.id)
     assert [x.id async for x in b.batches.list()] == []
