@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -18,14 +19,18 @@ from gateway.reports import Group, Report, Totals, render_csv
 @pytest.mark.parametrize(
     "url", ["http://user:secretpw@127.0.0.1:9000/v1", "https://sk-abc@api.example.com", "http://:pw@h/v1"]
 )
-def test_an_upstream_url_with_credentials_is_refused_at_start_in_one_line(url: str) -> None:
-    result = CliRunner().invoke(main, ["serve", "--upstream", url])
+def test_an_upstream_url_with_credentials_is_refused_at_start_in_one_line(url: str, tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match="credentials"
+    ):  # first, so that this fails fast where it is accepted
+        Settings.from_env({"GATEWAY_UPSTREAM_URL": url})
+    database = f"sqlite+aiosqlite:///{tmp_path / 'never.db'}"
+    result = CliRunner().invoke(main, ["serve", "--upstream", url, "--database-url", database, "--port", "1"])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "credentials" in lines[0]
     assert "secretpw" not in result.output and "sk-abc" not in result.output
-    with pytest.raises(ConfigError, match="credentials"):
-        Settings.from_env({"GATEWAY_UPSTREAM_URL": url})
+    assert not (tmp_path / "never.db").exists()
 
 
 def test_the_new_settings_are_read_from_the_environment() -> None:
