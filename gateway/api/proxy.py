@@ -23,7 +23,7 @@ from gateway.api.common import LimitedBody, Services, check_header_values, servi
 from gateway.capture import BodyCapture
 from gateway.errors import GatewayError
 from gateway.identity import bearer_token
-from gateway.ownership import classify
+from gateway.ownership import Access, classify
 from gateway.pricing import parse_usage, usage_columns
 from gateway.proxy_paths import forwarded_path
 from gateway.store.usage import record_attempt
@@ -133,14 +133,9 @@ async def proxy(request: Request) -> Response:
     check_header_values(request)
     limited = LimitedBody(request, svc.settings.max_body_bytes)
     await svc.auth.check_budget(caller)
-    access = None
-    if svc.settings.upstream_api_key is not None:
-        path = request.scope["path"].removeprefix("/v1/")
-        access = classify(request.method, path, svc.settings.proxy_allow)
-        if access.object_id is not None:
-            await tracked.require_owned(svc, caller.identity, [("id", access.object_id)])
-    url = svc.upstream.raw_url(below)
+    access = await _access(svc, request, caller.identity)
     tracking = access is not None and access.action != "plain"
+    url = svc.upstream.raw_url(below)
     headers = svc.upstream.forward_headers(dict(request.headers), caller.token, identity_encoding=tracking)
     has_body = (
         request.method not in ("GET", "HEAD", "OPTIONS", "DELETE") or "content-length" in request.headers
@@ -176,19 +171,50 @@ async def proxy(request: Request) -> Response:
     values["upstream_request_id"] = (upstream.headers.get(h.REQUEST_ID) or "")[:200] or None
     call.received = BodyCapture.for_headers(upstream.headers)
     if access is not None and tracking and request.method != "HEAD" and 200 <= upstream.status_code < 300:
-        answer = await tracked.answer(svc, caller.identity, access, request.method, url, headers, upstream)
-        if answer is not None:
-            await _log_buffered(svc, call, upstream.status_code, answer.body)
-            return Response(answer.body, status_code=upstream.status_code, headers=answer.headers)
-        if _is_event_stream(upstream) and access.action == "create":
-            sniffer = tracked.StreamIds(svc, caller.identity, access.kind)
-            return RelayResponse(
-                _body(svc, call, upstream, sniffer),
-                status_code=upstream.status_code,
-                headers=response_headers(upstream),
-            )
+        return await _tracked_answer(
+            svc, call, caller.identity, access, request.method, url, headers, upstream
+        )
     return RelayResponse(
         _body(svc, call, upstream), status_code=upstream.status_code, headers=response_headers(upstream)
+    )
+
+
+async def _access(svc: Services, request: Request, owner: str) -> Access | None:
+    """Gateway-key mode: how this path is handled (403 when a key may not use it, 404 for another's id)."""
+    if svc.settings.upstream_api_key is None:
+        return None
+    access = classify(request.method, request.scope["path"].removeprefix("/v1/"), svc.settings.proxy_allow)
+    if access.object_id is not None:
+        await tracked.require_owned(svc, owner, [("id", access.object_id)])
+    return access
+
+
+async def _tracked_answer(
+    svc: Services,
+    call: _Call,
+    owner: str,
+    access: Access,
+    method: str,
+    url: httpx.URL,
+    headers: dict[str, str],
+    upstream: httpx.Response,
+) -> Response:
+    """A successful answer to a tracked call: new ids recorded, lists filtered, before the client gets it."""
+    try:
+        answer = await tracked.answer(svc, owner, access, method, url, headers, upstream)
+    except GatewayError as exc:
+        await _log(svc, call, exc.status_code, str(exc))
+        raise
+    if answer is not None:
+        await _log_buffered(svc, call, upstream.status_code, answer.body)
+        return Response(answer.body, status_code=upstream.status_code, headers=answer.headers)
+    sniffer = None
+    if _is_event_stream(upstream) and access.action == "create":
+        sniffer = tracked.StreamIds(svc, owner, access.kind)
+    return RelayResponse(
+        _body(svc, call, upstream, sniffer),
+        status_code=upstream.status_code,
+        headers=response_headers(upstream),
     )
 
 
