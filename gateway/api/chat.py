@@ -61,7 +61,6 @@ async def chat_completions(request: Request) -> Response:
     """Prepend the stored history, forward, relay the reply, record the turn."""
     svc = services(request)
     caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
-    check_header_values(request)
     conversation_id = request.headers.get(h.CONVERSATION_ID)
     if conversation_id is not None:
         validate_conversation_id(conversation_id)
@@ -75,6 +74,7 @@ async def chat_completions(request: Request) -> Response:
     body = parse_json_object(raw)
     check_chat_body(body)
     idempotency_key = check_idempotency_key(request.headers.get(h.IDEMPOTENCY_KEY))
+    check_header_values(request)  # after the gateway's own headers, which have their own errors
     if svc.settings.upstream_api_key is not None:  # one upstream account: only the key's own files
         await tracked.require_owned(svc, caller.identity, message_file_ids(body["messages"]))
     await svc.auth.check_budget(caller)
