@@ -118,6 +118,8 @@ class Settings:
     max_conversations_per_caller: int = 10_000
     token_check_seconds: float = 300.0
     metrics_key: str | None = None
+    responses_mode: str = "translate"  # GATEWAY_RESPONSES: translate | passthrough
+    ui_session_seconds: float = 8 * 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -129,6 +131,11 @@ class Settings:
         log_level = env.get("GATEWAY_LOG_LEVEL", "").strip().upper() or default.log_level
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"GATEWAY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+        responses_mode = env.get("GATEWAY_RESPONSES", "").strip().lower() or default.responses_mode
+        if responses_mode not in ("translate", "passthrough"):
+            raise ConfigError(
+                f"GATEWAY_RESPONSES must be 'translate' or 'passthrough', got {responses_mode!r}"
+            )
         return cls(
             host=env.get("GATEWAY_HOST", "").strip() or default.host,
             port=_int(env, "GATEWAY_PORT", default.port) or default.port,
@@ -165,6 +172,8 @@ class Settings:
                 env, "GATEWAY_TOKEN_CHECK_SECONDS", default.token_check_seconds
             ),
             metrics_key=env.get("GATEWAY_METRICS_KEY", "").strip() or None,
+            responses_mode=responses_mode,
+            ui_session_seconds=_float(env, "GATEWAY_UI_SESSION_SECONDS", default.ui_session_seconds),
         )
 
     @property

@@ -20,6 +20,7 @@ from gateway.config import Settings
 from gateway.errors import (
     BudgetExceeded,
     ConversationBusy,
+    ConversationMoved,
     DatabaseUnavailable,
     GatewayError,
     UpstreamUnreachable,
@@ -130,6 +131,8 @@ class TurnService:
         elif conversation is not None and conversation.system_messages:
             turn.system_messages = json.loads(conversation.system_messages)
         if conversation is None:
+            if call.expected_turn is not None:
+                raise ConversationMoved(f"Conversation '{call.conversation_id}' no longer exists.")
             turn.new = rest
             return
         if call.retry_count >= 1 or call.idempotency_key is not None:
@@ -145,6 +148,10 @@ class TurnService:
                 )
             if turn.replay is not None:
                 return
+        if call.expected_turn is not None and conversation.turn_count != call.expected_turn:
+            raise ConversationMoved(
+                f"Conversation '{conversation.id}' has moved past turn {call.expected_turn}."
+            )
         await self._check_cost_cap(conversation)
         turn.new = new_messages(rest, conversation.message_count, conversation.history_hash)
         budget = self._budget(call.header_budget, conversation)
@@ -182,7 +189,10 @@ class TurnService:
     def _compose(self, turn: PendingTurn) -> bytes:
         """The upstream body: the client's dict with `messages` replaced and usage requested for streams."""
         body = dict(turn.call.body)
-        body["messages"] = compose_messages(turn.system_messages, turn.history, turn.new)
+        system = turn.system_messages
+        if turn.call.instructions is not None:  # this turn's own system prompt, then any it sent to store
+            system = [*turn.call.instructions, *(system if turn.replace_system and system else [])]
+        body["messages"] = compose_messages(system, turn.history, turn.new)
         if body.get("stream") is True:
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True
@@ -365,7 +375,7 @@ class TurnService:
             "conversation_id": call.conversation_id,
             "request_id": call.request_id,
             "upstream_request_id": upstream_request_id(response),
-            "endpoint": "/v1" + CHAT_PATH,
+            "endpoint": call.endpoint,
             "model": turn.model[:200] if turn.model else None,
             "response_model": response_model[:200] if response_model else None,
             "stream": call.body.get("stream") is True,
@@ -416,6 +426,9 @@ class TurnService:
         """Store the new messages and the reply as one turn, with its attempt, in one transaction."""
         call = turn.call
         assert call.conversation_id is not None
+        if not call.store:  # the history was used; nothing is written but the attempt
+            await self._log_failure(turn, response.status_code, None, response, completion)
+            return
         conversation = turn.conversation
         bodies = [*turn.new, reply]
         model = turn.model
@@ -457,6 +470,8 @@ class TurnService:
         def store(connection: Connection) -> None:
             write_turn(connection, conversation, write)
             insert_attempt(connection, values)
+            if call.on_store is not None:
+                call.on_store(connection, write, completion)
 
         try:
             await self.db.run(store)

@@ -17,6 +17,7 @@ from gateway.errors import InvalidRequest, NotFound, RequestTooLarge
 from gateway.identity import CONVERSATION_ID_PATTERN
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
+from gateway.responses.service import ResponseService
 from gateway.store.database import Database
 from gateway.token_check import TokenCheck
 from gateway.turns import TurnService
@@ -35,6 +36,7 @@ class Services:
     auth: Authenticator
     metrics: Metrics
     token_check: TokenCheck
+    responses: ResponseService
 
 
 def path_conversation_id(request: Request) -> str:

@@ -48,7 +48,12 @@ def _sdk(gateway: Gateway, key: str) -> openai.AsyncOpenAI:
 
 async def _callers(tmp_path: Path, database_url: str, **settings: Any) -> AsyncIterator[Callers]:
     upstream = httpx.ASGITransport(app=create_mock_app())
-    options = {"upstream_api_key": "sk-gateway-upstream", "admin_key": ADMIN, "database_url": database_url}
+    options = {
+        "upstream_api_key": "sk-gateway-upstream",
+        "admin_key": ADMIN,
+        "database_url": database_url,
+        "responses_mode": "passthrough",  # stored responses live upstream (GATEWAY_RESPONSES=passthrough)
+    }
     async with running_gateway(tmp_path, upstream, **options, **settings) as gateway:
         suffix = secrets.token_hex(4)  # the database is shared by the module's tests
         a_key, b_key = await _key(gateway, f"alice-{suffix}"), await _key(gateway, f"bob-{suffix}")
