@@ -2,7 +2,8 @@
 
 Enough of OpenAI's shapes for the official SDK and the gateway's per-key isolation to be tested: create,
 retrieve, list (cursor pages, newest first), delete, a file's content, a batch that completes at once with
-an output file, stored responses (streamed too) with `previous_response_id`, vector store files.
+an output file, stored responses (streamed too) with `previous_response_id`, vector store files, chat
+completions made with `"store": true`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ KINDS = {
     "responses": ("response", "resp_"),
     "vector_stores": ("vector_store", "vs_"),
     "fine_tuning/jobs": ("fine_tuning.job", "ftjob-"),
+    "chat/completions": ("chat.completion", "chatcmpl-"),
 }
 
 
@@ -273,12 +275,31 @@ async def create_job(request: Request) -> Response:
     return json_response(_new(request, "fine_tuning/jobs", fields))
 
 
+def store_completion(request: Request, completion: dict[str, Any], body: dict[str, Any]) -> None:
+    """Keep a chat completion made with `"store": true` (with its request's messages and metadata)."""
+    stored = {**completion, "metadata": body.get("metadata") or {}, "request_messages": body.get("messages")}
+    _store(request)["chat/completions"][completion["id"]] = stored
+
+
+async def completion_messages(request: Request) -> Response:
+    """`GET /v1/chat/completions/{id}/messages`: the stored completion's request messages."""
+    check_auth(request)
+    stored = _get(request, "chat/completions", request.path_params["object_id"])
+    messages = [
+        {"id": f"{stored['id']}-{n}", **message} for n, message in enumerate(stored["request_messages"] or [])
+    ]
+    return _page(request, messages)
+
+
+def _public(found: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in found.items() if k not in ("input", "request_messages")}
+
+
 def _collection_routes(collection: str) -> list[Route]:
     async def listing(request: Request) -> Response:
         check_auth(request)
-        return _page(
-            request, list(_store(request)[collection].values()), cursor_ids=collection != "fine_tuning/jobs"
-        )
+        items = [_public(item) for item in _store(request)[collection].values()]
+        return _page(request, items, cursor_ids=collection != "fine_tuning/jobs")
 
     async def one(request: Request) -> Response:
         check_auth(request)
@@ -286,8 +307,9 @@ def _collection_routes(collection: str) -> list[Route]:
         found = _get(request, collection, object_id)
         if request.method == "DELETE":
             del _store(request)[collection][object_id]
-            return json_response({"id": object_id, "object": found["object"], "deleted": True})
-        return json_response({k: v for k, v in found.items() if k != "input"})
+            kind = "chat.completion.deleted" if collection == "chat/completions" else found["object"]
+            return json_response({"id": object_id, "object": kind, "deleted": True})
+        return json_response(_public(found))
 
     base = f"/v1/{collection}"
     return [
@@ -308,5 +330,6 @@ def object_routes() -> list[Route]:
         Route("/v1/vector_stores", create_vector_store, methods=["POST"]),
         Route("/v1/vector_stores/{object_id}/files", vector_store_files, methods=["GET", "POST"]),
         Route("/v1/fine_tuning/jobs", create_job, methods=["POST"]),
+        Route("/v1/chat/completions/{object_id}/messages", completion_messages, methods=["GET"]),
         *(route for collection in KINDS for route in _collection_routes(collection)),
     ]

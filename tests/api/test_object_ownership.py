@@ -198,33 +198,32 @@ async def test_the_operator_can_allow_more_paths(tmp_path: Path, database_url: s
 
 
 async def test_stored_chat_completions_are_the_creators(callers: Callers) -> None:
-    gateway = callers.gateway
+    a, b, gateway = callers.a, callers.b, callers.gateway
+    made = []
     for stream in (False, True):
+        messages: Any = [{"role": "user", "content": f"stored {stream}"}]
         if stream:
-            chunks = await callers.a.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], store=True, stream=True
+            chunks = await a.chat.completions.create(
+                model="gpt-4o-mini", messages=messages, store=True, stream=True
             )
             ids = {chunk.id async for chunk in chunks}
             assert len(ids) == 1
-            completion_id = ids.pop()
+            made.append(ids.pop())
         else:
-            completion = await callers.a.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], store=True
+            made.append(
+                (await a.chat.completions.create(model="gpt-4o-mini", messages=messages, store=True)).id
             )
-            completion_id = completion.id
+    for completion_id in made:
+        assert (await a.chat.completions.retrieve(completion_id)).id == completion_id
+        assert [m.content async for m in a.chat.completions.messages.list(completion_id)]
         before = len(gateway.sent)
-        response = await gateway.client.get(
-            f"/v1/chat/completions/{completion_id}", headers=bearer(callers.b_key)
-        )
-        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
-        deleted = await gateway.client.delete(
-            f"/v1/chat/completions/{completion_id}", headers=bearer(callers.b_key)
-        )
-        assert deleted.status_code == 404 and len(gateway.sent) == before  # never asked upstream
-        await gateway.client.get(f"/v1/chat/completions/{completion_id}", headers=bearer(callers.a_key))
-        assert (
-            gateway.sent[-1].url.path == f"/v1/chat/completions/{completion_id}"
-        )  # the creator's is forwarded
+        await _not_found(b.chat.completions.retrieve(completion_id), completion_id)
+        await _not_found(b.chat.completions.messages.list(completion_id), completion_id)
+        await _not_found(b.chat.completions.delete(completion_id), completion_id)
+        assert len(gateway.sent) == before  # never asked upstream
+    assert sorted([c.id async for c in a.chat.completions.list()]) == sorted(made)
+    assert [c.id async for c in b.chat.completions.list()] == []
+    assert (await a.chat.completions.delete(made[0])).deleted
 
 
 async def test_chat_messages_may_name_only_the_callers_files(callers: Callers) -> None:
