@@ -90,6 +90,10 @@ async def test_conversations_per_caller_are_bounded(bounded: Gateway) -> None:
     refused = await gateway.client.post("/v1/chat/completions", json=chat(), headers=headers)
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "conversation_limit_reached"
     assert len(gateway.sent) == calls  # refused before the upstream call
+    response = {"model": "gpt-4o-mini", "input": "a new conversation through the Responses API"}
+    refused = await gateway.client.post("/v1/responses", json=response, headers=bearer(token))
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "conversation_limit_reached"
+    assert len(gateway.sent) == calls
     existing = {**bearer(token), "x-conversation-id": "c0"}
     assert (
         await gateway.client.post("/v1/chat/completions", json=chat(), headers=existing)
