@@ -141,6 +141,15 @@ def references(body: Any) -> list[tuple[str, str]]:
     return found
 
 
+# Names the gateway's own Responses API resolves itself (its stored responses and conversations).
+GATEWAY_REFERENCES = frozenset({"previous_response_id", "response_id", "conversation"})
+
+
+def upstream_references(body: Any) -> list[tuple[str, str]]:
+    """`references` but those the gateway's own Responses API resolves: the ids of upstream objects."""
+    return [(key, ref) for key, ref in references(body) if key not in GATEWAY_REFERENCES]
+
+
 def message_file_ids(messages: Any) -> list[tuple[str, str]]:
     """(param, id) of the uploaded files named by chat messages (`{"type": "file", "file": {...}}` parts)."""
     found: list[tuple[str, str]] = []

@@ -53,8 +53,9 @@ async def _callers(tmp_path: Path, database_url: str, **settings: Any) -> AsyncI
         "admin_key": ADMIN,
         "database_url": database_url,
         "responses_mode": "passthrough",  # stored responses live upstream (GATEWAY_RESPONSES=passthrough)
+        **settings,
     }
-    async with running_gateway(tmp_path, upstream, **options, **settings) as gateway:
+    async with running_gateway(tmp_path, upstream, **options) as gateway:
         suffix = secrets.token_hex(4)  # the database is shared by the module's tests
         a_key, b_key = await _key(gateway, f"alice-{suffix}"), await _key(gateway, f"bob-{suffix}")
         async with _sdk(gateway, a_key) as a, _sdk(gateway, b_key) as b:
@@ -235,3 +236,15 @@ async def test_chat_messages_may_name_only_the_callers_files(callers: Callers) -
     assert caught.value.response.json()["error"]["param"] == "messages[0].content"
     chats = [r for r in callers.gateway.sent if r.url.path == "/v1/chat/completions"]
     assert chats == []  # refused before the upstream call
+
+
+async def test_the_gateways_responses_api_uses_only_the_callers_files(
+    tmp_path: Path, database_url: str
+) -> None:
+    async for made in _callers(tmp_path, database_url, responses_mode="translate"):
+        mine = await made.a.files.create(file=("doc.pdf", b"%PDF-1.4"), purpose="user_data")
+        content = [{"type": "input_text", "text": "summarize"}, {"type": "input_file", "file_id": mine.id}]
+        with pytest.raises(openai.NotFoundError) as caught:
+            await made.b.responses.create(model="gpt-4o-mini", input=[{"role": "user", "content": content}])
+        assert caught.value.response.json()["error"]["param"] == "file_id"
+        assert [r for r in made.gateway.sent if r.url.path == "/v1/chat/completions"] == []
