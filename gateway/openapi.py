@@ -66,6 +66,11 @@ def _chat_operation() -> Schema:
             _header("X-Conversation-Id", "The conversation to continue (or start).", ID_PATTERN),
             _header("X-Max-History-Messages", "Most stored messages to replay.", "^[0-9]{1,9}$"),
             _header("X-Max-History-Tokens", "Most stored-history tokens to replay.", "^[0-9]{1,9}$"),
+            _header(
+                "X-History-Strategy",
+                "How the history is trimmed: sliding, stable (the default) or summarize.",
+                "^(sliding|stable|summarize)$",
+            ),
         ],
         "requestBody": {"required": True, "content": _json(_ref("ChatCompletionRequest"))},
         "responses": {

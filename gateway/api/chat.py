@@ -19,6 +19,7 @@ from gateway.chat_request import (
     check_idempotency_key,
     parse_json_object,
     parse_limit_header,
+    parse_strategy_header,
 )
 from gateway.exchange import ChatCall, Reply
 from gateway.history import Budget
@@ -71,6 +72,7 @@ async def chat_completions(request: Request) -> Response:
         ),
         max_tokens=parse_limit_header("X-Max-History-Tokens", request.headers.get(h.MAX_HISTORY_TOKENS)),
     )
+    strategy = parse_strategy_header(request.headers.get(h.HISTORY_STRATEGY))
     raw = await read_limited_body(request, svc.settings.max_body_bytes)
     body = parse_json_object(raw)
     check_chat_body(body)
@@ -90,6 +92,7 @@ async def chat_completions(request: Request) -> Response:
         header_budget=budget,
         retry_count=retry_count(request.headers.get(h.RETRY_COUNT)),
         idempotency_key=idempotency_key,
+        header_strategy=strategy,
     )
     reply = await svc.turns.chat(call)
     stored = svc.settings.upstream_api_key is not None and body.get("store") is True and reply.status == 200

@@ -20,7 +20,12 @@ from gateway import headers as h
 from gateway.api import proxy, tracked
 from gateway.api.chat import RelayResponse, retry_count
 from gateway.api.common import check_header_values, json_response, read_limited_body, services
-from gateway.chat_request import check_idempotency_key, parse_json_object, parse_limit_header
+from gateway.chat_request import (
+    check_idempotency_key,
+    parse_json_object,
+    parse_limit_header,
+    parse_strategy_header,
+)
 from gateway.conversation_fields import page_limit, page_order
 from gateway.errors import InvalidRequest, NotFound
 from gateway.history import Budget
@@ -51,6 +56,7 @@ async def create(request: Request) -> Response:
         ),
         max_tokens=parse_limit_header("X-Max-History-Tokens", request.headers.get(h.MAX_HISTORY_TOKENS)),
     )
+    strategy = parse_strategy_header(request.headers.get(h.HISTORY_STRATEGY))
     body = parse_json_object(await read_limited_body(request, svc.settings.max_body_bytes))
     parsed = parse_request(body)
     header_conversation = request.headers.get(h.CONVERSATION_ID)
@@ -74,6 +80,7 @@ async def create(request: Request) -> Response:
         headers={k: v for k, v in request.headers.items() if k.lower() != h.CONVERSATION_ID},
         request_id=getattr(request.state, "request_id", None) or secrets.token_hex(8),
         header_budget=budget,
+        header_strategy=strategy,
         retry_count=retry_count(request.headers.get(h.RETRY_COUNT)),
         idempotency_key=idempotency_key,
     )

@@ -37,6 +37,10 @@ async def chat_completions(request: Request) -> Response:
         if fault.name == "stall" or (fault.name == "stall-stream" and not chat.stream):
             await stall_until_disconnect(request.receive)
     reply = plan_reply(chat, fault)
+    cache = request.app.state.prompt_cache
+    if cache is not None and reply.usage is not None:
+        token = request.headers.get("authorization", "").partition(" ")[2].strip()
+        reply.usage["prompt_tokens_details"]["cached_tokens"] = cache.lookup(token, chat.model, chat.messages)
     if isinstance(body, dict) and body.get("store") is True and fault is None:
         store_completion(request, json.loads(completion_json(reply)), body)
     if chat.stream:

@@ -69,6 +69,7 @@ class ResponsesCall:
     header_budget: Budget = dataclasses.field(default_factory=Budget)
     retry_count: int = 0
     idempotency_key: str | None = None
+    header_strategy: str | None = None  # X-History-Strategy, validated
 
 
 @dataclass
@@ -248,6 +249,7 @@ class ResponseService:
             headers=call.headers,
             request_id=call.request_id,
             header_budget=call.header_budget,
+            header_strategy=call.header_strategy,
             retry_count=call.retry_count if stored else 0,
             idempotency_key=call.idempotency_key if stored else None,
             endpoint=ENDPOINT,
