@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway import money
+from gateway.config import HISTORY_STRATEGIES
 from gateway.errors import InvalidRequest
 from gateway.identity import CONVERSATION_ID_PATTERN
 
@@ -16,9 +17,16 @@ METADATA_MAX_VALUE_CHARS = 512
 MAX_HISTORY_SETTING = 2**31 - 1
 """The largest history limit a conversation can store (a 32-bit column)."""
 
-SETTING_FIELDS = ("max_history_messages", "max_history_tokens", "max_cost_usd")
-UPDATE_FIELDS = frozenset({"metadata", "system_prompt", *SETTING_FIELDS})
-CREATE_FIELDS = UPDATE_FIELDS | {"id", "items"}
+SETTING_FIELDS = (
+    "max_history_messages",
+    "max_history_tokens",
+    "max_cost_usd",
+    "history_strategy",
+    "summary_model",
+)
+CREATE_FIELDS = frozenset({"metadata", "system_prompt", *SETTING_FIELDS, "id", "items"})
+UPDATE_FIELDS = frozenset({"metadata", "system_prompt", *SETTING_FIELDS, "summary"})
+MAX_MODEL_CHARS = 200
 
 
 def _invalid_type(name: str, expected: str) -> InvalidRequest:
@@ -65,6 +73,44 @@ def check_history_limit(name: str, value: Any) -> int | None:
     return value
 
 
+def check_strategy(value: Any, param: str = "history_strategy") -> str | None:
+    """A history strategy: null, or one of sliding, stable and summarize (400 naming anything else)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid_type(param, "a string or null")
+    if value not in HISTORY_STRATEGIES:
+        raise InvalidRequest(
+            f"Unknown history strategy {value!r} in '{param}': expected one of sliding, stable or summarize.",
+            param=param,
+            code="invalid_value",
+        )
+    return value
+
+
+def check_summary_model(value: Any) -> str | None:
+    """The model of a conversation's summary calls: null, or a model name of 1-200 characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid_type("summary_model", "a string or null")
+    if not value.strip() or len(value) > MAX_MODEL_CHARS or not value.isprintable():
+        expected = f"expected a model name of 1-{MAX_MODEL_CHARS} printable characters."
+        raise _invalid_value("summary_model", expected)
+    return value
+
+
+def check_summary(value: Any) -> str | None:
+    """A summary text given by PATCH: a non-empty string, or null to clear the summary."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid_type("summary", "a string or null")
+    if not value.strip():
+        raise _invalid_value("summary", "expected a non-empty string (null clears the summary).")
+    return value
+
+
 def check_system_prompt(value: Any) -> list[dict[str, Any]] | None:
     """A system prompt given as text: the stored system messages (one `system` message), or None to clear."""
     if value is None:
@@ -107,6 +153,12 @@ def conversation_columns(body: Mapping[str, Any], allowed: frozenset[str]) -> di
             columns[name] = check_history_limit(name, body[name])
     if "max_cost_usd" in body:
         columns["max_cost_pusd"] = money.parse_usd(body["max_cost_usd"], "max_cost_usd")
+    if "history_strategy" in body:
+        columns["history_strategy"] = check_strategy(body["history_strategy"])
+    if "summary_model" in body:
+        columns["summary_model"] = check_summary_model(body["summary_model"])
+    if "summary" in body:
+        columns["summary_text"] = check_summary(body["summary"])  # the handler completes the summary
     return columns
 
 

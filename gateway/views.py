@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import money
 from gateway.history import system_prompt_text
 from gateway.keys import KeyInfo
+from gateway.store.conversations import stored_summary
 
 if TYPE_CHECKING:  # only its attributes are read: the views stay free of SQLAlchemy
     from gateway.store.tables import Conversation
@@ -54,7 +55,23 @@ def conversation_object(conversation: Conversation) -> dict[str, Any]:
             "max_history_messages": conversation.max_history_messages,
             "max_history_tokens": conversation.max_history_tokens,
             "max_cost_usd": money.usd(conversation.max_cost_pusd),
+            "history_strategy": conversation.history_strategy,
+            "summary_model": conversation.summary_model,
         },
+        "summary": summary_object(conversation),
+    }
+
+
+def summary_object(conversation: Conversation) -> dict[str, Any] | None:
+    """The conversation's summary as shown by the API: null, or its text, tokens, through and updated_at."""
+    summary = stored_summary(conversation)
+    if summary is None:
+        return None
+    return {
+        "text": summary.text,
+        "tokens": summary.tokens,
+        "through": summary.through,
+        "updated_at": int(summary.updated_at),
     }
 
 

@@ -26,6 +26,7 @@ from gateway.api.common import (
     services,
 )
 from gateway.api.usage import conversation_usage_object
+from gateway.auth import Caller
 from gateway.chat_request import parse_json_object
 from gateway.conversation_fields import (
     CREATE_FIELDS,
@@ -40,22 +41,39 @@ from gateway.identity import CONVERSATION_ID_PATTERN, bearer_token
 from gateway.items import Item, item_key, item_position, message_items
 from gateway.reports import UsageQuery, usage_object
 from gateway.store.conversations import (
+    SummaryState,
+    check_conversation_room,
     create_conversation,
     delete_conversation,
     get_conversation,
     list_conversations,
     list_messages,
+    stored_summary,
+    summary_columns,
     update_conversation,
 )
 from gateway.store.database import Database
 from gateway.store.tables import Conversation
 from gateway.store.usage import usage_groups
+from gateway.tokens import count_message_tokens
 from gateway.views import conversation_object
+from gateway.window import summary_message
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
 MESSAGES_LIMIT_DEFAULT, MESSAGES_LIMIT_MAX = 100, 1000
+
+
+def _summary_update(conversation: Conversation, text: str | None, now: float) -> dict[str, Any]:
+    """The columns a PATCH of `summary` sets: new text keeps `through` (the window's start when there was
+    no summary), null clears the summary so that the next cut under `summarize` folds in everything."""
+    if text is None:
+        return summary_columns(None)
+    previous = stored_summary(conversation)
+    through = previous.through if previous is not None else conversation.window_start
+    tokens = count_message_tokens(summary_message(text), None)
+    return summary_columns(SummaryState(text, tokens, through, now))
 
 
 async def with_usage(db: Database, conversation: Conversation) -> dict[str, Any]:
@@ -80,6 +98,16 @@ def _page(data: list[Any], has_more: bool, ids: list[str]) -> dict[str, Any]:
 
 async def _owner(svc: Services, request: Request) -> str:
     caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
+    return caller.identity
+
+
+async def _caller(svc: Services, request: Request) -> Caller:
+    return await svc.auth.identify(bearer_token(request.headers.get("authorization")))
+
+
+async def _accepted(svc: Services, caller: Caller) -> str:
+    """The identity of a caller about to write; in pass-through mode once the upstream accepted its token."""
+    await svc.token_check.require(caller.identity, caller.token)
     return caller.identity
 
 
@@ -143,7 +171,7 @@ async def list_all(request: Request) -> Response:
 async def create(request: Request) -> Response:
     """POST /v1/conversations: an empty conversation (optional `id`, else `conv_...`) with its settings."""
     svc = services(request)
-    owner = await _owner(svc, request)
+    caller = await _caller(svc, request)
     body = await _body(svc, request)
     columns = conversation_columns(body, CREATE_FIELDS)
     if body.get("items"):
@@ -154,6 +182,7 @@ async def create(request: Request) -> Response:
             code="unsupported_parameter",
         )
     conversation_id = check_new_id(body["id"]) if "id" in body else f"conv_{secrets.token_hex(24)}"
+    owner = await _accepted(svc, caller)
     async with (
         svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout),
         svc.db.transaction() as session,
@@ -162,6 +191,8 @@ async def create(request: Request) -> Response:
             raise ConversationExists(
                 f"A conversation with id '{conversation_id}' already exists.", param="id"
             )
+        limit = svc.settings.max_conversations_per_caller
+        await session.run_sync(lambda sync: check_conversation_room(sync.connection(), owner, limit))
         conversation = await create_conversation(session, owner, conversation_id, columns, time.time())
     return exact_json_response(await with_usage(svc.db, conversation))
 
@@ -176,19 +207,24 @@ async def retrieve(request: Request) -> Response:
 async def update(request: Request) -> Response:
     """POST or PATCH /v1/conversations/{id}: change metadata, system prompt or settings (never creates)."""
     svc = services(request)
-    owner = await _owner(svc, request)
+    caller = await _caller(svc, request)
     conversation_id = path_conversation_id(request)
     columns = conversation_columns(await _body(svc, request), UPDATE_FIELDS)
+    owner = await _accepted(svc, caller)
     async with _locked(svc, owner, conversation_id) as (session, conversation):
-        await update_conversation(session, conversation, columns, time.time())
+        now = time.time()
+        if "summary_text" in columns:
+            columns.update(_summary_update(conversation, columns.pop("summary_text"), now))
+        await update_conversation(session, conversation, columns, now)
     return exact_json_response(await with_usage(svc.db, conversation))
 
 
 async def delete(request: Request) -> Response:
     """DELETE /v1/conversations/{id}: remove its messages and settings; the request log keeps its usage."""
     svc = services(request)
-    owner = await _owner(svc, request)
+    caller = await _caller(svc, request)
     conversation_id = path_conversation_id(request)
+    owner = await _accepted(svc, caller)
     async with _locked(svc, owner, conversation_id) as (session, conversation):
         await delete_conversation(session, conversation)
     return json_response({"id": conversation_id, "object": "conversation.deleted", "deleted": True})

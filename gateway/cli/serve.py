@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import click
 import uvicorn
 
-from gateway.cli.settings import DATABASE_OPTION, check_prices_file, load_settings
+from gateway.cli.settings import DATABASE_OPTION, check_prices_file, check_summary_prompt, load_settings
 from gateway.config import Settings
 from gateway.redaction import protect_logs
 
@@ -27,7 +27,9 @@ def app_factory() -> Any:
     from gateway.app import create_app
     from gateway.logs import configure_logging
 
-    settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
+    values = json.loads(os.environ[SETTINGS_ENV])
+    values["proxy_allow"] = tuple(values.get("proxy_allow", ()))  # JSON made the tuple a list
+    settings = Settings(**values)
     configure_logging(settings.log_level, settings.log_format)  # a spawned worker starts unconfigured
     protect_logs(settings)
     return create_app(settings)
@@ -55,6 +57,7 @@ def serve(**flags: Any) -> None:
             "Set GATEWAY_DATABASE_URL=postgresql+asyncpg://... or run one worker."
         )
     check_prices_file(settings.prices_file)
+    check_summary_prompt(settings.summary_prompt_file)
     configure_logging(settings.log_level, settings.log_format)
     protect_logs(settings)
     if settings.metrics_dir is not None:
@@ -153,9 +156,15 @@ def migrate(database_url: str | None) -> None:
 @click.command("mock-upstream")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=9000, show_default=True)
-def mock_upstream(host: str, port: int) -> None:
+@click.option(
+    "--prompt-cache",
+    is_flag=True,
+    help="Report cached_tokens for the longest prompt prefix seen before (per API key; 1,024+ tokens, "
+    "128-token steps, forgotten after 5 minutes idle), like OpenAI's prompt caching.",
+)
+def mock_upstream(host: str, port: int, prompt_cache: bool) -> None:
     """Run the built-in fake OpenAI upstream (a testing aid, not a model)."""
     from gateway.mock_upstream import run_mock
 
     click.echo(f"mock upstream (testing aid) on http://{host}:{port}/v1", err=True)
-    run_mock(host, port)
+    run_mock(host, port, prompt_cache=prompt_cache)

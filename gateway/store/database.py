@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import asyncpg
 from sqlalchemy import Connection, Float, Integer, cast, delete, event, func, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -256,6 +257,10 @@ class Database:
         except DB_ERRORS:
             return False
         return True
+
+    def insert(self, table: Any) -> Any:
+        """An INSERT that supports ON CONFLICT for this dialect."""
+        return pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
 
 
 class utc_day(FunctionElement[int]):  # lowercase like the SQL functions it stands for

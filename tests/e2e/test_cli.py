@@ -33,10 +33,10 @@ def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_conversations_with_the_database_from_the_environment(
-    gateway: ServerProcess, database_url: str, api_key: str, conversation_id: str
+    sliding: ServerProcess, database_url: str, api_key: str, conversation_id: str
 ) -> None:
-    """'gateway conversations list|show ID|delete ID in the CLI, reading the same database.'"""
-    turn(gateway, api_key, conversation_id, "cli")
+    """'sliding conversations list|show ID|delete ID in the CLI, reading the same database.'"""
+    turn(sliding, api_key, conversation_id, "cli")
     listed = run_cli(database_url, "conversations", "list")
     assert listed.returncode == 0 and conversation_id in listed.stdout, listed.stderr
     shown = run_cli(database_url, "conversations", "show", conversation_id)
@@ -44,7 +44,7 @@ def test_cli_conversations_with_the_database_from_the_environment(
     deleted = run_cli(database_url, "conversations", "delete", conversation_id, "--yes")
     assert deleted.returncode == 0, deleted.stderr
     assert (
-        httpx.get(f"{gateway.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).status_code
+        httpx.get(f"{sliding.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).status_code
         == 404
     )
     missing = run_cli(database_url, "conversations", "show", conversation_id)

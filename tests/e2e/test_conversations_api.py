@@ -76,7 +76,10 @@ def test_create_retrieve_update_delete_with_the_sdk(client: OpenAI) -> None:
         "max_history_messages": None,
         "max_history_tokens": None,
         "max_cost_usd": None,
+        "history_strategy": None,
+        "summary_model": None,
     }
+    assert extra["summary"] is None
     assert extra["usage"]["requests"] == 0 and extra["usage"]["cost_usd"] == 0
 
     found = client.conversations.retrieve(created.id)
@@ -106,11 +109,18 @@ def test_create_with_id_and_settings_applies_to_the_first_turn(
             "max_history_messages": 2,
             "max_history_tokens": 500,
             "max_cost_usd": 1.25,
+            "history_strategy": "sliding",  # the trimming this test pins (stable is the default)
         }
     )
     extra = created.model_extra or {}
     assert created.id == conversation_id and extra["system_prompt"] == "Answer in French."
-    assert extra["settings"] == {"max_history_messages": 2, "max_history_tokens": 500, "max_cost_usd": 1.25}
+    assert extra["settings"] == {
+        "max_history_messages": 2,
+        "max_history_tokens": 500,
+        "max_cost_usd": 1.25,
+        "history_strategy": "sliding",
+        "summary_model": None,
+    }
     chat(client, conversation_id, "one")
     assert upstream_requests(upstream, api_key)[-1]["body"]["messages"][0] == {
         "role": "system",
@@ -139,7 +149,13 @@ def test_patch_and_post_update_every_field(
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["metadata"] == {"a": "b"} and body["system_prompt"] == "Be brief."
-    assert body["settings"] == {"max_history_messages": 10, "max_history_tokens": 0, "max_cost_usd": 0.000001}
+    assert body["settings"] == {
+        "max_history_messages": 10,
+        "max_history_tokens": 0,
+        "max_cost_usd": 0.000001,
+        "history_strategy": None,
+        "summary_model": None,
+    }
     assert body["message_count"] == 2 and body["usage"]["requests"] == 1
     # null clears; fields left out stay as they were
     response = call(
@@ -155,6 +171,8 @@ def test_patch_and_post_update_every_field(
         "max_history_messages": 10,
         "max_history_tokens": None,
         "max_cost_usd": 0.000001,
+        "history_strategy": None,
+        "summary_model": None,
     }
     assert client.conversations.retrieve(conversation_id).model_extra["system_prompt"] is None  # type: ignore[index]
 
@@ -530,10 +548,10 @@ def test_cli_lists_shows_and_deletes_across_callers(gateway: ServerProcess, data
 # ---------------------------------------------------------------- Conversations API
 
 
-def test_retrieve_has_the_issue_fields(gateway: ServerProcess, api_key: str, conversation_id: str) -> None:
+def test_retrieve_has_the_issue_fields(sliding: ServerProcess, api_key: str, conversation_id: str) -> None:
     """GET /v1/conversations/{id}: the exact field names and types, Unix-second timestamps."""
-    turn(gateway, api_key, conversation_id, "hello")
-    body = httpx.get(f"{gateway.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).json()
+    turn(sliding, api_key, conversation_id, "hello")
+    body = httpx.get(f"{sliding.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).json()
     assert set(body) >= {
         "id",
         "object",
@@ -553,9 +571,9 @@ def test_retrieve_has_the_issue_fields(gateway: ServerProcess, api_key: str, con
         assert isinstance(body[key], int) and abs(body[key] - datetime.now(UTC).timestamp()) < 600
 
 
-def test_sdk_create_without_id_and_the_full_lifecycle(gateway: ServerProcess, api_key: str) -> None:
+def test_sdk_create_without_id_and_the_full_lifecycle(sliding: ServerProcess, api_key: str) -> None:
     """create (conv_ id), retrieve, update(metadata=...), items.list, delete with the official SDK."""
-    with sdk(gateway, api_key, max_retries=0) as client:
+    with sdk(sliding, api_key, max_retries=0) as client:
         created = client.conversations.create(metadata={"a": "1"})
         assert created.id.startswith("conv_") and created.object == "conversation"
         assert created.metadata == {"a": "1"}
@@ -571,10 +589,10 @@ def test_sdk_create_without_id_and_the_full_lifecycle(gateway: ServerProcess, ap
             client.conversations.items.list(created.id)
 
 
-def test_sdk_update_on_an_unknown_id_is_404_and_creates_nothing(gateway: ServerProcess, api_key: str) -> None:
+def test_sdk_update_on_an_unknown_id_is_404_and_creates_nothing(sliding: ServerProcess, api_key: str) -> None:
     """'On an unknown id -> 404 (update does not create).'"""
     missing = f"conv_missing{secrets.token_hex(4)}"
-    with sdk(gateway, api_key, max_retries=0) as client:
+    with sdk(sliding, api_key, max_retries=0) as client:
         with pytest.raises(openai.NotFoundError) as error:
             client.conversations.update(missing, metadata={"x": "y"})
         assert error.value.status_code == 404
@@ -585,17 +603,19 @@ def test_sdk_update_on_an_unknown_id_is_404_and_creates_nothing(gateway: ServerP
 
 
 def test_null_clears_every_setting(
-    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+    sliding: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
 ) -> None:
     """'null clears a setting', via the SDK's POST update and via PATCH."""
-    url = f"{gateway.url}/v1/conversations/{conversation_id}"
+    url = f"{sliding.url}/v1/conversations/{conversation_id}"
     fields = {"metadata": {"k": "v"}, "system_prompt": "Be terse.", "max_history_messages": 0}
     assert httpx.post(
-        f"{gateway.url}/v1/conversations", json={"id": conversation_id, **fields}, headers=auth(api_key)
+        f"{sliding.url}/v1/conversations",
+        json={"id": conversation_id, **fields},
+        headers=auth(api_key),
     ).is_success
-    turn(gateway, api_key, conversation_id, "one")
+    turn(sliding, api_key, conversation_id, "one")
     assert sent_messages(upstream, api_key)[0] == {"role": "system", "content": "Be terse."}
-    with sdk(gateway, api_key, max_retries=0) as client:
+    with sdk(sliding, api_key, max_retries=0) as client:
         client.conversations.update(conversation_id, metadata=None, extra_body={"system_prompt": None})
     assert httpx.patch(
         url, json={"max_history_messages": None, "max_history_tokens": None}, headers=auth(api_key)
@@ -606,22 +626,22 @@ def test_null_clears_every_setting(
     assert body["settings"] == {"max_history_messages": None, "max_history_tokens": None} | {
         k: v for k, v in body["settings"].items() if k not in ("max_history_messages", "max_history_tokens")
     }
-    _, headers = turn(gateway, api_key, conversation_id, "two")
+    _, headers = turn(sliding, api_key, conversation_id, "two")
     assert history(headers) == (2, 0)
     assert [m["role"] for m in sent_messages(upstream, api_key)] == ["user", "assistant", "user"]
 
 
-def test_list_pages_with_has_more_and_after(gateway: ServerProcess, upstream: ServerProcess) -> None:
+def test_list_pages_with_has_more_and_after(sliding: ServerProcess, upstream: ServerProcess) -> None:
     """'{"object": "list", "data", "has_more"}', newest activity first, has_more false at the end."""
     api_key = f"sk-list-{secrets.token_hex(6)}"
     ids = [f"conv-l{i}-{secrets.token_hex(3)}" for i in range(3)]
     for conversation_id in ids:
-        turn(gateway, api_key, conversation_id, "hi")
-    turn(gateway, api_key, ids[0], "again")  # ids[0] now has the newest activity
+        turn(sliding, api_key, conversation_id, "hi")
+    turn(sliding, api_key, ids[0], "again")  # ids[0] now has the newest activity
     seen, after = [], None
     while True:
         params = {"limit": "2"} | ({"after": after} if after else {})
-        page = httpx.get(f"{gateway.url}/v1/conversations", params=params, headers=auth(api_key)).json()
+        page = httpx.get(f"{sliding.url}/v1/conversations", params=params, headers=auth(api_key)).json()
         assert page["object"] == "list" and isinstance(page["has_more"], bool)
         for item in page["data"]:
             assert set(item) >= {"id", "created_at", "updated_at", "message_count"}
@@ -634,7 +654,7 @@ def test_list_pages_with_has_more_and_after(gateway: ServerProcess, upstream: Se
 
 
 def test_delete_then_the_next_turn_starts_empty_with_defaults(
-    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+    sliding: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
 ) -> None:
     """'the next turn with that id starts empty, with no system prompt and default settings'."""
     fields = {
@@ -643,27 +663,27 @@ def test_delete_then_the_next_turn_starts_empty_with_defaults(
         "max_history_messages": 0,
         "metadata": {"a": "b"},
     }
-    assert httpx.post(f"{gateway.url}/v1/conversations", json=fields, headers=auth(api_key)).is_success
-    turn(gateway, api_key, conversation_id, "one")
-    response = httpx.delete(f"{gateway.url}/v1/conversations/{conversation_id}", headers=auth(api_key))
+    assert httpx.post(f"{sliding.url}/v1/conversations", json=fields, headers=auth(api_key)).is_success
+    turn(sliding, api_key, conversation_id, "one")
+    response = httpx.delete(f"{sliding.url}/v1/conversations/{conversation_id}", headers=auth(api_key))
     assert response.json() == {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
-    _, headers = turn(gateway, api_key, conversation_id, "fresh")
+    _, headers = turn(sliding, api_key, conversation_id, "fresh")
     assert history(headers) == (0, 0)
     assert sent_messages(upstream, api_key) == [{"role": "user", "content": "fresh"}]
-    _, headers = turn(gateway, api_key, conversation_id, "second")
+    _, headers = turn(sliding, api_key, conversation_id, "second")
     assert history(headers) == (2, 0)  # the old max_history_messages 0 is gone
-    body = httpx.get(f"{gateway.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).json()
+    body = httpx.get(f"{sliding.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).json()
     assert body["system_prompt"] is None and not body["metadata"] and body["message_count"] == 4
     assert body["settings"]["max_history_messages"] is None
 
 
 def test_another_callers_conversation_is_404_everywhere(
-    gateway: ServerProcess, api_key: str, conversation_id: str
+    sliding: ServerProcess, api_key: str, conversation_id: str
 ) -> None:
     """'Unknown id or another caller's id -> 404, OpenAI-shaped.'"""
-    turn(gateway, api_key, conversation_id, "mine")
+    turn(sliding, api_key, conversation_id, "mine")
     other = auth("sk-other-" + secrets.token_hex(6))
-    base = f"{gateway.url}/v1/conversations/{conversation_id}"
+    base = f"{sliding.url}/v1/conversations/{conversation_id}"
     calls = [
         httpx.get(base, headers=other),
         httpx.patch(base, json={"metadata": {"x": "y"}}, headers=other),
@@ -679,18 +699,18 @@ def test_another_callers_conversation_is_404_everywhere(
     mine = httpx.get(base, headers=auth(api_key)).json()
     assert mine["message_count"] == 2 and not mine["metadata"]
     # Nor do they see it in their list.
-    listed = httpx.get(f"{gateway.url}/v1/conversations", headers=other).json()["data"]
+    listed = httpx.get(f"{sliding.url}/v1/conversations", headers=other).json()["data"]
     assert conversation_id not in [item["id"] for item in listed]
 
 
 def test_items_list_sdk_shapes_with_a_system_prompt_and_tools(
-    gateway: ServerProcess, api_key: str, conversation_id: str
+    sliding: ServerProcess, api_key: str, conversation_id: str
 ) -> None:
     """items: message items with input_text/output_text parts, function_call and function_call_output."""
     tools: list[Any] = [
         {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
     ]
-    with sdk(gateway, api_key, conversation_id, max_retries=0) as client:
+    with sdk(sliding, api_key, conversation_id, max_retries=0) as client:
         first = client.chat.completions.create(
             model=MODEL,
             messages=[{"role": "system", "content": "Sys."}, {"role": "user", "content": "use a tool"}],
@@ -720,34 +740,34 @@ def test_items_list_sdk_shapes_with_a_system_prompt_and_tools(
     assert reply_item.content[0].type == "output_text"  # type: ignore[union-attr,index]
 
 
-def test_a_full_last_page_has_no_more(gateway: ServerProcess) -> None:
+def test_a_full_last_page_has_no_more(sliding: ServerProcess) -> None:
     """'has_more is false on the last page', also when the last page is exactly full."""
     api_key = f"sk-full-{secrets.token_hex(6)}"
     for i in range(2):
-        turn(gateway, api_key, f"conv-f{i}-{secrets.token_hex(3)}", "hi")
-    page = httpx.get(f"{gateway.url}/v1/conversations", params={"limit": "2"}, headers=auth(api_key)).json()
+        turn(sliding, api_key, f"conv-f{i}-{secrets.token_hex(3)}", "hi")
+    page = httpx.get(f"{sliding.url}/v1/conversations", params={"limit": "2"}, headers=auth(api_key)).json()
     assert len(page["data"]) == 2 and page["has_more"] is False
     empty = httpx.get(
-        f"{gateway.url}/v1/conversations", headers=auth(f"sk-none-{secrets.token_hex(4)}")
+        f"{sliding.url}/v1/conversations", headers=auth(f"sk-none-{secrets.token_hex(4)}")
     ).json()
     assert empty["object"] == "list" and empty["data"] == [] and empty["has_more"] is False
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "abc", "1.5"])
-def test_bad_list_limits_are_400(gateway: ServerProcess, api_key: str, limit: str) -> None:
+def test_bad_list_limits_are_400(sliding: ServerProcess, api_key: str, limit: str) -> None:
     """A limit that is not a positive whole number is a 400, OpenAI-shaped, never a 500."""
-    response = httpx.get(f"{gateway.url}/v1/conversations", params={"limit": limit}, headers=auth(api_key))
+    response = httpx.get(f"{sliding.url}/v1/conversations", params={"limit": limit}, headers=auth(api_key))
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "limit"
 
 
 def test_sdk_items_list_pages_through_everything(
-    gateway: ServerProcess, api_key: str, conversation_id: str
+    sliding: ServerProcess, api_key: str, conversation_id: str
 ) -> None:
     """The SDK's items.list auto-pagination (limit, after, has_more/last_id) returns every stored message."""
     for text in ("one", "two", "three"):
-        turn(gateway, api_key, conversation_id, text)
-    with sdk(gateway, api_key, max_retries=0) as client:
+        turn(sliding, api_key, conversation_id, text)
+    with sdk(sliding, api_key, max_retries=0) as client:
         ascending = list(client.conversations.items.list(conversation_id, limit=2, order="asc"))
         descending = list(client.conversations.items.list(conversation_id, limit=4, order="desc"))
         first_page = client.conversations.items.list(conversation_id, limit=2, order="asc")
@@ -760,32 +780,32 @@ def test_sdk_items_list_pages_through_everything(
 
 
 def test_create_on_an_existing_id_never_overwrites_it(
-    gateway: ServerProcess, api_key: str, conversation_id: str
+    sliding: ServerProcess, api_key: str, conversation_id: str
 ) -> None:
     """Creating with an id that exists is refused (4xx, OpenAI-shaped) and the stored turn survives."""
-    turn(gateway, api_key, conversation_id, "keep me")
+    turn(sliding, api_key, conversation_id, "keep me")
     response = httpx.post(
-        f"{gateway.url}/v1/conversations",
+        f"{sliding.url}/v1/conversations",
         json={"id": conversation_id, "system_prompt": "New."},
         headers=auth(api_key),
     )
     assert 400 <= response.status_code < 500, response.text
     assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
-    body = httpx.get(f"{gateway.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).json()
+    body = httpx.get(f"{sliding.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).json()
     assert body["message_count"] == 2 and body["system_prompt"] is None
     # The same id under another caller is a different conversation: creating it works.
-    other = httpx.post(f"{gateway.url}/v1/conversations", json={"id": conversation_id}, headers=auth("sk-x2"))
+    other = httpx.post(f"{sliding.url}/v1/conversations", json={"id": conversation_id}, headers=auth("sk-x2"))
     assert other.status_code == 200, other.text
     assert other.json()["message_count"] == 0
 
 
 @pytest.mark.parametrize("body", ["[]", '"text"', "null", "{bad json", "1"])
 def test_update_bodies_that_are_not_objects_are_400(
-    gateway: ServerProcess, api_key: str, conversation_id: str, body: str
+    sliding: ServerProcess, api_key: str, conversation_id: str, body: str
 ) -> None:
     """A PATCH/POST body that is not a JSON object is a 400, not a 500, and changes nothing."""
-    turn(gateway, api_key, conversation_id, "x")
-    url = f"{gateway.url}/v1/conversations/{conversation_id}"
+    turn(sliding, api_key, conversation_id, "x")
+    url = f"{sliding.url}/v1/conversations/{conversation_id}"
     for method in ("PATCH", "POST"):
         response = httpx.request(
             method, url, content=body, headers=auth(api_key) | {"Content-Type": "application/json"}
@@ -794,9 +814,9 @@ def test_update_bodies_that_are_not_objects_are_400(
     assert httpx.get(url, headers=auth(api_key)).json()["message_count"] == 2
 
 
-def test_sdk_objects_carry_usage_and_settings(gateway: ServerProcess, api_key: str) -> None:
+def test_sdk_objects_carry_usage_and_settings(sliding: ServerProcess, api_key: str) -> None:
     """'The conversation objects of the conversations API include their usage'; settings on create/update."""
-    with sdk(gateway, api_key, max_retries=0) as client:
+    with sdk(sliding, api_key, max_retries=0) as client:
         created = client.conversations.create(extra_body={"max_history_tokens": 7})
         extra = created.model_extra or {}
         assert extra["usage"]["requests"] == 0

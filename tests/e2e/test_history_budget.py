@@ -1,4 +1,8 @@
-"""End-to-end: the history budget (headers, conversation settings, server defaults) through the openai SDK."""
+"""End-to-end: the history budget (headers, conversation settings, server defaults) through the openai SDK.
+
+These tests pin the `sliding` strategy (the longest suffix of whole turns that fits); the gateway they run
+against is started with GATEWAY_HISTORY_STRATEGY=sliding, since `stable` is the default.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from openai import OpenAI
 
 from gateway.tokens import count_message_tokens
 from tests.helpers import MODEL, auth, history, sdk, sent_messages, stored, turn, without_created_at
-from tests.servers import ServerProcess, upstream_requests
+from tests.servers import ServerProcess, gateway_app, upstream_requests
 
 TOOLS: list[Any] = [
     {
@@ -21,6 +25,18 @@ TOOLS: list[Any] = [
         "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
     }
 ]
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    upstream: ServerProcess, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The module's gateway, with the `sliding` strategy as its server default."""
+    server = gateway_app(upstream.url, database_url, history_strategy="sliding").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -256,7 +272,9 @@ def test_conversation_settings_apply_and_headers_override_them(
 def test_server_defaults_apply_last(
     start_gateway: Callable[..., ServerProcess], database_url: str, api_key: str, conversation_id: str
 ) -> None:
-    server = start_gateway(database_url, max_history_messages="2", max_history_tokens="100000")
+    server = start_gateway(
+        database_url, max_history_messages="2", max_history_tokens="100000", history_strategy="sliding"
+    )
     headers = {"X-Conversation-Id": conversation_id}
     with OpenAI(base_url=server.url + "/v1", api_key=api_key, default_headers=headers) as sdk:
         three_turns(sdk)
@@ -423,7 +441,9 @@ def test_server_defaults_for_both_limits_and_the_order(
     start_gateway: Any, database_url: str, upstream: ServerProcess, api_key: str, conversation_id: str
 ) -> None:
     """Server defaults apply last: conversation settings and headers beat them; null restores them."""
-    server = start_gateway(database_url, max_history_messages="2", max_history_tokens="1000000")
+    server = start_gateway(
+        database_url, max_history_messages="2", max_history_tokens="1000000", history_strategy="sliding"
+    )
     for text in ("one", "two", "three"):
         turn(server, api_key, conversation_id, text)
     assert history(turn(server, api_key, conversation_id, "a")[1]) == (2, 4)
@@ -436,7 +456,7 @@ def test_server_defaults_for_both_limits_and_the_order(
     assert httpx.get(url, headers=auth(api_key)).json()["settings"]["max_history_messages"] is None
     assert history(turn(server, api_key, conversation_id, "d")[1]) == (2, 10)
     # The server token default applies too.
-    small = start_gateway(database_url, max_history_tokens="1")
+    small = start_gateway(database_url, max_history_tokens="1", history_strategy="sliding")
     assert history(turn(small, api_key, conversation_id, "e")[1]) == (0, 14)
 
 

@@ -414,7 +414,9 @@ def prefix_priced(
     tmp = tmp_path_factory.mktemp("bb-usage")
     path = tmp / "prices.json"
     path.write_text(json.dumps({m: {k: float(v) for k, v in p.items()} for m, p in PREFIX_PRICES.items()}))
-    server = gateway_app(upstream.url, database_url, prices_file=str(path)).start()
+    server = gateway_app(
+        upstream.url, database_url, prices_file=str(path), history_strategy="sliding"
+    ).start()
     try:
         yield server
     finally:
@@ -636,7 +638,7 @@ def test_every_call_counts_and_by_model_adds_up(prefix_priced: ServerProcess, co
 
 
 def test_the_usage_cli_flags(prefix_priced: ServerProcess, database_url: str, conversation_id: str) -> None:
-    """'gateway usage [--conversation ID] [--group-by ...] [--since ...] [--format table|json|csv]'."""
+    """'sliding usage [--conversation ID] [--group-by ...] [--since ...] [--format table|json|csv]'."""
     api_key = f"sk-cli-{secrets.token_hex(6)}"
     with sdk(prefix_priced, api_key, conversation_id, max_retries=0) as client:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "cli"}])
