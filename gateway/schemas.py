@@ -177,6 +177,10 @@ SCHEMAS: dict[str, Schema] = {
             "cost_usd": NULLABLE_NUMBER,
             "history_cost_usd": NULLABLE_NUMBER,
             "unpriced_requests": {"type": "integer"},
+            "estimated_requests": {
+                "type": "integer",
+                "description": "Calls charged the gateway's estimate (a stream ended without usage).",
+            },
             "by_model": {"type": "array", "items": {"type": "object"}},
         },
     },

@@ -16,6 +16,7 @@ import httpx
 from sqlalchemy import Connection
 
 from gateway import headers as h
+from gateway.budgets import Budgets
 from gateway.config import Settings
 from gateway.errors import (
     BudgetExceeded,
@@ -24,6 +25,7 @@ from gateway.errors import (
     GatewayError,
     UpstreamUnreachable,
 )
+from gateway.estimates import chat_prompt_tokens, completion_allowance, estimated_usage
 from gateway.exchange import (
     ChatCall,
     PendingTurn,
@@ -50,10 +52,12 @@ from gateway.history import (
 )
 from gateway.keys import PUSD_PER_USD
 from gateway.metrics import Metrics
-from gateway.pricing import Pricer, parse_usage, usage_columns
+from gateway.offload import run_sized
+from gateway.pricing import Pricer, Usage, parse_usage, usage_columns
 from gateway.replays import find_replay
 from gateway.sse import (
     DONE,
+    MalformedChunk,
     SseSplitter,
     StreamAssembler,
     data_only,
@@ -63,7 +67,7 @@ from gateway.sse import (
 )
 from gateway.store.conversations import TurnWrite, load_turn, write_turn
 from gateway.store.database import Database
-from gateway.store.spend import conversation_spent_pusd
+from gateway.store.spend import conversation_spent_pusd, release_budget
 from gateway.store.tables import Conversation
 from gateway.store.usage import insert_attempt
 from gateway.tokens import count_message_tokens
@@ -85,12 +89,20 @@ class TurnService:
         self.settings = settings
         self.pricer = pricer
         self.metrics = metrics
+        self.budgets = Budgets(db, pricer)
+        self.key_mode = settings.upstream_api_key is not None
 
     async def chat(self, call: ChatCall) -> Reply | StreamReply:
         """Handle one chat-completions request, stateful when it names a conversation."""
         turn = PendingTurn(call=call, started=time.monotonic())
+        stream = call.body.get("stream") is True
         if call.conversation_id is None:
-            return await self._forward(turn, call.raw, stream=call.body.get("stream") is True)
+            body = call.raw
+            if stream and self.key_mode and not client_wants_usage(call.body):
+                # a key's stream must report its usage to be charged: ask for it, hide it from the client
+                turn.usage_added = True
+                body = await run_sized(len(call.raw), functools.partial(_with_usage, call.body))
+            return await self._forward(turn, body, stream=stream)
         stack = contextlib.AsyncExitStack()
         waited = await stack.enter_async_context(
             self.db.locks.hold(call.owner, call.conversation_id, self.settings.lock_timeout)
@@ -101,8 +113,8 @@ class TurnService:
             if turn.replay is not None:
                 await stack.aclose()
                 return replay_reply(turn.replay, call.body)
-            body = self._compose(turn)
-            reply = await self._forward(turn, body, stream=call.body.get("stream") is True, stack=stack)
+            body = await self._compose(turn)
+            reply = await self._forward(turn, body, stream=stream, stack=stack)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
@@ -178,15 +190,46 @@ class TurnService:
             ),
         )
 
-    def _compose(self, turn: PendingTurn) -> bytes:
+    async def _compose(self, turn: PendingTurn) -> bytes:
         """The upstream body: the client's dict with `messages` replaced and usage requested for streams."""
         body = dict(turn.call.body)
         body["messages"] = compose_messages(turn.system_messages, turn.history, turn.new)
         if body.get("stream") is True:
-            options = dict(body.get("stream_options") or {})
-            options["include_usage"] = True
-            body["stream_options"] = options
-        return json.dumps(body, ensure_ascii=False).encode()
+            turn.usage_added = not client_wants_usage(turn.call.body)
+            return await run_sized(_size(turn), functools.partial(_with_usage, body))
+        return await run_sized(_size(turn), functools.partial(_dumps, body))
+
+    async def _prompt_tokens(self, turn: PendingTurn) -> int:
+        """The prompt tokens of the turn counted offline: stored history as stored, the rest counted now."""
+        if turn.prompt_estimate is None:
+            sent = [*(turn.system_messages or []), *turn.new] if turn.call.conversation_id else None
+            messages = sent if sent is not None else turn.call.body.get("messages") or []
+            counted = await run_sized(
+                _size(turn), functools.partial(chat_prompt_tokens, messages, turn.model)
+            )
+            turn.prompt_estimate = counted + sum(m.tokens for m in turn.history)
+        return turn.prompt_estimate
+
+    async def _reserve(self, turn: PendingTurn) -> None:
+        """Reserve the call's prompt and completion allowance against its key's budget (429 when spent)."""
+        call = turn.call
+        if call.budget_pusd is None:
+            return
+        allowance = completion_allowance(call.body, self.settings.budget_reserve_tokens)
+        usage = Usage(prompt_tokens=await self._prompt_tokens(turn), completion_tokens=allowance)
+        turn.reservation = await self.budgets.reserve(
+            call.owner, call.key_name, call.budget_pusd, turn.model, usage
+        )
+
+    async def _estimate(self, turn: PendingTurn, payload: Any, generated: str) -> Any:
+        """`payload` with an estimated usage when it reports none (the attempt is then marked estimated)."""
+        if parse_usage(payload) is not None:
+            return payload
+        prompt = await self._prompt_tokens(turn)
+        usage = estimated_usage(prompt, generated, turn.model)
+        turn.estimated = True
+        estimate = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
+        return {**(payload if isinstance(payload, dict) else {}), "usage": estimate}
 
     async def _forward(
         self, turn: PendingTurn, body: bytes, *, stream: bool, stack: contextlib.AsyncExitStack | None = None
@@ -194,11 +237,18 @@ class TurnService:
         call = turn.call
         headers = self.upstream.forward_headers(call.headers, call.token, identity_encoding=True)
         headers["content-type"] = "application/json"
+        headers.pop("content-encoding", None)  # the body sent is the gateway's own, uncompressed
+        await self._reserve(turn)
         turn.sent = time.monotonic()
         try:
             response = await self.upstream.open("POST", self.upstream.chat_url, headers, body)
         except GatewayError as exc:
             await self._log_failure(turn, exc.status_code, str(exc), None)
+            raise
+        except BaseException:  # the client left while the upstream was working: charge the prompt
+            with anyio.CancelScope(shield=True):
+                payload = await self._estimate(turn, None, "")
+                await self._log_failure(turn, 499, "client disconnected", None, payload)
             raise
         if stream and response.status_code == 200:
             events = self._relay(turn, response, stack or contextlib.AsyncExitStack())
@@ -209,8 +259,14 @@ class TurnService:
         except GatewayError as exc:
             await self._log_failure(turn, exc.status_code, str(exc), response)
             raise
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                estimate = await self._estimate(turn, None, "")
+                await self._log_failure(turn, 499, "client disconnected", response, estimate)
+            raise
         finally:
-            await response.aclose()
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
         return await self._finish_plain(turn, response, payload)
 
     async def _finish_plain(self, turn: PendingTurn, response: httpx.Response, payload: bytes) -> Reply:
@@ -222,7 +278,7 @@ class TurnService:
             if turn.call.conversation_id is not None:
                 reply_headers[h.CONVERSATION_ID] = turn.call.conversation_id
             return Reply(response.status_code, reply_headers, payload)
-        parsed = json_or_none(payload)
+        parsed = await run_sized(len(payload), functools.partial(json_or_none, payload))
         message = choice_message(parsed)
         if turn.call.conversation_id is not None and message is None:
             error = "The upstream answered with an invalid completion."
@@ -248,8 +304,6 @@ class TurnService:
         """Forward events as they arrive; hold back the finish until [DONE]; store the turn before [DONE]."""
         assembler = StreamAssembler()
         splitter = SseSplitter()
-        wants_usage = client_wants_usage(turn.call.body)
-        stateful = turn.call.conversation_id is not None
         held: list[bytes] = []
         finished = False
         failure: GatewayError | None = None
@@ -274,14 +328,19 @@ class TurnService:
                         payload = event.json()
                         if payload is None and event.data is not None:
                             raise UpstreamUnreachable("The upstream sent a stream event that is not JSON.")
-                        assembler.observe(payload)
+                        try:
+                            assembler.observe(payload)
+                        except MalformedChunk as exc:
+                            raise UpstreamUnreachable(
+                                f"The upstream sent a malformed stream chunk: {exc}."
+                            ) from None
                         if assembler.error is not None:
                             # the stream failed: no held finish chunk may reach the client, and the
                             # error goes out as a plain `data:` event, never `event: error`
                             held = []
                             out.append(data_only(event))
                             break
-                        if stateful and is_usage_only(payload) and not wants_usage:
+                        if turn.usage_added and is_usage_only(payload):
                             continue
                         if held or has_finish_reason(payload):
                             held.append(event.raw)
@@ -333,6 +392,7 @@ class TurnService:
     ) -> None:
         try:
             payload = {"usage": assembler.usage, "model": assembler.model}
+            payload = await self._estimate(turn, payload, assembler.generated_text())
             await self._log_failure(turn, status, error, response, payload)
         except GatewayError:
             pass
@@ -342,7 +402,7 @@ class TurnService:
     async def _store_stream_turn(
         self, turn: PendingTurn, assembler: StreamAssembler, response: httpx.Response
     ) -> None:
-        completion = assembler.completion()
+        completion = await self._estimate(turn, assembler.completion(), assembler.generated_text())
         if turn.call.conversation_id is None:
             await self._log_failure(turn, 200, None, response, completion)
             return
@@ -377,6 +437,7 @@ class TurnService:
             "history_messages": len(turn.history),
             "idempotency_key": call.idempotency_key,
             "created_at": time.time(),
+            "estimated": turn.estimated,
         }
 
     async def _log_failure(
@@ -393,8 +454,14 @@ class TurnService:
         """
         values = self._attempt_values(turn, status, error, response, payload)
         self._observe(turn, values)
+        reservation, turn.reservation = turn.reservation, None
+
+        def record(connection: Connection) -> None:
+            insert_attempt(connection, values)
+            release_budget(connection, reservation)
+
         try:
-            await self.db.run(functools.partial(insert_attempt, values=values))
+            await self.db.run(record)
         except DatabaseUnavailable as exc:
             log.warning("request not logged (status %s): %s", status, exc)
 
@@ -418,17 +485,21 @@ class TurnService:
         conversation = turn.conversation
         bodies = [*turn.new, reply]
         model = turn.model
-        counts = [count_message_tokens(m, model) for m in bodies]
-        numbered = number_messages(
-            bodies,
-            counts,
-            next_seq=conversation.message_count if conversation else 0,
-            token_total=conversation.token_count if conversation else 0,
-            last_user_seq=conversation.last_user_seq if conversation else 0,
-            last_user_tokens=conversation.last_user_tokens if conversation else 0,
-        )
+
+        def number() -> tuple[Any, str]:
+            counts = [count_message_tokens(m, model) for m in bodies]
+            numbered = number_messages(
+                bodies,
+                counts,
+                next_seq=conversation.message_count if conversation else 0,
+                token_total=conversation.token_count if conversation else 0,
+                last_user_seq=conversation.last_user_seq if conversation else 0,
+                last_user_tokens=conversation.last_user_tokens if conversation else 0,
+            )
+            return numbered, history_digest(bodies, start=conversation.history_hash if conversation else "")
+
         try:
-            digest = history_digest(bodies, start=conversation.history_hash if conversation else "")
+            numbered, digest = await run_sized(_size(turn) + len(raw or b""), number)
         except UnicodeEncodeError:  # a lone UTF-16 surrogate: text that cannot be stored or sent again
             raise UpstreamUnreachable("The upstream answered with text that is not valid Unicode.") from None
         turn_number = (conversation.turn_count if conversation else 0) + 1
@@ -450,15 +521,35 @@ class TurnService:
             now=time.time(),
         )
 
+        reservation = turn.reservation
+
         def store(connection: Connection) -> None:
             write_turn(connection, conversation, write)
             insert_attempt(connection, values)
+            release_budget(connection, reservation)
 
         try:
             await self.db.run(store)
+            turn.reservation = None
         except ConversationBusy as exc:  # fenced: the conversation moved on; the call is still logged
             await self._log_failure(turn, exc.status_code, str(exc), response, completion)
             raise
+
+
+def _size(turn: PendingTurn) -> int:
+    """About how many bytes of JSON a turn's request body makes (to decide on a worker thread)."""
+    return len(turn.call.raw) + 4 * sum(m.tokens for m in turn.history)
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+def _with_usage(body: dict[str, Any]) -> bytes:
+    """The body as JSON, with `stream_options.include_usage` set (the upstream then reports usage)."""
+    options = dict(body.get("stream_options") or {})
+    options["include_usage"] = True
+    return _dumps({**body, "stream_options": options})
 
 
 __all__ = ["TurnService"]

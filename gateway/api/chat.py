@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -21,6 +23,7 @@ from gateway.chat_request import (
 from gateway.exchange import ChatCall, Reply
 from gateway.history import Budget
 from gateway.identity import bearer_token, validate_conversation_id
+from gateway.offload import run_sized
 
 
 class RelayResponse(StreamingResponse):
@@ -47,6 +50,12 @@ class RelayResponse(StreamingResponse):
                     await iterator.aclose()
 
 
+def _parse(raw: bytes) -> dict[str, Any]:
+    body = parse_json_object(raw)
+    check_chat_body(body)
+    return body
+
+
 def _retry_count(value: str | None) -> int:
     text = (value or "").strip()
     if not text.isascii() or not text.isdigit() or len(text) > 9:
@@ -68,10 +77,9 @@ async def chat_completions(request: Request) -> Response:
         max_tokens=parse_limit_header("X-Max-History-Tokens", request.headers.get(h.MAX_HISTORY_TOKENS)),
     )
     raw = await read_limited_body(request, svc.settings.max_body_bytes)
-    body = parse_json_object(raw)
-    check_chat_body(body)
+    body = await run_sized(len(raw), functools.partial(_parse, raw))
     idempotency_key = check_idempotency_key(request.headers.get(h.IDEMPOTENCY_KEY))
-    await svc.auth.check_budget(caller)
+    await svc.auth.check_budget(caller)  # a spent key is refused before any work; turns reserve its share
     call = ChatCall(
         owner=caller.identity,
         token=caller.token,
@@ -83,6 +91,8 @@ async def chat_completions(request: Request) -> Response:
         header_budget=budget,
         retry_count=_retry_count(request.headers.get(h.RETRY_COUNT)),
         idempotency_key=idempotency_key,
+        key_name=caller.key_name,
+        budget_pusd=caller.budget_pusd,
     )
     reply = await svc.turns.chat(call)
     if isinstance(reply, Reply):

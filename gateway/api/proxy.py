@@ -1,8 +1,16 @@
-"""Every other /v1/* request: forwarded unchanged, bodies streamed both ways, logged with any usage."""
+"""Every other /v1/* request: forwarded unchanged, bodies streamed both ways, logged with any usage.
+
+In gateway-key mode a JSON request body is read first (within the body limit) so that the call can be
+charged: it reserves its estimated cost against the key's budget, a streamed `/v1/completions` call asks
+for usage (the usage chunk is hidden from a client that did not ask for it), and a stream that ends
+without usage (abandoned, cut, or never reported) is charged an estimate.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import logging
 import secrets
 import time
@@ -11,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,15 +27,21 @@ from starlette.responses import Response
 from gateway import headers as h
 from gateway.api.chat import RelayResponse
 from gateway.api.common import LimitedBody, Services, services
-from gateway.capture import BodyCapture
-from gateway.errors import GatewayError
+from gateway.capture import READABLE_ENCODINGS, BodyCapture
+from gateway.errors import GatewayError, UnsupportedEncoding
+from gateway.estimates import body_prompt_tokens, completion_allowance, estimated_usage
+from gateway.exchange import client_wants_usage, json_or_none
 from gateway.identity import bearer_token
-from gateway.pricing import parse_usage, usage_columns
-from gateway.store.usage import record_attempt
+from gateway.offload import run_sized
+from gateway.pricing import Usage, parse_usage, usage_columns
+from gateway.sse import SseSplitter, UsageMeter, is_usage_only
+from gateway.store.spend import release_budget
+from gateway.store.usage import insert_attempt
 from gateway.upstream import response_headers, translate_errors
 
 log = logging.getLogger("gateway")
 PROXY_ENDPOINT = "/v1/{path:path}"  # the upstream-latency label of proxied calls
+USAGE_OPTION_PATHS = ("/completions",)  # pass-through endpoints that take stream_options.include_usage
 
 
 @dataclass
@@ -38,19 +53,49 @@ class _Call:
     sent: BodyCapture | None
     received: BodyCapture | None = None
     recorded: bool = True
+    body: dict[str, Any] | None = None  # the JSON request, when the gateway read it (gateway-key mode)
+    meter: UsageMeter | None = None  # the stream's reports, for an event-stream answer
+    usage_added: bool = False
+    reservation: int | None = None
+    finished: bool = False  # the upstream's answer arrived whole
+    size: int = 0  # of the request body the gateway read
 
 
 def _text(value: Any) -> str | None:
     return value[:200] if isinstance(value, str) and value else None
 
 
+def _asked(call: _Call) -> dict[str, Any]:
+    if call.body is not None:
+        return {"model": call.body.get("model"), "stream": call.body.get("stream")}
+    return call.sent.fields("model", "stream") if call.sent else {"model": None, "stream": None}
+
+
+def _answered(call: _Call) -> dict[str, Any]:
+    if call.meter is not None:
+        return call.meter.fields()
+    return call.received.fields("model", "usage") if call.received else {"model": None, "usage": None}
+
+
+def _estimate(call: _Call, model: str | None) -> Usage | None:
+    """An estimate for a stream without usage, or an abandoned call, of a request the gateway read."""
+    if call.body is None or (call.finished and call.meter is None):
+        return None  # a whole answer without usage is a free call (models, moderations, ...)
+    prompt = body_prompt_tokens(call.body, model)
+    return estimated_usage(prompt, "".join(call.meter.text) if call.meter else "", model)
+
+
 def _attempt(svc: Services, call: _Call, status: int, error: str | None) -> dict[str, Any]:
     """The request-log row: usage and the returned model from a JSON answer, when it has them."""
-    asked = call.sent.fields("model", "stream") if call.sent else {"model": None, "stream": None}
-    answered = call.received.fields("model", "usage") if call.received else {"model": None, "usage": None}
+    asked, answered = _asked(call), _answered(call)
     usage = parse_usage(answered)
     model = answered["model"] if isinstance(answered["model"], str) else asked["model"]
-    cost = svc.pricer.cost(model if isinstance(model, str) and model else None, usage, 0)
+    model = model if isinstance(model, str) and model else None
+    estimated = False
+    if usage is None:
+        usage = _estimate(call, model)
+        estimated = usage is not None
+    cost = svc.pricer.cost(model, usage, 0)
     return {
         **call.values,
         "model": _text(asked["model"]),
@@ -62,6 +107,7 @@ def _attempt(svc: Services, call: _Call, status: int, error: str | None) -> dict
         **usage_columns(usage, cost),
         "history_tokens": 0,  # the gateway adds no history to a pass-through call
         "history_messages": 0,
+        "estimated": estimated,
     }
 
 
@@ -71,15 +117,45 @@ async def _log(svc: Services, call: _Call, status: int, error: str | None) -> No
         return
     with anyio.CancelScope(shield=True):
         try:
-            async with svc.db.transaction() as session:
-                await record_attempt(session, _attempt(svc, call, status, error))
+            values = await run_sized(call.size, functools.partial(_attempt, svc, call, status, error))
+            reservation, call.reservation = call.reservation, None
+
+            def record(connection: Any) -> None:
+                insert_attempt(connection, values)
+                release_budget(connection, reservation)
+
+            await svc.db.run(record)
         except GatewayError as exc:  # the answer is already on its way: the row is what is lost
             log.warning("could not record a pass-through call: %s", exc)
 
 
-async def _copying(chunks: AsyncIterator[bytes], capture: BodyCapture) -> AsyncIterator[bytes]:
+async def _relay_events(call: _Call, meter: UsageMeter, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Forward an event stream, reading each event; drop a usage chunk the client did not ask for."""
+    splitter = SseSplitter()
     async for chunk in chunks:
-        capture.feed(chunk)
+        kept = []
+        for event in splitter.feed(chunk):
+            payload = event.json()
+            meter.observe(payload)
+            if not (call.usage_added and is_usage_only(payload)):
+                kept.append(event.raw)
+        if not call.usage_added:
+            yield chunk  # unchanged bytes: the events were only read
+        elif kept:
+            yield b"".join(kept)
+    if call.usage_added and splitter.leftover():
+        yield splitter.leftover()
+
+
+async def _captured(call: _Call, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Forward a body, keeping a bounded copy (inflated in a worker thread when compressed)."""
+    capture = call.received
+    async for chunk in chunks:
+        if capture is not None:
+            if capture.compressed:
+                await anyio.to_thread.run_sync(capture.feed, chunk)
+            else:
+                capture.feed(chunk)
         yield chunk
 
 
@@ -87,12 +163,13 @@ async def _body(svc: Services, call: _Call, upstream: httpx.Response) -> AsyncIt
     """Stream the upstream body to the client; log the call however it ends (disconnect: 499)."""
     status: int = 499
     error: str | None = "client disconnected"
+    chunks = upstream.aiter_raw()
+    relayed = _relay_events(call, call.meter, chunks) if call.meter else _captured(call, chunks)
     try:
         with translate_errors():
-            async for chunk in upstream.aiter_raw():
-                if call.received is not None:
-                    call.received.feed(chunk)
+            async for chunk in relayed:
                 yield chunk
+        call.finished = True
         status, error = upstream.status_code, None
     except GatewayError as exc:  # the status line is sent already: the body just ends
         status, error = upstream.status_code, str(exc)
@@ -103,22 +180,67 @@ async def _body(svc: Services, call: _Call, upstream: httpx.Response) -> AsyncIt
             await _log(svc, call, status, error)
 
 
+def _is_json(request: Request) -> bool:
+    return "json" in request.headers.get("content-type", "").lower()
+
+
+async def _read_for_charging(
+    svc: Services, request: Request, limited: LimitedBody, call: _Call, headers: dict[str, str]
+) -> bytes:
+    """Read a JSON body whole (gateway-key mode) to charge its call; the bytes to forward."""
+    if limited.encoding not in READABLE_ENCODINGS:
+        raise UnsupportedEncoding(
+            f"The gateway cannot read a request body in Content-Encoding '{limited.encoding[:40]}', and "
+            "must read it to charge the call to the key; send it uncompressed, or in gzip or deflate."
+        )
+    raw: list[bytes] = []
+    decoded: list[bytes] = []
+    limited.sink = decoded.append
+    async for chunk in limited.chunks():
+        raw.append(chunk)
+    text = b"".join(decoded)
+    call.size = len(text)
+    parsed = await run_sized(len(text), functools.partial(json_or_none, text))
+    if not isinstance(parsed, dict):
+        return b"".join(raw)  # not a JSON object: the upstream judges it, uncharged beyond its usage
+    call.body = parsed
+    path = request.url.path.removeprefix("/v1")
+    if parsed.get("stream") is True and path in USAGE_OPTION_PATHS and not client_wants_usage(parsed):
+        call.usage_added = True
+        headers.pop("content-encoding", None)
+        options = dict(parsed.get("stream_options") or {}) | {"include_usage": True}
+        body = parsed | {"stream_options": options}
+        return await run_sized(len(text), lambda: json.dumps(body, ensure_ascii=False).encode())
+    return b"".join(raw)
+
+
+async def _reserve(svc: Services, call: _Call, caller: Any) -> None:
+    """Reserve the call's estimated cost against its key's budget (429 when it is spent)."""
+    if caller.budget_pusd is None:
+        return
+    body = call.body or {}
+    model = body.get("model") if isinstance(body.get("model"), str) else None
+    prompt = await run_sized(call.size, functools.partial(body_prompt_tokens, body, model))
+    usage = Usage(prompt, completion_allowance(body, svc.settings.budget_reserve_tokens))
+    call.reservation = await svc.turns.budgets.reserve(
+        caller.identity, caller.key_name, caller.budget_pusd, model, usage
+    )
+
+
 async def proxy(request: Request) -> Response:
     """Forward the request as is (path, query, headers, body) and stream the answer back."""
     svc = services(request)
     caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
     limited = LimitedBody(request, svc.settings.max_body_bytes)
     await svc.auth.check_budget(caller)
+    key_mode = svc.settings.upstream_api_key is not None
     path = request.url.path.removeprefix("/v1")
     url = svc.upstream.url(path, request.url.query)
-    headers = svc.upstream.forward_headers(dict(request.headers), caller.token, identity_encoding=False)
+    # In key mode the gateway reads the answer to charge it, so it asks for it uncompressed.
+    headers = svc.upstream.forward_headers(dict(request.headers), caller.token, identity_encoding=key_mode)
     has_body = (
         request.method not in ("GET", "HEAD", "OPTIONS", "DELETE") or "content-length" in request.headers
     )
-    sent = BodyCapture.for_headers(request.headers) if has_body else None
-    content: AsyncIterator[bytes] | None = None
-    if has_body:
-        content = _copying(limited.chunks(), sent) if sent is not None else limited.chunks()
     values: dict[str, Any] = {
         "owner": caller.identity,
         "conversation_id": None,
@@ -127,21 +249,52 @@ async def proxy(request: Request) -> Response:
         "endpoint": request.url.path[:200],
         "created_at": time.time(),
     }
-    call = _Call(values, time.monotonic(), sent)
+    call = _Call(values, time.monotonic(), None)
+    content: bytes | AsyncIterator[bytes] | None = None
+    if has_body and key_mode and _is_json(request):
+        content = await _read_for_charging(svc, request, limited, call, headers)
+    elif has_body:
+        call.sent = BodyCapture() if _is_json(request) and limited.encoding in READABLE_ENCODINGS else None
+        if call.sent is not None:
+            limited.sink = (
+                call.sent.feed
+            )  # a compressed body is inflated in a worker thread, within the limit
+        content = limited.chunks()
+    if key_mode:
+        await _reserve(svc, call, caller)
     try:
         upstream = await svc.upstream.open(request.method, url, headers, content)
     except GatewayError as exc:
         if limited.exceeded:  # refused for its size, not an upstream failure: nothing is recorded
+            await _release(svc, call)
             raise limited.error() from None
         await _log(svc, call, exc.status_code, str(exc))
         raise
+    except BaseException:  # the client left while the upstream was working: charge the estimate
+        await _log(svc, call, 499, "client disconnected")
+        raise
     if limited.exceeded:
         await upstream.aclose()
+        await _release(svc, call)
         raise limited.error()
     # In pass-through mode a token the upstream rejects is no caller at all: record nothing for it.
-    call.recorded = svc.settings.upstream_api_key is not None or upstream.status_code not in (401, 403)
+    call.recorded = key_mode or upstream.status_code not in (401, 403)
     values["upstream_request_id"] = (upstream.headers.get(h.REQUEST_ID) or "")[:200] or None
-    call.received = BodyCapture.for_headers(upstream.headers)
+    if upstream.headers.get("content-type", "").lower().startswith("text/event-stream"):
+        call.meter = UsageMeter()
+    else:
+        call.received = BodyCapture.for_headers(
+            upstream.headers, decode_limit=svc.settings.max_response_bytes
+        )
     return RelayResponse(
         _body(svc, call, upstream), status_code=upstream.status_code, headers=response_headers(upstream)
     )
+
+
+async def _release(svc: Services, call: _Call) -> None:
+    """Drop the call's reservation when it ends without reaching the upstream."""
+    reservation, call.reservation = call.reservation, None
+    if reservation is not None:
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(GatewayError):
+                await svc.db.run(functools.partial(release_budget, reservation=reservation))

@@ -72,6 +72,7 @@ _TOTALS: tuple[ColumnElement[Any], ...] = (
     _sum(Attempt.cost_pusd),
     func.count(Attempt.history_cost_pusd),
     _sum(Attempt.history_cost_pusd),
+    _count_where(Attempt.estimated.is_(True)),
 )
 
 

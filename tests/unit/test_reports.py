@@ -77,6 +77,7 @@ def test_usage_fields_of_priced_calls() -> None:
         "history_cost_usd": D("0.000006"),
         "unpriced_requests": 0,
         "unreported_usage_requests": 0,
+        "estimated_requests": 0,
     }
     assert tuple(usage_fields(priced())) == USAGE_FIELDS
 
