@@ -222,8 +222,12 @@ class TurnService:
         )
 
     async def _estimate(self, turn: PendingTurn, payload: Any, generated: str) -> Any:
-        """`payload` with an estimated usage when it reports none (the attempt is then marked estimated)."""
-        if parse_usage(payload) is not None:
+        """`payload` with an estimated usage when it has none (the attempt is then marked estimated).
+
+        A usage object the upstream did send but that cannot be read (counts out of range) stays: it is
+        recorded as null, not replaced by a guess.
+        """
+        if isinstance(payload, dict) and payload.get("usage") is not None:
             return payload
         prompt = await self._prompt_tokens(turn)
         usage = estimated_usage(prompt, generated, turn.model)

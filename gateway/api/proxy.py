@@ -92,7 +92,7 @@ def _attempt(svc: Services, call: _Call, status: int, error: str | None) -> dict
     model = answered["model"] if isinstance(answered["model"], str) else asked["model"]
     model = model if isinstance(model, str) and model else None
     estimated = False
-    if usage is None:
+    if usage is None and answered["usage"] is None:  # none at all: an unreadable one is recorded as null
         usage = _estimate(call, model)
         estimated = usage is not None
     cost = svc.pricer.cost(model, usage, 0)
