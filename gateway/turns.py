@@ -222,13 +222,13 @@ class TurnService:
         )
 
     async def _estimate(self, turn: PendingTurn, payload: Any, generated: str) -> Any:
-        """`payload` with an estimated usage when it has none (the attempt is then marked estimated).
+        """`payload` with an estimated usage when it has none, in key mode (the attempt is marked estimated).
 
         A usage object the upstream did send but that cannot be read (counts out of range) stays: it is
         recorded as null, not replaced by a guess.
         """
-        if isinstance(payload, dict) and payload.get("usage") is not None:
-            return payload
+        if not self.key_mode or (isinstance(payload, dict) and payload.get("usage") is not None):
+            return payload  # pass-through callers pay the upstream themselves: their log shows what it said
         prompt = await self._prompt_tokens(turn)
         usage = estimated_usage(prompt, generated, turn.model)
         turn.estimated = True
