@@ -54,6 +54,9 @@ class DeadlineProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
+        if self.flow.read_paused:  # the application is not reading yet (backpressure): not the client's delay
+            self._arm(self.body_timeout)
+            return
         cycle = self.cycle
         if cycle is None or not cycle.response_started:
             self.transport.write(TIMEOUT_RESPONSE % (len(TIMEOUT_BODY), TIMEOUT_BODY))

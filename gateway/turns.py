@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 
 from gateway import headers as h
 from gateway.budgets import Budgets
+from gateway.charges import TurnCharges, body_with_usage, dump_body, request_size
 from gateway.config import Settings
 from gateway.errors import (
     BudgetExceeded,
@@ -25,7 +26,6 @@ from gateway.errors import (
     GatewayError,
     UpstreamUnreachable,
 )
-from gateway.estimates import chat_prompt_tokens, completion_allowance, estimated_usage
 from gateway.exchange import (
     ChatCall,
     PendingTurn,
@@ -53,7 +53,7 @@ from gateway.history import (
 from gateway.keys import PUSD_PER_USD
 from gateway.metrics import Metrics
 from gateway.offload import run_sized
-from gateway.pricing import Pricer, Usage, parse_usage, usage_columns
+from gateway.pricing import Pricer, parse_usage, usage_columns
 from gateway.replays import find_replay
 from gateway.sse import (
     DONE,
@@ -91,6 +91,7 @@ class TurnService:
         self.metrics = metrics
         self.budgets = Budgets(db, pricer)
         self.key_mode = settings.upstream_api_key is not None
+        self.charges = TurnCharges(self.budgets, settings)
 
     async def chat(self, call: ChatCall) -> Reply | StreamReply:
         """Handle one chat-completions request, stateful when it names a conversation."""
@@ -101,7 +102,7 @@ class TurnService:
             if stream and self.key_mode and not client_wants_usage(call.body):
                 # a key's stream must report its usage to be charged: ask for it, hide it from the client
                 turn.usage_added = True
-                body = await run_sized(len(call.raw), functools.partial(_with_usage, call.body))
+                body = await run_sized(len(call.raw), functools.partial(body_with_usage, call.body))
             return await self._forward(turn, body, stream=stream)
         stack = contextlib.AsyncExitStack()
         waited = await stack.enter_async_context(
@@ -196,44 +197,8 @@ class TurnService:
         body["messages"] = compose_messages(turn.system_messages, turn.history, turn.new)
         if body.get("stream") is True:
             turn.usage_added = not client_wants_usage(turn.call.body)
-            return await run_sized(_size(turn), functools.partial(_with_usage, body))
-        return await run_sized(_size(turn), functools.partial(_dumps, body))
-
-    async def _prompt_tokens(self, turn: PendingTurn) -> int:
-        """The prompt tokens of the turn counted offline: stored history as stored, the rest counted now."""
-        if turn.prompt_estimate is None:
-            sent = [*(turn.system_messages or []), *turn.new] if turn.call.conversation_id else None
-            messages = sent if sent is not None else turn.call.body.get("messages") or []
-            counted = await run_sized(
-                _size(turn), functools.partial(chat_prompt_tokens, messages, turn.model)
-            )
-            turn.prompt_estimate = counted + sum(m.tokens for m in turn.history)
-        return turn.prompt_estimate
-
-    async def _reserve(self, turn: PendingTurn) -> None:
-        """Reserve the call's prompt and completion allowance against its key's budget (429 when spent)."""
-        call = turn.call
-        if call.budget_pusd is None:
-            return
-        allowance = completion_allowance(call.body, self.settings.budget_reserve_tokens)
-        usage = Usage(prompt_tokens=await self._prompt_tokens(turn), completion_tokens=allowance)
-        turn.reservation = await self.budgets.reserve(
-            call.owner, call.key_name, call.budget_pusd, turn.model, usage
-        )
-
-    async def _estimate(self, turn: PendingTurn, payload: Any, generated: str) -> Any:
-        """`payload` with an estimated usage when it has none, in key mode (the attempt is marked estimated).
-
-        A usage object the upstream did send but that cannot be read (counts out of range) stays: it is
-        recorded as null, not replaced by a guess.
-        """
-        if not self.key_mode or (isinstance(payload, dict) and payload.get("usage") is not None):
-            return payload  # pass-through callers pay the upstream themselves: their log shows what it said
-        prompt = await self._prompt_tokens(turn)
-        usage = estimated_usage(prompt, generated, turn.model)
-        turn.estimated = True
-        estimate = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
-        return {**(payload if isinstance(payload, dict) else {}), "usage": estimate}
+            return await run_sized(request_size(turn), functools.partial(body_with_usage, body))
+        return await run_sized(request_size(turn), functools.partial(dump_body, body))
 
     async def _forward(
         self, turn: PendingTurn, body: bytes, *, stream: bool, stack: contextlib.AsyncExitStack | None = None
@@ -242,7 +207,7 @@ class TurnService:
         headers = self.upstream.forward_headers(call.headers, call.token, identity_encoding=True)
         headers["content-type"] = "application/json"
         headers.pop("content-encoding", None)  # the body sent is the gateway's own, uncompressed
-        await self._reserve(turn)
+        await self.charges.reserve(turn)
         turn.sent = time.monotonic()
         try:
             response = await self.upstream.open("POST", self.upstream.chat_url, headers, body)
@@ -251,7 +216,7 @@ class TurnService:
             raise
         except BaseException:  # the client left while the upstream was working: charge the prompt
             with anyio.CancelScope(shield=True):
-                payload = await self._estimate(turn, None, "")
+                payload = await self.charges.estimate(turn, None, "")
                 await self._log_failure(turn, 499, "client disconnected", None, payload)
             raise
         if stream and response.status_code == 200:
@@ -265,7 +230,7 @@ class TurnService:
             raise
         except BaseException:
             with anyio.CancelScope(shield=True):
-                estimate = await self._estimate(turn, None, "")
+                estimate = await self.charges.estimate(turn, None, "")
                 await self._log_failure(turn, 499, "client disconnected", response, estimate)
             raise
         finally:
@@ -396,7 +361,7 @@ class TurnService:
     ) -> None:
         try:
             payload = {"usage": assembler.usage, "model": assembler.model}
-            payload = await self._estimate(turn, payload, assembler.generated_text())
+            payload = await self.charges.estimate(turn, payload, assembler.generated_text())
             await self._log_failure(turn, status, error, response, payload)
         except GatewayError:
             pass
@@ -406,7 +371,7 @@ class TurnService:
     async def _store_stream_turn(
         self, turn: PendingTurn, assembler: StreamAssembler, response: httpx.Response
     ) -> None:
-        completion = await self._estimate(turn, assembler.completion(), assembler.generated_text())
+        completion = await self.charges.estimate(turn, assembler.completion(), assembler.generated_text())
         if turn.call.conversation_id is None:
             await self._log_failure(turn, 200, None, response, completion)
             return
@@ -503,7 +468,7 @@ class TurnService:
             return numbered, history_digest(bodies, start=conversation.history_hash if conversation else "")
 
         try:
-            numbered, digest = await run_sized(_size(turn) + len(raw or b""), number)
+            numbered, digest = await run_sized(request_size(turn) + len(raw or b""), number)
         except UnicodeEncodeError:  # a lone UTF-16 surrogate: text that cannot be stored or sent again
             raise UpstreamUnreachable("The upstream answered with text that is not valid Unicode.") from None
         turn_number = (conversation.turn_count if conversation else 0) + 1
@@ -538,22 +503,6 @@ class TurnService:
         except ConversationBusy as exc:  # fenced: the conversation moved on; the call is still logged
             await self._log_failure(turn, exc.status_code, str(exc), response, completion)
             raise
-
-
-def _size(turn: PendingTurn) -> int:
-    """About how many bytes of JSON a turn's request body makes (to decide on a worker thread)."""
-    return len(turn.call.raw) + 4 * sum(m.tokens for m in turn.history)
-
-
-def _dumps(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False).encode()
-
-
-def _with_usage(body: dict[str, Any]) -> bytes:
-    """The body as JSON, with `stream_options.include_usage` set (the upstream then reports usage)."""
-    options = dict(body.get("stream_options") or {})
-    options["include_usage"] = True
-    return _dumps({**body, "stream_options": options})
 
 
 __all__ = ["TurnService"]
