@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from sqlalchemy import Connection, delete, func, insert, select, text
@@ -45,7 +46,9 @@ def _lock_owner(connection: Connection, owner: str) -> None:
     the SQLite lane's thread (see store/lane.py).
     """
     if connection.dialect.name == "postgresql":
-        key = int(owner[:15], 16) if owner[:15].isalnum() else hash(owner) & 0x7FFF_FFFF_FFFF_FFFF
+        key = int(
+            hashlib.sha256(b"budget:" + owner.encode()).hexdigest()[:15], 16
+        )  # the same on every replica
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
