@@ -46,9 +46,8 @@ def _lock_owner(connection: Connection, owner: str) -> None:
     the SQLite lane's thread (see store/lane.py).
     """
     if connection.dialect.name == "postgresql":
-        key = int(
-            hashlib.sha256(b"budget:" + owner.encode()).hexdigest()[:15], 16
-        )  # the same on every replica
+        digest = hashlib.sha256(b"budget:" + owner.encode()).hexdigest()  # the same on every replica
+        key = int(digest[:15], 16)
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
