@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -27,8 +28,9 @@ from gateway.errors import DatabaseUnavailable, GatewayError, MethodNotAllowed, 
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.store.database import DATABASE_ERRORS, Database, create_engine
-from gateway.tokens import count_text_tokens
+from gateway.tokens import warm_up
 from gateway.turns import TurnService
+from gateway.ui import ROUTES as UI_ROUTES
 from gateway.upstream import UpstreamClient, create_http_client
 
 log = logging.getLogger("gateway")
@@ -46,6 +48,7 @@ ROUTES = [
     Route("/healthz", ops.healthz, methods=["GET"]),
     Route("/metrics", ops.metrics, methods=["GET"]),
     Route("/openapi.json", ops.openapi, methods=["GET"]),
+    *UI_ROUTES,
     Route("/v1/{path:path}", proxy.proxy, methods=ALL_METHODS),
 ]
 
@@ -100,8 +103,10 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
             await migrate.upgrade(engine)
             db = Database(engine, lease_seconds=settings.lock_lease)
             pricer = Pricer.from_file(settings.prices_file)
-            count_text_tokens("warm up", "gpt-4o")  # load the tokenizers before the first request
-            count_text_tokens("warm up", "gpt-4")
+            # Build the most used encoding (gpt-4o and later) before serving: tiktoken holds the GIL
+            # while it builds (~0.3 s), which must not stall requests in flight. Others (cl100k_base
+            # for gpt-4 and gpt-3.5) are built on first use, in a worker thread (see turns.py).
+            await anyio.to_thread.run_sync(warm_up, "gpt-4o")
             try:
                 async with create_http_client(settings, transport) as http:
                     upstream = UpstreamClient(http, settings)

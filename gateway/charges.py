@@ -13,12 +13,19 @@ from gateway.budgets import Budgets
 from gateway.config import Settings
 from gateway.estimates import chat_prompt_tokens, completion_allowance, estimated_usage
 from gateway.exchange import PendingTurn
-from gateway.offload import run_sized
+from gateway.offload import THREAD_THRESHOLD, run_sized
 from gateway.pricing import Usage
+from gateway.tokens import needs_loading
 
 
 def request_size(turn: PendingTurn) -> int:
-    """About how many bytes of JSON a turn's request body makes (to decide on a worker thread)."""
+    """About how many bytes of JSON a turn's request body makes (to decide on a worker thread).
+
+    When counting its tokens would first build the model's encoding, it counts as big: that build
+    belongs off the event loop too.
+    """
+    if needs_loading(turn.model):
+        return THREAD_THRESHOLD + 1
     return len(turn.call.raw) + 4 * sum(m.tokens for m in turn.history)
 
 

@@ -99,6 +99,7 @@ class Settings:
     body_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
     max_connections: int = 1000
+    ui_session_seconds: float = 8 * 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -144,6 +145,7 @@ class Settings:
             keep_alive_timeout=_float(env, "GATEWAY_KEEP_ALIVE_TIMEOUT", default.keep_alive_timeout),
             max_connections=_int(env, "GATEWAY_MAX_CONNECTIONS", default.max_connections)
             or default.max_connections,
+            ui_session_seconds=_float(env, "GATEWAY_UI_SESSION_SECONDS", default.ui_session_seconds),
         )
 
     @property

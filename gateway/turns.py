@@ -468,6 +468,7 @@ class TurnService:
             return numbered, history_digest(bodies, start=conversation.history_hash if conversation else "")
 
         try:
+            # big turns, and the first count that builds its encoding, run off the event loop
             numbered, digest = await run_sized(request_size(turn) + len(raw or b""), number)
         except UnicodeEncodeError:  # a lone UTF-16 surrogate: text that cannot be stored or sent again
             raise UpstreamUnreachable("The upstream answered with text that is not valid Unicode.") from None

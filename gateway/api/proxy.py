@@ -32,11 +32,12 @@ from gateway.errors import GatewayError, UnsupportedEncoding
 from gateway.estimates import body_prompt_tokens, completion_allowance, estimated_usage
 from gateway.exchange import client_wants_usage, json_or_none
 from gateway.identity import bearer_token
-from gateway.offload import run_sized
+from gateway.offload import THREAD_THRESHOLD, run_sized
 from gateway.pricing import Usage, parse_usage, usage_columns
 from gateway.sse import SseSplitter, UsageMeter, is_usage_only
 from gateway.store.spend import release_budget
 from gateway.store.usage import insert_attempt
+from gateway.tokens import needs_loading
 from gateway.upstream import response_headers, translate_errors
 
 log = logging.getLogger("gateway")
@@ -59,6 +60,14 @@ class _Call:
     reservation: int | None = None
     finished: bool = False  # the upstream's answer arrived whole
     size: int = 0  # of the request body the gateway read
+
+
+def _counting_size(call: _Call) -> int:
+    """The size that decides whether counting the call's tokens goes to a worker thread (see offload.py)."""
+    model = call.body.get("model") if call.body is not None else None
+    if isinstance(model, str) and needs_loading(model):
+        return THREAD_THRESHOLD + 1  # the count would first build the model's encoding
+    return call.size
 
 
 def _text(value: Any) -> str | None:
@@ -117,7 +126,8 @@ async def _log(svc: Services, call: _Call, status: int, error: str | None) -> No
         return
     with anyio.CancelScope(shield=True):
         try:
-            values = await run_sized(call.size, functools.partial(_attempt, svc, call, status, error))
+            size = _counting_size(call)
+            values = await run_sized(size, functools.partial(_attempt, svc, call, status, error))
             reservation, call.reservation = call.reservation, None
 
             def record(connection: Any) -> None:
@@ -220,7 +230,7 @@ async def _reserve(svc: Services, call: _Call, caller: Any) -> None:
         return
     body = call.body or {}
     model = body.get("model") if isinstance(body.get("model"), str) else None
-    prompt = await run_sized(call.size, functools.partial(body_prompt_tokens, body, model))
+    prompt = await run_sized(_counting_size(call), functools.partial(body_prompt_tokens, body, model))
     usage = Usage(prompt, completion_allowance(body, svc.settings.budget_reserve_tokens))
     call.reservation = await svc.turns.budgets.reserve(
         caller.identity, caller.key_name, caller.budget_pusd, model, usage

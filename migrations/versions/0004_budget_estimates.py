@@ -5,7 +5,7 @@ without the upstream's usage). `budget_reservations` holds what calls of a key w
 while they run, so that concurrent calls see each other before any of them is recorded.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
