@@ -54,10 +54,11 @@ class DeadlineProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        if self.flow.read_paused:  # the application is not reading yet (backpressure): not the client's delay
+        cycle = self.cycle
+        waiting = cycle is not None and cycle.waiting_for_100_continue and not cycle.response_started
+        if self.flow.read_paused or waiting:  # the application has not asked for the body: no client delay
             self._arm(self.body_timeout)
             return
-        cycle = self.cycle
         if cycle is None or not cycle.response_started:
             self.transport.write(TIMEOUT_RESPONSE % (len(TIMEOUT_BODY), TIMEOUT_BODY))
         if cycle is not None:
