@@ -294,7 +294,7 @@ class TurnService:
                         if event.is_done:
                             finished = True
                             break
-                        payload = event.json()
+                        payload = await run_sized(len(event.raw), event.json)  # a huge event: off the loop
                         if payload is None and event.data is not None:
                             raise UpstreamUnreachable("The upstream sent a stream event that is not JSON.")
                         try:
@@ -469,16 +469,18 @@ class TurnService:
 
         try:
             # big turns, and the first count that builds its encoding, run off the event loop
-            numbered, digest = await run_sized(request_size(turn) + len(raw or b""), number)
+            size = request_size(turn) + len(raw or b"")
+            numbered, digest = await run_sized(size, number)
         except UnicodeEncodeError:  # a lone UTF-16 surrogate: text that cannot be stored or sent again
             raise UpstreamUnreachable("The upstream answered with text that is not valid Unicode.") from None
         turn_number = (conversation.turn_count if conversation else 0) + 1
         values = self._attempt_values(turn, response.status_code, None, response, completion)
         values["turn"] = turn_number
         values["fingerprint"] = fingerprint(turn.new)
-        values["response_body"] = (
-            raw.decode("utf-8", "replace") if raw is not None else json.dumps(completion)
-        )
+        if raw is not None:
+            values["response_body"] = raw.decode("utf-8", "replace")
+        else:
+            values["response_body"] = await run_sized(size, functools.partial(json.dumps, completion))
         self._observe(turn, values)
         write = TurnWrite(
             owner=call.owner,
