@@ -127,7 +127,7 @@ class BodyCapture:
         if self._size <= self._limit:
             try:
                 payload = json.loads(b"".join(self._head))
-            except ValueError:
+            except (ValueError, RecursionError):
                 payload = None
             if not isinstance(payload, dict):
                 return dict.fromkeys(names)
@@ -143,6 +143,6 @@ def _last_value(text: str, key: str) -> Any:
         return None
     try:
         value, _ = json.JSONDecoder().raw_decode(text, matches[-1].end())
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value

@@ -62,6 +62,19 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
+def nesting_error() -> InvalidRequest:
+    """The 400 of a body nested more than MAX_DEPTH levels deep."""
+    return InvalidRequest(
+        f"The JSON body nests arrays and objects more than {MAX_DEPTH} levels deep.", code="invalid_json"
+    )
+
+
+def check_depth(raw: bytes, body: Any) -> None:
+    """400 when the decoded body nests arrays and objects more than MAX_DEPTH levels deep."""
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(body, MAX_DEPTH):
+        raise nesting_error()
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """Decode a request body that must be a JSON object of valid Unicode (no NaN, no lone surrogates).
 
@@ -74,10 +87,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(INVALID_JSON, code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(body, MAX_DEPTH):
-        raise InvalidRequest(
-            f"The JSON body nests arrays and objects more than {MAX_DEPTH} levels deep.", code="invalid_json"
-        )
+    check_depth(raw, body)
     if SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
         raise InvalidRequest(
             "The JSON body holds a \\u escape of a lone UTF-16 surrogate, which is not valid Unicode.",

@@ -135,10 +135,10 @@ def check_tool_results_fit(turn: PendingTurn) -> None:
 
 
 def json_or_none(payload: bytes) -> Any:
-    """The decoded JSON body, or None when it is not JSON."""
+    """The decoded JSON body, or None when it is not JSON (or nests too deep to decode)."""
     try:
         return json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

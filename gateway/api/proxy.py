@@ -28,9 +28,10 @@ from gateway import headers as h
 from gateway.api.chat import RelayResponse
 from gateway.api.common import LimitedBody, Services, services
 from gateway.capture import READABLE_ENCODINGS, BodyCapture
+from gateway.chat_request import check_depth, nesting_error
 from gateway.errors import GatewayError, UnsupportedEncoding
 from gateway.estimates import body_prompt_tokens, completion_allowance, estimated_usage
-from gateway.exchange import client_wants_usage, json_or_none
+from gateway.exchange import client_wants_usage
 from gateway.identity import bearer_token
 from gateway.offload import THREAD_THRESHOLD, run_sized
 from gateway.pricing import Usage, parse_usage, usage_columns
@@ -190,6 +191,18 @@ async def _body(svc: Services, call: _Call, upstream: httpx.Response) -> AsyncIt
             await _log(svc, call, status, error)
 
 
+def _decode(text: bytes) -> Any:
+    """The JSON body (None when it is not JSON); 400 when it nests too deep to be handled safely."""
+    try:
+        parsed = json.loads(text)
+    except RecursionError:
+        raise nesting_error() from None
+    except ValueError:
+        return None
+    check_depth(text, parsed)
+    return parsed
+
+
 def _is_json(request: Request) -> bool:
     return "json" in request.headers.get("content-type", "").lower()
 
@@ -210,7 +223,7 @@ async def _read_for_charging(
         raw.append(chunk)
     text = b"".join(decoded)
     call.size = len(text)
-    parsed = await run_sized(len(text), functools.partial(json_or_none, text))
+    parsed = await run_sized(len(text), functools.partial(_decode, text))
     if not isinstance(parsed, dict):
         return b"".join(raw)  # not a JSON object: the upstream judges it, uncharged beyond its usage
     call.body = parsed

@@ -212,3 +212,16 @@ async def test_small_bodies_stay_on_the_loop(harness: Harness, threads: list[tup
     )
     assert response.status_code == 200
     assert all(on_loop for _, on_loop in threads)
+
+
+@pytest.mark.parametrize("depth", [960, 5000])
+async def test_a_deeply_nested_pass_through_body_is_never_a_500(harness: Harness, depth: int) -> None:
+    body = '{"model": "text-embedding-3-small", "input": ' + "[" * depth + "]" * depth + "}"
+    response = await harness.client.post(
+        "/v1/embeddings", content=body, headers=harness.headers(**{"content-type": "application/json"})
+    )
+    assert response.status_code < 500, response.text
+    if depth == 960 and harness.token != "sk-caller":  # gateway-key mode reads the body to charge it
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    health = await harness.client.get("/v1/models", headers=harness.headers())
+    assert health.status_code == 200
