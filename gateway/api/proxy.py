@@ -237,6 +237,18 @@ async def _read_for_charging(
     return b"".join(raw)
 
 
+async def _content(
+    svc: Services, request: Request, limited: LimitedBody, call: _Call, headers: dict[str, str]
+) -> bytes | AsyncIterator[bytes]:
+    """What to send upstream: in key mode a JSON body read whole, else the body streamed as it comes."""
+    if svc.settings.upstream_api_key is not None and _is_json(request):
+        return await _read_for_charging(svc, request, limited, call, headers)
+    if _is_json(request) and limited.encoding in READABLE_ENCODINGS:
+        call.sent = BodyCapture()
+        limited.sink = call.sent.feed  # a compressed body is inflated in a worker thread, within the limit
+    return limited.chunks()
+
+
 async def _reserve(svc: Services, call: _Call, caller: Any) -> None:
     """Reserve the call's estimated cost against its key's budget (429 when it is spent)."""
     if caller.budget_pusd is None:
@@ -273,16 +285,7 @@ async def proxy(request: Request) -> Response:
         "created_at": time.time(),
     }
     call = _Call(values, time.monotonic(), None)
-    content: bytes | AsyncIterator[bytes] | None = None
-    if has_body and key_mode and _is_json(request):
-        content = await _read_for_charging(svc, request, limited, call, headers)
-    elif has_body:
-        call.sent = BodyCapture() if _is_json(request) and limited.encoding in READABLE_ENCODINGS else None
-        if call.sent is not None:
-            limited.sink = (
-                call.sent.feed
-            )  # a compressed body is inflated in a worker thread, within the limit
-        content = limited.chunks()
+    content = await _content(svc, request, limited, call, headers) if has_body else None
     if key_mode:
         await _reserve(svc, call, caller)
     try:
