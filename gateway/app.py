@@ -20,13 +20,14 @@ from starlette.routing import Route
 from gateway import headers as h
 from gateway import migrate
 from gateway.access import AccessLog, route_paths
-from gateway.api import admin, chat, conversations, ops, proxy, usage
+from gateway.api import admin, chat, conversations, ops, proxy, responses, usage
 from gateway.api.common import Services, json_response
 from gateway.auth import Authenticator
 from gateway.config import Settings
 from gateway.errors import DatabaseUnavailable, GatewayError, MethodNotAllowed, NotFound, error_body
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
+from gateway.responses.service import ResponseService
 from gateway.store.database import DATABASE_ERRORS, Database, create_engine
 from gateway.tokens import warm_up
 from gateway.turns import TurnService
@@ -39,6 +40,7 @@ ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 ROUTES = [
     Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+    *responses.ROUTES,
     Route("/v1/conversations/{conversation_id}/usage", usage.conversation_usage, methods=["GET"]),
     Route("/v1/usage", usage.usage, methods=["GET"]),
     Route("/admin/keys", admin.list_all, methods=["GET"]),
@@ -110,14 +112,16 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
             try:
                 async with create_http_client(settings, transport) as http:
                     upstream = UpstreamClient(http, settings)
+                    turns = TurnService(db, upstream, settings, pricer, metrics=metrics)
                     services = Services(
                         settings=settings,
                         db=db,
                         upstream=upstream,
-                        turns=TurnService(db, upstream, settings, pricer, metrics=metrics),
+                        turns=turns,
                         pricer=pricer,
                         auth=Authenticator(db, settings),
                         metrics=metrics,
+                        responses=ResponseService(db, turns, settings),
                     )
                     # Everything loaded so far lives as long as the process: keep it out of the
                     # collector's full passes (each one walked it, ~65 ms, every few seconds under load).

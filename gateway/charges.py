@@ -52,12 +52,15 @@ class TurnCharges:
     async def prompt_tokens(self, turn: PendingTurn) -> int:
         """The prompt tokens of the turn counted offline: stored history as stored, the rest counted now."""
         if turn.prompt_estimate is None:
-            sent = [*(turn.system_messages or []), *turn.new] if turn.call.conversation_id else None
-            messages = sent if sent is not None else turn.call.body.get("messages") or []
+            messages = turn.call.body.get("messages") or []
+            if turn.call.conversation_id is not None:  # what the gateway composes, the stored history aside
+                system = [*(turn.call.instructions or []), *(turn.system_messages or [])]
+                messages = [*system, *turn.new]
             counted = await run_sized(
                 request_size(turn), functools.partial(chat_prompt_tokens, messages, turn.model)
             )
-            turn.prompt_estimate = counted + sum(m.tokens for m in turn.history)
+            stored = sum(m.tokens for m in turn.history) + turn.summary_sent_tokens
+            turn.prompt_estimate = counted + stored
         return turn.prompt_estimate
 
     async def reserve(self, turn: PendingTurn) -> None:

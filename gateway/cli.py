@@ -35,6 +35,16 @@ def load_settings(**overrides: Any) -> Settings:
         raise click.UsageError(str(exc)) from exc
 
 
+def check_summary_prompt(path: str | None) -> None:
+    """Refuse to start on an unreadable GATEWAY_SUMMARY_PROMPT_FILE, with the reason."""
+    from gateway.window import load_summary_prompt
+
+    try:
+        load_summary_prompt(path)
+    except ConfigError as exc:
+        raise click.UsageError(f"GATEWAY_SUMMARY_PROMPT_FILE: {exc}") from None
+
+
 def app_factory() -> Any:
     """Build the app in a uvicorn worker process from the settings the parent serialized."""
     import json
@@ -78,6 +88,7 @@ def serve(**flags: Any) -> None:
             "Set GATEWAY_DATABASE_URL=postgresql+asyncpg://... or run one worker."
         )
     check_prices_file(settings.prices_file)
+    check_summary_prompt(settings.summary_prompt_file)
     configure_logging(settings.log_level, settings.log_format)
     protect_logs(settings)
     if settings.metrics_dir is not None:
@@ -178,12 +189,18 @@ def migrate(database_url: str | None) -> None:
 @main.command("mock-upstream")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=9000, show_default=True)
-def mock_upstream(host: str, port: int) -> None:
+@click.option(
+    "--prompt-cache",
+    is_flag=True,
+    help="Report cached_tokens for the longest prompt prefix seen before (per API key; 1,024+ tokens, "
+    "128-token steps, forgotten after 5 minutes idle), like OpenAI's prompt caching.",
+)
+def mock_upstream(host: str, port: int, prompt_cache: bool) -> None:
     """Run the built-in fake OpenAI upstream (a testing aid, not a model)."""
     from gateway.mock_upstream import run_mock
 
     click.echo(f"mock upstream (testing aid) on http://{host}:{port}/v1", err=True)
-    run_mock(host, port)
+    run_mock(host, port, prompt_cache=prompt_cache)
 
 
 main.add_command(usage)

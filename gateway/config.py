@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./gateway.db"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+HISTORY_STRATEGIES = ("sliding", "stable", "summarize")
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,28 @@ def _seconds_or_zero(env: Mapping[str, str], name: str, default: float) -> float
     return _float(env, name, default)
 
 
+def _ratio(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number from 0 to 1, got {raw!r}") from None
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{name} must be a number from 0 to 1, got {raw!r}")
+    return value
+
+
+def _strategy(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in HISTORY_STRATEGIES:
+        raise ConfigError(f"{name} must be one of {', '.join(HISTORY_STRATEGIES)}, got {raw!r}")
+    return raw
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -99,6 +122,13 @@ class Settings:
     body_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
     max_connections: int = 1000
+    history_strategy: str = "stable"
+    history_trim_to: float = 0.5
+    summary_model: str | None = None
+    summary_prompt_file: str | None = None
+    summary_timeout: float = 60.0
+    prompt_cache_key: bool = False
+    responses_mode: str = "translate"  # GATEWAY_RESPONSES: translate | passthrough
     ui_session_seconds: float = 8 * 3600.0
 
     @classmethod
@@ -111,6 +141,11 @@ class Settings:
         log_level = env.get("GATEWAY_LOG_LEVEL", "").strip().upper() or default.log_level
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"GATEWAY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+        responses_mode = env.get("GATEWAY_RESPONSES", "").strip().lower() or default.responses_mode
+        if responses_mode not in ("translate", "passthrough"):
+            raise ConfigError(
+                f"GATEWAY_RESPONSES must be 'translate' or 'passthrough', got {responses_mode!r}"
+            )
         return cls(
             host=env.get("GATEWAY_HOST", "").strip() or default.host,
             port=_int(env, "GATEWAY_PORT", default.port) or default.port,
@@ -145,6 +180,13 @@ class Settings:
             keep_alive_timeout=_float(env, "GATEWAY_KEEP_ALIVE_TIMEOUT", default.keep_alive_timeout),
             max_connections=_int(env, "GATEWAY_MAX_CONNECTIONS", default.max_connections)
             or default.max_connections,
+            history_strategy=_strategy(env, "GATEWAY_HISTORY_STRATEGY", default.history_strategy),
+            history_trim_to=_ratio(env, "GATEWAY_HISTORY_TRIM_TO", default.history_trim_to),
+            summary_model=env.get("GATEWAY_SUMMARY_MODEL", "").strip() or None,
+            summary_prompt_file=env.get("GATEWAY_SUMMARY_PROMPT_FILE", "").strip() or None,
+            summary_timeout=_float(env, "GATEWAY_SUMMARY_TIMEOUT", default.summary_timeout),
+            prompt_cache_key=_bool(env, "GATEWAY_PROMPT_CACHE_KEY"),
+            responses_mode=responses_mode,
             ui_session_seconds=_float(env, "GATEWAY_UI_SESSION_SECONDS", default.ui_session_seconds),
         )
 

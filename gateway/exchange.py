@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from sqlalchemy import Connection
 
 from gateway import headers as h
 from gateway.errors import InvalidRequest
 from gateway.history import Budget, StoredMessage, unanswered_tool_results
 from gateway.replays import Recorded
+from gateway.store.conversations import SummaryState, TurnWrite
 from gateway.store.tables import Conversation
+
+CHAT_ENDPOINT = "/v1/chat/completions"
+# Runs inside a stored turn's transaction, after its messages: (connection, the write, the completion).
+StoreHook = Callable[[Connection, TurnWrite, Any], None]
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,13 @@ class ChatCall:
     idempotency_key: str | None = None
     key_name: str | None = None
     budget_pusd: int | None = None  # the key's budget, when it has one: the call reserves its share
+    header_strategy: str | None = None  # X-History-Strategy, validated
+    # Used by the Responses API (all optional, so chat requests are unchanged):
+    endpoint: str = CHAT_ENDPOINT  # the request log's endpoint
+    instructions: list[dict[str, Any]] | None = None  # the system prompt of this turn only, never stored
+    expected_turn: int | None = None  # continue only from this turn count, else ConversationMoved
+    store: bool = True  # False: use the history, write nothing (the attempt is still logged)
+    on_store: StoreHook | None = None
 
 
 @dataclass
@@ -71,6 +84,11 @@ class PendingTurn:
     reservation: int | None = None  # the budget reservation to release with the request-log row
     prompt_estimate: int | None = None  # the prompt tokens counted offline, once needed
     estimated: bool = False  # the recorded usage is the gateway's estimate, not the upstream's
+    strategy: str | None = None  # the history strategy applied
+    window_start: int | None = None  # the stable window's new start after a cut (None: unchanged)
+    summary: SummaryState | None = None  # the summary sent (the stored one, or one folded in now)
+    summary_changed: bool = False  # True when this turn folded a new summary in (stored with the turn)
+    summary_sent_tokens: int = 0  # tokens of the summary message sent
 
     @property
     def model(self) -> str | None:
@@ -82,11 +100,20 @@ class PendingTurn:
         """Response headers that report what history was sent."""
         if self.call.conversation_id is None:
             return {}
-        return {
+        headers = {
             h.CONVERSATION_ID: self.call.conversation_id,
             h.HISTORY_MESSAGES: str(len(self.history)),
             h.HISTORY_DROPPED: str(self.dropped),
         }
+        if self.strategy is not None:
+            headers[h.HISTORY_STRATEGY] = self.strategy
+            headers[h.HISTORY_SUMMARIZED] = str(self.summarized)
+        return headers
+
+    @property
+    def summarized(self) -> int:
+        """How many stored messages the summary sent covers (0 when none is sent)."""
+        return self.summary.through if self.summary is not None else 0
 
 
 def error_text(body: bytes) -> str:

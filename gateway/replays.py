@@ -43,6 +43,8 @@ class Recorded:
     history_messages: int | None
     upstream_request_id: str | None
     history_dropped: int | None = None
+    history_strategy: str | None = None
+    history_summarized: int | None = None
 
     def plain(self) -> tuple[dict[str, str], bytes]:
         """Headers and body of the recorded response, for a non-streaming request."""
@@ -64,6 +66,9 @@ class Recorded:
             headers[h.HISTORY_MESSAGES] = str(self.history_messages)
         if self.history_dropped is not None:
             headers[h.HISTORY_DROPPED] = str(self.history_dropped)
+        if self.history_strategy is not None:
+            headers[h.HISTORY_STRATEGY] = self.history_strategy
+            headers[h.HISTORY_SUMMARIZED] = str(self.history_summarized or 0)
         if self.upstream_request_id:
             headers[h.REQUEST_ID] = self.upstream_request_id
         return headers
@@ -146,4 +151,6 @@ async def _recorded(session: AsyncSession, conversation: Conversation, attempt: 
         history_messages=attempt.history_messages,
         upstream_request_id=attempt.upstream_request_id,
         history_dropped=dropped,
+        history_strategy=attempt.history_strategy,
+        history_summarized=attempt.history_summarized,
     )

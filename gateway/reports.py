@@ -36,6 +36,11 @@ USAGE_FIELDS = (
     "history_cost_usd",
     "unpriced_requests",
     "unreported_usage_requests",
+    "cache_write_tokens",
+    "summary_tokens",
+    "summary_cost_usd",
+    "full_replay_cost_usd",
+    "saved_usd",
     "estimated_requests",
 )
 _EPOCH = date(1970, 1, 1)
@@ -69,6 +74,13 @@ class Totals:
     cost_pusd: int = 0
     history_priced: int = 0  # rows with a known history cost
     history_cost_pusd: int = 0
+    cache_write_tokens: int = 0
+    summary_requests: int = 0  # summary calls (the gateway's own, for `summarize`)
+    summary_tokens: int = 0  # prompt + completion tokens of summary calls
+    summary_priced: int = 0  # summary calls with a known cost
+    summary_cost_pusd: int = 0
+    replay_priced: int = 0  # rows with a known full-replay cost
+    full_replay_pusd: int = 0
     estimated: int = 0  # rows whose usage is the gateway's estimate
 
     def __add__(self, other: Totals) -> Totals:
@@ -139,6 +151,10 @@ def usage_fields(totals: Totals) -> dict[str, Any]:
     def tokens(value: int) -> int | None:
         return value if empty or totals.reported else None
 
+    cost = usd(totals.cost_pusd) if empty or totals.priced else None
+    replay = usd(totals.full_replay_pusd) if empty or totals.replay_priced else None
+    # Saved is only stated when every priced figure is known: an unpriced call would make it a guess.
+    complete = totals.unpriced == 0 and cost is not None and replay is not None
     return {
         "requests": totals.requests,
         "prompt_tokens": tokens(totals.prompt_tokens),
@@ -147,10 +163,17 @@ def usage_fields(totals: Totals) -> dict[str, Any]:
         "reasoning_tokens": tokens(totals.reasoning_tokens),
         "total_tokens": tokens(totals.prompt_tokens + totals.completion_tokens),
         "history_tokens": tokens(totals.history_tokens),
-        "cost_usd": usd(totals.cost_pusd) if empty or totals.priced else None,
+        "cost_usd": cost,
         "history_cost_usd": usd(totals.history_cost_pusd) if empty or totals.history_priced else None,
         "unpriced_requests": totals.unpriced,
         "unreported_usage_requests": totals.requests - totals.reported,
+        "cache_write_tokens": tokens(totals.cache_write_tokens),
+        "summary_tokens": tokens(totals.summary_tokens),
+        "summary_cost_usd": usd(totals.summary_cost_pusd)
+        if totals.summary_requests == 0 or totals.summary_priced
+        else None,
+        "full_replay_cost_usd": replay,
+        "saved_usd": replay - cost if complete and replay is not None and cost is not None else None,
         "estimated_requests": totals.estimated,
     }
 
@@ -314,6 +337,11 @@ _TABLE_COLUMNS = (
     ("HISTORY", "history_tokens"),
     ("COST_USD", "cost_usd"),
     ("HISTORY_USD", "history_cost_usd"),
+    ("CACHE_WRITE", "cache_write_tokens"),
+    ("SUMMARY", "summary_tokens"),
+    ("SUMMARY_USD", "summary_cost_usd"),
+    ("REPLAY_USD", "full_replay_cost_usd"),
+    ("SAVED_USD", "saved_usd"),
     ("UNPRICED", "unpriced_requests"),
     ("NO_USAGE", "unreported_usage_requests"),
     ("ESTIMATED", "estimated_requests"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from gateway.config import Settings
 from gateway.errors import (
     BudgetExceeded,
     ConversationBusy,
+    ConversationMoved,
     DatabaseUnavailable,
     GatewayError,
     UpstreamUnreachable,
@@ -65,13 +67,22 @@ from gateway.sse import (
     has_finish_reason,
     is_usage_only,
 )
-from gateway.store.conversations import TurnWrite, load_turn, write_turn
+from gateway.store.conversations import (
+    LoadedTurn,
+    TurnWrite,
+    load_turn_state,
+    read_bodies,
+    stored_summary,
+    write_turn,
+)
 from gateway.store.database import Database
 from gateway.store.spend import conversation_spent_pusd, release_budget
 from gateway.store.tables import Conversation
 from gateway.store.usage import insert_attempt
-from gateway.tokens import count_message_tokens
+from gateway.summaries import Fold, Summarizer
+from gateway.tokens import count_message_tokens, needs_loading
 from gateway.upstream import UpstreamClient, read_body, response_headers, translate_errors
+from gateway.window import load_summary_prompt, stable_window, summary_message
 
 CHAT_PATH = "/chat/completions"
 CHAT_ENDPOINT = "/v1/chat/completions"  # the upstream-latency label of chat calls
@@ -92,6 +103,8 @@ class TurnService:
         self.budgets = Budgets(db, pricer)
         self.key_mode = settings.upstream_api_key is not None
         self.charges = TurnCharges(self.budgets, settings)
+        prompt = load_summary_prompt(settings.summary_prompt_file)
+        self.summarizer = Summarizer(db, upstream, settings, pricer, prompt, metrics=metrics)
 
     async def chat(self, call: ChatCall) -> Reply | StreamReply:
         """Handle one chat-completions request, stateful when it names a conversation."""
@@ -128,20 +141,25 @@ class TurnService:
         call = turn.call
         assert call.conversation_id is not None
         unit = functools.partial(
-            load_turn,
+            load_turn_state,
             owner=call.owner,
             conversation_id=call.conversation_id,
             budget_for=functools.partial(self._budget, call.header_budget),
+            anchored=lambda c: self._strategy(call, c) != "sliding",
         )
-        conversation, candidates = await self.db.run(unit)
+        loaded = await self.db.run(unit)
+        conversation = loaded.conversation
         system, rest = split_system(call.body["messages"])
         turn.conversation = conversation
+        turn.strategy = self._strategy(call, conversation)
         turn.replace_system = bool(system)
         if system:
             turn.system_messages = system
         elif conversation is not None and conversation.system_messages:
             turn.system_messages = json.loads(conversation.system_messages)
         if conversation is None:
+            if call.expected_turn is not None:
+                raise ConversationMoved(f"Conversation '{call.conversation_id}' no longer exists.")
             turn.new = rest
             return
         if call.retry_count >= 1 or call.idempotency_key is not None:
@@ -157,13 +175,65 @@ class TurnService:
                 )
             if turn.replay is not None:
                 return
+        if call.expected_turn is not None and conversation.turn_count != call.expected_turn:
+            raise ConversationMoved(
+                f"Conversation '{conversation.id}' has moved past turn {call.expected_turn}."
+            )
         await self._check_cost_cap(conversation)
         turn.new = new_messages(rest, conversation.message_count, conversation.history_hash)
         budget = self._budget(call.header_budget, conversation)
-        turn.history = select_window(candidates, budget, conversation.message_count, conversation.token_count)
+        self._window(turn, conversation, loaded, budget)
         turn.dropped = conversation.message_count - len(turn.history)
         if turn.dropped and turn.new and turn.new[0].get("role") == "tool":
             check_tool_results_fit(turn)
+        turn.summary = stored_summary(conversation)
+        if turn.window_start is not None and turn.strategy == "summarize":  # a cut
+            await self._fold(turn, conversation, turn.window_start)
+        if turn.summary is not None:
+            turn.summary_sent_tokens = await count_off_loop(summary_message(turn.summary.text), turn.model)
+
+    def _window(
+        self, turn: PendingTurn, conversation: Conversation, loaded: LoadedTurn, budget: Budget
+    ) -> None:
+        """Choose the history the turn replays, by its strategy; after a cut, the window's new start."""
+        count, tokens = conversation.message_count, conversation.token_count
+        if turn.strategy == "sliding":
+            turn.history = select_window(loaded.candidates, budget, count, tokens)
+            return
+        plan = stable_window(
+            loaded.candidates,
+            budget,
+            start=conversation.window_start,
+            anchor=loaded.anchor,
+            message_count=count,
+            token_count=tokens,
+            trim_to=self.settings.history_trim_to,
+        )
+        turn.history = plan.history
+        turn.window_start = plan.start if plan.cut else None
+
+    def _strategy(self, call: ChatCall, conversation: Conversation | None) -> str:
+        """The history strategy: the request's header, else the conversation's setting, else the server's."""
+        if call.header_strategy is not None:
+            return call.header_strategy
+        if conversation is not None and conversation.history_strategy is not None:
+            return conversation.history_strategy
+        return self.settings.history_strategy
+
+    async def _fold(self, turn: PendingTurn, conversation: Conversation, through: int) -> None:
+        """At a cut under `summarize`: fold every stored message before the new start that the summary does
+        not cover yet into it (the turn waits for the call; a failure keeps the previous summary)."""
+        first = turn.summary.through if turn.summary is not None else 0
+        model = conversation.summary_model or self.settings.summary_model or turn.model
+        if first >= through or model is None:
+            return
+        bodies = await self.db.run(
+            functools.partial(read_bodies, conversation_pk=conversation.pk, first=first, end=through)
+        )
+        previous = turn.summary.text if turn.summary is not None else None
+        folded = await self.summarizer.fold(turn.call, Fold(previous, bodies, through, model), turn.model)
+        if folded is not None:
+            turn.summary, turn.summary_changed = folded, True
 
     async def _check_cost_cap(self, conversation: Conversation) -> None:
         """429 once the conversation's recorded cost reached its `max_cost_usd` (turns are serialized)."""
@@ -194,7 +264,14 @@ class TurnService:
     async def _compose(self, turn: PendingTurn) -> bytes:
         """The upstream body: the client's dict with `messages` replaced and usage requested for streams."""
         body = dict(turn.call.body)
-        body["messages"] = compose_messages(turn.system_messages, turn.history, turn.new)
+        system = list(turn.system_messages or [])
+        if turn.call.instructions is not None:  # this turn's own system prompt, then any it sent to store
+            system = [*turn.call.instructions, *(system if turn.replace_system else [])]
+        if turn.summary is not None:
+            system.append(summary_message(turn.summary.text))  # right after the (stored) system prompt
+        body["messages"] = compose_messages(system, turn.history, turn.new)
+        if self.settings.prompt_cache_key and "prompt_cache_key" not in body:
+            body["prompt_cache_key"] = prompt_cache_key(turn.call.owner, turn.call.conversation_id or "")
         if body.get("stream") is True:
             turn.usage_added = not client_wants_usage(turn.call.body)
             return await run_sized(request_size(turn), functools.partial(body_with_usage, body))
@@ -386,14 +463,17 @@ class TurnService:
         response_model = returned if isinstance(returned, str) and returned else None
         # Calls without a conversation carry no stored history: 0, so their history cost is a true 0.
         history_tokens = sum(m.tokens for m in turn.history)
+        # A full replay would have sent the stored messages left out instead of the summary.
+        stored_tokens = turn.conversation.token_count if turn.conversation is not None else 0
+        left_out = stored_tokens - history_tokens - turn.summary_sent_tokens
         # Prices and reports use the model the upstream says it ran (e.g. the dated name).
-        cost = self.pricer.cost(response_model or turn.model, usage, history_tokens)
+        cost = self.pricer.cost(response_model or turn.model, usage, history_tokens, left_out_tokens=left_out)
         return {
             "owner": call.owner,
             "conversation_id": call.conversation_id,
             "request_id": call.request_id,
             "upstream_request_id": upstream_request_id(response),
-            "endpoint": "/v1" + CHAT_PATH,
+            "endpoint": call.endpoint,
             "model": turn.model[:200] if turn.model else None,
             "response_model": response_model[:200] if response_model else None,
             "stream": call.body.get("stream") is True,
@@ -404,6 +484,8 @@ class TurnService:
             **usage_columns(usage, cost),
             "history_tokens": history_tokens,
             "history_messages": len(turn.history),
+            "history_strategy": turn.strategy,
+            "history_summarized": turn.summarized if turn.strategy is not None else None,
             "idempotency_key": call.idempotency_key,
             "created_at": time.time(),
             "estimated": turn.estimated,
@@ -451,6 +533,9 @@ class TurnService:
         """Store the new messages and the reply as one turn, with its attempt, in one transaction."""
         call = turn.call
         assert call.conversation_id is not None
+        if not call.store:  # the history was used; nothing is written but the attempt
+            await self._log_failure(turn, response.status_code, None, response, completion)
+            return
         conversation = turn.conversation
         bodies = [*turn.new, reply]
         model = turn.model
@@ -491,6 +576,8 @@ class TurnService:
             turn=turn_number,
             history_digest=digest,
             now=time.time(),
+            window_start=turn.window_start,
+            summary=turn.summary if turn.summary_changed else None,
         )
 
         reservation = turn.reservation
@@ -499,6 +586,8 @@ class TurnService:
             write_turn(connection, conversation, write)
             insert_attempt(connection, values)
             release_budget(connection, reservation)
+            if call.on_store is not None:
+                call.on_store(connection, write, completion)
 
         try:
             await self.db.run(store)
@@ -508,4 +597,16 @@ class TurnService:
             raise
 
 
-__all__ = ["TurnService"]
+async def count_off_loop(message: dict[str, Any], model: str | None) -> int:
+    """A message's token count; the first count for an encoding builds it, which is not for the event loop."""
+    if needs_loading(model):
+        return await anyio.to_thread.run_sync(lambda: count_message_tokens(message, model))
+    return count_message_tokens(message, model)
+
+
+def prompt_cache_key(owner: str, conversation_id: str) -> str:
+    """The `prompt_cache_key` of a conversation (GATEWAY_PROMPT_CACHE_KEY): a hash of caller and id."""
+    return hashlib.sha256(f"{owner}\n{conversation_id}".encode()).hexdigest()
+
+
+__all__ = ["TurnService", "count_off_loop", "prompt_cache_key"]

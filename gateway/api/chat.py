@@ -19,6 +19,7 @@ from gateway.chat_request import (
     check_idempotency_key,
     parse_json_object,
     parse_limit_header,
+    parse_strategy_header,
 )
 from gateway.exchange import ChatCall, Reply
 from gateway.history import Budget
@@ -56,7 +57,8 @@ def _parse(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _retry_count(value: str | None) -> int:
+def retry_count(value: str | None) -> int:
+    """The x-stainless-retry-count header: 0 when absent or not a small whole number."""
     text = (value or "").strip()
     if not text.isascii() or not text.isdigit() or len(text) > 9:
         return 0
@@ -76,6 +78,7 @@ async def chat_completions(request: Request) -> Response:
         ),
         max_tokens=parse_limit_header("X-Max-History-Tokens", request.headers.get(h.MAX_HISTORY_TOKENS)),
     )
+    strategy = parse_strategy_header(request.headers.get(h.HISTORY_STRATEGY))
     raw = await read_limited_body(request, svc.settings.max_body_bytes)
     body = await run_sized(len(raw), functools.partial(_parse, raw))
     idempotency_key = check_idempotency_key(request.headers.get(h.IDEMPOTENCY_KEY))
@@ -89,10 +92,11 @@ async def chat_completions(request: Request) -> Response:
         headers=dict(request.headers),
         request_id=request.state.request_id if hasattr(request.state, "request_id") else secrets.token_hex(8),
         header_budget=budget,
-        retry_count=_retry_count(request.headers.get(h.RETRY_COUNT)),
+        retry_count=retry_count(request.headers.get(h.RETRY_COUNT)),
         idempotency_key=idempotency_key,
         key_name=caller.key_name,
         budget_pusd=caller.budget_pusd,
+        header_strategy=strategy,
     )
     reply = await svc.turns.chat(call)
     if isinstance(reply, Reply):

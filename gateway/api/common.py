@@ -19,6 +19,7 @@ from gateway.errors import InvalidRequest, NotFound, RequestTooLarge, Unsupporte
 from gateway.identity import CONVERSATION_ID_PATTERN
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
+from gateway.responses.service import ResponseService
 from gateway.store.database import Database
 from gateway.turns import TurnService
 from gateway.upstream import UpstreamClient
@@ -35,6 +36,7 @@ class Services:
     pricer: Pricer
     auth: Authenticator
     metrics: Metrics
+    responses: ResponseService
 
 
 def path_conversation_id(request: Request) -> str:

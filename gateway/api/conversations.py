@@ -38,15 +38,20 @@ from gateway.items import Item, item_key, item_position, message_items
 from gateway.offload import run_sized
 from gateway.reports import render_json
 from gateway.store.conversations import (
+    SummaryState,
     create_conversation,
     delete_conversation,
     get_conversation,
     list_conversations,
     list_messages,
+    stored_summary,
+    summary_columns,
     update_conversation,
 )
 from gateway.store.database import Database
 from gateway.store.tables import Conversation
+from gateway.tokens import count_message_tokens
+from gateway.window import summary_message
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -69,8 +74,35 @@ def conversation_object(conversation: Conversation) -> dict[str, Any]:
             "max_history_messages": conversation.max_history_messages,
             "max_history_tokens": conversation.max_history_tokens,
             "max_cost_usd": pusd_to_usd(conversation.max_cost_pusd),
+            "history_strategy": conversation.history_strategy,
+            "summary_model": conversation.summary_model,
         },
+        "summary": summary_object(conversation),
     }
+
+
+def summary_object(conversation: Conversation) -> dict[str, Any] | None:
+    """The conversation's summary as shown by the API: null, or its text, tokens, through and updated_at."""
+    summary = stored_summary(conversation)
+    if summary is None:
+        return None
+    return {
+        "text": summary.text,
+        "tokens": summary.tokens,
+        "through": summary.through,
+        "updated_at": int(summary.updated_at),
+    }
+
+
+def _summary_update(conversation: Conversation, text: str | None, now: float) -> dict[str, Any]:
+    """The columns a PATCH of `summary` sets: new text keeps `through` (the window's start when there was
+    no summary), null clears the summary so that the next cut under `summarize` folds in everything."""
+    if text is None:
+        return summary_columns(None)
+    previous = stored_summary(conversation)
+    through = previous.through if previous is not None else conversation.window_start
+    tokens = count_message_tokens(summary_message(text), None)
+    return summary_columns(SummaryState(text, tokens, through, now))
 
 
 async def with_usage(db: Database, conversation: Conversation) -> dict[str, Any]:
@@ -195,7 +227,10 @@ async def update(request: Request) -> Response:
     conversation_id = path_conversation_id(request)
     columns = conversation_columns(await _body(svc, request), UPDATE_FIELDS)
     async with _locked(svc, owner, conversation_id) as (session, conversation):
-        await update_conversation(session, conversation, columns, time.time())
+        now = time.time()
+        if "summary_text" in columns:
+            columns.update(_summary_update(conversation, columns.pop("summary_text"), now))
+        await update_conversation(session, conversation, columns, now)
     return _exact_json(await with_usage(svc.db, conversation))
 
 

@@ -35,6 +35,10 @@ async def chat_completions(request: Request) -> Response:
         if fault.name == "stall" or (fault.name == "stall-stream" and not chat.stream):
             await stall_until_disconnect(request.receive)
     reply = plan_reply(chat, fault)
+    cache = request.app.state.prompt_cache
+    if cache is not None and reply.usage is not None:
+        token = request.headers.get("authorization", "").partition(" ")[2].strip()
+        reply.usage["prompt_tokens_details"]["cached_tokens"] = cache.lookup(token, chat.model, chat.messages)
     if chat.stream:
         return StreamingResponse(stream_events(reply, chat.include_usage), media_type="text/event-stream")
     delay = slow_seconds(fault)

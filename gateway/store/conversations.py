@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.errors import ConversationBusy
 from gateway.history import Budget, StoredMessage, window_bounds
 from gateway.store import statements
-from gateway.store.tables import Attempt, Conversation, Message
+from gateway.store.tables import Attempt, Conversation, Message, StoredResponse
 
 _CONVERSATIONS = cast(Table, Conversation.__table__)
 _BY_ID = select(_CONVERSATIONS).where(
@@ -98,17 +98,93 @@ def load_turn(
     `budget_for` gives the budget that applies to the conversation it is handed. Two indexed reads;
     the conversation is a detached object: read it, never change it.
     """
+    loaded = load_turn_state(connection, owner, conversation_id, budget_for, lambda c: False)
+    return loaded.conversation, loaded.candidates
+
+
+@dataclass(frozen=True)
+class LoadedTurn:
+    """What a turn reads before it is composed: the conversation, its window candidates, the stable anchor."""
+
+    conversation: Conversation | None
+    candidates: list[StoredMessage]
+    anchor: StoredMessage | None = None  # the first stored user message at or after the window's start
+
+
+_MESSAGE_COLUMNS = (
+    Message.seq,
+    Message.body,
+    Message.tokens,
+    Message.turn_start_seq,
+    Message.turn_start_tokens,
+)
+_ANCHOR = (
+    select(*_MESSAGE_COLUMNS)
+    .where(
+        Message.conversation_pk == bindparam("conversation_pk"),
+        Message.seq >= bindparam("start"),
+        Message.role == "user",
+    )
+    .order_by(Message.seq)
+    .limit(1)
+)
+
+
+def _stored(row: Sequence[Any]) -> StoredMessage:
+    return StoredMessage(row[0], json.loads(row[1]), row[2], row[3], row[4])
+
+
+def load_turn_state(
+    connection: Connection,
+    owner: str,
+    conversation_id: str,
+    budget_for: Callable[[Conversation], Budget],
+    anchored: Callable[[Conversation], bool],
+) -> LoadedTurn:
+    """A unit of work: `load_turn`, plus (when `anchored` says the strategy needs it) the stable anchor:
+    found among the candidates when they reach back to the window's start, else by one more indexed probe
+    of (conversation, seq) from there (a window that no longer fits: this turn cuts)."""
     rows = statements.fetch(connection, _BY_ID, {"owner": owner, "conversation_id": conversation_id})
     if not rows:
-        return None, []
+        return LoadedTurn(None, [])
     conversation = Conversation(**dict(zip(_BY_ID_COLUMNS, rows[0], strict=True)))
-    return conversation, read_window(connection, conversation, budget_for(conversation))
+    candidates = read_window(connection, conversation, budget_for(conversation))
+    start = conversation.window_start
+    if not anchored(conversation) or start >= conversation.message_count:
+        return LoadedTurn(conversation, candidates)
+    if candidates and candidates[0].seq <= start:
+        # The usual case (the window fits): the candidates hold everything from the start, anchor included.
+        anchor = next((m for m in candidates if m.seq >= start and m.body.get("role") == "user"), None)
+        return LoadedTurn(conversation, candidates, anchor)
+    parameters = {"conversation_pk": conversation.pk, "start": start}
+    found = connection.execute(_ANCHOR, parameters).first()
+    return LoadedTurn(conversation, candidates, _stored(found) if found is not None else None)
+
+
+def read_bodies(connection: Connection, conversation_pk: int, first: int, end: int) -> list[dict[str, Any]]:
+    """The stored messages with `first <= seq < end`, oldest first (what a summary call folds in)."""
+    statement = (
+        select(Message.body)
+        .where(Message.conversation_pk == conversation_pk, Message.seq >= first, Message.seq < end)
+        .order_by(Message.seq)
+    )
+    return [json.loads(row[0]) for row in connection.execute(statement).all()]
 
 
 _CHANGED = (
     "The conversation changed while this turn ran (another request took it over); "
     "this turn was not stored. Retry it."
 )
+
+
+@dataclass(frozen=True)
+class SummaryState:
+    """A conversation's summary: its text, its token count and how many stored messages it covers."""
+
+    text: str
+    tokens: int
+    through: int
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -123,6 +199,30 @@ class TurnWrite:
     turn: int
     history_digest: str
     now: float
+    window_start: int | None = None  # the stable window's new start after a cut (None: unchanged)
+    summary: SummaryState | None = None  # a summary folded in at this turn's cut (None: unchanged)
+
+
+def summary_columns(summary: SummaryState | None) -> dict[str, Any]:
+    """The conversation columns of a summary (all None to clear it)."""
+    return {
+        "summary_text": summary.text if summary else None,
+        "summary_tokens": summary.tokens if summary else None,
+        "summary_through": summary.through if summary else None,
+        "summary_updated_at": summary.updated_at if summary else None,
+    }
+
+
+def stored_summary(conversation: Conversation | None) -> SummaryState | None:
+    """The conversation's summary, or None when it has none."""
+    if conversation is None or conversation.summary_text is None:
+        return None
+    return SummaryState(
+        conversation.summary_text,
+        conversation.summary_tokens or 0,
+        conversation.summary_through or 0,
+        conversation.summary_updated_at or conversation.updated_at,
+    )
 
 
 def write_turn(connection: Connection, conversation: Conversation | None, write: TurnWrite) -> int:
@@ -145,6 +245,10 @@ def write_turn(connection: Connection, conversation: Conversation | None, write:
         values["last_user_tokens"] = last_user.turn_start_tokens
     if write.replace_system:
         values["system_messages"] = json.dumps(write.system_messages) if write.system_messages else None
+    if write.window_start is not None:
+        values["window_start"] = write.window_start
+    if write.summary is not None:
+        values.update(summary_columns(write.summary))
     if conversation is None:
         values.setdefault("system_messages", None)
         created = {"owner": write.owner, "id": write.conversation_id, "created_at": write.now, **values}
@@ -221,6 +325,7 @@ async def create_conversation(
         history_hash="",
         last_user_seq=0,
         last_user_tokens=0,
+        window_start=0,
         created_at=now,
         updated_at=now,
         **values,
@@ -299,6 +404,11 @@ async def delete_conversation(session: AsyncSession, conversation: Conversation)
     """Remove a conversation and its messages; its request-log rows keep usage but lose their content."""
     await session.execute(delete(Message).where(Message.conversation_pk == conversation.pk))
     await session.execute(delete(Conversation).where(Conversation.pk == conversation.pk))
+    await session.execute(  # its responses lose their history: they can be neither continued nor read
+        delete(StoredResponse).where(
+            StoredResponse.owner == conversation.owner, StoredResponse.conversation_id == conversation.id
+        )
+    )
     await session.execute(
         update(Attempt)
         .where(Attempt.owner == conversation.owner, Attempt.conversation_id == conversation.id)

@@ -39,6 +39,14 @@ class Conversation(Base):
     last_user_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    history_strategy: Mapped[str | None] = mapped_column(String(16))
+    summary_model: Mapped[str | None] = mapped_column(String(200))
+    # The stable window's start: the seq from which whole turns are replayed (moves forward at cuts only).
+    window_start: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    summary_text: Mapped[str | None] = mapped_column(Text)
+    summary_tokens: Mapped[int | None] = mapped_column(Integer)
+    summary_through: Mapped[int | None] = mapped_column(Integer)  # stored messages the summary covers
+    summary_updated_at: Mapped[float | None] = mapped_column(Float)
 
 
 class Message(Base):
@@ -105,6 +113,14 @@ class Attempt(Base):
     conversation_deleted: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=expression.false()
     )
+    # "call" (a client's request) or "summary" (the gateway's own summary call for a conversation).
+    kind: Mapped[str] = mapped_column(String(16), default="call", server_default="call")
+    cache_write_tokens: Mapped[int | None] = mapped_column(Integer)
+    # What the call would have cost with the whole stored history sent uncached (0 for summary calls).
+    full_replay_cost_pusd: Mapped[int | None] = mapped_column(BigInteger)
+    # A stored turn's strategy and the stored messages its summary covered (for X-History-* on replays).
+    history_strategy: Mapped[str | None] = mapped_column(String(16))
+    history_summarized: Mapped[int | None] = mapped_column(Integer)
     # Set when the tokens are the gateway's own count (a stream that ended without the upstream's usage).
     estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=expression.false())
 
@@ -144,6 +160,30 @@ class Lease(Base):
     conversation_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     holder: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class StoredResponse(Base):
+    """A Responses-API response stored as one turn of a conversation (`POST /v1/responses`, translated)."""
+
+    __tablename__ = "responses"
+    __table_args__ = (
+        UniqueConstraint("owner", "id", name="uq_responses_owner_id"),
+        Index("ix_responses_owner_conversation_turn", "owner", "conversation_id", "turn"),
+        Index("ix_responses_owner_request", "owner", "request_hash", "created_at"),
+    )
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    id: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[str] = mapped_column(String(128))
+    turn: Mapped[int] = mapped_column(Integer)
+    message_end: Mapped[int] = mapped_column(Integer)  # the conversation's message count after the turn
+    previous_response_id: Mapped[str | None] = mapped_column(String(64))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(256))
+    body: Mapped[str] = mapped_column(Text)
+    input_items: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class UiSession(Base):

@@ -280,13 +280,13 @@ async def test_an_abandoned_chat_stream_is_charged_an_estimate(tmp_path: Path, s
         assert await gateway.reservations() == 0
 
 
-async def test_an_abandoned_responses_stream_is_charged_an_estimate(tmp_path: Path) -> None:
+async def test_an_abandoned_pass_through_responses_stream_is_charged_an_estimate(tmp_path: Path) -> None:
     events = [
         b'event: response.created\ndata: {"type":"response.created","response":{"model":"test-model"}}\n\n',
         b"event: response.output_text.delta\n"
         b'data: {"type":"response.output_text.delta","delta":"abcdefgh"}\n\n',
     ]
-    async for gateway in start(tmp_path, Scripted(stalling(events))):
+    async for gateway in start(tmp_path, Scripted(stalling(events)), responses_mode="passthrough"):
         secret = await gateway.key("10")
         body = {"model": MODEL, "input": "write a long story", "stream": True}
         await abandon(gateway.app, "/v1/responses", body, bearer(secret))
@@ -310,8 +310,8 @@ def responses_stream(_: httpx.Request) -> httpx.Response:
     )
 
 
-async def test_a_responses_stream_is_charged_its_reported_usage(tmp_path: Path) -> None:
-    async for gateway in start(tmp_path, Scripted(responses_stream)):
+async def test_a_pass_through_responses_stream_is_charged_its_reported_usage(tmp_path: Path) -> None:
+    async for gateway in start(tmp_path, Scripted(responses_stream), responses_mode="passthrough"):
         secret = await gateway.key("10")
         body = {"model": MODEL, "input": "hi", "stream": True}
         response = await gateway.client.post("/v1/responses", json=body, headers=bearer(secret))
@@ -399,3 +399,16 @@ async def test_concurrent_calls_overspend_a_budget_by_at_most_one_call(
         one_call = (8 + 20) * 10**6  # a reservation: the prompt counted offline plus max_tokens
         assert spent <= 100 * 10**6 + one_call, (statuses.count(200), spent)
         assert await gateways[0].reservations() == 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_translated_responses_calls_spend_the_key_budget(mocked: Gateway, stream: bool) -> None:
+    secret = await mocked.key("0.000001")
+    body = {"model": "gpt-4o-mini", "input": "hello", "stream": stream, "store": False}
+    first = await mocked.client.post("/v1/responses", json=body, headers=bearer(secret))
+    assert first.status_code == 200, first.text
+    row = (await mocked.attempts())[-1]
+    assert row.prompt_tokens and row.cost_pusd
+    refused = await mocked.client.post("/v1/responses", json=body, headers=bearer(secret))
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+    assert await mocked.reservations() == 0
