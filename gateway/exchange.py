@@ -89,6 +89,7 @@ class PendingTurn:
     summary: SummaryState | None = None  # the summary sent (the stored one, or one folded in now)
     summary_changed: bool = False  # True when this turn folded a new summary in (stored with the turn)
     summary_sent_tokens: int = 0  # tokens of the summary message sent
+    history_hash: str | None = None  # the stored history's digest, when the dedupe recomputed it
 
     @property
     def model(self) -> str | None:

@@ -20,6 +20,7 @@ from gateway import headers as h
 from gateway.budgets import Budgets
 from gateway.charges import TurnCharges, body_with_usage, dump_body, request_size
 from gateway.config import Settings
+from gateway.dedupe import overlap_search_limit, stored_run_length
 from gateway.errors import (
     BudgetExceeded,
     ConversationBusy,
@@ -43,6 +44,7 @@ from gateway.exchange import (
 )
 from gateway.history import (
     Budget,
+    StoredMessage,
     assistant_message,
     compose_messages,
     fingerprint,
@@ -81,6 +83,7 @@ from gateway.store.tables import Conversation
 from gateway.store.usage import insert_attempt
 from gateway.summaries import Fold, Summarizer
 from gateway.tokens import count_message_tokens, needs_loading
+from gateway.unanswered import sendable_history
 from gateway.upstream import UpstreamClient, read_body, response_headers, translate_errors
 from gateway.window import load_summary_prompt, stable_window, summary_message
 
@@ -180,7 +183,7 @@ class TurnService:
                 f"Conversation '{conversation.id}' has moved past turn {call.expected_turn}."
             )
         await self._check_cost_cap(conversation)
-        turn.new = new_messages(rest, conversation.message_count, conversation.history_hash)
+        turn.new = await self._new_messages(turn, conversation, rest, loaded.candidates)
         budget = self._budget(call.header_budget, conversation)
         self._window(turn, conversation, loaded, budget)
         turn.dropped = conversation.message_count - len(turn.history)
@@ -235,6 +238,37 @@ class TurnService:
         if folded is not None:
             turn.summary, turn.summary_changed = folded, True
 
+    async def _new_messages(
+        self,
+        turn: PendingTurn,
+        conversation: Conversation,
+        rest: list[dict[str, Any]],
+        window: list[StoredMessage],
+    ) -> list[dict[str, Any]]:
+        """The request's messages without the leading ones already stored (see gateway/dedupe.py).
+
+        The whole-history digest answers the common cases with no read; only a request of two or more
+        messages that does not start with the whole history reads the newest stored messages (from the
+        window when it holds them), at most as many as the request has.
+        """
+        count = conversation.message_count
+        new = new_messages(rest, count, conversation.history_hash)
+        limit = overlap_search_limit(len(rest), count)
+        if len(new) < len(rest) or limit == 0:
+            return new
+        if len(window) >= limit and window[-1].seq == count - 1 and window[-limit].seq == count - limit:
+            tail = [stored.body for stored in window[-limit:]]
+        else:
+            tail = await self.db.run(
+                functools.partial(
+                    read_bodies, conversation_pk=conversation.pk, first=count - limit, end=count
+                )
+            )
+        stored = stored_run_length(rest, tail, count)
+        if stored == count:  # the digest was made by an older comparison: the stored copy heals it
+            turn.history_hash = history_digest(tail)
+        return rest[stored:]
+
     async def _check_cost_cap(self, conversation: Conversation) -> None:
         """429 once the conversation's recorded cost reached its `max_cost_usd` (turns are serialized)."""
         if conversation.max_cost_pusd is None:
@@ -269,7 +303,8 @@ class TurnService:
             system = [*turn.call.instructions, *(system if turn.replace_system else [])]
         if turn.summary is not None:
             system.append(summary_message(turn.summary.text))  # right after the (stored) system prompt
-        body["messages"] = compose_messages(system, turn.history, turn.new)
+        history = sendable_history(turn.history, turn.new)
+        body["messages"] = compose_messages(system, history, turn.new)
         if self.settings.prompt_cache_key and "prompt_cache_key" not in body:
             body["prompt_cache_key"] = prompt_cache_key(turn.call.owner, turn.call.conversation_id or "")
         if body.get("stream") is True:
@@ -550,7 +585,8 @@ class TurnService:
                 last_user_seq=conversation.last_user_seq if conversation else 0,
                 last_user_tokens=conversation.last_user_tokens if conversation else 0,
             )
-            return numbered, history_digest(bodies, start=conversation.history_hash if conversation else "")
+            base = turn.history_hash or (conversation.history_hash if conversation else "")
+            return numbered, history_digest(bodies, start=base)
 
         try:
             # big turns, and the first count that builds its encoding, run off the event loop

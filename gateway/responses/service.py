@@ -49,6 +49,7 @@ from gateway.store.responses import (
 )
 from gateway.store.tables import StoredResponse
 from gateway.turns import TurnService
+from gateway.unanswered import sendable_history
 
 ENDPOINT = "/v1/responses"
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
@@ -338,7 +339,8 @@ class ResponseService:
             system = json.loads(source.system_messages)
         system = [*(request.instruction_messages() or []), *system]
         new = new_messages(rest, len(stored), history_digest(m.body for m in stored))
-        body = request.chat_body(compose_messages(system, trim_history(stored, budget), new))
+        history = sendable_history(trim_history(stored, budget), new)
+        body = request.chat_body(compose_messages(system, history, new))
         state.ctx = dataclasses.replace(state.ctx, conversation_id=None)
         chat = ChatCall(
             owner=call.owner,

@@ -162,7 +162,8 @@ def load_turn_state(
 
 
 def read_bodies(connection: Connection, conversation_pk: int, first: int, end: int) -> list[dict[str, Any]]:
-    """The stored messages with `first <= seq < end`, oldest first (what a summary call folds in)."""
+    """The stored messages with `first <= seq < end`, oldest first (what a summary call folds in, or the
+    newest messages the dedupe compares a request with)."""
     statement = (
         select(Message.body)
         .where(Message.conversation_pk == conversation_pk, Message.seq >= first, Message.seq < end)
@@ -386,6 +387,18 @@ async def turn_messages(session: AsyncSession, conversation: Conversation, turn:
     statement = (
         select(Message.body)
         .where(Message.conversation_pk == conversation.pk, Message.turn == turn)
+        .order_by(Message.seq)
+    )
+    return [json.loads(row[0]) for row in (await session.execute(statement)).all()]
+
+
+async def stored_range(
+    session: AsyncSession, conversation: Conversation, start: int, end: int
+) -> list[dict[str, Any]]:
+    """The bodies of the stored messages with `start <= seq < end`, oldest first."""
+    statement = (
+        select(Message.body)
+        .where(Message.conversation_pk == conversation.pk, Message.seq >= start, Message.seq < end)
         .order_by(Message.seq)
     )
     return [json.loads(row[0]) for row in (await session.execute(statement)).all()]
