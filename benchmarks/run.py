@@ -193,6 +193,8 @@ def gateway_server(name: str, database_url: str, upstream: str, pinning: Pinning
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
         "GATEWAY_WORKERS": str(workers),
+        # One token makes every benchmark conversation: tens of thousands, past the default bound.
+        "GATEWAY_MAX_CONVERSATIONS_PER_CALLER": "0",
     }
     argv = pinning.wrap(pinning.proxy, python_argv("-m", "gateway", "serve"))
     return Server(name, argv, port, env=env)

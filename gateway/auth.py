@@ -33,6 +33,10 @@ NO_KEYS_YET = (
     "as the bearer token."
 )
 NOT_A_KEY = "Incorrect API key provided: an API key is printable ASCII without spaces."
+ADMIN_NOT_A_CALLER = (
+    "The admin key (GATEWAY_ADMIN_KEY) is for the admin endpoints only: it is not a caller's API key "
+    "and is never sent upstream."
+)
 WRONG_KEY = (
     "Incorrect API key provided. This gateway needs a gateway key (created with "
     "`gateway keys create NAME`) as the bearer token."
@@ -73,6 +77,8 @@ class Authenticator:
             if self.gateway_keys and not await self._has_keys():
                 refusal = f"{refusal} {NO_KEYS_YET}"
             raise AuthenticationFailed(refusal)
+        if self.is_admin(token):
+            raise AuthenticationFailed(ADMIN_NOT_A_CALLER)  # in pass-through mode it would go upstream
         identity = caller_identity(token)
         if not self.gateway_keys:
             return Caller(identity=identity, token=token)  # the upstream judges the token

@@ -32,7 +32,13 @@ def load_settings(**overrides: Any) -> Settings:
             given["upstream_url"] = normalize_upstream_url(given["upstream_url"])
         return dataclasses.replace(settings, **given)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise BadSetting(str(exc)) from exc
+
+
+class BadSetting(click.ClickException):
+    """A setting the gateway cannot use: a one-line error, exit status 2 (like a usage error)."""
+
+    exit_code = 2
 
 
 def check_summary_prompt(path: str | None) -> None:
@@ -53,7 +59,9 @@ def app_factory() -> Any:
     from gateway.logs import configure_logging
     from gateway.server import set_deadlines
 
-    settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
+    values = json.loads(os.environ[SETTINGS_ENV])
+    values["proxy_allow"] = tuple(values.get("proxy_allow", ()))  # JSON made the tuple a list
+    settings = Settings(**values)
     set_deadlines(settings.header_timeout, settings.body_timeout)
     configure_logging(settings.log_level, settings.log_format)  # a spawned worker starts unconfigured
     protect_logs(settings)

@@ -21,6 +21,12 @@ def normalize_upstream_url(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"upstream URL must be an http(s) URL, got {url!r}")
+    if "@" in parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        raise ConfigError(
+            f"upstream URL must not hold credentials (user:password@{host}): "
+            "set the upstream key with GATEWAY_UPSTREAM_API_KEY instead"
+        )
     path = parts.path.rstrip("/")
     if not path:
         path = "/v1"
@@ -61,6 +67,20 @@ def _seconds_or_zero(env: Mapping[str, str], name: str, default: float) -> float
     except ValueError:
         pass  # _float reports it
     return _float(env, name, default)
+
+
+def _path_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated path prefixes below /v1, as `evals` (from `/v1/evals`, `v1/evals/` or `evals`)."""
+    out: list[str] = []
+    for entry in raw.split(","):
+        path = entry.strip().strip("/")
+        if path == "v1" or path.startswith("v1/"):
+            path = path[3:]
+        if any(part in (".", "..") for part in path.split("/")) or "%" in path:
+            raise ConfigError(f"GATEWAY_PROXY_ALLOW holds an unusable path prefix: {entry.strip()!r}")
+        if path and path not in out:
+            out.append(path)
+    return tuple(out)
 
 
 def _ratio(env: Mapping[str, str], name: str, default: float) -> float:
@@ -122,6 +142,10 @@ class Settings:
     body_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
     max_connections: int = 1000
+    proxy_allow: tuple[str, ...] = ()
+    max_conversations_per_caller: int = 10_000
+    token_check_seconds: float = 300.0
+    metrics_key: str | None = None
     history_strategy: str = "stable"
     history_trim_to: float = 0.5
     summary_model: str | None = None
@@ -180,6 +204,15 @@ class Settings:
             keep_alive_timeout=_float(env, "GATEWAY_KEEP_ALIVE_TIMEOUT", default.keep_alive_timeout),
             max_connections=_int(env, "GATEWAY_MAX_CONNECTIONS", default.max_connections)
             or default.max_connections,
+            proxy_allow=_path_list(env.get("GATEWAY_PROXY_ALLOW", "")),
+            max_conversations_per_caller=_int(
+                env, "GATEWAY_MAX_CONVERSATIONS_PER_CALLER", default.max_conversations_per_caller
+            )
+            or 0,
+            token_check_seconds=_seconds_or_zero(
+                env, "GATEWAY_TOKEN_CHECK_SECONDS", default.token_check_seconds
+            ),
+            metrics_key=env.get("GATEWAY_METRICS_KEY", "").strip() or None,
             history_strategy=_strategy(env, "GATEWAY_HISTORY_STRATEGY", default.history_strategy),
             history_trim_to=_ratio(env, "GATEWAY_HISTORY_TRIM_TO", default.history_trim_to),
             summary_model=env.get("GATEWAY_SUMMARY_MODEL", "").strip() or None,

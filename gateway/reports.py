@@ -10,10 +10,9 @@ without usage), which the sums include.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -305,8 +304,9 @@ def _text(value: Any, unknown: str) -> str:
 
 def _cell(value: Any) -> str:
     text = _text(value, "")
-    # A cell starting like a formula would run in a spreadsheet (CSV injection): make it text.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    # A cell starting like a formula would run in a spreadsheet (CSV injection): make it text. `;` too:
+    # spreadsheets in locales that split on `;` would start a new cell there.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r", ";") else text
 
 
 def _rows(report: Report) -> list[tuple[str | None, dict[str, Any]]]:
@@ -319,12 +319,23 @@ def _rows(report: Report) -> list[tuple[str | None, dict[str, Any]]]:
 
 def render_csv(report: Report) -> str:
     """CSV with a header row (`key` and the usage fields); an unknown figure is an empty cell."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["key", *USAGE_FIELDS])
+    lines = [_csv_line(["key", *USAGE_FIELDS])]
     for key, fields in _rows(report):
-        writer.writerow([_cell(key), *(_cell(fields[name]) for name in USAGE_FIELDS)])
-    return out.getvalue()
+        lines.append(_csv_line([_cell(key), *(_cell(fields[name]) for name in USAGE_FIELDS)]))
+    return "".join(lines)
+
+
+def _csv_line(cells: list[str]) -> str:
+    """One CSV record (RFC 4180), a cell quoted when it holds `,`, `"`, CR, LF, or `;`.
+
+    The `;` is quoted too so that spreadsheets in locales that split on `;` keep the cell whole
+    (`x;=1+1` must not become a cell `=1+1`).
+    """
+    quoted = ('"' + cell.replace('"', '""') + '"' if _NEEDS_QUOTES.search(cell) else cell for cell in cells)
+    return ",".join(quoted) + "\r\n"
+
+
+_NEEDS_QUOTES = re.compile('[,";\r\n]')
 
 
 _TABLE_COLUMNS = (

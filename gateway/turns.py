@@ -148,6 +148,7 @@ class TurnService:
             owner=call.owner,
             conversation_id=call.conversation_id,
             budget_for=functools.partial(self._budget, call.header_budget),
+            max_conversations=self.settings.max_conversations_per_caller,
             anchored=lambda c: self._strategy(call, c) != "sliding",
         )
         loaded = await self.db.run(unit)

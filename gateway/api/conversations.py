@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from gateway.api.common import Services, json_response, path_conversation_id, read_limited_body, services
 from gateway.api.usage import conversation_usage_object
+from gateway.auth import Caller
 from gateway.chat_request import parse_json_object
 from gateway.conversation_fields import (
     CREATE_FIELDS,
@@ -39,6 +40,7 @@ from gateway.offload import run_sized
 from gateway.reports import render_json
 from gateway.store.conversations import (
     SummaryState,
+    check_conversation_room,
     create_conversation,
     delete_conversation,
     get_conversation,
@@ -134,6 +136,16 @@ async def _owner(svc: Services, request: Request) -> str:
     return caller.identity
 
 
+async def _caller(svc: Services, request: Request) -> Caller:
+    return await svc.auth.identify(bearer_token(request.headers.get("authorization")))
+
+
+async def _accepted(svc: Services, caller: Caller) -> str:
+    """The identity of a caller about to write; in pass-through mode once the upstream accepted its token."""
+    await svc.token_check.require(caller.identity, caller.token)
+    return caller.identity
+
+
 async def _body(svc: Services, request: Request) -> dict[str, Any]:
     raw = await read_limited_body(request, svc.settings.max_body_bytes)
     if not raw.strip():
@@ -190,7 +202,7 @@ async def list_all(request: Request) -> Response:
 async def create(request: Request) -> Response:
     """POST /v1/conversations: an empty conversation (optional `id`, else `conv_...`) with its settings."""
     svc = services(request)
-    owner = await _owner(svc, request)
+    caller = await _caller(svc, request)
     body = await _body(svc, request)
     columns = conversation_columns(body, CREATE_FIELDS)
     if body.get("items"):
@@ -201,6 +213,7 @@ async def create(request: Request) -> Response:
             code="unsupported_parameter",
         )
     conversation_id = check_new_id(body["id"]) if "id" in body else f"conv_{secrets.token_hex(24)}"
+    owner = await _accepted(svc, caller)
     async with (
         svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout),
         svc.db.transaction() as session,
@@ -209,6 +222,8 @@ async def create(request: Request) -> Response:
             raise ConversationExists(
                 f"A conversation with id '{conversation_id}' already exists.", param="id"
             )
+        limit = svc.settings.max_conversations_per_caller
+        await session.run_sync(lambda sync: check_conversation_room(sync.connection(), owner, limit))
         conversation = await create_conversation(session, owner, conversation_id, columns, time.time())
     return _exact_json(await with_usage(svc.db, conversation))
 
@@ -223,9 +238,10 @@ async def retrieve(request: Request) -> Response:
 async def update(request: Request) -> Response:
     """POST or PATCH /v1/conversations/{id}: change metadata, system prompt or settings (never creates)."""
     svc = services(request)
-    owner = await _owner(svc, request)
+    caller = await _caller(svc, request)
     conversation_id = path_conversation_id(request)
     columns = conversation_columns(await _body(svc, request), UPDATE_FIELDS)
+    owner = await _accepted(svc, caller)
     async with _locked(svc, owner, conversation_id) as (session, conversation):
         now = time.time()
         if "summary_text" in columns:
@@ -237,8 +253,9 @@ async def update(request: Request) -> Response:
 async def delete(request: Request) -> Response:
     """DELETE /v1/conversations/{id}: remove its messages and settings; the request log keeps its usage."""
     svc = services(request)
-    owner = await _owner(svc, request)
+    caller = await _caller(svc, request)
     conversation_id = path_conversation_id(request)
+    owner = await _accepted(svc, caller)
     async with _locked(svc, owner, conversation_id) as (session, conversation):
         await delete_conversation(session, conversation)
     return json_response({"id": conversation_id, "object": "conversation.deleted", "deleted": True})

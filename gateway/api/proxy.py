@@ -3,7 +3,8 @@
 In gateway-key mode a JSON request body is read first (within the body limit) so that the call can be
 charged: it reserves its estimated cost against the key's budget, a streamed `/v1/completions` call asks
 for usage (the usage chunk is hidden from a client that did not ask for it), and a stream that ends
-without usage (abandoned, cut, or never reported) is charged an estimate.
+without usage (abandoned, cut, or never reported) is charged an estimate. The path must then also be
+stateless, tracked (objects per caller, see ownership.py) or allowed by GATEWAY_PROXY_ALLOW.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
@@ -25,8 +27,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import headers as h
+from gateway.api import tracked
 from gateway.api.chat import RelayResponse
-from gateway.api.common import LimitedBody, Services, services
+from gateway.api.common import LimitedBody, Services, check_header_values, services
 from gateway.capture import READABLE_ENCODINGS, BodyCapture
 from gateway.chat_request import check_depth, nesting_error
 from gateway.errors import GatewayError, UnsupportedEncoding
@@ -34,7 +37,9 @@ from gateway.estimates import body_prompt_tokens, completion_allowance, estimate
 from gateway.exchange import client_wants_usage
 from gateway.identity import bearer_token
 from gateway.offload import THREAD_THRESHOLD, run_sized
+from gateway.ownership import Access, classify, references
 from gateway.pricing import Usage, parse_usage, usage_columns
+from gateway.proxy_paths import forwarded_path
 from gateway.sse import SseSplitter, UsageMeter, is_usage_only
 from gateway.store.spend import release_budget
 from gateway.store.usage import insert_attempt
@@ -170,11 +175,24 @@ async def _captured(call: _Call, chunks: AsyncIterator[bytes]) -> AsyncIterator[
         yield chunk
 
 
-async def _body(svc: Services, call: _Call, upstream: httpx.Response) -> AsyncIterator[bytes]:
-    """Stream the upstream body to the client; log the call however it ends (disconnect: 499)."""
+async def _sniffed(chunks: AsyncIterator[bytes], sniffer: tracked.StreamIds | None) -> AsyncIterator[bytes]:
+    """The upstream's raw chunks, shown to the id sniffer of a streamed creation first."""
+    async for chunk in chunks:
+        if sniffer is not None:
+            await sniffer.feed(chunk)
+        yield chunk
+
+
+async def _body(
+    svc: Services, call: _Call, upstream: httpx.Response, sniffer: tracked.StreamIds | None = None
+) -> AsyncIterator[bytes]:
+    """Stream the upstream body to the client; log the call however it ends (disconnect: 499).
+
+    With a `sniffer`, the id of the object a streamed creation makes is recorded before the client sees it.
+    """
     status: int = 499
     error: str | None = "client disconnected"
-    chunks = upstream.aiter_raw()
+    chunks = _sniffed(upstream.aiter_raw(), sniffer)
     relayed = _relay_events(call, call.meter, chunks) if call.meter else _captured(call, chunks)
     try:
         with translate_errors():
@@ -262,16 +280,30 @@ async def _reserve(svc: Services, call: _Call, caller: Any) -> None:
     )
 
 
+def _raw_path(request: Request) -> bytes:
+    raw = request.scope.get("raw_path")
+    if isinstance(raw, bytes):
+        return raw
+    return quote(request.scope["path"], safe="/:@!$&'()*+,;=~").encode()  # a server without raw_path
+
+
 async def proxy(request: Request) -> Response:
-    """Forward the request as is (path, query, headers, body) and stream the answer back."""
+    """Forward the request (raw path, query, headers, body) and stream the answer back.
+
+    With the upstream key held by the gateway, the path must be stateless, tracked (objects per caller,
+    see ownership.py) or allowed by GATEWAY_PROXY_ALLOW, and the call is charged to the key.
+    """
     svc = services(request)
     caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
+    below = forwarded_path(_raw_path(request), request.scope.get("query_string", b""))
+    check_header_values(request)
     limited = LimitedBody(request, svc.settings.max_body_bytes)
     await svc.auth.check_budget(caller)
+    access = await _access(svc, request, caller.identity)
+    tracking = access is not None and access.action != "plain"
     key_mode = svc.settings.upstream_api_key is not None
-    path = request.url.path.removeprefix("/v1")
-    url = svc.upstream.url(path, request.url.query)
-    # In key mode the gateway reads the answer to charge it, so it asks for it uncompressed.
+    url = svc.upstream.raw_url(below)
+    # In key mode the gateway reads the answer to charge it (and to track objects): uncompressed.
     headers = svc.upstream.forward_headers(dict(request.headers), caller.token, identity_encoding=key_mode)
     has_body = (
         request.method not in ("GET", "HEAD", "OPTIONS", "DELETE") or "content-length" in request.headers
@@ -281,11 +313,13 @@ async def proxy(request: Request) -> Response:
         "conversation_id": None,
         "request_id": getattr(request.state, "request_id", secrets.token_hex(8)),
         "upstream_request_id": None,
-        "endpoint": request.url.path[:200],
+        "endpoint": request.scope["path"][:200],
         "created_at": time.time(),
     }
     call = _Call(values, time.monotonic(), None)
     content = await _content(svc, request, limited, call, headers) if has_body else None
+    if tracking and call.body is not None:  # a JSON body may name objects, which must be the caller's
+        await tracked.require_owned(svc, caller.identity, references(call.body))
     if key_mode:
         await _reserve(svc, call, caller)
     try:
@@ -306,15 +340,68 @@ async def proxy(request: Request) -> Response:
     # In pass-through mode a token the upstream rejects is no caller at all: record nothing for it.
     call.recorded = key_mode or upstream.status_code not in (401, 403)
     values["upstream_request_id"] = (upstream.headers.get(h.REQUEST_ID) or "")[:200] or None
-    if upstream.headers.get("content-type", "").lower().startswith("text/event-stream"):
+    if _is_event_stream(upstream):
         call.meter = UsageMeter()
     else:
-        call.received = BodyCapture.for_headers(
-            upstream.headers, decode_limit=svc.settings.max_response_bytes
+        limit = svc.settings.max_response_bytes
+        call.received = BodyCapture.for_headers(upstream.headers, decode_limit=limit)
+    if access is not None and tracking and request.method != "HEAD" and 200 <= upstream.status_code < 300:
+        return await _tracked_answer(
+            svc, call, caller.identity, access, request.method, url, headers, upstream
         )
     return RelayResponse(
         _body(svc, call, upstream), status_code=upstream.status_code, headers=response_headers(upstream)
     )
+
+
+async def _access(svc: Services, request: Request, owner: str) -> Access | None:
+    """Gateway-key mode: how this path is handled (403 when a key may not use it, 404 for another's id)."""
+    if svc.settings.upstream_api_key is None:
+        return None
+    access = classify(request.method, request.scope["path"].removeprefix("/v1/"), svc.settings.proxy_allow)
+    if access.object_id is not None:
+        await tracked.require_owned(svc, owner, [("id", access.object_id)])
+    return access
+
+
+async def _tracked_answer(
+    svc: Services,
+    call: _Call,
+    owner: str,
+    access: Access,
+    method: str,
+    url: httpx.URL,
+    headers: dict[str, str],
+    upstream: httpx.Response,
+) -> Response:
+    """A successful answer to a tracked call: new ids recorded, lists filtered, before the client gets it."""
+    try:
+        answer = await tracked.answer(svc, owner, access, method, url, headers, upstream)
+    except GatewayError as exc:
+        await _log(svc, call, exc.status_code, str(exc))
+        raise
+    if answer is not None:
+        await _log_buffered(svc, call, upstream.status_code, answer.body)
+        return Response(answer.body, status_code=upstream.status_code, headers=answer.headers)
+    sniffer = None
+    if _is_event_stream(upstream) and access.action == "create":
+        sniffer = tracked.StreamIds(svc, owner, access.kind)
+    return RelayResponse(
+        _body(svc, call, upstream, sniffer),
+        status_code=upstream.status_code,
+        headers=response_headers(upstream),
+    )
+
+
+def _is_event_stream(upstream: httpx.Response) -> bool:
+    content_type: str = upstream.headers.get("content-type", "")
+    return content_type.lower().startswith("text/event-stream")
+
+
+async def _log_buffered(svc: Services, call: _Call, status: int, body: bytes) -> None:
+    if call.received is not None:
+        call.received.feed(body)
+    await _log(svc, call, status, None)
 
 
 async def _release(svc: Services, call: _Call) -> None:

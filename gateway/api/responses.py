@@ -18,9 +18,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import headers as h
-from gateway.api import proxy
+from gateway.api import proxy, tracked
 from gateway.api.chat import RelayResponse, retry_count
-from gateway.api.common import json_response, read_limited_body, services
+from gateway.api.common import check_header_values, json_response, read_limited_body, services
 from gateway.chat_request import (
     check_idempotency_key,
     parse_json_object,
@@ -32,6 +32,7 @@ from gateway.errors import InvalidRequest, NotFound
 from gateway.history import Budget
 from gateway.identity import bearer_token, validate_conversation_id
 from gateway.offload import run_sized
+from gateway.ownership import upstream_references
 from gateway.responses.events import encode, replay_events
 from gateway.responses.request import parse_request
 from gateway.responses.service import ResponsesCall, request_hash
@@ -70,6 +71,9 @@ async def create(request: Request) -> Response:
         # The chat API's way of naming a conversation works here too (the body's fields come first).
         parsed = dataclasses.replace(parsed, conversation_id=validate_conversation_id(header_conversation))
     idempotency_key = check_idempotency_key(request.headers.get(h.IDEMPOTENCY_KEY))
+    check_header_values(request)  # forwarded upstream: printable ASCII only (400, never a 500)
+    if svc.settings.upstream_api_key is not None:  # one upstream account: only the key's own files
+        await tracked.require_owned(svc, caller.identity, upstream_references(body))
     await svc.auth.check_budget(caller)
     call = ResponsesCall(
         owner=caller.identity,

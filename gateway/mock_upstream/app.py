@@ -18,6 +18,7 @@ from gateway.mock_upstream.cache import PromptCache
 from gateway.mock_upstream.chat import chat_completions
 from gateway.mock_upstream.errors import MockAPIError, handle_http_error, handle_mock_error, json_response
 from gateway.mock_upstream.faults import quiet_injected_resets
+from gateway.mock_upstream.objects import new_object_store, object_routes
 from gateway.mock_upstream.resources import create_embeddings, get_model, list_models
 
 
@@ -61,6 +62,7 @@ def create_mock_app(*, prompt_cache: PromptCache | None = None) -> Starlette:
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
         Route("/v1/embeddings", create_embeddings, methods=["POST"]),
+        *object_routes(),
         Route("/mock/requests", list_requests, methods=["GET"]),
         Route("/mock/requests", clear_requests, methods=["DELETE"]),
     ]
@@ -70,6 +72,7 @@ def create_mock_app(*, prompt_cache: PromptCache | None = None) -> Starlette:
         exception_handlers={MockAPIError: handle_mock_error, HTTPException: handle_http_error},
     )
     app.state.mock_requests = new_request_log()
+    app.state.mock_objects = new_object_store()
     app.state.prompt_cache = prompt_cache
     return app
 

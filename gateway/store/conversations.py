@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Select, Table, and_, bindparam, case, delete,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.errors import ConversationBusy
+from gateway.errors import ConversationBusy, ConversationLimitReached
 from gateway.history import Budget, StoredMessage, window_bounds
 from gateway.store import statements
 from gateway.store.tables import Attempt, Conversation, Message, StoredResponse
@@ -29,6 +29,26 @@ _UPDATE_CONVERSATION = _CONVERSATIONS.update().where(
     _CONVERSATIONS.c.message_count == bindparam("expected_count_"),
 )
 _INSERT_MESSAGES = cast(Table, Message.__table__).insert()
+# How many conversations a caller has, counted up to a bound (so never more than that many index entries).
+_OWNED = select(func.count()).select_from(
+    select(_CONVERSATIONS.c.pk)
+    .where(_CONVERSATIONS.c.owner == bindparam("owner"))
+    .limit(bindparam("bound"))
+    .subquery()
+)
+
+
+def check_conversation_room(connection: Connection, owner: str, limit: int) -> None:
+    """429 `conversation_limit_reached` when `owner` already has `limit` conversations (0: no limit)."""
+    if limit <= 0:
+        return
+    # Through SQLAlchemy, not the lane's precompiled statements: it binds the LIMIT itself (new ids only).
+    owned = connection.execute(_OWNED, {"owner": owner, "bound": limit}).scalar_one()
+    if owned >= limit:
+        raise ConversationLimitReached(
+            f"This caller already has {limit} conversations, the most this gateway keeps per caller "
+            "(GATEWAY_MAX_CONVERSATIONS_PER_CALLER): delete some before starting new ones."
+        )
 
 
 async def get_conversation(session: AsyncSession, owner: str, conversation_id: str) -> Conversation | None:
@@ -91,14 +111,21 @@ async def load_window(
 
 
 def load_turn(
-    connection: Connection, owner: str, conversation_id: str, budget_for: Callable[[Conversation], Budget]
+    connection: Connection,
+    owner: str,
+    conversation_id: str,
+    budget_for: Callable[[Conversation], Budget],
+    max_conversations: int = 0,
 ) -> tuple[Conversation | None, list[StoredMessage]]:
     """A unit of work: the caller's conversation (None if new) and the stored messages its budget may send.
 
     `budget_for` gives the budget that applies to the conversation it is handed. Two indexed reads;
-    the conversation is a detached object: read it, never change it.
+    the conversation is a detached object: read it, never change it. A new conversation past the caller's
+    `max_conversations` is refused (429) before anything is sent upstream.
     """
-    loaded = load_turn_state(connection, owner, conversation_id, budget_for, lambda c: False)
+    loaded = load_turn_state(
+        connection, owner, conversation_id, budget_for, lambda c: False, max_conversations
+    )
     return loaded.conversation, loaded.candidates
 
 
@@ -140,12 +167,14 @@ def load_turn_state(
     conversation_id: str,
     budget_for: Callable[[Conversation], Budget],
     anchored: Callable[[Conversation], bool],
+    max_conversations: int = 0,
 ) -> LoadedTurn:
     """A unit of work: `load_turn`, plus (when `anchored` says the strategy needs it) the stable anchor:
     found among the candidates when they reach back to the window's start, else by one more indexed probe
     of (conversation, seq) from there (a window that no longer fits: this turn cuts)."""
     rows = statements.fetch(connection, _BY_ID, {"owner": owner, "conversation_id": conversation_id})
     if not rows:
+        check_conversation_room(connection, owner, max_conversations)
         return LoadedTurn(None, [])
     conversation = Conversation(**dict(zip(_BY_ID_COLUMNS, rows[0], strict=True)))
     candidates = read_window(connection, conversation, budget_for(conversation))

@@ -196,3 +196,18 @@ class UiSession(Base):
     identity: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class UpstreamObject(Base):
+    """An upstream object (file, batch, stored response, ...) created through the gateway, and its caller.
+
+    Recorded in gateway-key mode, where every caller shares the gateway's upstream account: only the
+    caller that created an object may see or use it.
+    """
+
+    __tablename__ = "upstream_objects"
+
+    object_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[float] = mapped_column(Float)

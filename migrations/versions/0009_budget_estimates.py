@@ -4,8 +4,8 @@
 without the upstream's usage). `budget_reservations` holds what calls of a key with a budget have reserved
 while they run, so that concurrent calls see each other before any of them is recorded.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
