@@ -158,7 +158,9 @@ class AppServer:
     def start(self) -> AppServer:
         """Bind a free port, serve the app from a thread, and wait until its lifespan has started."""
         from gateway.app import create_app
+        from gateway.server import PROTOCOL, set_deadlines
 
+        set_deadlines(self.settings.header_timeout, self.settings.body_timeout)  # as `serve` does
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = int(sock.getsockname()[1])
@@ -169,6 +171,9 @@ class AppServer:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=self.settings.shutdown_grace,
+            http=PROTOCOL,  # the options `gateway serve` gives uvicorn
+            timeout_keep_alive=self.settings.keep_alive_timeout,
+            limit_concurrency=self.settings.max_connections,
         )
         server = self._server = uvicorn.Server(config)
         failure: list[BaseException] = []
