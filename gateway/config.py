@@ -93,6 +93,7 @@ class Settings:
     metrics_dir: str | None = None
     replay_window: float = 600.0
     db_pool_size: int = 10
+    db_transaction_pooling: bool = False
     workers: int = 1
 
     @classmethod
@@ -131,6 +132,7 @@ class Settings:
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or None,
             replay_window=_float(env, "GATEWAY_RETRY_REPLAY_WINDOW", default.replay_window),
             db_pool_size=_int(env, "GATEWAY_DB_POOL_SIZE", default.db_pool_size) or default.db_pool_size,
+            db_transaction_pooling=_bool(env, "GATEWAY_DB_TRANSACTION_POOLING"),
             workers=_int(env, "GATEWAY_WORKERS", default.workers) or default.workers,
         )
 

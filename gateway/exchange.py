@@ -13,6 +13,7 @@ from gateway import headers as h
 from gateway.errors import InvalidRequest
 from gateway.history import Budget, StoredMessage, unanswered_tool_results
 from gateway.replays import Recorded
+from gateway.store.database import OpenTurn
 from gateway.store.tables import Conversation
 
 
@@ -65,6 +66,7 @@ class PendingTurn:
     ttfb_ms: float | None = None
     sent: float | None = None
     replay: Recorded | None = None
+    opened: OpenTurn | None = None  # the held conversation and what was read for it
 
     @property
     def model(self) -> str | None:

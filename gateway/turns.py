@@ -13,7 +13,6 @@ from typing import Any
 
 import anyio
 import httpx
-from sqlalchemy import Connection
 
 from gateway import headers as h
 from gateway.config import Settings
@@ -39,8 +38,9 @@ from gateway.exchange import (
 )
 from gateway.history import (
     Budget,
+    BudgetRule,
     assistant_message,
-    compose_messages,
+    compose_body,
     fingerprint,
     history_digest,
     new_messages,
@@ -61,7 +61,7 @@ from gateway.sse import (
     has_finish_reason,
     is_usage_only,
 )
-from gateway.store.conversations import TurnWrite, load_turn, write_turn
+from gateway.store.conversations import TurnWrite, conversation_budget
 from gateway.store.database import Database
 from gateway.store.spend import conversation_spent_pusd
 from gateway.store.tables import Conversation
@@ -92,11 +92,12 @@ class TurnService:
         if call.conversation_id is None:
             return await self._forward(turn, call.raw, stream=call.body.get("stream") is True)
         stack = contextlib.AsyncExitStack()
-        waited = await stack.enter_async_context(
-            self.db.locks.hold(call.owner, call.conversation_id, self.settings.lock_timeout)
+        rule = BudgetRule(header=call.header_budget, default=self._default_budget())
+        turn.opened = await stack.enter_async_context(
+            self.db.open_turn(call.owner, call.conversation_id, wait=self.settings.lock_timeout, budget=rule)
         )
         try:
-            self.metrics.lock_wait.observe(waited)
+            self.metrics.lock_wait.observe(turn.opened.waited)
             await self._prepare(turn)
             if turn.replay is not None:
                 await stack.aclose()
@@ -113,14 +114,8 @@ class TurnService:
 
     async def _prepare(self, turn: PendingTurn) -> None:
         call = turn.call
-        assert call.conversation_id is not None
-        unit = functools.partial(
-            load_turn,
-            owner=call.owner,
-            conversation_id=call.conversation_id,
-            budget_for=functools.partial(self._budget, call.header_budget),
-        )
-        conversation, candidates = await self.db.run(unit)
+        assert call.conversation_id is not None and turn.opened is not None
+        conversation, candidates = turn.opened.conversation, turn.opened.candidates
         system, rest = split_system(call.body["messages"])
         turn.conversation = conversation
         turn.replace_system = bool(system)
@@ -165,28 +160,21 @@ class TurnService:
                 "raise or clear the cap to continue it."
             )
 
-    def _budget(self, header: Budget, conversation: Conversation) -> Budget:
-        def first(*values: int | None) -> int | None:
-            return next((v for v in values if v is not None), None)
+    def _default_budget(self) -> Budget:
+        return Budget(self.settings.max_history_messages, self.settings.max_history_tokens)
 
-        return Budget(
-            max_messages=first(
-                header.max_messages, conversation.max_history_messages, self.settings.max_history_messages
-            ),
-            max_tokens=first(
-                header.max_tokens, conversation.max_history_tokens, self.settings.max_history_tokens
-            ),
-        )
+    def _budget(self, header: Budget, conversation: Conversation) -> Budget:
+        rule = BudgetRule(header=header, default=self._default_budget())
+        return conversation_budget(rule, conversation)
 
     def _compose(self, turn: PendingTurn) -> bytes:
         """The upstream body: the client's dict with `messages` replaced and usage requested for streams."""
         body = dict(turn.call.body)
-        body["messages"] = compose_messages(turn.system_messages, turn.history, turn.new)
         if body.get("stream") is True:
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True
             body["stream_options"] = options
-        return json.dumps(body, ensure_ascii=False).encode()
+        return compose_body(body, turn.system_messages, turn.history, turn.new)
 
     async def _forward(
         self, turn: PendingTurn, body: bytes, *, stream: bool, stack: contextlib.AsyncExitStack | None = None
@@ -439,6 +427,7 @@ class TurnService:
             raw.decode("utf-8", "replace") if raw is not None else json.dumps(completion)
         )
         self._observe(turn, values)
+        assert turn.opened is not None
         write = TurnWrite(
             owner=call.owner,
             conversation_id=call.conversation_id,
@@ -449,13 +438,8 @@ class TurnService:
             history_digest=digest,
             now=time.time(),
         )
-
-        def store(connection: Connection) -> None:
-            write_turn(connection, conversation, write)
-            insert_attempt(connection, values)
-
         try:
-            await self.db.run(store)
+            await turn.opened.store(write, values)
         except ConversationBusy as exc:  # fenced: the conversation moved on; the call is still logged
             await self._log_failure(turn, exc.status_code, str(exc), response, completion)
             raise

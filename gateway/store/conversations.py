@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import ConversationBusy
-from gateway.history import Budget, StoredMessage, window_bounds
+from gateway.history import Budget, BudgetRule, StoredMessage, window_bounds
 from gateway.store import statements
 from gateway.store.tables import Attempt, Conversation, Message
 
@@ -37,7 +37,7 @@ async def get_conversation(session: AsyncSession, owner: str, conversation_id: s
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-def window_query(conversation: Conversation, budget: Budget) -> Select[int, str, int, int, int] | None:
+def window_query(conversation: Conversation, budget: Budget) -> Select[int, str, int, int, int, str] | None:
     """The one query that reads the messages a budget may send, oldest first; None when none can be.
 
     Turn starts (seq and tokens before the turn) only grow along a conversation, so each binding limit
@@ -52,7 +52,12 @@ def window_query(conversation: Conversation, budget: Budget) -> Select[int, str,
         return None
     min_seq, min_tokens = window_bounds(budget, conversation.message_count, conversation.token_count)
     statement = select(
-        Message.seq, Message.body, Message.tokens, Message.turn_start_seq, Message.turn_start_tokens
+        Message.seq,
+        Message.body,
+        Message.tokens,
+        Message.turn_start_seq,
+        Message.turn_start_tokens,
+        Message.role,
     ).where(Message.conversation_pk == conversation.pk)
     start: Any = min_seq if min_seq > 0 else None
     if min_seq > 0:
@@ -80,7 +85,8 @@ def read_window(connection: Connection, conversation: Conversation, budget: Budg
     if statement is None:
         return []
     rows = connection.execute(statement).all()
-    return [StoredMessage(row[0], json.loads(row[1]), row[2], row[3], row[4]) for row in rows]
+    # The bodies stay JSON text: the turn splices them into the upstream body as they are.
+    return [StoredMessage.from_json(row[0], row[1], row[5], row[2], row[3], row[4]) for row in rows]
 
 
 async def load_window(
@@ -90,22 +96,36 @@ async def load_window(
     return await session.run_sync(lambda sync: read_window(sync.connection(), conversation, budget))
 
 
+def conversation_budget(rule: BudgetRule, conversation: Conversation) -> Budget:
+    """The budget `rule` gives this conversation (its own settings fill what the request left out)."""
+    return rule.resolve(Budget(conversation.max_history_messages, conversation.max_history_tokens))
+
+
 def load_turn(
-    connection: Connection, owner: str, conversation_id: str, budget_for: Callable[[Conversation], Budget]
+    connection: Connection,
+    owner: str,
+    conversation_id: str,
+    budget_for: Callable[[Conversation], Budget] | None = None,
+    *,
+    rule: BudgetRule | None = None,
 ) -> tuple[Conversation | None, list[StoredMessage]]:
     """A unit of work: the caller's conversation (None if new) and the stored messages its budget may send.
 
-    `budget_for` gives the budget that applies to the conversation it is handed. Two indexed reads;
-    the conversation is a detached object: read it, never change it.
+    The budget is `budget_for(conversation)`, or what `rule` gives it. Two indexed reads; the
+    conversation is a detached object: read it, never change it.
     """
     rows = statements.fetch(connection, _BY_ID, {"owner": owner, "conversation_id": conversation_id})
     if not rows:
         return None, []
     conversation = Conversation(**dict(zip(_BY_ID_COLUMNS, rows[0], strict=True)))
-    return conversation, read_window(connection, conversation, budget_for(conversation))
+    if budget_for is not None:
+        budget = budget_for(conversation)
+    else:
+        budget = conversation_budget(rule or BudgetRule(), conversation)
+    return conversation, read_window(connection, conversation, budget)
 
 
-_CHANGED = (
+CHANGED = (
     "The conversation changed while this turn ran (another request took it over); "
     "this turn was not stored. Retry it."
 )
@@ -125,14 +145,10 @@ class TurnWrite:
     now: float
 
 
-def write_turn(connection: Connection, conversation: Conversation | None, write: TurnWrite) -> int:
-    """Insert the turn's messages and update (or create) the conversation; returns the conversation pk.
-
-    Fenced: 409 `conversation_busy` when the conversation is no longer in the state the turn was composed
-    from (a turn whose lease expired under it must not interleave its messages with a newer turn's).
-    """
+def turn_row(conversation: Conversation | None, write: TurnWrite) -> dict[str, Any]:
+    """The conversation's columns after the turn: running totals, digest, and what the turn replaces."""
     token_total = sum(m.tokens for m in write.messages)
-    last_user = next((m for m in reversed(write.messages) if m.body.get("role") == "user"), None)
+    last_user = next((m for m in reversed(write.messages) if m.role == "user"), None)
     values: dict[str, Any] = {
         "message_count": (conversation.message_count if conversation else 0) + len(write.messages),
         "token_count": (conversation.token_count if conversation else 0) + token_total,
@@ -145,18 +161,28 @@ def write_turn(connection: Connection, conversation: Conversation | None, write:
         values["last_user_tokens"] = last_user.turn_start_tokens
     if write.replace_system:
         values["system_messages"] = json.dumps(write.system_messages) if write.system_messages else None
+    return values
+
+
+def write_turn(connection: Connection, conversation: Conversation | None, write: TurnWrite) -> int:
+    """Insert the turn's messages and update (or create) the conversation; returns the conversation pk.
+
+    Fenced: 409 `conversation_busy` when the conversation is no longer in the state the turn was composed
+    from (a turn whose lease expired under it must not interleave its messages with a newer turn's).
+    """
+    values = turn_row(conversation, write)
     if conversation is None:
         values.setdefault("system_messages", None)
         created = {"owner": write.owner, "id": write.conversation_id, "created_at": write.now, **values}
         try:
             pk = statements.insert_returning_key(connection, _INSERT_CONVERSATION, created)
         except (IntegrityError, sqlite3.IntegrityError) as exc:  # created meanwhile by a turn that held
-            raise ConversationBusy(_CHANGED) from exc  # the lock after ours expired
+            raise ConversationBusy(CHANGED) from exc  # the lock after ours expired
     else:
         pk = conversation.pk
         fence = {"conversation_pk_": pk, "expected_count_": conversation.message_count}
         if statements.execute(connection, _UPDATE_CONVERSATION, {**fence, **values}) != 1:
-            raise ConversationBusy(_CHANGED)
+            raise ConversationBusy(CHANGED)
     if write.messages:
         statements.execute(
             connection,
@@ -166,8 +192,8 @@ def write_turn(connection: Connection, conversation: Conversation | None, write:
                     "conversation_pk": pk,
                     "seq": m.seq,
                     "turn": write.turn,
-                    "role": str(m.body.get("role")),
-                    "body": json.dumps(m.body, ensure_ascii=False),
+                    "role": str(m.role),
+                    "body": m.json,
                     "tokens": m.tokens,
                     "turn_start_seq": m.turn_start_seq,
                     "turn_start_tokens": m.turn_start_tokens,
