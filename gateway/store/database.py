@@ -41,7 +41,14 @@ log = logging.getLogger("gateway.database")
 # What only the database layer raises: SQLAlchemy's wrapped driver errors, the pool's checkout timeout, and
 # what asyncpg raises unwrapped while connecting ("the database system is starting up", a connection closed
 # under a statement). The app renders these as 503 wherever they escape.
-DATABASE_ERRORS = (DBAPIError, DisconnectionError, PoolTimeout, asyncpg.PostgresError, asyncpg.InterfaceError)
+DATABASE_ERRORS = (
+    DBAPIError,
+    DisconnectionError,
+    PoolTimeout,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 # ... plus the socket errors of a refused or dropped connection, caught around database calls.
 DB_ERRORS = (*DATABASE_ERRORS, OSError)
 

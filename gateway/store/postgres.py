@@ -288,8 +288,16 @@ def store_arguments(
     return STORE_EXISTING, [owner, conversation_id, holder, *fenced, turn, now, *arrays, *attempt_values]
 
 
-# A pooled connection that died (server restart, network): asyncpg raises these.
-CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError)
+# A pooled connection that died (server restart or shutdown, network), as asyncpg reports it: the server's
+# "terminating connection" errors can arrive before asyncpg has seen the socket close.
+CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    ConnectionError,
+    OSError,
+)
 
 
 class RawConnections:
@@ -318,7 +326,10 @@ class RawConnections:
                     raise
                 continue
             except asyncpg.PostgresError:
-                fairy.close()  # an error of the statement itself: its implicit transaction is rolled back
+                if connection.is_closed():
+                    _discard(fairy, None)
+                else:
+                    fairy.close()  # the statement's own error: its implicit transaction was rolled back
                 raise
             except BaseException as exc:  # cancelled mid-statement: the connection's state is unknown
                 _discard(fairy, exc)
@@ -328,7 +339,7 @@ class RawConnections:
         raise AssertionError("unreachable")
 
 
-def _discard(fairy: Any, exc: BaseException) -> None:
+def _discard(fairy: Any, exc: BaseException | None) -> None:
     """Invalidate a pooled connection (the pool opens a new one when needed)."""
     try:
         fairy.invalidate(exc if isinstance(exc, Exception) else None)
