@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Select, Table, and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +52,55 @@ async def get_conversation(session: AsyncSession, owner: str, conversation_id: s
     return (await session.execute(statement)).scalar_one_or_none()
 
 
+@functools.cache
+def _window_statement(by_seq: bool, by_tokens: bool) -> Select[int, str, int, int, int, str]:
+    """The window query for the bounds that apply, with bound parameters (built and compiled once)."""
+    pk = bindparam("pk", type_=BigInteger)
+    min_seq = bindparam("min_seq", type_=Integer)
+    min_tokens = bindparam("min_tokens", type_=BigInteger)
+    statement = select(
+        Message.seq,
+        Message.body,
+        Message.tokens,
+        Message.turn_start_seq,
+        Message.turn_start_tokens,
+        Message.role,
+    ).where(Message.conversation_pk == pk)
+    start: Any = min_seq if by_seq else None
+    if by_seq:
+        statement = statement.where(Message.turn_start_seq >= min_seq)
+    if by_tokens:
+        first_fitting_turn = (
+            select(Message.turn_start_seq)
+            .where(Message.conversation_pk == pk, Message.turn_start_tokens >= min_tokens)
+            # Every message costs at least 3 tokens, so one turn_start_tokens value is one turn.
+            .order_by(Message.turn_start_tokens)
+            .limit(1)
+            .scalar_subquery()
+        )
+        token_start = func.coalesce(first_fitting_turn, bindparam("message_count", type_=Integer))
+        start = token_start if start is None else case((token_start > min_seq, token_start), else_=min_seq)
+        statement = statement.where(Message.turn_start_tokens >= min_tokens)
+    if start is not None:
+        statement = statement.where(Message.seq >= start)
+    return statement.order_by(Message.seq)
+
+
+def _window(
+    conversation: Conversation, budget: Budget
+) -> tuple[Select[int, str, int, int, int, str], dict[str, int]] | None:
+    if budget.max_messages == 0 or budget.max_tokens == 0 or conversation.message_count == 0:
+        return None
+    min_seq, min_tokens = window_bounds(budget, conversation.message_count, conversation.token_count)
+    statement = _window_statement(min_seq > 0, min_tokens > 0)
+    parameters = {"pk": conversation.pk}
+    if min_seq > 0:
+        parameters["min_seq"] = min_seq
+    if min_tokens > 0:
+        parameters |= {"min_tokens": min_tokens, "message_count": conversation.message_count}
+    return statement, parameters
+
+
 def window_query(conversation: Conversation, budget: Budget) -> Select[int, str, int, int, int, str] | None:
     """The one query that reads the messages a budget may send, oldest first; None when none can be.
 
@@ -48,43 +112,16 @@ def window_query(conversation: Conversation, budget: Budget) -> Select[int, str,
     So the rows read are the window (plus, at most, the part of a turn that does not fit), however long
     the conversation is.
     """
-    if budget.max_messages == 0 or budget.max_tokens == 0 or conversation.message_count == 0:
-        return None
-    min_seq, min_tokens = window_bounds(budget, conversation.message_count, conversation.token_count)
-    statement = select(
-        Message.seq,
-        Message.body,
-        Message.tokens,
-        Message.turn_start_seq,
-        Message.turn_start_tokens,
-        Message.role,
-    ).where(Message.conversation_pk == conversation.pk)
-    start: Any = min_seq if min_seq > 0 else None
-    if min_seq > 0:
-        statement = statement.where(Message.turn_start_seq >= min_seq)
-    if min_tokens > 0:
-        first_fitting_turn = (
-            select(Message.turn_start_seq)
-            .where(Message.conversation_pk == conversation.pk, Message.turn_start_tokens >= min_tokens)
-            # Every message costs at least 3 tokens, so one turn_start_tokens value is one turn.
-            .order_by(Message.turn_start_tokens)
-            .limit(1)
-            .scalar_subquery()
-        )
-        token_start = func.coalesce(first_fitting_turn, conversation.message_count)
-        start = token_start if start is None else case((token_start > min_seq, token_start), else_=min_seq)
-        statement = statement.where(Message.turn_start_tokens >= min_tokens)
-    if start is not None:
-        statement = statement.where(Message.seq >= start)
-    return statement.order_by(Message.seq)
+    found = _window(conversation, budget)
+    return None if found is None else found[0].params(found[1])
 
 
 def read_window(connection: Connection, conversation: Conversation, budget: Budget) -> list[StoredMessage]:
     """The stored messages the budget may send (a suffix that select_window trims), in one indexed query."""
-    statement = window_query(conversation, budget)
-    if statement is None:
+    found = _window(conversation, budget)
+    if found is None:
         return []
-    rows = connection.execute(statement).all()
+    rows = statements.fetch(connection, *found)
     # The bodies stay JSON text: the turn splices them into the upstream body as they are.
     return [StoredMessage.from_json(row[0], row[1], row[5], row[2], row[3], row[4]) for row in rows]
 
