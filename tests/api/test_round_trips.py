@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
@@ -104,3 +105,24 @@ async def test_an_existing_conversation_costs_two_statements(
     assert reply["choices"][0]["message"]["content"] == "[7 messages] and now?"
     assert len(statements.seen) == 2, statements.seen
     assert "UPDATE conversations" in statements.seen[1]
+
+
+async def test_connections_the_server_closed_are_replaced_without_an_error(
+    harness: tuple[httpx.AsyncClient, Statements], postgres_url: str
+) -> None:
+    client, _ = harness
+    for n in range(3):
+        await turn(client, "survivor", f"before {n}")
+    # every pooled connection of the gateway is closed by the server (as a restart or an idle timeout would)
+    admin = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        terminated = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    assert terminated >= 1
+    for n in range(3):  # no 503: dead connections are replaced at checkout, or the statement is retried
+        reply = await turn(client, "survivor", f"after {n}")
+        assert reply["choices"][0]["message"]["content"] == f"[{7 + 2 * n} messages] after {n}"
