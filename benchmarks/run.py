@@ -68,6 +68,8 @@ PG_NEW_W2 = "Postgres, --workers 2, new conversation per request"
 PG_HIST_W2 = "Postgres, --workers 2, existing conversation (20 sent)"
 PG_NEW_R2 = "Postgres, 2 replicas (load spread over both), new conversation per request"
 PG_HIST_R2 = "Postgres, 2 replicas (load spread over both), existing conversation (20 sent)"
+PG_NEW_ASYNC = "Postgres, 1 process, synchronous_commit=off (no WAL flush per turn), new conversation"
+PG_HIST_ASYNC = "Postgres, 1 process, synchronous_commit=off (no WAL flush per turn), existing conversation"
 GROWN = "after growth (+10,000 conversations x 10 turns)"
 SQ_NEW_GROWN = f"SQLite, {GROWN}, new conversation per request"
 SQ_HIST_GROWN = f"SQLite, {GROWN}, existing conversation (20 sent)"
@@ -417,6 +419,16 @@ def postgres_suite(
                             PG_NEW, servers[0], Scenario(mode="new", tag=stream_tag, stream=True)
                         )
                     bench.record_rss(label, servers)
+        # What the one WAL flush per turn costs on this disk: the same process with the database's
+        # synchronous_commit off (SQLite's durability: a gateway crash loses nothing, a server crash may).
+        asyncio.run(_admin(dsn, f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+        gateway = gateway_server("gateway-postgres-async", database_url, mock.url, bench.pinning)
+        with running([gateway]):
+            gateway.start(folder)
+            bench.servers.append(gateway)
+            bench.measure(PG_NEW_ASYNC, gateway, new_conversation)
+            bench.measure(PG_HIST_ASYNC, gateway, history_pool)
+        asyncio.run(_admin(dsn, f'ALTER DATABASE "{name}" RESET synchronous_commit'))
         if growth:
             grow(bench, "Postgres", database_url)
             gateway = gateway_server("gateway-postgres-grown", database_url, mock.url, bench.pinning)
@@ -457,7 +469,17 @@ def print_report(bench: Bench, postgres: bool, flat: bool, busy: float, seconds:
         print(
             "\nPostgres (every process on the proxy CPU: workers and replicas add no CPU on this machine)\n"
         )
-        cases = [PG_BARE, PG_NEW, PG_HIST, PG_NEW_W2, PG_HIST_W2, PG_NEW_R2, PG_HIST_R2]
+        cases = [
+            PG_BARE,
+            PG_NEW,
+            PG_HIST,
+            PG_NEW_W2,
+            PG_HIST_W2,
+            PG_NEW_R2,
+            PG_HIST_R2,
+            PG_NEW_ASYNC,
+            PG_HIST_ASYNC,
+        ]
         print(throughput_table(samples, cases, MOCK))
         print()
         print(ttfb_table(samples, [PG_BARE, PG_NEW]))
