@@ -90,8 +90,11 @@ def create_engine(url: str, *, pool_size: int = 10, transaction_pooling: bool = 
     connect_args: dict[str, Any] = {}
     if transaction_pooling:
         connect_args = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+    # Up to 2 x pool_size connections, opened as needed and then kept: overflow connections would be
+    # closed on return whenever pool_size are idle, and under load that meant a new connection (connect,
+    # authenticate, prepare the statements again) every few requests.
     engine = create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, connect_args=connect_args
+        url, pool_size=2 * pool_size, max_overflow=0, pool_recycle=1800, connect_args=connect_args
     )
     event.listen(engine.sync_engine, "checkout", _closed_connection)
     return engine
