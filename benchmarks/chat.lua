@@ -3,6 +3,7 @@
 -- BENCH_MODE=new    a new conversation per request: X-Conversation-Id = BENCH_TAG-<thread>-<counter>
 -- BENCH_MODE=pool   round-robin over BENCH_POOL existing conversations BENCH_PREFIX-<BENCH_OFFSET + 0 .. N-1>
 -- BENCH_MAX_HISTORY sets X-Max-History-Messages; BENCH_STREAM=1 asks for a stream.
+-- BENCH_API=responses posts {"model", "input"} to /v1/responses instead (a new stored response each).
 -- done() prints one line "BENCH {json}" that benchmarks/run.py reads.
 
 local mode = os.getenv("BENCH_MODE") or "plain"
@@ -12,8 +13,15 @@ local pool = tonumber(os.getenv("BENCH_POOL") or "1")
 local offset = tonumber(os.getenv("BENCH_OFFSET") or "0")
 local max_history = os.getenv("BENCH_MAX_HISTORY") or ""
 local stream = os.getenv("BENCH_STREAM") == "1"
+local api = os.getenv("BENCH_API") or "chat"
+local path = "/v1/chat/completions"
 
 local body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello! What is the weather like in Rome today?"}]'
+if api == "responses" then
+  path = "/v1/responses"
+  body = '{"model":"gpt-4o-mini","input":"Hello! What is the weather like in Rome today?"'
+  mode = "plain"  -- each response makes its own conversation
+end
 if stream then body = body .. ',"stream":true' end
 body = body .. '}'
 
@@ -31,7 +39,7 @@ end
 
 function init(args)
   if mode == "plain" then
-    fixed = wrk.format("POST", "/v1/chat/completions", headers, body)
+    fixed = wrk.format("POST", path, headers, body)
   end
 end
 
@@ -43,7 +51,7 @@ function request()
   else
     headers["X-Conversation-Id"] = prefix .. "-" .. (offset + counter % pool)
   end
-  return wrk.format("POST", "/v1/chat/completions", headers, body)
+  return wrk.format("POST", path, headers, body)
 end
 
 function done(summary, latency, requests)

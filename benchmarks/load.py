@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 HERE = Path(__file__).resolve().parent
 CHAT_LUA = HERE / "chat.lua"
 PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
 TOKEN = "sk-bench"
 USER_TEXT = "Hello! What is the weather like in Rome today?"
 
@@ -43,6 +44,12 @@ class Scenario:
     offset: int = 0  # pool conversations start at <prefix>-<offset>
     max_history: int | None = None
     stream: bool = False
+    api: str = "chat"  # chat: /v1/chat/completions; responses: /v1/responses (a new stored response each)
+
+    @property
+    def path(self) -> str:
+        """The endpoint the scenario posts to."""
+        return RESPONSES_PATH if self.api == "responses" else PATH
 
     def env(self) -> dict[str, str]:
         """The BENCH_* variables chat.lua reads."""
@@ -54,18 +61,21 @@ class Scenario:
             "BENCH_OFFSET": str(self.offset),
             "BENCH_MAX_HISTORY": "" if self.max_history is None else str(self.max_history),
             "BENCH_STREAM": "1" if self.stream else "0",
+            "BENCH_API": self.api,
         }
 
     def body(self) -> bytes:
         """The JSON body chat.lua sends, byte for byte."""
         text = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + USER_TEXT + '"}]'
+        if self.api == "responses":
+            text = '{"model":"gpt-4o-mini","input":"' + USER_TEXT + '"'
         return (text + (',"stream":true' if self.stream else "") + "}").encode()
 
     def request(self, host: str, counter: int, worker: int = 0) -> bytes:
         """One raw HTTP/1.1 request, with the conversation header the mode asks for."""
         body = self.body()
         lines = [
-            f"POST {PATH} HTTP/1.1",
+            f"POST {self.path} HTTP/1.1",
             f"Host: {host}",
             "Content-Type: application/json",
             f"Authorization: Bearer {TOKEN}",
@@ -73,7 +83,9 @@ class Scenario:
         ]
         if self.max_history is not None:
             lines.append(f"X-Max-History-Messages: {self.max_history}")
-        if self.mode == "new":
+        if self.api == "responses":
+            pass  # every stored response starts its own conversation: no header
+        elif self.mode == "new":
             lines.append(f"X-Conversation-Id: {self.tag}-{worker}-{counter}")
         elif self.mode == "pool":
             lines.append(f"X-Conversation-Id: {self.prefix}-{self.offset + counter % self.pool}")

@@ -59,6 +59,7 @@ BARE = "bare pass-through (Starlette + httpx)"
 GW_PLAIN = "gateway, no X-Conversation-Id (logged pass-through)"
 GW_NEW = "gateway, new conversation per request"
 GW_HIST = "gateway, existing conversation (20 stored messages sent)"
+GW_RESP = "gateway, Responses API over chat (a new stored response per request)"
 FLAT_SHORT = "100 stored messages, X-Max-History-Messages: 20"
 FLAT_LONG = "10,000 stored messages, X-Max-History-Messages: 20"
 PG_BARE = "bare pass-through (same run as Postgres)"
@@ -258,6 +259,11 @@ def grown_pool(_tag: str) -> Scenario:
     return Scenario(mode="pool", prefix="grow", pool=HISTORY_POOL, offset=4_321, max_history=20)
 
 
+def responses(_tag: str) -> Scenario:
+    """POST /v1/responses with a string input: translated to chat, stored as a new conversation's turn."""
+    return Scenario(mode="plain", api="responses")
+
+
 def gateway_server(
     name: str, database_url: str, upstream: str, pinning: Pinning, workers: int = 1, **settings: str
 ) -> Server:
@@ -303,10 +309,12 @@ def sqlite_suite(bench: Bench, folder: Path, mock: Server, bare: Server, flat: b
             bench.measure(GW_PLAIN, gateway, plain)
             bench.measure(GW_NEW, gateway, new_conversation)
             bench.measure(GW_HIST, gateway, history_pool)
+            bench.measure(GW_RESP, gateway, responses)
             stream_tag = f"s{bench.run_id}-{round_number}"
             bench.measure_ttfb(MOCK, mock, Scenario(mode="plain", stream=True))
             bench.measure_ttfb(BARE, bare, Scenario(mode="plain", stream=True))
             bench.measure_ttfb(GW_NEW, gateway, Scenario(mode="new", tag=stream_tag, stream=True))
+            bench.measure_ttfb(GW_RESP, gateway, Scenario(mode="plain", api="responses", stream=True))
             if flat:
                 short = Scenario(mode="pool", prefix=f"short{round_number}", pool=SHORT_POOL, max_history=20)
                 bench.measure_single(FLAT_SHORT, gateway, short)
@@ -457,9 +465,9 @@ def print_report(bench: Bench, postgres: bool, flat: bool, busy: float, seconds:
             f"max {worst:.2f} CPU (of {os.cpu_count()}; in the Postgres run this includes the server's work)"
         )
     print()
-    print(throughput_table(samples, [MOCK, BARE, GW_PLAIN, GW_NEW, GW_HIST], MOCK))
+    print(throughput_table(samples, [MOCK, BARE, GW_PLAIN, GW_NEW, GW_HIST, GW_RESP], MOCK))
     print()
-    print(ttfb_table(samples, [MOCK, BARE, GW_NEW]))
+    print(ttfb_table(samples, [MOCK, BARE, GW_NEW, GW_RESP]))
     if flat:
         print(
             "\nFlat cost (issue 3): concurrency 1, the same budgeted turn on short and long conversations\n"

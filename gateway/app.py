@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,16 +20,18 @@ from starlette.routing import Route
 from gateway import headers as h
 from gateway import migrate
 from gateway.access import AccessLog, route_paths
-from gateway.api import admin, chat, conversations, ops, proxy, usage
+from gateway.api import admin, chat, conversations, ops, proxy, responses, usage
 from gateway.api.common import Services, json_response
 from gateway.auth import Authenticator
 from gateway.config import Settings
 from gateway.errors import DatabaseUnavailable, GatewayError, MethodNotAllowed, NotFound, error_body
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
+from gateway.responses.service import ResponseService
 from gateway.store.database import DATABASE_ERRORS, Database, create_engine
-from gateway.tokens import count_text_tokens
+from gateway.tokens import warm_up
 from gateway.turns import TurnService
+from gateway.ui import ROUTES as UI_ROUTES
 from gateway.upstream import UpstreamClient, create_http_client
 
 log = logging.getLogger("gateway")
@@ -37,6 +40,7 @@ ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 ROUTES = [
     Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+    *responses.ROUTES,
     Route("/v1/conversations/{conversation_id}/usage", usage.conversation_usage, methods=["GET"]),
     Route("/v1/usage", usage.usage, methods=["GET"]),
     Route("/admin/keys", admin.list_all, methods=["GET"]),
@@ -46,6 +50,7 @@ ROUTES = [
     Route("/healthz", ops.healthz, methods=["GET"]),
     Route("/metrics", ops.metrics, methods=["GET"]),
     Route("/openapi.json", ops.openapi, methods=["GET"]),
+    *UI_ROUTES,
     Route("/v1/{path:path}", proxy.proxy, methods=ALL_METHODS),
 ]
 
@@ -104,19 +109,23 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
             await migrate.upgrade(engine)
             db = Database(engine, lease_seconds=settings.lock_lease)
             pricer = Pricer.from_file(settings.prices_file)
-            count_text_tokens("warm up", "gpt-4o")  # load the tokenizers before the first request
-            count_text_tokens("warm up", "gpt-4")
+            # Build the most used encoding (gpt-4o and later) before serving: tiktoken holds the GIL
+            # while it builds (~0.3 s), which must not stall requests in flight. Others (cl100k_base
+            # for gpt-4 and gpt-3.5) are built on first use, in a worker thread (see turns.py).
+            await anyio.to_thread.run_sync(warm_up, "gpt-4o")
             try:
                 async with create_http_client(settings, transport) as http:
                     upstream = UpstreamClient(http, settings)
+                    turns = TurnService(db, upstream, settings, pricer, metrics=metrics)
                     services = Services(
                         settings=settings,
                         db=db,
                         upstream=upstream,
-                        turns=TurnService(db, upstream, settings, pricer, metrics=metrics),
+                        turns=turns,
                         pricer=pricer,
                         auth=Authenticator(db, settings),
                         metrics=metrics,
+                        responses=ResponseService(db, turns, settings),
                     )
                     # Everything loaded so far lives as long as the process: keep it out of the
                     # collector's full passes (each one walked it, ~65 ms, every few seconds under load).

@@ -6,11 +6,13 @@ import asyncio
 import dataclasses
 import logging
 import os
+import socket
 import sys
 from typing import Any
 from urllib.parse import urlsplit
 
 import click
+import uvicorn
 
 from gateway.cli_conversations import conversations
 from gateway.cli_keys import keys
@@ -61,7 +63,7 @@ def serve(**flags: Any) -> None:
     """Run the gateway (applies migrations on start)."""
     import json
 
-    import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from gateway.logs import configure_logging
     from gateway.metrics import prepare_multiprocess_dir
@@ -92,15 +94,30 @@ def serve(**flags: Any) -> None:
     migrate_or_exit(settings)  # fail fast, in one line, when the database is unreachable
     parts = urlsplit(settings.upstream_url)
     upstream = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # no credentials in logs
-    log = logging.getLogger("gateway")
-    log.info("listening on http://%s:%s, upstream %s", settings.host, settings.port, upstream)
+    listening = f"listening on http://{settings.host}:{settings.port}, upstream {upstream}"
     if settings.workers > 1:
         os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
-        uvicorn.run("gateway.cli:app_factory", factory=True, workers=settings.workers, **options)
+        config = uvicorn.Config("gateway.cli:app_factory", factory=True, workers=settings.workers, **options)
+        sock = config.bind_socket()  # the workers share the parent's socket: it accepts from now on
+        logging.getLogger("gateway").info(listening)
+        Multiprocess(config, sockets=[sock]).run()  # what uvicorn.run does for workers > 1
         return
     from gateway.app import create_app
 
-    uvicorn.run(create_app(settings), **options)
+    _Server(uvicorn.Config(create_app(settings), **options), listening).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, logging "listening" only once its socket is bound and accepting."""
+
+    def __init__(self, config: uvicorn.Config, listening: str) -> None:
+        super().__init__(config)
+        self.listening = listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            logging.getLogger("gateway").info(self.listening)
 
 
 class DatabaseUnreachable(click.ClickException):

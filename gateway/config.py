@@ -95,6 +95,8 @@ class Settings:
     db_pool_size: int = 10
     db_transaction_pooling: bool = False
     workers: int = 1
+    responses_mode: str = "translate"  # GATEWAY_RESPONSES: translate | passthrough
+    ui_session_seconds: float = 8 * 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -106,6 +108,11 @@ class Settings:
         log_level = env.get("GATEWAY_LOG_LEVEL", "").strip().upper() or default.log_level
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"GATEWAY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+        responses_mode = env.get("GATEWAY_RESPONSES", "").strip().lower() or default.responses_mode
+        if responses_mode not in ("translate", "passthrough"):
+            raise ConfigError(
+                f"GATEWAY_RESPONSES must be 'translate' or 'passthrough', got {responses_mode!r}"
+            )
         return cls(
             host=env.get("GATEWAY_HOST", "").strip() or default.host,
             port=_int(env, "GATEWAY_PORT", default.port) or default.port,
@@ -134,6 +141,8 @@ class Settings:
             db_pool_size=_int(env, "GATEWAY_DB_POOL_SIZE", default.db_pool_size) or default.db_pool_size,
             db_transaction_pooling=_bool(env, "GATEWAY_DB_TRANSACTION_POOLING"),
             workers=_int(env, "GATEWAY_WORKERS", default.workers) or default.workers,
+            responses_mode=responses_mode,
+            ui_session_seconds=_float(env, "GATEWAY_UI_SESSION_SECONDS", default.ui_session_seconds),
         )
 
     @property

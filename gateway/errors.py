@@ -88,6 +88,12 @@ class ConversationBusy(GatewayError):
     status_code, error_type, code = 409, "conflict_error", "conversation_busy"
 
 
+class ConversationMoved(GatewayError):
+    """A turn asked to continue a conversation from a state it has moved past (409; Responses forks on it)."""
+
+    status_code, error_type, code = 409, "conflict_error", "conversation_moved"
+
+
 class ConversationExists(GatewayError):
     """POST /v1/conversations named an id the caller already has (409)."""
 

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from sqlalchemy import Connection
 
 from gateway import headers as h
 from gateway.errors import InvalidRequest
 from gateway.history import Budget, StoredMessage, unanswered_tool_results
 from gateway.replays import Recorded
+from gateway.store.conversations import TurnWrite
 from gateway.store.database import OpenTurn
 from gateway.store.tables import Conversation
+
+CHAT_ENDPOINT = "/v1/chat/completions"
+# Runs inside a stored turn's transaction, after its messages: (connection, the write, the completion).
+StoreHook = Callable[[Connection, TurnWrite, Any], None]
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,12 @@ class ChatCall:
     header_budget: Budget = field(default_factory=Budget)
     retry_count: int = 0
     idempotency_key: str | None = None
+    # Used by the Responses API (all optional, so chat requests are unchanged):
+    endpoint: str = CHAT_ENDPOINT  # the request log's endpoint
+    instructions: list[dict[str, Any]] | None = None  # the system prompt of this turn only, never stored
+    expected_turn: int | None = None  # continue only from this turn count, else ConversationMoved
+    store: bool = True  # False: use the history, write nothing (the attempt is still logged)
+    on_store: StoreHook | None = None
 
 
 @dataclass

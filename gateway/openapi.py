@@ -155,6 +155,66 @@ def _conversation_paths() -> dict[str, Schema]:
     }
 
 
+RESPONSE_ID: Schema = {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _response_paths() -> dict[str, Schema]:
+    """The Responses API, served over the upstream's chat completions (GATEWAY_RESPONSES=translate)."""
+    return {
+        "/v1/responses": {
+            "post": {
+                "summary": "A response, served over chat completions; a turn of a conversation when stored.",
+                "operationId": "createResponse",
+                "requestBody": {"required": True, "content": _json(_ref("ResponseCreateRequest"))},
+                "responses": {
+                    "200": {
+                        "description": "The response (JSON), or its event stream when `stream` is true.",
+                        "content": {**_json(_ref("Response")), "text/event-stream": {"schema": STRING}},
+                    },
+                    **_errors(400, 401, 404, 409, 413, 429, 503),
+                    "default": _error("An upstream error, passed through, or a 502/504 upstream fault."),
+                },
+            }
+        },
+        "/v1/responses/{response_id}": {
+            "get": {
+                "summary": "One of the caller's stored responses.",
+                "operationId": "getResponse",
+                "parameters": [RESPONSE_ID],
+                "responses": {
+                    "200": {"description": "The response.", "content": _json(_ref("Response"))},
+                    **_errors(401, 404, 503),
+                },
+            },
+            "delete": {
+                "summary": "Forget a stored response (its turn stays in its conversation).",
+                "operationId": "deleteResponse",
+                "parameters": [RESPONSE_ID],
+                "responses": {
+                    "200": {"description": "Deleted.", "content": _json(_ref("ResponseDeleted"))},
+                    **_errors(401, 404, 503),
+                },
+            },
+        },
+        "/v1/responses/{response_id}/input_items": {
+            "get": {
+                "summary": "The input items of a stored response.",
+                "operationId": "listResponseInputItems",
+                "parameters": [
+                    RESPONSE_ID,
+                    _query("limit", {"type": "integer"}, "Page size (1-100)."),
+                    _query("after", STRING, "An item id: the page starts after it."),
+                    _query("order", {"type": "string", "enum": ["asc", "desc"]}, ""),
+                ],
+                "responses": {
+                    "200": {"description": "The items.", "content": _json(_ref("ItemList"))},
+                    **_errors(400, 401, 404, 503),
+                },
+            }
+        },
+    }
+
+
 def _query(name: str, schema: Schema, description: str) -> Schema:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
@@ -283,6 +343,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": {
             "/v1/chat/completions": {"post": _chat_operation()},
+            **_response_paths(),
             **_conversation_paths(),
             **_usage_paths(),
             **_admin_paths(),

@@ -173,6 +173,26 @@ def report_object(report: Report) -> dict[str, Any]:
     return {"object": "list", "data": [{"key": "total", **usage}], **usage}
 
 
+@dataclass(frozen=True)
+class CallStats:
+    """How the calls went: how many, how many failed (status 400 and up), upstream latency percentiles."""
+
+    requests: int
+    errors: int
+    latency_p50_ms: float | None  # None: no calls
+    latency_p95_ms: float | None
+
+    @property
+    def error_rate(self) -> float | None:
+        """The share of failed calls (0 to 1), None without calls."""
+        return self.errors / self.requests if self.requests else None
+
+
+def rank_index(count: int, percent: int) -> int:
+    """The 0-based position of the `percent`th percentile in `count` sorted values (nearest rank)."""
+    return max(0, -(-count * percent // 100) - 1)
+
+
 # --- parsing what to report --------------------------------------------------------------------
 
 

@@ -142,6 +142,55 @@ SCHEMAS: dict[str, Schema] = {
             "deleted": {"type": "boolean"},
         },
     },
+    "ResponseCreateRequest": {
+        "type": "object",
+        "required": ["model"],
+        "description": "OpenAI's Responses body, translated to chat completions (see the README).",
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "maxLength": 200},
+            "input": {
+                "nullable": True,
+                "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
+            },
+            "instructions": {"type": "string", "nullable": True},
+            "previous_response_id": {"type": "string", "nullable": True},
+            "conversation": {
+                "nullable": True,
+                "oneOf": [
+                    {"type": "string", "pattern": ID_PATTERN},
+                    {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+                ],
+            },
+            "store": {"type": "boolean", "nullable": True},
+            "stream": {"type": "boolean", "nullable": True},
+            "tools": {"type": "array", "nullable": True, "items": {"type": "object"}},
+            "metadata": {"type": "object", "nullable": True, "additionalProperties": {"type": "string"}},
+        },
+    },
+    "Response": {
+        "type": "object",
+        "required": ["id", "object", "created_at", "status", "model", "output"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "enum": ["response"]},
+            "created_at": {"type": "integer"},
+            "status": {"type": "string", "enum": ["completed", "incomplete", "failed", "in_progress"]},
+            "model": {"type": "string"},
+            "output": {"type": "array", "items": {"type": "object", "required": ["type"]}},
+            "usage": {"type": "object", "nullable": True},
+            "previous_response_id": {"type": "string", "nullable": True},
+            "conversation": {"type": "object", "nullable": True},
+        },
+    },
+    "ResponseDeleted": {
+        "type": "object",
+        "required": ["id", "object", "deleted"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "enum": ["response.deleted"]},
+            "deleted": {"type": "boolean"},
+        },
+    },
     "ItemList": {
         "type": "object",
         "required": ["object", "data", "has_more"],

@@ -1,17 +1,21 @@
-"""Token counting for chat messages, offline, with the tokenizers bundled in `bpe_openai`.
+"""Token counting for chat messages, offline, with OpenAI's tokenizers (tiktoken) and bundled rank files.
 
-OpenAI models are counted with their real byte-pair encoding (o200k_base or cl100k_base, both
-shipped inside the `bpe_openai` wheel, so nothing is downloaded). Every other model gets a
-documented estimate of one token per four characters. Message overheads follow OpenAI's cookbook
+OpenAI models are counted with their real byte-pair encoding (o200k_base or cl100k_base), run by
+OpenAI's `tiktoken` from rank files shipped inside this package, so nothing is downloaded. Every other
+model gets a documented estimate of one token per four characters. Message overheads follow OpenAI's cookbook
 "How to count tokens with tiktoken": 3 tokens per message, 1 more when the message has a name.
 """
 
 from __future__ import annotations
 
-import functools
+import base64
+import dataclasses
+import gzip
+import hashlib
 import math
-import warnings
+import threading
 from collections.abc import Mapping
+from importlib import resources
 from typing import Protocol, cast
 
 __all__ = [
@@ -24,6 +28,9 @@ __all__ = [
     "count_message_tokens",
     "count_text_tokens",
     "encoding_name_for_model",
+    "needs_loading",
+    "read_ranks",
+    "warm_up",
 ]
 
 TOKENS_PER_MESSAGE = 3
@@ -49,7 +56,7 @@ TOKENIZER_NOTE = (
     "gpt-4o, chatgpt-4o, gpt-4.1, gpt-4.5, gpt-5, o1, o3, o4 and gpt-oss models, cl100k_base for "
     "gpt-4, gpt-3.5, text-embedding-3 and text-embedding-ada-002 (a provider prefix such as "
     '"openai/" and a fine-tune prefix "ft:" are ignored), using the encodings bundled in the '
-    "bpe-openai package. A chat message costs what OpenAI's cookbook documents: 3 tokens of "
+    "gateway package and run by tiktoken. A chat message costs what OpenAI's cookbook documents: 3 tokens of "
     "overhead plus the tokens of its role and content, plus its name and 1 more token when it has "
     "one; the text parts of list content are counted, an image part counts a flat 85 tokens with "
     'detail "low" and 765 otherwise (a 1024x1024 image in high detail), and other parts (audio, '
@@ -63,30 +70,130 @@ TOKENIZER_NOTE = (
 _O200K_PREFIXES = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "gpt-oss")
 _CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35", "text-embedding-3", "text-embedding-ada-002")
 
-# bpe_openai refuses one call of 1,000,000 characters or more, or one that yields more than 200,000
-# tokens. A character is at most 4 UTF-8 bytes and a token at least 1 byte, so 40,000 characters
-# can never exceed either limit; longer texts are counted in pieces of at most this size.
+# Texts are encoded in pieces of at most this many characters, cut before a space (where the tokenizer
+# would cut anyway), so one huge message never makes one huge call into the tokenizer.
 _MAX_CHARS_PER_CALL = 40_000
+
+
+@dataclasses.dataclass(frozen=True)
+class _EncodingSpec:
+    """What OpenAI publishes for one encoding (tiktoken_ext/openai_public.py): ranks, pattern, specials."""
+
+    sha256: str
+    pattern: str
+    special_tokens: Mapping[str, int]
+
+
+# The rank files ship inside this package (gateway/encodings/, gzipped copies of OpenAI's public
+# `*.tiktoken` files, checked against OpenAI's published SHA-256 on load), so nothing is downloaded.
+_SPECS = {
+    "cl100k_base": _EncodingSpec(
+        sha256="223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+        pattern=(
+            r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+            r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+        ),
+        special_tokens={
+            "<|endoftext|>": 100257,
+            "<|fim_prefix|>": 100258,
+            "<|fim_middle|>": 100259,
+            "<|fim_suffix|>": 100260,
+            "<|endofprompt|>": 100276,
+        },
+    ),
+    "o200k_base": _EncodingSpec(
+        sha256="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+        pattern="|".join(
+            [
+                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"""
+                r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"""
+                r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+                r"""\p{N}{1,3}""",
+                r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+                r"""\s*[\r\n]+""",
+                r"""\s+(?!\S)""",
+                r"""\s+""",
+            ]
+        ),
+        special_tokens={"<|endoftext|>": 199999, "<|endofprompt|>": 200018},
+    ),
+}
 
 
 class _Encoding(Protocol):
     def encode_ordinary(self, text: str) -> list[int]: ...
 
 
-@functools.cache
-def _encoding(name: str) -> _Encoding:
-    """Load a bundled encoding once per process.
+def read_ranks(name: str) -> dict[bytes, int]:
+    """Read one bundled rank file (`<base64 token> <rank>` per line), checked against OpenAI's hash."""
+    raw = gzip.decompress(resources.files("gateway.encodings").joinpath(f"{name}.tiktoken.gz").read_bytes())
+    if hashlib.sha256(raw).hexdigest() != _SPECS[name].sha256:
+        raise RuntimeError(f"the bundled {name} ranks do not match OpenAI's published file")
+    ranks: dict[bytes, int] = {}
+    for line in raw.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
 
-    The import is deferred to the first count: importing bpe_openai reads every bundled rank table
-    (about 0.4 s), and building one encoding takes another 20-70 ms. bpe_openai 0.1.4 reads its
-    tables with the deprecated `importlib.resources.open_binary`; that DeprecationWarning is
-    silenced here, once, so that a `-W error` test run does not turn it into a failed count.
+
+def _build(name: str) -> _Encoding:
+    """Build one encoding with tiktoken (about 0.3-0.5 s and 35-50 MB each).
+
+    tiktoken's Rust core keeps its own copy of the ranks; the Python dict handed to it is kept by
+    `Encoding` only for pickling, which the gateway never does, so it is emptied (about 28 MB for
+    o200k_base) to keep each process small.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import bpe_openai  # deliberately lazy, see above
+    import tiktoken  # deliberately lazy: a process that never counts never pays for it
 
-        return cast(_Encoding, bpe_openai.get_encoding(name))
+    spec = _SPECS[name]
+    ranks = read_ranks(name)
+    encoding = tiktoken.Encoding(
+        name, pat_str=spec.pattern, mergeable_ranks=ranks, special_tokens=dict(spec.special_tokens)
+    )
+    ranks.clear()
+    return cast(_Encoding, encoding)
+
+
+class _Encodings:
+    """The encodings built so far in this process: each built once, on first use, by whichever thread asks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._built: dict[str, _Encoding] = {}
+
+    def get(self, name: str) -> _Encoding:
+        built = self._built.get(name)
+        if built is None:
+            with self._lock:
+                built = self._built.get(name)
+                if built is None:
+                    built = self._built[name] = _build(name)
+        return built
+
+    def is_built(self, name: str) -> bool:
+        return name in self._built
+
+
+_ENCODINGS = _Encodings()
+
+
+def _encoding(name: str) -> _Encoding:
+    return _ENCODINGS.get(name)
+
+
+def needs_loading(model: str | None) -> bool:
+    """True when counting for `model` would first build its encoding (do that off the event loop)."""
+    name = encoding_name_for_model(model)
+    return name is not None and not _ENCODINGS.is_built(name)
+
+
+def warm_up(model: str) -> None:
+    """Build the encoding `model` uses, if any, so that the first request that needs it does not wait."""
+    name = encoding_name_for_model(model)
+    if name is not None:
+        _ENCODINGS.get(name)
 
 
 def encoding_name_for_model(model: str | None) -> str | None:
@@ -106,7 +213,7 @@ def encoding_name_for_model(model: str | None) -> str | None:
 
 
 def _encoded_length(encoding: _Encoding, text: str) -> int:
-    """Count the tokens of `text`, in pieces that stay within bpe_openai's per-call limits."""
+    """Count the tokens of `text`, in pieces of at most _MAX_CHARS_PER_CALL characters."""
     length = len(text)
     if length <= _MAX_CHARS_PER_CALL:
         return len(encoding.encode_ordinary(text))

@@ -7,18 +7,20 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
 import anyio
 import httpx
+from sqlalchemy import Connection
 
 from gateway import headers as h
 from gateway.config import Settings
 from gateway.errors import (
     BudgetExceeded,
     ConversationBusy,
+    ConversationMoved,
     DatabaseUnavailable,
     GatewayError,
     UpstreamUnreachable,
@@ -66,7 +68,7 @@ from gateway.store.database import Database
 from gateway.store.spend import conversation_spent_pusd
 from gateway.store.tables import Conversation
 from gateway.store.usage import insert_attempt
-from gateway.tokens import count_message_tokens
+from gateway.tokens import count_message_tokens, needs_loading
 from gateway.upstream import UpstreamClient, read_body, response_headers, translate_errors
 
 CHAT_PATH = "/chat/completions"
@@ -124,6 +126,8 @@ class TurnService:
         elif conversation is not None and conversation.system_messages:
             turn.system_messages = json.loads(conversation.system_messages)
         if conversation is None:
+            if call.expected_turn is not None:
+                raise ConversationMoved(f"Conversation '{call.conversation_id}' no longer exists.")
             turn.new = rest
             return
         if call.retry_count >= 1 or call.idempotency_key is not None:
@@ -139,6 +143,10 @@ class TurnService:
                 )
             if turn.replay is not None:
                 return
+        if call.expected_turn is not None and conversation.turn_count != call.expected_turn:
+            raise ConversationMoved(
+                f"Conversation '{conversation.id}' has moved past turn {call.expected_turn}."
+            )
         await self._check_cost_cap(conversation)
         turn.new = new_messages(rest, conversation.message_count, conversation.history_hash)
         budget = self._budget(call.header_budget, conversation)
@@ -170,11 +178,14 @@ class TurnService:
     def _compose(self, turn: PendingTurn) -> bytes:
         """The upstream body: the client's dict with `messages` replaced and usage requested for streams."""
         body = dict(turn.call.body)
+        system = turn.system_messages
+        if turn.call.instructions is not None:  # this turn's own system prompt, then any it sent to store
+            system = [*turn.call.instructions, *(system if turn.replace_system and system else [])]
         if body.get("stream") is True:
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True
             body["stream_options"] = options
-        return compose_body(body, turn.system_messages, turn.history, turn.new)
+        return compose_body(body, system, turn.history, turn.new)
 
     async def _forward(
         self, turn: PendingTurn, body: bytes, *, stream: bool, stack: contextlib.AsyncExitStack | None = None
@@ -352,7 +363,7 @@ class TurnService:
             "conversation_id": call.conversation_id,
             "request_id": call.request_id,
             "upstream_request_id": upstream_request_id(response),
-            "endpoint": "/v1" + CHAT_PATH,
+            "endpoint": call.endpoint,
             "model": turn.model[:200] if turn.model else None,
             "response_model": response_model[:200] if response_model else None,
             "stream": call.body.get("stream") is True,
@@ -403,10 +414,16 @@ class TurnService:
         """Store the new messages and the reply as one turn, with its attempt, in one transaction."""
         call = turn.call
         assert call.conversation_id is not None
+        if not call.store:  # the history was used; nothing is written but the attempt
+            await self._log_failure(turn, response.status_code, None, response, completion)
+            return
         conversation = turn.conversation
         bodies = [*turn.new, reply]
         model = turn.model
-        counts = [count_message_tokens(m, model) for m in bodies]
+        if needs_loading(model):  # the first count for this encoding builds it: not on the event loop
+            counts = await anyio.to_thread.run_sync(lambda: [count_message_tokens(m, model) for m in bodies])
+        else:
+            counts = [count_message_tokens(m, model) for m in bodies]
         numbered = number_messages(
             bodies,
             counts,
@@ -438,8 +455,15 @@ class TurnService:
             history_digest=digest,
             now=time.time(),
         )
+        hook = call.on_store
+        extra: Callable[[Connection], None] | None = None
+        if hook is not None:  # the Responses API's row, in the same transaction
+
+            def extra(connection: Connection) -> None:
+                hook(connection, write, completion)
+
         try:
-            await turn.opened.store(write, values)
+            await turn.opened.store(write, values, extra=extra)
         except ConversationBusy as exc:  # fenced: the conversation moved on; the call is still logged
             await self._log_failure(turn, exc.status_code, str(exc), response, completion)
             raise

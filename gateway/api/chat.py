@@ -47,7 +47,8 @@ class RelayResponse(StreamingResponse):
                     await iterator.aclose()
 
 
-def _retry_count(value: str | None) -> int:
+def retry_count(value: str | None) -> int:
+    """The x-stainless-retry-count header: 0 when absent or not a small whole number."""
     text = (value or "").strip()
     if not text.isascii() or not text.isdigit() or len(text) > 9:
         return 0
@@ -81,7 +82,7 @@ async def chat_completions(request: Request) -> Response:
         headers=dict(request.headers),
         request_id=request.state.request_id if hasattr(request.state, "request_id") else secrets.token_hex(8),
         header_budget=budget,
-        retry_count=_retry_count(request.headers.get(h.RETRY_COUNT)),
+        retry_count=retry_count(request.headers.get(h.RETRY_COUNT)),
         idempotency_key=idempotency_key,
     )
     reply = await svc.turns.chat(call)

@@ -16,6 +16,7 @@ from gateway.errors import NotFound, RequestTooLarge
 from gateway.identity import CONVERSATION_ID_PATTERN
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
+from gateway.responses.service import ResponseService
 from gateway.store.database import Database
 from gateway.turns import TurnService
 from gateway.upstream import UpstreamClient
@@ -32,6 +33,7 @@ class Services:
     pricer: Pricer
     auth: Authenticator
     metrics: Metrics
+    responses: ResponseService
 
 
 def path_conversation_id(request: Request) -> str:

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.errors import ConversationBusy
 from gateway.history import Budget, BudgetRule, StoredMessage, window_bounds
 from gateway.store import statements
-from gateway.store.tables import Attempt, Conversation, Message
+from gateway.store.tables import Attempt, Conversation, Message, StoredResponse
 
 _CONVERSATIONS = cast(Table, Conversation.__table__)
 _BY_ID = select(_CONVERSATIONS).where(
@@ -362,6 +362,11 @@ async def delete_conversation(session: AsyncSession, conversation: Conversation)
     """Remove a conversation and its messages; its request-log rows keep usage but lose their content."""
     await session.execute(delete(Message).where(Message.conversation_pk == conversation.pk))
     await session.execute(delete(Conversation).where(Conversation.pk == conversation.pk))
+    await session.execute(  # its responses lose their history: they can be neither continued nor read
+        delete(StoredResponse).where(
+            StoredResponse.owner == conversation.owner, StoredResponse.conversation_id == conversation.id
+        )
+    )
     await session.execute(
         update(Attempt)
         .where(Attempt.owner == conversation.owner, Attempt.conversation_id == conversation.id)

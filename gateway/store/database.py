@@ -31,7 +31,7 @@ from gateway.store.conversations import (
     write_turn,
 )
 from gateway.store.lane import SqliteLane
-from gateway.store.locks import ConversationLocks, KeptLease, Leases, new_holder, poll
+from gateway.store.locks import ConversationLocks, KeptLease, Leases, new_holder, poll, release_lease
 from gateway.store.postgres import TAKE, RawConnections, parse_take, read_is_enough, store_arguments
 from gateway.store.tables import Conversation
 from gateway.store.usage import attempt_row, insert_attempt
@@ -219,22 +219,31 @@ class OpenTurn:
     candidates: list[StoredMessage]
     lease: KeptLease | None  # the Postgres lease (None on SQLite: the in-process queue is the lock)
 
-    async def store(self, write: TurnWrite, attempt: dict[str, Any]) -> int:
+    async def store(
+        self, write: TurnWrite, attempt: dict[str, Any], *, extra: Callable[[Connection], None] | None = None
+    ) -> int:
         """Store the turn and its request-log row in one transaction; returns the conversation pk.
 
         Fenced: 409 `conversation_busy`, and nothing stored, when the conversation is no longer in the
-        state the turn was composed from. On Postgres the same statement releases the lease.
+        state the turn was composed from. On Postgres the same statement releases the lease. `extra`
+        writes more in the same transaction (on Postgres a unit of work then replaces the one statement).
         """
-        conversation = self.conversation
-        if self.lease is None:
+        conversation, lease = self.conversation, self.lease
+        if lease is None or extra is not None:
 
             def unit(connection: Connection) -> int:
                 pk = write_turn(connection, conversation, write)
                 insert_attempt(connection, attempt)
+                if extra is not None:
+                    extra(connection)
+                if lease is not None:
+                    release_lease(connection, lease.owner, lease.conversation_id, lease.holder)
                 return pk
 
-            return await self.db.run(unit)
-        lease = self.lease
+            pk = await self.db.run(unit)
+            if lease is not None:
+                lease.released = True
+            return pk
         statement, arguments = store_arguments(
             lease.owner,
             lease.conversation_id,

@@ -23,8 +23,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from sqlalchemy import Connection, delete
+
 from gateway.errors import ConversationBusy, DatabaseUnavailable
 from gateway.store.postgres import LEASE, RELEASE, RENEW, RawConnections
+from gateway.store.tables import Lease
 
 log = logging.getLogger("gateway.database")
 
@@ -62,6 +65,15 @@ async def poll(attempt: Callable[[], Awaitable[T | None]], deadline: float, wait
             raise ConversationBusy(busy_message(wait))
         await asyncio.sleep(delay * random.uniform(0.5, 1.0))
         delay = min(delay * 2, MAX_POLL_SECONDS)
+
+
+def release_lease(connection: Connection, owner: str, conversation_id: str, holder: str) -> None:
+    """Delete the lease row of this holder within a unit of work (its turn's transaction)."""
+    connection.execute(
+        delete(Lease).where(
+            Lease.owner == owner, Lease.conversation_id == conversation_id, Lease.holder == holder
+        )
+    )
 
 
 class Leases:

@@ -129,3 +129,39 @@ class Lease(Base):
     conversation_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     holder: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class StoredResponse(Base):
+    """A Responses-API response stored as one turn of a conversation (`POST /v1/responses`, translated)."""
+
+    __tablename__ = "responses"
+    __table_args__ = (
+        UniqueConstraint("owner", "id", name="uq_responses_owner_id"),
+        Index("ix_responses_owner_conversation_turn", "owner", "conversation_id", "turn"),
+        Index("ix_responses_owner_request", "owner", "request_hash", "created_at"),
+    )
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    id: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[str] = mapped_column(String(128))
+    turn: Mapped[int] = mapped_column(Integer)
+    message_end: Mapped[int] = mapped_column(Integer)  # the conversation's message count after the turn
+    previous_response_id: Mapped[str | None] = mapped_column(String(64))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(256))
+    body: Mapped[str] = mapped_column(Text)
+    input_items: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class UiSession(Base):
+    """A dashboard sign-in: the SHA-256 of its cookie value (never the cookie, never the key)."""
+
+    __tablename__ = "ui_sessions"
+    __table_args__ = (Index("ix_ui_sessions_expires", "expires_at"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    identity: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from gateway.reports import Group, Totals, UsageQuery, day_key, fold
+from gateway.reports import CallStats, Group, Totals, UsageQuery, day_key, fold, rank_index
 from gateway.store import statements
 from gateway.store.tables import Attempt
 
@@ -121,6 +121,11 @@ def _key(group_by: str | None) -> SQLColumnExpression[Any] | None:
         return utc_day(Attempt.created_at)
     if group_by == "caller":
         return Attempt.owner
+    # The dashboard's own groupings (not offered by the API): a caller's conversation, a turn.
+    if group_by == "caller_conversation":
+        return Attempt.owner + ":" + Attempt.conversation_id
+    if group_by == "turn":
+        return Attempt.turn
     return None
 
 
@@ -152,8 +157,31 @@ async def usage_groups(session: AsyncSession, query: UsageQuery) -> list[Group]:
         model = values.pop(0)
         if query.group_by == "day" and group is not None:
             group = day_key(int(group))
+        elif query.group_by == "turn" and group is not None:
+            group = str(int(group))
         found.append((group, model, Totals(*(int(v) for v in values))))
     return fold(found)
+
+
+async def call_stats(session: AsyncSession, query: UsageQuery) -> CallStats:
+    """Requests, failed requests (status 400 and up) and the latency percentiles of the matching rows."""
+    filters = _filters(query)
+    counts = select(func.count(), _count_where(Attempt.status >= 400)).where(*filters)
+    requests, errors = (await session.execute(counts)).one()
+    percentiles: list[float | None] = []
+    for percent in (50, 95):
+        if not requests:
+            percentiles.append(None)
+            continue
+        statement = (
+            select(Attempt.latency_ms)
+            .where(*filters)
+            .order_by(Attempt.latency_ms)
+            .offset(rank_index(int(requests), percent))
+            .limit(1)
+        )
+        percentiles.append(float((await session.execute(statement)).scalar_one()))
+    return CallStats(int(requests), int(errors or 0), percentiles[0], percentiles[1])
 
 
 async def latest_attempt(session: AsyncSession, owner: str, conversation_id: str) -> Attempt | None:
@@ -189,3 +217,25 @@ async def keyed_turn(
         .limit(1)
     )
     return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def turn_attempt(session: AsyncSession, owner: str, conversation_id: str, turn: int) -> Attempt | None:
+    """The request-log row that stored this turn of the caller's current conversation, or None."""
+    statement = (
+        select(Attempt)
+        .where(
+            Attempt.owner == owner,
+            Attempt.conversation_id == conversation_id,
+            Attempt.conversation_deleted.is_(False),
+            Attempt.turn == turn,
+        )
+        .order_by(Attempt.pk.desc())
+        .limit(1)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def has_calls(session: AsyncSession, owner: str) -> bool:
+    """True when the caller has at least one request-log row (an upstream accepted its token once)."""
+    statement = select(Attempt.pk).where(Attempt.owner == owner).limit(1)
+    return (await session.execute(statement)).first() is not None

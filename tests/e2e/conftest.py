@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,3 +18,29 @@ def scripted() -> Iterator[ScriptedUpstream]:
     server = ScriptedUpstream().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def node_openai(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with the official `openai` npm package installed (cached between runs when possible)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are needed for the Node SDK check")
+    cache = getattr(request.config, "cache", None)
+    folder = Path(cache.mkdir("node-openai")) if cache is not None else tmp_path_factory.mktemp("node-openai")
+    if not (folder / "node_modules" / "openai" / "package.json").exists():
+        (folder / "package.json").write_text(
+            '{"name": "gateway-node-check", "private": true, "type": "module"}'
+        )
+        try:
+            result = subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--silent", "--fetch-retries=1", "openai"],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.skip("npm install openai took over 120 s (no registry access?)")
+        if result.returncode != 0:
+            pytest.skip(f"npm install openai failed: {result.stderr[-500:]}")
+    return folder

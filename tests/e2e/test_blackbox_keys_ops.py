@@ -88,7 +88,7 @@ def assert_openai_error(response: httpx.Response, status: int, code: str) -> Non
 
 
 class Counter:
-    """The SDK's own HTTP client (its public `DefaultHttpxClient`), counting the requests it sends (retries too)."""
+    """The SDK's public `DefaultHttpxClient`, counting the requests it sends (SDK retries included)."""
 
     def __init__(self) -> None:
         self.sent = 0

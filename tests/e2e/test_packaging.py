@@ -1,4 +1,4 @@
-"""The built wheel carries the migrations, and `gateway migrate` works from it outside the checkout."""
+"""The built wheel carries the migrations and the dashboard's assets, and works outside the checkout."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ def test_wheel_carries_the_migrations_and_migrates_outside_the_checkout(tmp_path
     revisions = {f"gateway/_migrations/versions/{p.name}" for p in versions}
     assert revisions and revisions <= names
     assert {"gateway/_migrations/env.py", "gateway/_migrations/script.py.mako"} <= names
+    # The dashboard's assets ship inside the package (served offline, no CDN).
+    assets = {f"gateway/ui/static/{p.name}" for p in (ROOT / "gateway" / "ui" / "static").iterdir()}
+    assert {"gateway/ui/static/dashboard.js", "gateway/ui/static/dashboard.css"} <= assets <= names
+    assert {"gateway/encodings/o200k_base.tiktoken.gz", "gateway/encodings/cl100k_base.tiktoken.gz"} <= names
     assert not [n for n in names if "__pycache__" in n or n.endswith((".db", ".pyc"))]
 
     # Install only the gateway (its dependencies come from this environment) and run it from elsewhere.
@@ -28,7 +32,10 @@ def test_wheel_carries_the_migrations_and_migrates_outside_the_checkout(tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["PYTHONPATH"] = str(target)
     database = tmp_path / "fresh.db"
-    script = "import gateway, sys; from gateway.cli import main; print(gateway.__file__); sys.exit(main())"
+    script = (
+        "import gateway, sys; from gateway.ui import asset; assert asset('dashboard.js'); "
+        "from gateway.cli import main; print(gateway.__file__); sys.exit(main())"
+    )
     result = subprocess.run(
         [sys.executable, "-c", script, "migrate", "--database-url", f"sqlite+aiosqlite:///{database}"],
         cwd=tmp_path,

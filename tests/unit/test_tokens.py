@@ -18,6 +18,8 @@ from gateway.tokens import (
     count_message_tokens,
     count_text_tokens,
     encoding_name_for_model,
+    needs_loading,
+    read_ranks,
 )
 
 
@@ -270,3 +272,18 @@ def test_any_text_counts_without_raising(text: str, model: str | None) -> None:
     count = count_text_tokens(text, model)
     assert count >= 0
     assert (count == 0) == (text == "")
+
+
+def test_bundled_rank_files_are_openais_published_files() -> None:
+    # read_ranks checks the SHA-256 of each file against OpenAI's published hash (tiktoken_ext's).
+    for name, size in (("o200k_base", 199_998), ("cl100k_base", 100_256)):
+        ranks = read_ranks(name)
+        assert len(ranks) == size
+        assert sorted(ranks.values()) == list(range(size))
+
+
+def test_needs_loading_is_false_once_built_and_for_models_without_an_encoding() -> None:
+    assert needs_loading("some-local-model") is False  # estimated, nothing to build
+    count_text_tokens("warm", "gpt-4o")
+    assert needs_loading("gpt-4o") is False
+    assert needs_loading("openai/gpt-4o-mini") is False  # same encoding

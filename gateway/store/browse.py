@@ -1,0 +1,59 @@
+"""The dashboard's conversation list: search by id, sort by cost, last update or length, page by page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.store.tables import Attempt, Conversation
+
+SORTS = ("updated", "cost", "length")
+
+
+def _where(owner: str | None, search: str | None) -> list[ColumnElement[bool]]:
+    filters: list[ColumnElement[bool]] = []
+    if owner is not None:
+        filters.append(Conversation.owner == owner)
+    if search:
+        filters.append(func.lower(Conversation.id).contains(search.lower(), autoescape=True))
+    return filters
+
+
+def _cost_by_conversation(owner: str | None) -> Any:
+    """Recorded cost (picodollars) per current conversation: the sum the usage API's cost_usd makes."""
+    statement = (
+        select(Attempt.owner, Attempt.conversation_id, func.sum(Attempt.cost_pusd).label("cost_pusd"))
+        .where(Attempt.conversation_id.is_not(None), Attempt.conversation_deleted.is_(False))
+        .group_by(Attempt.owner, Attempt.conversation_id)
+    )
+    if owner is not None:
+        statement = statement.where(Attempt.owner == owner)
+    return statement.subquery()
+
+
+async def browse_conversations(
+    session: AsyncSession, owner: str | None, *, search: str | None, sort: str, offset: int, limit: int
+) -> tuple[list[Conversation], int]:
+    """One page of conversations (of `owner`, or of everyone for None) and how many match in all.
+
+    `sort`: `updated` (newest activity first), `cost` (most expensive first; no known cost counts 0) or
+    `length` (most stored messages first); ties go to the newest activity.
+    """
+    filters = _where(owner, search)
+    counted = select(func.count()).select_from(Conversation).where(*filters)
+    total = (await session.execute(counted)).scalar_one()
+    statement = select(Conversation).where(*filters)
+    newest = (Conversation.updated_at.desc(), Conversation.pk.desc())
+    if sort == "cost":
+        costs = _cost_by_conversation(owner)
+        statement = statement.outerjoin(
+            costs, (costs.c.owner == Conversation.owner) & (costs.c.conversation_id == Conversation.id)
+        ).order_by(func.coalesce(costs.c.cost_pusd, 0).desc(), *newest)
+    elif sort == "length":
+        statement = statement.order_by(Conversation.message_count.desc(), *newest)
+    else:
+        statement = statement.order_by(*newest)
+    rows = list((await session.execute(statement.offset(offset).limit(limit))).scalars())
+    return rows, int(total)

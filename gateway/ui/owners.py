@@ -1,0 +1,28 @@
+"""How the admin's pages name a caller: its key's name where it has one, else the start of its identity."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.store.keys import list_keys
+from gateway.ui.views import short_identity
+
+
+class OwnerNames:
+    """Labels for caller identities (only the admin's pages show owners at all)."""
+
+    def __init__(self, names: dict[str, str], admin_identity: str | None) -> None:
+        self.names = names
+        self.admin_identity = admin_identity
+
+    @classmethod
+    async def load(cls, session: AsyncSession, admin_identity: str | None) -> OwnerNames:
+        """Every key's name by identity."""
+        return cls({key.identity: key.name for key in await list_keys(session)}, admin_identity)
+
+    def label(self, identity: str) -> str:
+        """`name (3f2a9c4b1d0e)`, or the identity's first 12 hex digits."""
+        if identity == self.admin_identity:
+            return f"admin key ({short_identity(identity)})"
+        name = self.names.get(identity)
+        return f"{name} ({short_identity(identity)})" if name else short_identity(identity)

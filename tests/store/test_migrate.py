@@ -1,0 +1,54 @@
+"""Migrations: revision files follow their naming rule, and an up-to-date database is recognised cheaply."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from gateway import migrate
+from gateway.store.database import create_engine
+
+
+def test_the_newest_file_number_is_alembics_single_head_and_each_file_holds_its_own_revision() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(migrate.migrations_dir()))
+    script = ScriptDirectory.from_config(config)
+    assert script.get_heads() == [migrate.head_revision()]
+    for path in (migrate.migrations_dir() / "versions").glob("*.py"):
+        revision = re.search(r'^revision = "(\w+)"', path.read_text(), re.MULTILINE)
+        assert revision is not None and path.name.startswith(f"{revision.group(1)}_"), path.name
+
+
+async def test_upgrade_records_the_head_and_a_second_upgrade_changes_nothing(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await migrate.upgrade(engine)
+        assert await migrate.current_revision(engine) == migrate.head_revision()
+        await migrate.upgrade(engine)  # the fast path: one query, nothing applied
+        assert await migrate.current_revision(engine) == migrate.head_revision()
+    finally:
+        await engine.dispose()
+
+
+def test_a_database_at_the_head_is_opened_without_importing_alembic(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ready.db'}"
+    script = (
+        "import asyncio, sys\n"
+        "from gateway import migrate\n"
+        "from gateway.store.database import create_engine\n"
+        "async def main(url):\n"
+        "    engine = create_engine(url)\n"
+        "    await migrate.upgrade(engine)\n"
+        "    await engine.dispose()\n"
+        "asyncio.run(main(sys.argv[1]))\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    first = subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, check=True)
+    assert first.stdout.strip() == "True"  # an empty database: Alembic migrates it
+    second = subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, check=True)
+    assert second.stdout.strip() == "False"  # already at the head: one query, no Alembic
