@@ -19,7 +19,6 @@ statement retried once where that is safe (the lease statements are idempotent f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -345,8 +344,3 @@ def _discard(fairy: Any, exc: BaseException | None) -> None:
         fairy.invalidate(exc if isinstance(exc, Exception) else None)
     except Exception:  # closing a dead connection may fail in its own ways; it is dropped either way
         fairy.close()
-
-
-def system_json(system_messages: list[dict[str, Any]] | None) -> str | None:
-    """The conversation's stored system prompt (a JSON list), or None."""
-    return json.dumps(system_messages) if system_messages else None
