@@ -20,7 +20,6 @@ statement retried once where that is safe (the lease statements are idempotent f
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import asyncpg
@@ -188,14 +187,6 @@ STORE_NEW = _store_statement(
     """,
     first=4 + len(_NEW_CONVERSATION),
 )
-
-
-@dataclass(frozen=True)
-class Taken:
-    """What the lease statement read: the conversation (None if new) and its history window candidates."""
-
-    conversation: Conversation | None
-    candidates: list[StoredMessage]
 
 
 def _window(row: asyncpg.Record) -> list[StoredMessage]:
