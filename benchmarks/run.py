@@ -275,6 +275,8 @@ def gateway_server(
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
         "GATEWAY_WORKERS": str(workers),
+        # One token makes every benchmark conversation: tens of thousands, past the default bound.
+        "GATEWAY_MAX_CONVERSATIONS_PER_CALLER": "0",
         **{f"GATEWAY_{key.upper()}": value for key, value in settings.items()},
     }
     argv = pinning.wrap(pinning.proxy, python_argv("-m", "gateway", "serve"))

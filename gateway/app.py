@@ -27,8 +27,10 @@ from gateway.config import Settings
 from gateway.errors import DatabaseUnavailable, GatewayError, MethodNotAllowed, NotFound, error_body
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
+from gateway.proxy_paths import check_raw_path
 from gateway.responses.service import ResponseService
 from gateway.store.database import DATABASE_ERRORS, Database, create_engine
+from gateway.token_check import TokenCheck
 from gateway.tokens import warm_up
 from gateway.turns import TurnService
 from gateway.ui import ROUTES as UI_ROUTES
@@ -63,6 +65,12 @@ async def _gateway_error(_request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
+        raw_path = request.scope.get("raw_path")
+        if isinstance(raw_path, bytes) and raw_path.startswith(b"/v1/"):
+            try:  # a control character (%0A) keeps a path from matching any route: say why it is refused
+                check_raw_path(raw_path)
+            except GatewayError as invalid:
+                return await _gateway_error(request, invalid)
         return await _gateway_error(request, NotFound(f"Unknown path: {request.method} {request.url.path}"))
     if exc.status_code == 405:
         error = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}")
@@ -125,6 +133,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
                         pricer=pricer,
                         auth=Authenticator(db, settings),
                         metrics=metrics,
+                        token_check=TokenCheck(upstream, settings.token_check_seconds),
                         responses=ResponseService(db, turns, settings),
                     )
                     # Everything loaded so far lives as long as the process: keep it out of the

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from gateway.config import Settings
-from gateway.errors import AuthenticationFailed, BudgetExceeded
+from gateway.errors import AuthenticationFailed, BudgetExceeded, DatabaseUnavailable
 from gateway.identity import caller_identity
 from gateway.keys import PUSD_PER_USD
 from gateway.store.database import Database
@@ -33,6 +33,10 @@ NO_KEYS_YET = (
     "as the bearer token."
 )
 NOT_A_KEY = "Incorrect API key provided: an API key is printable ASCII without spaces."
+ADMIN_NOT_A_CALLER = (
+    "The admin key (GATEWAY_ADMIN_KEY) is for the admin endpoints only: it is not a caller's API key "
+    "and is never sent upstream."
+)
 WRONG_KEY = (
     "Incorrect API key provided. This gateway needs a gateway key (created with "
     "`gateway keys create NAME`) as the bearer token."
@@ -67,10 +71,14 @@ class Authenticator:
 
     async def identify(self, token: str) -> Caller:
         """The caller presenting `token`; 401 without a token, or without a valid key in key mode."""
-        if not token:
-            raise AuthenticationFailed(NO_TOKEN)
-        if not token.isascii() or not token.isprintable():
-            raise AuthenticationFailed(NOT_A_KEY)  # no API key has such characters; none reach the upstream
+        if not token or not token.isascii() or not token.isprintable():
+            # no API key has such characters; none reach the upstream
+            refusal = NO_TOKEN if not token else NOT_A_KEY
+            if self.gateway_keys and not await self._has_keys():
+                refusal = f"{refusal} {NO_KEYS_YET}"
+            raise AuthenticationFailed(refusal)
+        if self.is_admin(token):
+            raise AuthenticationFailed(ADMIN_NOT_A_CALLER)  # in pass-through mode it would go upstream
         identity = caller_identity(token)
         if not self.gateway_keys:
             return Caller(identity=identity, token=token)  # the upstream judges the token
@@ -88,6 +96,14 @@ class Authenticator:
                 self._cache.clear()
             self._cache[identity] = (caller, now + self.cache_seconds)
         return caller
+
+    async def _has_keys(self) -> bool:
+        """True when a gateway key exists (assumed when the database cannot say: the refusal stands)."""
+        try:
+            async with self.db.transaction() as session:
+                return await has_active_keys(session)
+        except DatabaseUnavailable:
+            return True
 
     def forget(self, identity: str) -> None:
         """Drop a cached key at once (after a revocation in this process)."""

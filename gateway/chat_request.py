@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any, NoReturn
 
+from gateway.config import HISTORY_STRATEGIES
 from gateway.errors import InvalidRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -190,6 +191,21 @@ def parse_limit_header(name: str, value: str | None) -> int | None:
             f"{name} must be a non-negative whole number, got {value!r}.", param=name, code="invalid_header"
         )
     return int(text)
+
+
+def parse_strategy_header(value: str | None) -> str | None:
+    """X-History-Strategy: absent -> None; sliding, stable or summarize (any case); anything else -> 400."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text not in HISTORY_STRATEGIES:
+        raise InvalidRequest(
+            f"Unknown history strategy {value!r} in X-History-Strategy: "
+            "expected sliding, stable or summarize.",
+            param="X-History-Strategy",
+            code="invalid_header",
+        )
+    return text
 
 
 def check_idempotency_key(value: str | None) -> str | None:

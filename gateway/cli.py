@@ -32,7 +32,23 @@ def load_settings(**overrides: Any) -> Settings:
             given["upstream_url"] = normalize_upstream_url(given["upstream_url"])
         return dataclasses.replace(settings, **given)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise BadSetting(str(exc)) from exc
+
+
+class BadSetting(click.ClickException):
+    """A setting the gateway cannot use: a one-line error, exit status 2 (like a usage error)."""
+
+    exit_code = 2
+
+
+def check_summary_prompt(path: str | None) -> None:
+    """Refuse to start on an unreadable GATEWAY_SUMMARY_PROMPT_FILE, with the reason."""
+    from gateway.window import load_summary_prompt
+
+    try:
+        load_summary_prompt(path)
+    except ConfigError as exc:
+        raise click.UsageError(f"GATEWAY_SUMMARY_PROMPT_FILE: {exc}") from None
 
 
 def app_factory() -> Any:
@@ -42,7 +58,9 @@ def app_factory() -> Any:
     from gateway.app import create_app
     from gateway.logs import configure_logging
 
-    settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
+    values = json.loads(os.environ[SETTINGS_ENV])
+    values["proxy_allow"] = tuple(values.get("proxy_allow", ()))  # JSON made the tuple a list
+    settings = Settings(**values)
     configure_logging(settings.log_level, settings.log_format)  # a spawned worker starts unconfigured
     protect_logs(settings)
     return create_app(settings)
@@ -75,6 +93,7 @@ def serve(**flags: Any) -> None:
             "Set GATEWAY_DATABASE_URL=postgresql+asyncpg://... or run one worker."
         )
     check_prices_file(settings.prices_file)
+    check_summary_prompt(settings.summary_prompt_file)
     configure_logging(settings.log_level, settings.log_format)
     protect_logs(settings)
     if settings.metrics_dir is not None:
@@ -171,12 +190,18 @@ def migrate(database_url: str | None) -> None:
 @main.command("mock-upstream")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=9000, show_default=True)
-def mock_upstream(host: str, port: int) -> None:
+@click.option(
+    "--prompt-cache",
+    is_flag=True,
+    help="Report cached_tokens for the longest prompt prefix seen before (per API key; 1,024+ tokens, "
+    "128-token steps, forgotten after 5 minutes idle), like OpenAI's prompt caching.",
+)
+def mock_upstream(host: str, port: int, prompt_cache: bool) -> None:
     """Run the built-in fake OpenAI upstream (a testing aid, not a model)."""
     from gateway.mock_upstream import run_mock
 
     click.echo(f"mock upstream (testing aid) on http://{host}:{port}/v1", err=True)
-    run_mock(host, port)
+    run_mock(host, port, prompt_cache=prompt_cache)
 
 
 main.add_command(usage)

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./gateway.db"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+HISTORY_STRATEGIES = ("sliding", "stable", "summarize")
 
 
 class ConfigError(ValueError):
@@ -20,6 +21,12 @@ def normalize_upstream_url(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"upstream URL must be an http(s) URL, got {url!r}")
+    if "@" in parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        raise ConfigError(
+            f"upstream URL must not hold credentials (user:password@{host}): "
+            "set the upstream key with GATEWAY_UPSTREAM_API_KEY instead"
+        )
     path = parts.path.rstrip("/")
     if not path:
         path = "/v1"
@@ -62,6 +69,42 @@ def _seconds_or_zero(env: Mapping[str, str], name: str, default: float) -> float
     return _float(env, name, default)
 
 
+def _path_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated path prefixes below /v1, as `evals` (from `/v1/evals`, `v1/evals/` or `evals`)."""
+    out: list[str] = []
+    for entry in raw.split(","):
+        path = entry.strip().strip("/")
+        if path == "v1" or path.startswith("v1/"):
+            path = path[3:]
+        if any(part in (".", "..") for part in path.split("/")) or "%" in path:
+            raise ConfigError(f"GATEWAY_PROXY_ALLOW holds an unusable path prefix: {entry.strip()!r}")
+        if path and path not in out:
+            out.append(path)
+    return tuple(out)
+
+
+def _ratio(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number from 0 to 1, got {raw!r}") from None
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{name} must be a number from 0 to 1, got {raw!r}")
+    return value
+
+
+def _strategy(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in HISTORY_STRATEGIES:
+        raise ConfigError(f"{name} must be one of {', '.join(HISTORY_STRATEGIES)}, got {raw!r}")
+    return raw
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -95,6 +138,16 @@ class Settings:
     db_pool_size: int = 10
     db_transaction_pooling: bool = False
     workers: int = 1
+    proxy_allow: tuple[str, ...] = ()
+    max_conversations_per_caller: int = 10_000
+    token_check_seconds: float = 300.0
+    metrics_key: str | None = None
+    history_strategy: str = "stable"
+    history_trim_to: float = 0.5
+    summary_model: str | None = None
+    summary_prompt_file: str | None = None
+    summary_timeout: float = 60.0
+    prompt_cache_key: bool = False
     responses_mode: str = "translate"  # GATEWAY_RESPONSES: translate | passthrough
     ui_session_seconds: float = 8 * 3600.0
 
@@ -141,6 +194,21 @@ class Settings:
             db_pool_size=_int(env, "GATEWAY_DB_POOL_SIZE", default.db_pool_size) or default.db_pool_size,
             db_transaction_pooling=_bool(env, "GATEWAY_DB_TRANSACTION_POOLING"),
             workers=_int(env, "GATEWAY_WORKERS", default.workers) or default.workers,
+            proxy_allow=_path_list(env.get("GATEWAY_PROXY_ALLOW", "")),
+            max_conversations_per_caller=_int(
+                env, "GATEWAY_MAX_CONVERSATIONS_PER_CALLER", default.max_conversations_per_caller
+            )
+            or 0,
+            token_check_seconds=_seconds_or_zero(
+                env, "GATEWAY_TOKEN_CHECK_SECONDS", default.token_check_seconds
+            ),
+            metrics_key=env.get("GATEWAY_METRICS_KEY", "").strip() or None,
+            history_strategy=_strategy(env, "GATEWAY_HISTORY_STRATEGY", default.history_strategy),
+            history_trim_to=_ratio(env, "GATEWAY_HISTORY_TRIM_TO", default.history_trim_to),
+            summary_model=env.get("GATEWAY_SUMMARY_MODEL", "").strip() or None,
+            summary_prompt_file=env.get("GATEWAY_SUMMARY_PROMPT_FILE", "").strip() or None,
+            summary_timeout=_float(env, "GATEWAY_SUMMARY_TIMEOUT", default.summary_timeout),
+            prompt_cache_key=_bool(env, "GATEWAY_PROMPT_CACHE_KEY"),
             responses_mode=responses_mode,
             ui_session_seconds=_float(env, "GATEWAY_UI_SESSION_SECONDS", default.ui_session_seconds),
         )

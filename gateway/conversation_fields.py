@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from gateway.config import HISTORY_STRATEGIES
 from gateway.errors import InvalidRequest
 from gateway.identity import CONVERSATION_ID_PATTERN
 
@@ -20,9 +21,16 @@ PICODOLLARS_PER_USD = 10**12
 MAX_COST_PUSD = 2**63 - 1
 """The largest cost budget a conversation can store (64-bit picodollars: about 9.2 million USD)."""
 
-SETTING_FIELDS = ("max_history_messages", "max_history_tokens", "max_cost_usd")
-UPDATE_FIELDS = frozenset({"metadata", "system_prompt", *SETTING_FIELDS})
-CREATE_FIELDS = UPDATE_FIELDS | {"id", "items"}
+SETTING_FIELDS = (
+    "max_history_messages",
+    "max_history_tokens",
+    "max_cost_usd",
+    "history_strategy",
+    "summary_model",
+)
+CREATE_FIELDS = frozenset({"metadata", "system_prompt", *SETTING_FIELDS, "id", "items"})
+UPDATE_FIELDS = frozenset({"metadata", "system_prompt", *SETTING_FIELDS, "summary"})
+MAX_MODEL_CHARS = 200
 
 
 def _invalid_type(name: str, expected: str) -> InvalidRequest:
@@ -91,6 +99,44 @@ def pusd_to_usd(pusd: int | None) -> float | None:
     return None if pusd is None else float(Decimal(pusd) / PICODOLLARS_PER_USD)
 
 
+def check_strategy(value: Any, param: str = "history_strategy") -> str | None:
+    """A history strategy: null, or one of sliding, stable and summarize (400 naming anything else)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid_type(param, "a string or null")
+    if value not in HISTORY_STRATEGIES:
+        raise InvalidRequest(
+            f"Unknown history strategy {value!r} in '{param}': expected one of sliding, stable or summarize.",
+            param=param,
+            code="invalid_value",
+        )
+    return value
+
+
+def check_summary_model(value: Any) -> str | None:
+    """The model of a conversation's summary calls: null, or a model name of 1-200 characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid_type("summary_model", "a string or null")
+    if not value.strip() or len(value) > MAX_MODEL_CHARS or not value.isprintable():
+        expected = f"expected a model name of 1-{MAX_MODEL_CHARS} printable characters."
+        raise _invalid_value("summary_model", expected)
+    return value
+
+
+def check_summary(value: Any) -> str | None:
+    """A summary text given by PATCH: a non-empty string, or null to clear the summary."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid_type("summary", "a string or null")
+    if not value.strip():
+        raise _invalid_value("summary", "expected a non-empty string (null clears the summary).")
+    return value
+
+
 def check_system_prompt(value: Any) -> list[dict[str, Any]] | None:
     """A system prompt given as text: the stored system messages (one `system` message), or None to clear."""
     if value is None:
@@ -133,6 +179,12 @@ def conversation_columns(body: Mapping[str, Any], allowed: frozenset[str]) -> di
             columns[name] = check_history_limit(name, body[name])
     if "max_cost_usd" in body:
         columns["max_cost_pusd"] = usd_to_pusd("max_cost_usd", body["max_cost_usd"])
+    if "history_strategy" in body:
+        columns["history_strategy"] = check_strategy(body["history_strategy"])
+    if "summary_model" in body:
+        columns["summary_model"] = check_summary_model(body["summary_model"])
+    if "summary" in body:
+        columns["summary_text"] = check_summary(body["summary"])  # the handler completes the summary
     return columns
 
 

@@ -3,14 +3,19 @@
 Status  type                    code                     raised when
 400     invalid_request_error   (varies)                 the request body or a header is malformed
 400     invalid_request_error   idempotency_key_reused   an Idempotency-Key already used for another turn
+400     invalid_request_error   invalid_path             a proxied path with dot segments, %2F, controls...
+400     invalid_request_error   invalid_header           a header value with non-ASCII or control bytes
 401     authentication_error    invalid_api_key          a gateway key is required and missing or wrong
+401/403 (upstream's)            invalid_api_key          pass-through: the upstream refused the caller's token
 403     permission_error        forbidden                an admin-only endpoint without the admin key
+403     permission_error        path_not_allowed         key mode: proxied path neither stateless nor tracked
 404     invalid_request_error   not_found                an unknown (or another caller's) conversation
 409     conflict_error          conversation_busy        another turn of the conversation held it too long
 409     conflict_error          conversation_exists      POST /v1/conversations with an id that already exists
 409     conflict_error          key_exists               a gateway key with that name already exists
 413     invalid_request_error   request_too_large        the body exceeds GATEWAY_MAX_BODY_BYTES
 429     insufficient_quota      budget_exceeded          a key's or a conversation's cost budget is spent
+429     insufficient_quota      conversation_limit_reached  GATEWAY_MAX_CONVERSATIONS_PER_CALLER reached
 502     upstream_error          upstream_unreachable     the upstream refused, reset or answered garbage
 503     service_unavailable     database_unavailable     the database does not answer
 504     upstream_error          upstream_timeout         the upstream did not answer in time
@@ -117,6 +122,25 @@ class BudgetExceeded(GatewayError):
 
     status_code, error_type, code = 429, "insufficient_quota", "budget_exceeded"
     headers = {"x-should-retry": "false"}  # the official SDKs retry 429s unless told not to
+
+
+class TokenRejected(GatewayError):
+    """Pass-through mode: the upstream refused the caller's token (its 401 or 403), so nothing is stored."""
+
+    error_type, code = "authentication_error", "invalid_api_key"
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        if status_code == 403:
+            self.error_type = "permission_error"
+
+
+class ConversationLimitReached(GatewayError):
+    """The caller has GATEWAY_MAX_CONVERSATIONS_PER_CALLER conversations already (429, not retried)."""
+
+    status_code, error_type, code = 429, "insufficient_quota", "conversation_limit_reached"
+    headers = {"x-should-retry": "false"}
 
 
 class UpstreamUnreachable(GatewayError):

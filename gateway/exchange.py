@@ -14,7 +14,7 @@ from gateway import headers as h
 from gateway.errors import InvalidRequest
 from gateway.history import Budget, StoredMessage, unanswered_tool_results
 from gateway.replays import Recorded
-from gateway.store.conversations import TurnWrite
+from gateway.store.conversations import SummaryState, TurnWrite
 from gateway.store.database import OpenTurn
 from gateway.store.tables import Conversation
 
@@ -37,6 +37,7 @@ class ChatCall:
     header_budget: Budget = field(default_factory=Budget)
     retry_count: int = 0
     idempotency_key: str | None = None
+    header_strategy: str | None = None  # X-History-Strategy, validated
     # Used by the Responses API (all optional, so chat requests are unchanged):
     endpoint: str = CHAT_ENDPOINT  # the request log's endpoint
     instructions: list[dict[str, Any]] | None = None  # the system prompt of this turn only, never stored
@@ -78,6 +79,12 @@ class PendingTurn:
     ttfb_ms: float | None = None
     sent: float | None = None
     replay: Recorded | None = None
+    strategy: str | None = None  # the history strategy applied
+    window_start: int | None = None  # the stable window's new start after a cut (None: unchanged)
+    summary: SummaryState | None = None  # the summary sent (the stored one, or one folded in now)
+    summary_changed: bool = False  # True when this turn folded a new summary in (stored with the turn)
+    summary_sent_tokens: int = 0  # tokens of the summary message sent
+    history_hash: str | None = None  # the stored history's digest, when the dedupe recomputed it
     opened: OpenTurn | None = None  # the held conversation and what was read for it
 
     @property
@@ -90,11 +97,20 @@ class PendingTurn:
         """Response headers that report what history was sent."""
         if self.call.conversation_id is None:
             return {}
-        return {
+        headers = {
             h.CONVERSATION_ID: self.call.conversation_id,
             h.HISTORY_MESSAGES: str(len(self.history)),
             h.HISTORY_DROPPED: str(self.dropped),
         }
+        if self.strategy is not None:
+            headers[h.HISTORY_STRATEGY] = self.strategy
+            headers[h.HISTORY_SUMMARIZED] = str(self.summarized)
+        return headers
+
+    @property
+    def summarized(self) -> int:
+        """How many stored messages the summary sent covers (0 when none is sent)."""
+        return self.summary.through if self.summary is not None else 0
 
 
 def error_text(body: bytes) -> str:

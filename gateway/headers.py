@@ -5,6 +5,8 @@ MAX_HISTORY_MESSAGES = "x-max-history-messages"
 MAX_HISTORY_TOKENS = "x-max-history-tokens"
 HISTORY_MESSAGES = "x-history-messages"
 HISTORY_DROPPED = "x-history-dropped"
+HISTORY_STRATEGY = "x-history-strategy"  # request: the strategy to apply; response: the strategy applied
+HISTORY_SUMMARIZED = "x-history-summarized"
 IDEMPOTENCY_KEY = "idempotency-key"
 RETRY_COUNT = "x-stainless-retry-count"
 REQUEST_ID = "x-request-id"
@@ -36,6 +38,7 @@ NOT_FORWARDED_UPSTREAM = HOP_BY_HOP | {
     CONVERSATION_ID,
     MAX_HISTORY_MESSAGES,
     MAX_HISTORY_TOKENS,
+    HISTORY_STRATEGY,
     IDEMPOTENCY_KEY,
 }
 

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.dedupe import message_key
+
 Message = dict[str, Any]
 SYSTEM_ROLES = frozenset({"system", "developer"})
 
@@ -38,47 +40,9 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def _comparable_tool_calls(tool_calls: Any) -> Any:
-    if not tool_calls:
-        return None
-    if not isinstance(tool_calls, list):
-        return tool_calls
-    normalized = []
-    for call in tool_calls:
-        if not isinstance(call, dict):
-            normalized.append(call)
-            continue
-        raw_function = call.get("function")
-        function: dict[str, Any] = raw_function if isinstance(raw_function, dict) else {}
-        normalized.append(
-            {
-                "id": call.get("id"),
-                "type": call.get("type") or "function",
-                "function": {"name": function.get("name"), "arguments": function.get("arguments")},
-            }
-        )
-    return normalized
-
-
-def comparable(message: Message) -> dict[str, Any]:
-    """The fields that make two messages the same turn content (missing equals null)."""
-    tool_calls = _comparable_tool_calls(message.get("tool_calls"))
-    content = message.get("content")
-    if tool_calls and content == "":
-        content = None
-    return {
-        "role": message.get("role"),
-        "content": content,
-        "name": message.get("name"),
-        "tool_calls": tool_calls,
-        "tool_call_id": message.get("tool_call_id"),
-    }
-
-
 def chain_hash(previous: str, message: Message) -> str:
     """Extend a running digest of a message sequence by one message."""
-    canonical = json.dumps(comparable(message), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{previous}\n{canonical}".encode()).hexdigest()
+    return hashlib.sha256(f"{previous}\n{message_key(message)}".encode()).hexdigest()
 
 
 def history_digest(messages: Iterable[Message], start: str = "") -> str:

@@ -8,16 +8,19 @@ import re
 from gateway.errors import InvalidConversationId
 
 CONVERSATION_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Only ASCII whitespace is trimmed: str.strip() would also eat U+0085, U+00A0, ... and so accept
+# `token + "\u00a0"` as `token`.
+ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
 
 
 def bearer_token(authorization: str | None) -> str:
     """Return the token of an `Authorization: Bearer ...` header, or '' when there is none."""
     if not authorization:
         return ""
-    scheme, _, token = authorization.strip().partition(" ")
+    scheme, _, token = authorization.strip(ASCII_WHITESPACE).partition(" ")
     if scheme.lower() != "bearer":
         return ""
-    return token.strip()
+    return token.strip(ASCII_WHITESPACE)
 
 
 def caller_identity(token: str) -> str:

@@ -16,8 +16,16 @@ from typing import Any
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # Printable ASCII but space, '"', '=' and '\\': such a text value needs no quotes after `key=`.
 _PLAIN = re.compile(r"[!#-<>-\[\]-~]+")
+# Every character a line-splitting reader may take for a line break (str.splitlines, JavaScript, Unicode):
+# escaped in every field and message, so no logged value can start a line of its own.
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 # Chatty libraries whose INFO lines would drown the gateway's own.
 QUIET = ("httpx", "httpcore", "alembic")
+
+
+def escape_line_breaks(text: str) -> str:
+    """`text` with every line-break character written as a JSON-style escape (`\\n`, `\\u2028`, ...)."""
+    return _LINE_BREAKS.sub(lambda m: json.dumps(m.group())[1:-1], text)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -41,7 +49,8 @@ class JsonFormatter(logging.Formatter):
             line.setdefault(key, value)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=str)
+        # JSON escapes the C0 controls; U+0085, U+2028 and U+2029 it leaves raw, so escape them too.
+        return escape_line_breaks(json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -52,14 +61,19 @@ class TextFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         """The message line, fields appended; values with spaces or quotes are JSON-quoted."""
-        text = super().formatMessage(record)
+        text = escape_line_breaks(super().formatMessage(record))
         pairs = [f"{key}={_text_value(value)}" for key, value in _fields(record).items() if value is not None]
         return " ".join([text, *pairs]) if pairs else text
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The line, then any traceback: its own lines stay (`\\n`), every other line break is escaped."""
+        text = super().format(record)
+        return "\n".join(escape_line_breaks(line) for line in text.split("\n"))
 
 
 def _text_value(value: Any) -> str:
     if isinstance(value, str):
-        return value if _PLAIN.fullmatch(value) else json.dumps(value, ensure_ascii=False)
+        return value if _PLAIN.fullmatch(value) else escape_line_breaks(json.dumps(value, ensure_ascii=False))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     return json.dumps(value, default=str)

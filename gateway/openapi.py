@@ -22,12 +22,14 @@ def _error(description: str) -> Schema:
 def _errors(*statuses: int) -> dict[str, Schema]:
     texts = {
         400: "Malformed request (the `param` names the field or header).",
-        401: "No valid bearer token (or no valid gateway key when the gateway holds the upstream key).",
+        401: "No valid bearer token (or no valid gateway key when the gateway holds the upstream key; in "
+        "pass-through mode, before a conversation write, a token the upstream refused).",
         403: "Not the admin key.",
         404: "Unknown id, or one that belongs to another caller.",
         409: "Conflict (conversation busy, or key name taken).",
         413: "The body is larger than GATEWAY_MAX_BODY_BYTES.",
-        429: "A key's or a conversation's cost budget is spent (budget_exceeded).",
+        429: "A key's or a conversation's cost budget is spent (budget_exceeded), or the caller has "
+        "GATEWAY_MAX_CONVERSATIONS_PER_CALLER conversations (conversation_limit_reached).",
         503: "The database is unavailable.",
     }
     return {str(status): _error(texts[status]) for status in statuses}
@@ -42,6 +44,11 @@ def _header(name: str, description: str, pattern: str) -> Schema:
         "schema": {"type": "string", "pattern": pattern},
     }
 
+
+# Pass-through mode: a conversation write first asks the upstream whether it accepts the caller's token.
+_TOKEN_CHECK = _error(
+    "The upstream's refusal of the caller's token (403), or a 502 when it could not be asked."
+)
 
 CONVERSATION_ID: Schema = {
     "name": "conversation_id",
@@ -59,6 +66,11 @@ def _chat_operation() -> Schema:
             _header("X-Conversation-Id", "The conversation to continue (or start).", ID_PATTERN),
             _header("X-Max-History-Messages", "Most stored messages to replay.", "^[0-9]{1,9}$"),
             _header("X-Max-History-Tokens", "Most stored-history tokens to replay.", "^[0-9]{1,9}$"),
+            _header(
+                "X-History-Strategy",
+                "How the history is trimmed: sliding, stable (the default) or summarize.",
+                "^(sliding|stable|summarize)$",
+            ),
         ],
         "requestBody": {"required": True, "content": _json(_ref("ChatCompletionRequest"))},
         "responses": {
@@ -86,7 +98,7 @@ def _conversation_paths() -> dict[str, Schema]:
         "summary": "Change metadata, system prompt or settings (never creates).",
         "parameters": [CONVERSATION_ID],
         "requestBody": settings_body,
-        "responses": {"200": one, **_errors(400, 401, 404, 409, 413, 503)},
+        "responses": {"200": one, **_errors(400, 401, 404, 409, 413, 503), "default": _TOKEN_CHECK},
     }
     return {
         "/v1/conversations": {
@@ -103,7 +115,7 @@ def _conversation_paths() -> dict[str, Schema]:
                 "summary": "Create a conversation before its first turn.",
                 "operationId": "createConversation",
                 "requestBody": {"required": False, "content": _json(_ref("ConversationCreate"))},
-                "responses": {"200": one, **_errors(400, 401, 409, 413, 503)},
+                "responses": {"200": one, **_errors(400, 401, 409, 413, 429, 503), "default": _TOKEN_CHECK},
             },
         },
         "/v1/conversations/{conversation_id}": {
@@ -122,6 +134,7 @@ def _conversation_paths() -> dict[str, Schema]:
                 "responses": {
                     "200": {"description": "Deleted.", "content": _json(_ref("Deleted"))},
                     **_errors(401, 404, 409, 503),
+                    "default": _TOKEN_CHECK,
                 },
             },
         },

@@ -36,16 +36,20 @@ __all__ = [
 
 _PER_TOKENS = Decimal(1_000_000)
 _PUSD_PER_USD = Decimal(10) ** 12
-_PRICE_FIELDS = ("input", "cached_input", "output")
+_PRICE_FIELDS = ("input", "cached_input", "cache_write", "output")
 
 
 @dataclass(frozen=True)
 class Price:
-    """Prices in USD per 1M tokens: uncached prompt, cached prompt and completion tokens."""
+    """Prices in USD per 1M tokens: uncached prompt, cached prompt, completion and cache-write tokens.
+
+    `cache_write` None means the input price (OpenAI bills no cache writes).
+    """
 
     input: Decimal
     cached_input: Decimal
     output: Decimal
+    cache_write: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Usage:
     completion_tokens: int
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0  # part of prompt_tokens, like cached_tokens
 
 
 def _count(value: object) -> int | None:
@@ -67,6 +72,18 @@ def _count(value: object) -> int | None:
 
 def _detail(details: object, name: str) -> int:
     return (_count(details.get(name)) if isinstance(details, dict) else None) or 0
+
+
+def _cache_counts(usage: dict[str, Any], details: object) -> tuple[int, int]:
+    """(cache reads, cache writes): OpenAI's `*_tokens_details`, else the Anthropic-style top-level names
+    that OpenAI-compatible layers report (`cache_read_input_tokens`, `cache_creation_input_tokens`)."""
+    read = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    write = _count(details.get("cache_write_tokens")) if isinstance(details, dict) else None
+    if read is None:
+        read = _count(usage.get("cache_read_input_tokens"))
+    if write is None:
+        write = _count(usage.get("cache_creation_input_tokens"))
+    return read or 0, write or 0
 
 
 def parse_usage(payload: object) -> Usage | None:
@@ -96,11 +113,13 @@ def parse_usage(payload: object) -> Usage | None:
         )
     if prompt is None:
         return None
+    cached, written = _cache_counts(usage, usage.get(prompt_details))
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=_count(usage.get(output)) or 0,
-        cached_tokens=_detail(usage.get(prompt_details), "cached_tokens"),
+        cached_tokens=cached,
         reasoning_tokens=_detail(usage.get(output_details), "reasoning_tokens"),
+        cache_write_tokens=written,
     )
 
 
@@ -116,10 +135,12 @@ def to_pusd(value: Decimal | None) -> int | None:
 
 @dataclass(frozen=True)
 class CallCost:
-    """The cost of one call and the share of it spent on re-sent history, in USD (None when unknown)."""
+    """The cost of one call, the share of it spent on re-sent history, and what a full replay of the whole
+    stored history, uncached, would have cost; in USD (None when unknown)."""
 
     cost_usd: Decimal | None
     history_cost_usd: Decimal | None
+    full_replay_cost_usd: Decimal | None = None
 
 
 def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -192,10 +213,12 @@ def load_prices_file(path: str) -> dict[str, Price]:
             raise ConfigError(f"prices file {path}: {model!r} lacks {' and '.join(missing)}")
         input_price = _price_value(path, model, "input", entry["input"])
         cached = entry.get("cached_input")
+        write = entry.get("cache_write")
         prices[model] = Price(
             input=input_price,
             cached_input=input_price if cached is None else _price_value(path, model, "cached_input", cached),
             output=_price_value(path, model, "output", entry["output"]),
+            cache_write=None if write is None else _price_value(path, model, "cache_write", write),
         )
     return prices
 
@@ -207,9 +230,18 @@ def _clamped(usage: Usage) -> tuple[int, int, int]:
     return prompt, cached, max(usage.completion_tokens, 0)
 
 
+def _written(usage: Usage) -> int:
+    """Cache-write tokens, capped at what the prompt holds besides the cache reads."""
+    prompt, cached, _ = _clamped(usage)
+    return min(max(usage.cache_write_tokens, 0), prompt - cached)
+
+
 def _input_cost(usage: Usage, price: Price) -> Decimal:
     prompt, cached, _ = _clamped(usage)
-    return ((prompt - cached) * price.input + cached * price.cached_input) / _PER_TOKENS
+    written = _written(usage)
+    write_price = price.input if price.cache_write is None else price.cache_write
+    fresh = prompt - cached - written
+    return (fresh * price.input + cached * price.cached_input + written * write_price) / _PER_TOKENS
 
 
 def _output_cost(usage: Usage, price: Price) -> Decimal:
@@ -219,7 +251,8 @@ def _output_cost(usage: Usage, price: Price) -> Decimal:
 
 
 def cost_usd(usage: Usage, price: Price | None) -> Decimal | None:
-    """Return ((prompt - cached) x input + cached x cached_input + completion x output) / 1e6 in USD.
+    """Return ((prompt - cached - written) x input + cached x cached_input + written x cache_write
+    + completion x output) / 1e6 in USD.
 
     None when the price is unknown. Nothing is quantized: the result keeps full Decimal precision.
     Negative counts are read as 0 and cached tokens are capped at the prompt tokens.
@@ -258,10 +291,13 @@ def _library_refs(model: str) -> list[tuple[str, str | None]]:
 def _library_cost(model: str, usage: Usage) -> tuple[Decimal, Decimal] | None:
     """Return (total, input part) of the call from genai-prices' bundled snapshot, or None if unknown."""
     prompt, cached, completion = _clamped(usage)
-    # genai-prices' input_tokens include the cache reads (it bills input_tokens - cache_read_tokens
-    # at the input price), exactly like OpenAI's prompt_tokens include cached_tokens.
+    # genai-prices' input_tokens include the cache reads and writes (it bills the rest at the input
+    # price), exactly like OpenAI's prompt_tokens include cached_tokens.
     library_usage = genai_prices.Usage(
-        input_tokens=prompt, cache_read_tokens=cached, output_tokens=completion
+        input_tokens=prompt,
+        cache_read_tokens=cached,
+        cache_write_tokens=_written(usage),
+        output_tokens=completion,
     )
     for model_ref, provider_id in _library_refs(model):
         try:
@@ -281,14 +317,25 @@ class _Affine:
 
     total: tuple[Decimal, Decimal, Decimal, Decimal]  # per call, per 1M uncached, cached, completion
     input: tuple[Decimal, Decimal, Decimal]  # per call, per 1M uncached, cached
+    write: tuple[Decimal, Decimal]  # per 1M cache-write tokens: in the total, in the input part
 
-    def cost(self, prompt: int, cached: int, completion: int) -> tuple[Decimal, Decimal]:
+    def cost(self, prompt: int, cached: int, completion: int, written: int = 0) -> tuple[Decimal, Decimal]:
         """(total, input part), as genai-prices computes them: each token kind times its price, summed."""
-        uncached = prompt - cached
+        uncached = prompt - cached - written
         base, per_uncached, per_cached, per_output = self.total
-        total = base + (uncached * per_uncached + cached * per_cached + completion * per_output) / _PER_TOKENS
+        total = (
+            base
+            + (
+                uncached * per_uncached
+                + cached * per_cached
+                + written * self.write[0]
+                + completion * per_output
+            )
+            / _PER_TOKENS
+        )
         base_in, in_uncached, in_cached = self.input
-        return total, base_in + (uncached * in_uncached + cached * in_cached) / _PER_TOKENS
+        input_part = (uncached * in_uncached + cached * in_cached + written * self.write[1]) / _PER_TOKENS
+        return total, base_in + input_part
 
 
 def _affine(info: Any, provider: Any, model_price: Any, now: datetime) -> _Affine | None:
@@ -300,16 +347,23 @@ def _affine(info: Any, provider: Any, model_price: Any, now: datetime) -> _Affin
     if any(isinstance(value, TieredPrices) for value in vars(model_price).values()):
         return None
 
-    def calc(prompt: int, cached: int, completion: int) -> tuple[Decimal, Decimal]:
-        usage = genai_prices.Usage(input_tokens=prompt, cache_read_tokens=cached, output_tokens=completion)
+    def calc(prompt: int, cached: int, completion: int, written: int = 0) -> tuple[Decimal, Decimal]:
+        usage = genai_prices.Usage(
+            input_tokens=prompt,
+            cache_read_tokens=cached,
+            cache_write_tokens=written,
+            output_tokens=completion,
+        )
         result = info.calc_price(usage, provider, genai_request_timestamp=now)
         return result.total_price, result.input_price
 
     (zero, zero_in), (fresh, fresh_in) = calc(0, 0, 0), calc(_MTOK, 0, 0)
     (hit, hit_in), (out, _) = calc(_MTOK, _MTOK, 0), calc(0, 0, _MTOK)
+    write, write_in = calc(_MTOK, 0, 0, _MTOK)
     return _Affine(
         total=(zero, fresh - zero, hit - zero, out - zero),
         input=(zero_in, fresh_in - zero_in, hit_in - zero_in),
+        write=(write - zero, write_in - zero_in),
     )
 
 
@@ -356,7 +410,7 @@ class _LibraryPrices:
         affine = known[1]
         if affine is None:
             return _library_cost(model, usage)
-        return affine.cost(*_clamped(usage))
+        return affine.cost(*_clamped(usage), _written(usage))
 
 
 class Pricer:
@@ -393,25 +447,42 @@ class Pricer:
             price = self._lookup(model.rsplit("/", 1)[1])
         return price
 
-    def cost(self, model: str | None, usage: Usage | None, history_tokens: int | None = None) -> CallCost:
-        """Return the call's cost and its history share in USD, unquantized; None where unknown.
+    def _priced(self, model: str, usage: Usage) -> tuple[Decimal, Decimal] | None:
+        """(total, input part) of a call, or None when the model has no known price."""
+        price = self.price_for(model)
+        if price is not None:
+            return cost_usd(usage, price) or Decimal(0), _input_cost(usage, price)
+        return self._library.cost(model, usage)
+
+    def cost(
+        self,
+        model: str | None,
+        usage: Usage | None,
+        history_tokens: int | None = None,
+        *,
+        left_out_tokens: int | None = 0,
+    ) -> CallCost:
+        """Return the call's cost, its history share and its full-replay cost in USD; None where unknown.
 
         `history_cost_usd` is the input part of the cost divided by the prompt tokens, times
         min(history_tokens, prompt_tokens); 0 when history_tokens is 0, None when history_tokens
-        is None. Prices of genai-prices that depend on the date use the current time.
+        is None. `full_replay_cost_usd` prices the prompt plus `left_out_tokens` (stored history the
+        call did not send, less the summary it sent instead) at the uncached input price, plus the
+        output; `left_out_tokens=None` means the call is no part of a full replay (0 USD). Prices of
+        genai-prices that depend on the date use the current time.
         """
         if model is None or usage is None:
-            return CallCost(None, None)
-        price = self.price_for(model)
-        if price is not None:
-            total = cost_usd(usage, price)
-            input_cost = _input_cost(usage, price)
-        else:
-            found = self._library.cost(model, usage)
-            if found is None:
-                return CallCost(None, None)
-            total, input_cost = found
-        return CallCost(total, _history_cost(input_cost, _clamped(usage)[0], history_tokens))
+            return CallCost(None, None, None)
+        found = self._priced(model, usage)
+        if found is None:
+            return CallCost(None, None, None)
+        total, input_cost = found
+        history = _history_cost(input_cost, _clamped(usage)[0], history_tokens)
+        if left_out_tokens is None:
+            return CallCost(total, history, Decimal(0))
+        prompt, _, completion = _clamped(usage)
+        replay = self._priced(model, Usage(max(prompt + left_out_tokens, 0), completion))
+        return CallCost(total, history, None if replay is None else replay[0])
 
 
 def usage_columns(usage: Usage | None, cost: CallCost) -> dict[str, int | None]:
@@ -421,6 +492,8 @@ def usage_columns(usage: Usage | None, cost: CallCost) -> dict[str, int | None]:
         "completion_tokens": usage.completion_tokens if usage else None,
         "cached_tokens": usage.cached_tokens if usage else None,
         "reasoning_tokens": usage.reasoning_tokens if usage else None,
+        "cache_write_tokens": usage.cache_write_tokens if usage else None,
         "cost_pusd": to_pusd(cost.cost_usd),
         "history_cost_pusd": to_pusd(cost.history_cost_usd),
+        "full_replay_cost_pusd": to_pusd(cost.full_replay_cost_usd),
     }

@@ -10,7 +10,8 @@ the same body. That retry is answered from the request log instead of becoming a
 
 "Asks for that turn again" means: the request's non-system messages equal the turn's new messages (a client
 that sends only the new message), or end with them after exactly the history stored before the turn (a
-client that resends the whole history).
+client that resends the whole history) or, for the last turn, after a window of it that the dedupe would
+recognize (a client that trims the history itself).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import headers as h
+from gateway.dedupe import stored_run_length
 from gateway.errors import IdempotencyKeyReused
 from gateway.history import fingerprint, history_digest
 from gateway.sse import replay_events
-from gateway.store.conversations import messages_before_turn, turn_messages
+from gateway.store.conversations import messages_before_turn, stored_range, turn_messages
 from gateway.store.tables import Attempt, Conversation
 from gateway.store.usage import keyed_turn, latest_attempt
 
@@ -43,6 +45,8 @@ class Recorded:
     history_messages: int | None
     upstream_request_id: str | None
     history_dropped: int | None = None
+    history_strategy: str | None = None
+    history_summarized: int | None = None
 
     def plain(self) -> tuple[dict[str, str], bytes]:
         """Headers and body of the recorded response, for a non-streaming request."""
@@ -64,6 +68,9 @@ class Recorded:
             headers[h.HISTORY_MESSAGES] = str(self.history_messages)
         if self.history_dropped is not None:
             headers[h.HISTORY_DROPPED] = str(self.history_dropped)
+        if self.history_strategy is not None:
+            headers[h.HISTORY_STRATEGY] = self.history_strategy
+            headers[h.HISTORY_SUMMARIZED] = str(self.history_summarized or 0)
         if self.upstream_request_id:
             headers[h.REQUEST_ID] = self.upstream_request_id
         return headers
@@ -130,7 +137,32 @@ async def _same_turn(
         return False
     stored = await turn_messages(session, conversation, attempt.turn)
     last = attempt.turn == conversation.turn_count
-    return asks_again(request, stored, conversation.history_hash if last else None)
+    if asks_again(request, stored, conversation.history_hash if last else None):
+        return True
+    return last and await _resends_a_window(session, conversation, attempt.turn, request, stored)
+
+
+async def _resends_a_window(
+    session: AsyncSession,
+    conversation: Conversation,
+    turn: int,
+    request: Sequence[Message],
+    stored_turn: Sequence[Message],
+) -> bool:
+    """True when the request is the turn's new messages after a window of the history stored before it.
+
+    The window is what the dedupe would recognize then: a run ending at the last message before the turn
+    that holds a whole turn (a client such as llama-index that trims the history itself).
+    """
+    new = list(stored_turn[:-1])
+    window = list(request[: len(request) - len(new)])
+    if not new or len(window) < 2 or fingerprint(request[len(window) :]) != fingerprint(new):
+        return False
+    before = await messages_before_turn(session, conversation, turn)
+    if before is None or before < len(window):
+        return False
+    tail = await stored_range(session, conversation, before - len(window), before)
+    return stored_run_length(window, tail, before) == len(window)
 
 
 async def _recorded(session: AsyncSession, conversation: Conversation, attempt: Attempt) -> Recorded:
@@ -146,4 +178,6 @@ async def _recorded(session: AsyncSession, conversation: Conversation, attempt: 
         history_messages=attempt.history_messages,
         upstream_request_id=attempt.upstream_request_id,
         history_dropped=dropped,
+        history_strategy=attempt.history_strategy,
+        history_summarized=attempt.history_summarized,
     )

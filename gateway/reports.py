@@ -8,10 +8,9 @@ no known price; `unreported_usage_requests` counts calls whose upstream reported
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -34,6 +33,11 @@ USAGE_FIELDS = (
     "history_cost_usd",
     "unpriced_requests",
     "unreported_usage_requests",
+    "cache_write_tokens",
+    "summary_tokens",
+    "summary_cost_usd",
+    "full_replay_cost_usd",
+    "saved_usd",
 )
 _EPOCH = date(1970, 1, 1)
 
@@ -66,6 +70,13 @@ class Totals:
     cost_pusd: int = 0
     history_priced: int = 0  # rows with a known history cost
     history_cost_pusd: int = 0
+    cache_write_tokens: int = 0
+    summary_requests: int = 0  # summary calls (the gateway's own, for `summarize`)
+    summary_tokens: int = 0  # prompt + completion tokens of summary calls
+    summary_priced: int = 0  # summary calls with a known cost
+    summary_cost_pusd: int = 0
+    replay_priced: int = 0  # rows with a known full-replay cost
+    full_replay_pusd: int = 0
 
     def __add__(self, other: Totals) -> Totals:
         """Field-wise sum."""
@@ -135,6 +146,10 @@ def usage_fields(totals: Totals) -> dict[str, Any]:
     def tokens(value: int) -> int | None:
         return value if empty or totals.reported else None
 
+    cost = usd(totals.cost_pusd) if empty or totals.priced else None
+    replay = usd(totals.full_replay_pusd) if empty or totals.replay_priced else None
+    # Saved is only stated when every priced figure is known: an unpriced call would make it a guess.
+    complete = totals.unpriced == 0 and cost is not None and replay is not None
     return {
         "requests": totals.requests,
         "prompt_tokens": tokens(totals.prompt_tokens),
@@ -143,10 +158,17 @@ def usage_fields(totals: Totals) -> dict[str, Any]:
         "reasoning_tokens": tokens(totals.reasoning_tokens),
         "total_tokens": tokens(totals.prompt_tokens + totals.completion_tokens),
         "history_tokens": tokens(totals.history_tokens),
-        "cost_usd": usd(totals.cost_pusd) if empty or totals.priced else None,
+        "cost_usd": cost,
         "history_cost_usd": usd(totals.history_cost_pusd) if empty or totals.history_priced else None,
         "unpriced_requests": totals.unpriced,
         "unreported_usage_requests": totals.requests - totals.reported,
+        "cache_write_tokens": tokens(totals.cache_write_tokens),
+        "summary_tokens": tokens(totals.summary_tokens),
+        "summary_cost_usd": usd(totals.summary_cost_pusd)
+        if totals.summary_requests == 0 or totals.summary_priced
+        else None,
+        "full_replay_cost_usd": replay,
+        "saved_usd": replay - cost if complete and replay is not None and cost is not None else None,
     }
 
 
@@ -277,8 +299,9 @@ def _text(value: Any, unknown: str) -> str:
 
 def _cell(value: Any) -> str:
     text = _text(value, "")
-    # A cell starting like a formula would run in a spreadsheet (CSV injection): make it text.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    # A cell starting like a formula would run in a spreadsheet (CSV injection): make it text. `;` too:
+    # spreadsheets in locales that split on `;` would start a new cell there.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r", ";") else text
 
 
 def _rows(report: Report) -> list[tuple[str | None, dict[str, Any]]]:
@@ -291,12 +314,23 @@ def _rows(report: Report) -> list[tuple[str | None, dict[str, Any]]]:
 
 def render_csv(report: Report) -> str:
     """CSV with a header row (`key` and the usage fields); an unknown figure is an empty cell."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["key", *USAGE_FIELDS])
+    lines = [_csv_line(["key", *USAGE_FIELDS])]
     for key, fields in _rows(report):
-        writer.writerow([_cell(key), *(_cell(fields[name]) for name in USAGE_FIELDS)])
-    return out.getvalue()
+        lines.append(_csv_line([_cell(key), *(_cell(fields[name]) for name in USAGE_FIELDS)]))
+    return "".join(lines)
+
+
+def _csv_line(cells: list[str]) -> str:
+    """One CSV record (RFC 4180), a cell quoted when it holds `,`, `"`, CR, LF, or `;`.
+
+    The `;` is quoted too so that spreadsheets in locales that split on `;` keep the cell whole
+    (`x;=1+1` must not become a cell `=1+1`).
+    """
+    quoted = ('"' + cell.replace('"', '""') + '"' if _NEEDS_QUOTES.search(cell) else cell for cell in cells)
+    return ",".join(quoted) + "\r\n"
+
+
+_NEEDS_QUOTES = re.compile('[,";\r\n]')
 
 
 _TABLE_COLUMNS = (
@@ -309,6 +343,11 @@ _TABLE_COLUMNS = (
     ("HISTORY", "history_tokens"),
     ("COST_USD", "cost_usd"),
     ("HISTORY_USD", "history_cost_usd"),
+    ("CACHE_WRITE", "cache_write_tokens"),
+    ("SUMMARY", "summary_tokens"),
+    ("SUMMARY_USD", "summary_cost_usd"),
+    ("REPLAY_USD", "full_replay_cost_usd"),
+    ("SAVED_USD", "saved_usd"),
     ("UNPRICED", "unpriced_requests"),
     ("NO_USAGE", "unreported_usage_requests"),
 )

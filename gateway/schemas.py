@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.config import HISTORY_STRATEGIES as STRATEGIES
+
 Schema = dict[str, Any]
 
 ID_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"
@@ -106,6 +108,19 @@ SCHEMAS: dict[str, Schema] = {
                     "max_history_messages": {"type": "integer", "nullable": True},
                     "max_history_tokens": {"type": "integer", "nullable": True},
                     "max_cost_usd": NULLABLE_NUMBER,
+                    "history_strategy": {"type": "string", "nullable": True, "enum": [*STRATEGIES, None]},
+                    "summary_model": {"type": "string", "nullable": True},
+                },
+            },
+            "summary": {
+                "type": "object",
+                "nullable": True,
+                "required": ["text", "tokens", "through", "updated_at"],
+                "properties": {
+                    "text": {"type": "string"},
+                    "tokens": {"type": "integer"},
+                    "through": {"type": "integer", "description": "Stored messages the summary covers."},
+                    "updated_at": {"type": "integer"},
                 },
             },
             "usage": ref("Usage"),
@@ -120,6 +135,14 @@ SCHEMAS: dict[str, Schema] = {
             "max_history_messages": {"type": "integer", "minimum": 0, "nullable": True},
             "max_history_tokens": {"type": "integer", "minimum": 0, "nullable": True},
             "max_cost_usd": {"type": "number", "minimum": 0, "nullable": True},
+            "history_strategy": {"type": "string", "nullable": True, "enum": [*STRATEGIES, None]},
+            "summary_model": {"type": "string", "minLength": 1, "maxLength": 200, "nullable": True},
+            "summary": {
+                "type": "string",
+                "minLength": 1,
+                "nullable": True,
+                "description": "Replaces the summary's text (keeps `through`); null clears it. Update only.",
+            },
         },
     },
     "ConversationList": {
@@ -226,6 +249,11 @@ SCHEMAS: dict[str, Schema] = {
             "cost_usd": NULLABLE_NUMBER,
             "history_cost_usd": NULLABLE_NUMBER,
             "unpriced_requests": {"type": "integer"},
+            "cache_write_tokens": {"type": "integer", "nullable": True},
+            "summary_tokens": {"type": "integer", "nullable": True},
+            "summary_cost_usd": NULLABLE_NUMBER,
+            "full_replay_cost_usd": NULLABLE_NUMBER,
+            "saved_usd": NULLABLE_NUMBER,
             "by_model": {"type": "array", "items": {"type": "object"}},
         },
     },
@@ -273,7 +301,7 @@ SCHEMAS: dict[str, Schema] = {
 SCHEMAS["ConversationCreate"] = {
     **SCHEMAS["ConversationUpdate"],
     "properties": {
-        **SCHEMAS["ConversationUpdate"]["properties"],
+        **{k: v for k, v in SCHEMAS["ConversationUpdate"]["properties"].items() if k != "summary"},
         "id": {"type": "string", "pattern": ID_PATTERN},
         "items": {
             "type": "array",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -17,6 +18,7 @@ from sqlalchemy import Connection
 
 from gateway import headers as h
 from gateway.config import Settings
+from gateway.dedupe import overlap_search_limit, stored_run_length
 from gateway.errors import (
     BudgetExceeded,
     ConversationBusy,
@@ -41,6 +43,7 @@ from gateway.exchange import (
 from gateway.history import (
     Budget,
     BudgetRule,
+    StoredMessage,
     assistant_message,
     compose_body,
     fingerprint,
@@ -63,13 +66,22 @@ from gateway.sse import (
     has_finish_reason,
     is_usage_only,
 )
-from gateway.store.conversations import TurnWrite, conversation_budget
+from gateway.store.conversations import (
+    LoadedTurn,
+    TurnWrite,
+    conversation_budget,
+    read_bodies,
+    stored_summary,
+)
 from gateway.store.database import Database
 from gateway.store.spend import conversation_spent_pusd
 from gateway.store.tables import Conversation
 from gateway.store.usage import insert_attempt
+from gateway.summaries import Fold, Summarizer
 from gateway.tokens import count_message_tokens, needs_loading
+from gateway.unanswered import sendable_history
 from gateway.upstream import UpstreamClient, read_body, response_headers, translate_errors
+from gateway.window import load_summary_prompt, stable_window, summary_message
 
 CHAT_PATH = "/chat/completions"
 CHAT_ENDPOINT = "/v1/chat/completions"  # the upstream-latency label of chat calls
@@ -87,6 +99,8 @@ class TurnService:
         self.settings = settings
         self.pricer = pricer
         self.metrics = metrics
+        prompt = load_summary_prompt(settings.summary_prompt_file)
+        self.summarizer = Summarizer(db, upstream, settings, pricer, prompt, metrics=metrics)
 
     async def chat(self, call: ChatCall) -> Reply | StreamReply:
         """Handle one chat-completions request, stateful when it names a conversation."""
@@ -94,9 +108,15 @@ class TurnService:
         if call.conversation_id is None:
             return await self._forward(turn, call.raw, stream=call.body.get("stream") is True)
         stack = contextlib.AsyncExitStack()
-        rule = BudgetRule(header=call.header_budget, default=self._default_budget())
         turn.opened = await stack.enter_async_context(
-            self.db.open_turn(call.owner, call.conversation_id, wait=self.settings.lock_timeout, budget=rule)
+            self.db.open_turn(
+                call.owner,
+                call.conversation_id,
+                wait=self.settings.lock_timeout,
+                budget=BudgetRule(header=call.header_budget, default=self._default_budget()),
+                anchored=lambda c: self._strategy(call, c) != "sliding",
+                max_conversations=self.settings.max_conversations_per_caller,
+            )
         )
         try:
             self.metrics.lock_wait.observe(turn.opened.waited)
@@ -117,9 +137,11 @@ class TurnService:
     async def _prepare(self, turn: PendingTurn) -> None:
         call = turn.call
         assert call.conversation_id is not None and turn.opened is not None
-        conversation, candidates = turn.opened.conversation, turn.opened.candidates
+        loaded = turn.opened.loaded
+        conversation = loaded.conversation
         system, rest = split_system(call.body["messages"])
         turn.conversation = conversation
+        turn.strategy = self._strategy(call, conversation)
         turn.replace_system = bool(system)
         if system:
             turn.system_messages = system
@@ -148,12 +170,91 @@ class TurnService:
                 f"Conversation '{conversation.id}' has moved past turn {call.expected_turn}."
             )
         await self._check_cost_cap(conversation)
-        turn.new = new_messages(rest, conversation.message_count, conversation.history_hash)
+        turn.new = await self._new_messages(turn, conversation, rest, loaded.candidates)
         budget = self._budget(call.header_budget, conversation)
-        turn.history = select_window(candidates, budget, conversation.message_count, conversation.token_count)
+        self._window(turn, conversation, loaded, budget)
         turn.dropped = conversation.message_count - len(turn.history)
         if turn.dropped and turn.new and turn.new[0].get("role") == "tool":
             check_tool_results_fit(turn)
+        turn.summary = stored_summary(conversation)
+        if turn.window_start is not None and turn.strategy == "summarize":  # a cut
+            await self._fold(turn, conversation, turn.window_start)
+        if turn.summary is not None:
+            turn.summary_sent_tokens = await count_off_loop(summary_message(turn.summary.text), turn.model)
+
+    def _window(
+        self, turn: PendingTurn, conversation: Conversation, loaded: LoadedTurn, budget: Budget
+    ) -> None:
+        """Choose the history the turn replays, by its strategy; after a cut, the window's new start."""
+        count, tokens = conversation.message_count, conversation.token_count
+        if turn.strategy == "sliding":
+            turn.history = select_window(loaded.candidates, budget, count, tokens)
+            return
+        plan = stable_window(
+            loaded.candidates,
+            budget,
+            start=conversation.window_start,
+            anchor=loaded.anchor,
+            message_count=count,
+            token_count=tokens,
+            trim_to=self.settings.history_trim_to,
+        )
+        turn.history = plan.history
+        turn.window_start = plan.start if plan.cut else None
+
+    def _strategy(self, call: ChatCall, conversation: Conversation | None) -> str:
+        """The history strategy: the request's header, else the conversation's setting, else the server's."""
+        if call.header_strategy is not None:
+            return call.header_strategy
+        if conversation is not None and conversation.history_strategy is not None:
+            return conversation.history_strategy
+        return self.settings.history_strategy
+
+    async def _fold(self, turn: PendingTurn, conversation: Conversation, through: int) -> None:
+        """At a cut under `summarize`: fold every stored message before the new start that the summary does
+        not cover yet into it (the turn waits for the call; a failure keeps the previous summary)."""
+        first = turn.summary.through if turn.summary is not None else 0
+        model = conversation.summary_model or self.settings.summary_model or turn.model
+        if first >= through or model is None:
+            return
+        bodies = await self.db.run(
+            functools.partial(read_bodies, conversation_pk=conversation.pk, first=first, end=through)
+        )
+        previous = turn.summary.text if turn.summary is not None else None
+        folded = await self.summarizer.fold(turn.call, Fold(previous, bodies, through, model), turn.model)
+        if folded is not None:
+            turn.summary, turn.summary_changed = folded, True
+
+    async def _new_messages(
+        self,
+        turn: PendingTurn,
+        conversation: Conversation,
+        rest: list[dict[str, Any]],
+        window: list[StoredMessage],
+    ) -> list[dict[str, Any]]:
+        """The request's messages without the leading ones already stored (see gateway/dedupe.py).
+
+        The whole-history digest answers the common cases with no read; only a request of two or more
+        messages that does not start with the whole history reads the newest stored messages (from the
+        window when it holds them), at most as many as the request has.
+        """
+        count = conversation.message_count
+        new = new_messages(rest, count, conversation.history_hash)
+        limit = overlap_search_limit(len(rest), count)
+        if len(new) < len(rest) or limit == 0:
+            return new
+        if len(window) >= limit and window[-1].seq == count - 1 and window[-limit].seq == count - limit:
+            tail = [stored.body for stored in window[-limit:]]
+        else:
+            tail = await self.db.run(
+                functools.partial(
+                    read_bodies, conversation_pk=conversation.pk, first=count - limit, end=count
+                )
+            )
+        stored = stored_run_length(rest, tail, count)
+        if stored == count:  # the digest was made by an older comparison: the stored copy heals it
+            turn.history_hash = history_digest(tail)
+        return rest[stored:]
 
     async def _check_cost_cap(self, conversation: Conversation) -> None:
         """429 once the conversation's recorded cost reached its `max_cost_usd` (turns are serialized)."""
@@ -178,14 +279,19 @@ class TurnService:
     def _compose(self, turn: PendingTurn) -> bytes:
         """The upstream body: the client's dict with `messages` replaced and usage requested for streams."""
         body = dict(turn.call.body)
-        system = turn.system_messages
+        system = list(turn.system_messages or [])
         if turn.call.instructions is not None:  # this turn's own system prompt, then any it sent to store
-            system = [*turn.call.instructions, *(system if turn.replace_system and system else [])]
+            system = [*turn.call.instructions, *(system if turn.replace_system else [])]
+        if turn.summary is not None:
+            system.append(summary_message(turn.summary.text))  # right after the (stored) system prompt
+        history = sendable_history(turn.history, turn.new)
+        if self.settings.prompt_cache_key and "prompt_cache_key" not in body:
+            body["prompt_cache_key"] = prompt_cache_key(turn.call.owner, turn.call.conversation_id or "")
         if body.get("stream") is True:
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True
             body["stream_options"] = options
-        return compose_body(body, system, turn.history, turn.new)
+        return compose_body(body, system, history, turn.new)
 
     async def _forward(
         self, turn: PendingTurn, body: bytes, *, stream: bool, stack: contextlib.AsyncExitStack | None = None
@@ -356,8 +462,11 @@ class TurnService:
         response_model = returned if isinstance(returned, str) and returned else None
         # Calls without a conversation carry no stored history: 0, so their history cost is a true 0.
         history_tokens = sum(m.tokens for m in turn.history)
+        # A full replay would have sent the stored messages left out instead of the summary.
+        stored_tokens = turn.conversation.token_count if turn.conversation is not None else 0
+        left_out = stored_tokens - history_tokens - turn.summary_sent_tokens
         # Prices and reports use the model the upstream says it ran (e.g. the dated name).
-        cost = self.pricer.cost(response_model or turn.model, usage, history_tokens)
+        cost = self.pricer.cost(response_model or turn.model, usage, history_tokens, left_out_tokens=left_out)
         return {
             "owner": call.owner,
             "conversation_id": call.conversation_id,
@@ -374,6 +483,8 @@ class TurnService:
             **usage_columns(usage, cost),
             "history_tokens": history_tokens,
             "history_messages": len(turn.history),
+            "history_strategy": turn.strategy,
+            "history_summarized": turn.summarized if turn.strategy is not None else None,
             "idempotency_key": call.idempotency_key,
             "created_at": time.time(),
         }
@@ -433,7 +544,8 @@ class TurnService:
             last_user_tokens=conversation.last_user_tokens if conversation else 0,
         )
         try:
-            digest = history_digest(bodies, start=conversation.history_hash if conversation else "")
+            base = turn.history_hash or (conversation.history_hash if conversation else "")
+            digest = history_digest(bodies, start=base)
         except UnicodeEncodeError:  # a lone UTF-16 surrogate: text that cannot be stored or sent again
             raise UpstreamUnreachable("The upstream answered with text that is not valid Unicode.") from None
         turn_number = (conversation.turn_count if conversation else 0) + 1
@@ -444,7 +556,6 @@ class TurnService:
             raw.decode("utf-8", "replace") if raw is not None else json.dumps(completion)
         )
         self._observe(turn, values)
-        assert turn.opened is not None
         write = TurnWrite(
             owner=call.owner,
             conversation_id=call.conversation_id,
@@ -454,6 +565,8 @@ class TurnService:
             turn=turn_number,
             history_digest=digest,
             now=time.time(),
+            window_start=turn.window_start,
+            summary=turn.summary if turn.summary_changed else None,
         )
         hook = call.on_store
         extra: Callable[[Connection], None] | None = None
@@ -462,6 +575,7 @@ class TurnService:
             def extra(connection: Connection) -> None:
                 hook(connection, write, completion)
 
+        assert turn.opened is not None
         try:
             await turn.opened.store(write, values, extra=extra)
         except ConversationBusy as exc:  # fenced: the conversation moved on; the call is still logged
@@ -469,4 +583,16 @@ class TurnService:
             raise
 
 
-__all__ = ["TurnService"]
+async def count_off_loop(message: dict[str, Any], model: str | None) -> int:
+    """A message's token count; the first count for an encoding builds it, which is not for the event loop."""
+    if needs_loading(model):
+        return await anyio.to_thread.run_sync(lambda: count_message_tokens(message, model))
+    return count_message_tokens(message, model)
+
+
+def prompt_cache_key(owner: str, conversation_id: str) -> str:
+    """The `prompt_cache_key` of a conversation (GATEWAY_PROMPT_CACHE_KEY): a hash of caller and id."""
+    return hashlib.sha256(f"{owner}\n{conversation_id}".encode()).hexdigest()
+
+
+__all__ = ["TurnService", "count_off_loop", "prompt_cache_key"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Iterator, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any
 
 import aiohttp
 import httpx
+import yarl
 
 from gateway import headers as h
 from gateway.config import Settings
@@ -34,7 +37,16 @@ def _cookieless_session() -> aiohttp.ClientSession:
     """The aiohttp session behind the transport (made in the running loop), without a cookie jar."""
     ssl = httpx.create_ssl_context(trust_env=False)  # certifi's CA bundle, as httpx and the transport use
     connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=30, ssl=ssl)
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+    session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+    # httpx_aiohttp hands aiohttp the URL as a string, which yarl would normalize (decode %3A to ':', %41 to
+    # 'A', upper-case %ff): the gateway forwards paths exactly as received, so the string is taken as encoded.
+    object.__setattr__(session, "request", functools.partial(_exact_url_request, session.request))
+    return session
+
+
+def _exact_url_request(send: Any, method: str, url: Any, **options: Any) -> Any:
+    """aiohttp's `ClientSession.request` with a string URL taken as already percent-encoded."""
+    return send(method, yarl.URL(url, encoded=True) if isinstance(url, str) else url, **options)
 
 
 @contextlib.contextmanager
@@ -67,7 +79,13 @@ class UpstreamClient:
         self._transport = http._transport
         self.base_url = settings.upstream_url
         self.api_key = settings.upstream_api_key
+        self.admin_key = settings.admin_key
         self.chat_url = httpx.URL(self.url("/chat/completions"))
+        self._base = httpx.URL(self.base_url)
+
+    def raw_url(self, below_base: bytes) -> httpx.URL:
+        """The upstream URL for a raw path and query below the base (`/files/x?y=1`), bytes kept as sent."""
+        return self._base.copy_with(raw_path=self._base.raw_path.rstrip(b"/") + below_base)
 
     def url(self, path: str, query: str = "") -> str:
         """The upstream URL for a gateway path below /v1 (e.g. `/chat/completions`)."""
@@ -84,6 +102,8 @@ class UpstreamClient:
         if self.api_key:
             dropped |= h.CALLER_CREDENTIALS
         out = {k: v for k, v in incoming.items() if k.lower() not in dropped}
+        if self.admin_key:  # the admin key is the gateway's own secret: it never goes upstream
+            out = {k: v for k, v in out.items() if self.admin_key not in v}
         token = self.api_key or caller_token
         if token:
             out["authorization"] = f"Bearer {token}"
@@ -125,7 +145,9 @@ async def read_body(response: httpx.Response, limit: int | None = None) -> bytes
 def response_headers(upstream: httpx.Response) -> dict[str, str]:
     """Upstream response headers the client may see (no hop-by-hop, no set-cookie, no length)."""
     dropped = h.NOT_RETURNED | connection_nominated(upstream.headers)
-    return {k: v for k, v in upstream.headers.items() if k.lower() not in dropped}
+    # latin-1 both ways keeps the upstream's bytes exactly (a non-ASCII value can never fail to encode).
+    raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.headers.raw)
+    return {k: v for k, v in raw if k.lower() not in dropped}
 
 
 def connection_nominated(headers: Mapping[str, str]) -> frozenset[str]:

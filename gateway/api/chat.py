@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import AsyncIterator
 
@@ -11,16 +12,19 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway import headers as h
-from gateway.api.common import read_limited_body, services
+from gateway.api import tracked
+from gateway.api.common import check_header_values, read_limited_body, services
 from gateway.chat_request import (
     check_chat_body,
     check_idempotency_key,
     parse_json_object,
     parse_limit_header,
+    parse_strategy_header,
 )
 from gateway.exchange import ChatCall, Reply
 from gateway.history import Budget
 from gateway.identity import bearer_token, validate_conversation_id
+from gateway.ownership import made_ids, message_file_ids
 
 
 class RelayResponse(StreamingResponse):
@@ -68,10 +72,14 @@ async def chat_completions(request: Request) -> Response:
         ),
         max_tokens=parse_limit_header("X-Max-History-Tokens", request.headers.get(h.MAX_HISTORY_TOKENS)),
     )
+    strategy = parse_strategy_header(request.headers.get(h.HISTORY_STRATEGY))
     raw = await read_limited_body(request, svc.settings.max_body_bytes)
     body = parse_json_object(raw)
     check_chat_body(body)
     idempotency_key = check_idempotency_key(request.headers.get(h.IDEMPOTENCY_KEY))
+    check_header_values(request)  # after the gateway's own headers, which have their own errors
+    if svc.settings.upstream_api_key is not None:  # one upstream account: only the key's own files
+        await tracked.require_owned(svc, caller.identity, message_file_ids(body["messages"]))
     await svc.auth.check_budget(caller)
     call = ChatCall(
         owner=caller.identity,
@@ -84,8 +92,36 @@ async def chat_completions(request: Request) -> Response:
         header_budget=budget,
         retry_count=retry_count(request.headers.get(h.RETRY_COUNT)),
         idempotency_key=idempotency_key,
+        header_strategy=strategy,
     )
     reply = await svc.turns.chat(call)
+    stored = svc.settings.upstream_api_key is not None and body.get("store") is True and reply.status == 200
     if isinstance(reply, Reply):
+        if stored:  # a stored completion belongs to this key (GET /v1/chat/completions/{id} and the list)
+            await tracked.record(
+                svc, caller.identity, "chat.completion", made_ids(_json(reply.body), include_own_id=True)
+            )
         return Response(reply.body, status_code=reply.status, headers=reply.headers)
-    return RelayResponse(reply.events, status_code=reply.status, headers=reply.headers)
+    events = reply.events
+    if stored:
+        events = _recording(events, tracked.StreamIds(svc, caller.identity, "chat.completion"))
+    return RelayResponse(events, status_code=reply.status, headers=reply.headers)
+
+
+def _json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+async def _recording(events: AsyncIterator[bytes], ids: tracked.StreamIds) -> AsyncIterator[bytes]:
+    """The stream's events, its completion id recorded before the client sees it."""
+    try:
+        async for event in events:
+            await ids.feed(event)
+            yield event
+    finally:
+        with anyio.CancelScope(shield=True):
+            if hasattr(events, "aclose"):
+                await events.aclose()

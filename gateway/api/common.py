@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,12 +13,13 @@ from starlette.responses import Response
 
 from gateway.auth import Authenticator
 from gateway.config import Settings
-from gateway.errors import NotFound, RequestTooLarge
+from gateway.errors import InvalidRequest, NotFound, RequestTooLarge
 from gateway.identity import CONVERSATION_ID_PATTERN
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.responses.service import ResponseService
 from gateway.store.database import Database
+from gateway.token_check import TokenCheck
 from gateway.turns import TurnService
 from gateway.upstream import UpstreamClient
 
@@ -33,6 +35,7 @@ class Services:
     pricer: Pricer
     auth: Authenticator
     metrics: Metrics
+    token_check: TokenCheck
     responses: ResponseService
 
 
@@ -43,6 +46,25 @@ def path_conversation_id(request: Request) -> str:
         message = f"No conversation found with id '{conversation_id[:128]}'."
         raise NotFound(message, param="conversation_id")
     return conversation_id
+
+
+def check_header_values(request: Request) -> None:
+    """400 `invalid_header` for a header value with a non-ASCII or control byte (tab allowed).
+
+    Such a value could not be forwarded upstream as it came (and HTTP gives it no meaning), so a request
+    that carries one is refused before anything is sent or stored.
+    """
+    for name, value in request.scope["headers"]:
+        if not _HEADER_VALUE.fullmatch(value):
+            header = name.decode("latin-1")
+            raise InvalidRequest(
+                f"The value of the header {header!r} must be printable ASCII (no control characters).",
+                param=header,
+                code="invalid_header",
+            )
+
+
+_HEADER_VALUE = re.compile(rb"[\t\x20-\x7e]*")
 
 
 def services(request: Request) -> Services:

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from gateway.api.common import Services, json_response, path_conversation_id, read_limited_body, services
 from gateway.api.usage import conversation_usage_object
+from gateway.auth import Caller
 from gateway.chat_request import parse_json_object
 from gateway.conversation_fields import (
     CREATE_FIELDS,
@@ -36,15 +37,21 @@ from gateway.identity import CONVERSATION_ID_PATTERN, bearer_token
 from gateway.items import Item, item_key, item_position, message_items
 from gateway.reports import render_json
 from gateway.store.conversations import (
+    SummaryState,
+    check_conversation_room,
     create_conversation,
     delete_conversation,
     get_conversation,
     list_conversations,
     list_messages,
+    stored_summary,
+    summary_columns,
     update_conversation,
 )
 from gateway.store.database import Database
 from gateway.store.tables import Conversation
+from gateway.tokens import count_message_tokens
+from gateway.window import summary_message
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -67,8 +74,35 @@ def conversation_object(conversation: Conversation) -> dict[str, Any]:
             "max_history_messages": conversation.max_history_messages,
             "max_history_tokens": conversation.max_history_tokens,
             "max_cost_usd": pusd_to_usd(conversation.max_cost_pusd),
+            "history_strategy": conversation.history_strategy,
+            "summary_model": conversation.summary_model,
         },
+        "summary": summary_object(conversation),
     }
+
+
+def summary_object(conversation: Conversation) -> dict[str, Any] | None:
+    """The conversation's summary as shown by the API: null, or its text, tokens, through and updated_at."""
+    summary = stored_summary(conversation)
+    if summary is None:
+        return None
+    return {
+        "text": summary.text,
+        "tokens": summary.tokens,
+        "through": summary.through,
+        "updated_at": int(summary.updated_at),
+    }
+
+
+def _summary_update(conversation: Conversation, text: str | None, now: float) -> dict[str, Any]:
+    """The columns a PATCH of `summary` sets: new text keeps `through` (the window's start when there was
+    no summary), null clears the summary so that the next cut under `summarize` folds in everything."""
+    if text is None:
+        return summary_columns(None)
+    previous = stored_summary(conversation)
+    through = previous.through if previous is not None else conversation.window_start
+    tokens = count_message_tokens(summary_message(text), None)
+    return summary_columns(SummaryState(text, tokens, through, now))
 
 
 async def with_usage(db: Database, conversation: Conversation) -> dict[str, Any]:
@@ -97,6 +131,16 @@ def _page(data: list[Any], has_more: bool, ids: list[str]) -> dict[str, Any]:
 
 async def _owner(svc: Services, request: Request) -> str:
     caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
+    return caller.identity
+
+
+async def _caller(svc: Services, request: Request) -> Caller:
+    return await svc.auth.identify(bearer_token(request.headers.get("authorization")))
+
+
+async def _accepted(svc: Services, caller: Caller) -> str:
+    """The identity of a caller about to write; in pass-through mode once the upstream accepted its token."""
+    await svc.token_check.require(caller.identity, caller.token)
     return caller.identity
 
 
@@ -154,7 +198,7 @@ async def list_all(request: Request) -> Response:
 async def create(request: Request) -> Response:
     """POST /v1/conversations: an empty conversation (optional `id`, else `conv_...`) with its settings."""
     svc = services(request)
-    owner = await _owner(svc, request)
+    caller = await _caller(svc, request)
     body = await _body(svc, request)
     columns = conversation_columns(body, CREATE_FIELDS)
     if body.get("items"):
@@ -165,6 +209,7 @@ async def create(request: Request) -> Response:
             code="unsupported_parameter",
         )
     conversation_id = check_new_id(body["id"]) if "id" in body else f"conv_{secrets.token_hex(24)}"
+    owner = await _accepted(svc, caller)
     async with (
         svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout),
         svc.db.transaction() as session,
@@ -173,6 +218,8 @@ async def create(request: Request) -> Response:
             raise ConversationExists(
                 f"A conversation with id '{conversation_id}' already exists.", param="id"
             )
+        limit = svc.settings.max_conversations_per_caller
+        await session.run_sync(lambda sync: check_conversation_room(sync.connection(), owner, limit))
         conversation = await create_conversation(session, owner, conversation_id, columns, time.time())
     return _exact_json(await with_usage(svc.db, conversation))
 
@@ -187,19 +234,24 @@ async def retrieve(request: Request) -> Response:
 async def update(request: Request) -> Response:
     """POST or PATCH /v1/conversations/{id}: change metadata, system prompt or settings (never creates)."""
     svc = services(request)
-    owner = await _owner(svc, request)
+    caller = await _caller(svc, request)
     conversation_id = path_conversation_id(request)
     columns = conversation_columns(await _body(svc, request), UPDATE_FIELDS)
+    owner = await _accepted(svc, caller)
     async with _locked(svc, owner, conversation_id) as (session, conversation):
-        await update_conversation(session, conversation, columns, time.time())
+        now = time.time()
+        if "summary_text" in columns:
+            columns.update(_summary_update(conversation, columns.pop("summary_text"), now))
+        await update_conversation(session, conversation, columns, now)
     return _exact_json(await with_usage(svc.db, conversation))
 
 
 async def delete(request: Request) -> Response:
     """DELETE /v1/conversations/{id}: remove its messages and settings; the request log keeps its usage."""
     svc = services(request)
-    owner = await _owner(svc, request)
+    caller = await _caller(svc, request)
     conversation_id = path_conversation_id(request)
+    owner = await _accepted(svc, caller)
     async with _locked(svc, owner, conversation_id) as (session, conversation):
         await delete_conversation(session, conversation)
     return json_response({"id": conversation_id, "object": "conversation.deleted", "deleted": True})

@@ -7,7 +7,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.common import json_response, services
-from gateway.errors import error_body
+from gateway.auth import same_secret
+from gateway.errors import AuthenticationFailed, error_body
+from gateway.identity import bearer_token
 from gateway.metrics import CONTENT_TYPE
 from gateway.openapi import openapi_document
 
@@ -21,8 +23,17 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """The Prometheus text exposition (in multiprocess mode: summed over all workers)."""
-    body = await run_in_threadpool(services(request).metrics.render)
+    """The Prometheus text exposition (in multiprocess mode: summed over all workers).
+
+    With GATEWAY_METRICS_KEY set, only `Authorization: Bearer <that key>` may read it (else 401).
+    """
+    svc = services(request)
+    key = svc.settings.metrics_key
+    if key is not None and not same_secret(bearer_token(request.headers.get("authorization")), key):
+        raise AuthenticationFailed(
+            "/metrics needs the metrics key (GATEWAY_METRICS_KEY) as the bearer token.",
+        )
+    body = await run_in_threadpool(svc.metrics.render)
     return Response(body, media_type=CONTENT_TYPE)
 
 

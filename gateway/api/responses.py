@@ -17,14 +17,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import headers as h
-from gateway.api import proxy
+from gateway.api import proxy, tracked
 from gateway.api.chat import RelayResponse, retry_count
-from gateway.api.common import json_response, read_limited_body, services
-from gateway.chat_request import check_idempotency_key, parse_json_object, parse_limit_header
+from gateway.api.common import check_header_values, json_response, read_limited_body, services
+from gateway.chat_request import (
+    check_idempotency_key,
+    parse_json_object,
+    parse_limit_header,
+    parse_strategy_header,
+)
 from gateway.conversation_fields import page_limit, page_order
 from gateway.errors import InvalidRequest, NotFound
 from gateway.history import Budget
 from gateway.identity import bearer_token, validate_conversation_id
+from gateway.ownership import upstream_references
 from gateway.responses.events import encode, replay_events
 from gateway.responses.request import parse_request
 from gateway.responses.service import ResponsesCall, request_hash
@@ -50,6 +56,7 @@ async def create(request: Request) -> Response:
         ),
         max_tokens=parse_limit_header("X-Max-History-Tokens", request.headers.get(h.MAX_HISTORY_TOKENS)),
     )
+    strategy = parse_strategy_header(request.headers.get(h.HISTORY_STRATEGY))
     body = parse_json_object(await read_limited_body(request, svc.settings.max_body_bytes))
     parsed = parse_request(body)
     header_conversation = request.headers.get(h.CONVERSATION_ID)
@@ -61,6 +68,9 @@ async def create(request: Request) -> Response:
         # The chat API's way of naming a conversation works here too (the body's fields come first).
         parsed = dataclasses.replace(parsed, conversation_id=validate_conversation_id(header_conversation))
     idempotency_key = check_idempotency_key(request.headers.get(h.IDEMPOTENCY_KEY))
+    check_header_values(request)  # forwarded upstream: printable ASCII only (400, never a 500)
+    if svc.settings.upstream_api_key is not None:  # one upstream account: only the key's own files
+        await tracked.require_owned(svc, caller.identity, upstream_references(body))
     await svc.auth.check_budget(caller)
     call = ResponsesCall(
         owner=caller.identity,
@@ -70,6 +80,7 @@ async def create(request: Request) -> Response:
         headers={k: v for k, v in request.headers.items() if k.lower() != h.CONVERSATION_ID},
         request_id=getattr(request.state, "request_id", None) or secrets.token_hex(8),
         header_budget=budget,
+        header_strategy=strategy,
         retry_count=retry_count(request.headers.get(h.RETRY_COUNT)),
         idempotency_key=idempotency_key,
     )

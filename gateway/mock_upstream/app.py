@@ -14,9 +14,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.mock_upstream.auth import new_request_log
+from gateway.mock_upstream.cache import PromptCache
 from gateway.mock_upstream.chat import chat_completions
 from gateway.mock_upstream.errors import MockAPIError, handle_http_error, handle_mock_error, json_response
 from gateway.mock_upstream.faults import quiet_injected_resets
+from gateway.mock_upstream.objects import new_object_store, object_routes
 from gateway.mock_upstream.resources import create_embeddings, get_model, list_models
 
 
@@ -52,14 +54,15 @@ async def clear_requests(request: Request) -> Response:
     return json_response({"deleted": True})
 
 
-def create_mock_app() -> Starlette:
-    """Build a fresh mock upstream app with its own empty request log."""
+def create_mock_app(*, prompt_cache: PromptCache | None = None) -> Starlette:
+    """Build a fresh mock upstream app with its own empty request log (and, if given, a prompt cache)."""
     quiet_injected_resets()
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
         Route("/v1/embeddings", create_embeddings, methods=["POST"]),
+        *object_routes(),
         Route("/mock/requests", list_requests, methods=["GET"]),
         Route("/mock/requests", clear_requests, methods=["DELETE"]),
     ]
@@ -69,13 +72,15 @@ def create_mock_app() -> Starlette:
         exception_handlers={MockAPIError: handle_mock_error, HTTPException: handle_http_error},
     )
     app.state.mock_requests = new_request_log()
+    app.state.mock_objects = new_object_store()
+    app.state.prompt_cache = prompt_cache
     return app
 
 
-def run_mock(host: str = "127.0.0.1", port: int = 9000) -> None:
-    """Serve the mock upstream with uvicorn until interrupted."""
+def run_mock(host: str = "127.0.0.1", port: int = 9000, *, prompt_cache: bool = False) -> None:
+    """Serve the mock upstream with uvicorn until interrupted (`prompt_cache`: report real cache hits)."""
     uvicorn.run(
-        create_mock_app(),
+        create_mock_app(prompt_cache=PromptCache() if prompt_cache else None),
         host=host,
         port=port,
         log_level="warning",

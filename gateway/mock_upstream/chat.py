@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
@@ -16,6 +17,7 @@ from gateway.mock_upstream.faults import (
     slow_seconds,
     stall_until_disconnect,
 )
+from gateway.mock_upstream.objects import store_completion
 from gateway.mock_upstream.plan import Reply, completion_json, plan_reply
 from gateway.mock_upstream.stream import stream_events
 from gateway.mock_upstream.validation import validate_chat_request
@@ -35,6 +37,12 @@ async def chat_completions(request: Request) -> Response:
         if fault.name == "stall" or (fault.name == "stall-stream" and not chat.stream):
             await stall_until_disconnect(request.receive)
     reply = plan_reply(chat, fault)
+    cache = request.app.state.prompt_cache
+    if cache is not None and reply.usage is not None:
+        token = request.headers.get("authorization", "").partition(" ")[2].strip()
+        reply.usage["prompt_tokens_details"]["cached_tokens"] = cache.lookup(token, chat.model, chat.messages)
+    if isinstance(body, dict) and body.get("store") is True and fault is None:
+        store_completion(request, json.loads(completion_json(reply)), body)
     if chat.stream:
         return StreamingResponse(stream_events(reply, chat.include_usage), media_type="text/event-stream")
     delay = slow_seconds(fault)

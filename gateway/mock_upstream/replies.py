@@ -8,6 +8,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gateway.window import MESSAGES_TO_FOLD, SUMMARY_SO_FAR
+
 MOCK_DATED_MODELS: dict[str, str] = {"gpt-4o-mini": "gpt-4o-mini-2024-07-18", "gpt-4o": "gpt-4o-2024-08-06"}
 
 _PIECE_RE = re.compile(r"\S+\s*|\s+")
@@ -37,9 +39,36 @@ def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return ""
 
 
+_FACT_RE = re.compile(r"\bfacts?\b.*", re.IGNORECASE)
+
+
+def mock_summary(request_text: str) -> str | None:
+    """The deterministic answer to a gateway summary request, or None when `request_text` is not one.
+
+    It keeps every line of the summary so far, and from every line of the messages to fold in that
+    states a fact (holds the word "fact") the statement itself, from that word on; in order, without
+    repeats (a user's fact and the assistant's echo of it are one line).
+    """
+    if MESSAGES_TO_FOLD not in request_text:
+        return None
+    head, _, folded = request_text.partition(MESSAGES_TO_FOLD)
+    previous = head.split(SUMMARY_SO_FAR, 1)[-1]
+    lines = [line.strip() for line in previous.splitlines() if line.strip() and line.strip() != "(none)"]
+    for line in folded.splitlines():
+        found = _FACT_RE.search(line)
+        if found is not None:
+            lines.append(found.group(0).strip())
+    kept = list(dict.fromkeys(lines))
+    return "\n".join(kept) if kept else "(no facts so far)"
+
+
 def mock_reply(messages: Sequence[Mapping[str, Any]]) -> str:
-    """Return the assistant text of a non-tool reply to `messages`."""
+    """Return the assistant text of a non-tool reply to `messages` (a summary request gets its summary)."""
     n = len(messages)
+    if messages and messages[-1].get("role") == "user":
+        summary = mock_summary(content_text(messages[-1].get("content")))
+        if summary is not None:
+            return summary
     if messages and messages[-1].get("role") == "tool":
         return f"[{n} messages] tool result: {content_text(messages[-1].get('content'))}"
     return f"[{n} messages] {last_user_text(messages)}"

@@ -49,6 +49,7 @@ from gateway.store.responses import (
 )
 from gateway.store.tables import StoredResponse
 from gateway.turns import TurnService
+from gateway.unanswered import sendable_history
 
 ENDPOINT = "/v1/responses"
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
@@ -69,6 +70,7 @@ class ResponsesCall:
     header_budget: Budget = dataclasses.field(default_factory=Budget)
     retry_count: int = 0
     idempotency_key: str | None = None
+    header_strategy: str | None = None  # X-History-Strategy, validated
 
 
 @dataclass
@@ -248,6 +250,7 @@ class ResponseService:
             headers=call.headers,
             request_id=call.request_id,
             header_budget=call.header_budget,
+            header_strategy=call.header_strategy,
             retry_count=call.retry_count if stored else 0,
             idempotency_key=call.idempotency_key if stored else None,
             endpoint=ENDPOINT,
@@ -332,7 +335,8 @@ class ResponseService:
             system = json.loads(source.system_messages)
         system = [*(request.instruction_messages() or []), *system]
         new = new_messages(rest, len(stored), history_digest(m.body for m in stored))
-        body = request.chat_body(compose_messages(system, trim_history(stored, budget), new))
+        history = sendable_history(trim_history(stored, budget), new)
+        body = request.chat_body(compose_messages(system, history, new))
         state.ctx = dataclasses.replace(state.ctx, conversation_id=None)
         chat = ChatCall(
             owner=call.owner,

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.errors import ConversationBusy
+from gateway.errors import ConversationBusy, ConversationLimitReached
 from gateway.history import Budget, BudgetRule, StoredMessage, window_bounds
 from gateway.store import statements
 from gateway.store.tables import Attempt, Conversation, Message, StoredResponse
@@ -44,6 +44,30 @@ _UPDATE_CONVERSATION = _CONVERSATIONS.update().where(
     _CONVERSATIONS.c.message_count == bindparam("expected_count_"),
 )
 _INSERT_MESSAGES = cast(Table, Message.__table__).insert()
+# How many conversations a caller has, counted up to a bound (so never more than that many index entries).
+_OWNED = select(func.count()).select_from(
+    select(_CONVERSATIONS.c.pk)
+    .where(_CONVERSATIONS.c.owner == bindparam("owner"))
+    .limit(bindparam("bound"))
+    .subquery()
+)
+
+
+def check_conversation_room(connection: Connection, owner: str, limit: int) -> None:
+    """429 `conversation_limit_reached` when `owner` already has `limit` conversations (0: no limit)."""
+    if limit <= 0:
+        return
+    # Through SQLAlchemy, not the lane's precompiled statements: it binds the LIMIT itself (new ids only).
+    refuse_past_limit(connection.execute(_OWNED, {"owner": owner, "bound": limit}).scalar_one(), limit)
+
+
+def refuse_past_limit(owned: int, limit: int) -> None:
+    """429 `conversation_limit_reached` when a caller who owns `owned` conversations may not start one."""
+    if 0 < limit <= owned:
+        raise ConversationLimitReached(
+            f"This caller already has {limit} conversations, the most this gateway keeps per caller "
+            "(GATEWAY_MAX_CONVERSATIONS_PER_CALLER): delete some before starting new ones."
+        )
 
 
 async def get_conversation(session: AsyncSession, owner: str, conversation_id: str) -> Conversation | None:
@@ -142,30 +166,118 @@ def load_turn(
     connection: Connection,
     owner: str,
     conversation_id: str,
-    budget_for: Callable[[Conversation], Budget] | None = None,
-    *,
-    rule: BudgetRule | None = None,
+    budget_for: Callable[[Conversation], Budget],
+    max_conversations: int = 0,
 ) -> tuple[Conversation | None, list[StoredMessage]]:
     """A unit of work: the caller's conversation (None if new) and the stored messages its budget may send.
 
-    The budget is `budget_for(conversation)`, or what `rule` gives it. Two indexed reads; the
-    conversation is a detached object: read it, never change it.
+    `budget_for` gives the budget that applies to the conversation it is handed. Two indexed reads;
+    the conversation is a detached object: read it, never change it. A new conversation past the caller's
+    `max_conversations` is refused (429) before anything is sent upstream.
     """
+    loaded = load_turn_state(
+        connection, owner, conversation_id, budget_for, lambda c: False, max_conversations
+    )
+    return loaded.conversation, loaded.candidates
+
+
+@dataclass(frozen=True)
+class LoadedTurn:
+    """What a turn reads before it is composed: the conversation, its window candidates, the stable anchor."""
+
+    conversation: Conversation | None
+    candidates: list[StoredMessage]
+    anchor: StoredMessage | None = None  # the first stored user message at or after the window's start
+
+
+_MESSAGE_COLUMNS = (
+    Message.seq,
+    Message.body,
+    Message.tokens,
+    Message.turn_start_seq,
+    Message.turn_start_tokens,
+)
+_ANCHOR = (
+    select(*_MESSAGE_COLUMNS)
+    .where(
+        Message.conversation_pk == bindparam("conversation_pk"),
+        Message.seq >= bindparam("start"),
+        Message.role == "user",
+    )
+    .order_by(Message.seq)
+    .limit(1)
+)
+
+
+def _stored(row: Sequence[Any]) -> StoredMessage:
+    return StoredMessage(row[0], json.loads(row[1]), row[2], row[3], row[4])
+
+
+def load_turn_state(
+    connection: Connection,
+    owner: str,
+    conversation_id: str,
+    budget_for: Callable[[Conversation], Budget],
+    anchored: Callable[[Conversation], bool],
+    max_conversations: int = 0,
+) -> LoadedTurn:
+    """A unit of work: `load_turn`, plus (when `anchored` says the strategy needs it) the stable anchor:
+    found among the candidates when they reach back to the window's start, else by one more indexed probe
+    of (conversation, seq) from there (a window that no longer fits: this turn cuts)."""
     rows = statements.fetch(connection, _BY_ID, {"owner": owner, "conversation_id": conversation_id})
     if not rows:
-        return None, []
+        check_conversation_room(connection, owner, max_conversations)
+        return LoadedTurn(None, [])
     conversation = Conversation(**dict(zip(_BY_ID_COLUMNS, rows[0], strict=True)))
-    if budget_for is not None:
-        budget = budget_for(conversation)
-    else:
-        budget = conversation_budget(rule or BudgetRule(), conversation)
-    return conversation, read_window(connection, conversation, budget)
+    candidates = read_window(connection, conversation, budget_for(conversation))
+    loaded = loaded_turn(conversation, candidates, anchored(conversation))
+    if loaded is not None:
+        return loaded
+    parameters = {"conversation_pk": conversation.pk, "start": conversation.window_start}
+    found = connection.execute(_ANCHOR, parameters).first()
+    return LoadedTurn(conversation, candidates, _stored(found) if found is not None else None)
+
+
+def loaded_turn(
+    conversation: Conversation, candidates: list[StoredMessage], anchored: bool
+) -> LoadedTurn | None:
+    """A turn's state from its conversation and window candidates; None when the stable anchor lies before
+    the candidates and needs its own probe."""
+    start = conversation.window_start
+    if not anchored or start >= conversation.message_count:
+        return LoadedTurn(conversation, candidates)
+    if candidates and candidates[0].seq <= start:
+        # The usual case (the window fits): the candidates hold everything from the start, anchor included.
+        anchor = next((m for m in candidates if m.seq >= start and m.role == "user"), None)
+        return LoadedTurn(conversation, candidates, anchor)
+    return None
+
+
+def read_bodies(connection: Connection, conversation_pk: int, first: int, end: int) -> list[dict[str, Any]]:
+    """The stored messages with `first <= seq < end`, oldest first (what a summary call folds in, or the
+    newest messages the dedupe compares a request with)."""
+    statement = (
+        select(Message.body)
+        .where(Message.conversation_pk == conversation_pk, Message.seq >= first, Message.seq < end)
+        .order_by(Message.seq)
+    )
+    return [json.loads(row[0]) for row in connection.execute(statement).all()]
 
 
 CHANGED = (
     "The conversation changed while this turn ran (another request took it over); "
     "this turn was not stored. Retry it."
 )
+
+
+@dataclass(frozen=True)
+class SummaryState:
+    """A conversation's summary: its text, its token count and how many stored messages it covers."""
+
+    text: str
+    tokens: int
+    through: int
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -180,6 +292,30 @@ class TurnWrite:
     turn: int
     history_digest: str
     now: float
+    window_start: int | None = None  # the stable window's new start after a cut (None: unchanged)
+    summary: SummaryState | None = None  # a summary folded in at this turn's cut (None: unchanged)
+
+
+def summary_columns(summary: SummaryState | None) -> dict[str, Any]:
+    """The conversation columns of a summary (all None to clear it)."""
+    return {
+        "summary_text": summary.text if summary else None,
+        "summary_tokens": summary.tokens if summary else None,
+        "summary_through": summary.through if summary else None,
+        "summary_updated_at": summary.updated_at if summary else None,
+    }
+
+
+def stored_summary(conversation: Conversation | None) -> SummaryState | None:
+    """The conversation's summary, or None when it has none."""
+    if conversation is None or conversation.summary_text is None:
+        return None
+    return SummaryState(
+        conversation.summary_text,
+        conversation.summary_tokens or 0,
+        conversation.summary_through or 0,
+        conversation.summary_updated_at or conversation.updated_at,
+    )
 
 
 def turn_row(conversation: Conversation | None, write: TurnWrite) -> dict[str, Any]:
@@ -198,6 +334,10 @@ def turn_row(conversation: Conversation | None, write: TurnWrite) -> dict[str, A
         values["last_user_tokens"] = last_user.turn_start_tokens
     if write.replace_system:
         values["system_messages"] = json.dumps(write.system_messages) if write.system_messages else None
+    if write.window_start is not None:
+        values["window_start"] = write.window_start
+    if write.summary is not None:
+        values.update(summary_columns(write.summary))
     return values
 
 
@@ -284,6 +424,7 @@ async def create_conversation(
         history_hash="",
         last_user_seq=0,
         last_user_tokens=0,
+        window_start=0,
         created_at=now,
         updated_at=now,
         **values,
@@ -344,6 +485,18 @@ async def turn_messages(session: AsyncSession, conversation: Conversation, turn:
     statement = (
         select(Message.body)
         .where(Message.conversation_pk == conversation.pk, Message.turn == turn)
+        .order_by(Message.seq)
+    )
+    return [json.loads(row[0]) for row in (await session.execute(statement)).all()]
+
+
+async def stored_range(
+    session: AsyncSession, conversation: Conversation, start: int, end: int
+) -> list[dict[str, Any]]:
+    """The bodies of the stored messages with `start <= seq < end`, oldest first."""
+    statement = (
+        select(Message.body)
+        .where(Message.conversation_pk == conversation.pk, Message.seq >= start, Message.seq < end)
         .order_by(Message.seq)
     )
     return [json.loads(row[0]) for row in (await session.execute(statement)).all()]

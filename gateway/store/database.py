@@ -24,9 +24,12 @@ from gateway.errors import ConversationBusy, DatabaseUnavailable
 from gateway.history import BudgetRule, StoredMessage
 from gateway.store.conversations import (
     CHANGED,
+    LoadedTurn,
     TurnWrite,
     conversation_budget,
-    load_turn,
+    load_turn_state,
+    loaded_turn,
+    refuse_past_limit,
     turn_row,
     write_turn,
 )
@@ -118,23 +121,46 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def open_turn(
-        self, owner: str, conversation_id: str, *, wait: float, budget: BudgetRule
+        self,
+        owner: str,
+        conversation_id: str,
+        *,
+        wait: float,
+        budget: BudgetRule,
+        anchored: Callable[[Conversation], bool] = lambda _: False,
+        max_conversations: int = 0,
     ) -> AsyncIterator[OpenTurn]:
         """Hold the conversation for one turn and read what the turn needs; `OpenTurn.store` ends it.
 
-        Yields the conversation (None when new) and the stored messages its budget may send (a suffix
-        that `select_window` trims). On Postgres, taking the lease and the read are one statement, and
-        storing the turn and releasing the lease another (store/postgres.py). Busy (409) past `wait` s.
+        Yields what `load_turn_state` reads: the conversation (None when new; a new one past the caller's
+        `max_conversations` is refused), the stored messages its budget may send, and the stable window's
+        anchor when `anchored` says the strategy needs it. On Postgres, taking the lease and the usual read
+        are one statement, and storing the turn and releasing the lease another (store/postgres.py); what
+        that statement cannot answer is read under the lease. Busy (409) past `wait` seconds.
         """
         started = time.monotonic()
+        load = functools.partial(
+            load_turn_state,
+            owner=owner,
+            conversation_id=conversation_id,
+            budget_for=functools.partial(conversation_budget, budget),
+            anchored=anchored,
+            max_conversations=max_conversations,
+        )
         async with self.locks.queue(owner, conversation_id, wait):
             if self.leases is None:
-                unit = functools.partial(load_turn, owner=owner, conversation_id=conversation_id, rule=budget)
-                conversation, candidates = await self.run(unit)
-                yield OpenTurn(self, time.monotonic() - started, conversation, candidates, None)
+                loaded = await self.run(load)
+                yield OpenTurn(self, time.monotonic() - started, loaded, None)
                 return
             leases, holder = self.leases, new_holder()
-            arguments = (owner, conversation_id, holder, leases.seconds, *_budget_arguments(budget))
+            arguments = (
+                owner,
+                conversation_id,
+                holder,
+                leases.seconds,
+                *_budget_arguments(budget),
+                max_conversations,
+            )
 
             async def take() -> Any:
                 row = await leases.fetchrow(TAKE, *arguments, idempotent=True)
@@ -143,24 +169,36 @@ class Database:
             row = await poll(take, started + wait, wait)
             kept = leases.keep(owner, conversation_id, holder)
             try:
-                conversation, candidates = await self._read_taken(row, holder, owner, conversation_id, budget)
-                opened = OpenTurn(self, time.monotonic() - started, conversation, candidates, kept)
-                yield opened
+                loaded = await self._read_taken(row, holder, budget, anchored, max_conversations, load)
+                yield OpenTurn(self, time.monotonic() - started, loaded, kept)
             finally:
                 await kept.close()
 
     async def _read_taken(
-        self, row: Any, holder: str, owner: str, conversation_id: str, budget: BudgetRule
-    ) -> tuple[Conversation | None, list[StoredMessage]]:
-        """The TAKE statement's read, or a fresh one where that read may be stale or too short."""
+        self,
+        row: Any,
+        holder: str,
+        budget: BudgetRule,
+        anchored: Callable[[Conversation], bool],
+        max_conversations: int,
+        load: Callable[[Connection], LoadedTurn],
+    ) -> LoadedTurn:
+        """The TAKE statement's read, or `load` under the lease where that read may be stale, too short,
+        or lack what the turn needs (the stable anchor's probe, the caller's conversation count)."""
         _, current, conversation, candidates = parse_take(row, holder)
-        if current and (
-            conversation is None
-            or read_is_enough(row, conversation_budget(budget, conversation), conversation)
+        if current and conversation is None:
+            refuse_past_limit(row["owned"] or 0, max_conversations)
+            return LoadedTurn(None, [])
+        budget_for = conversation_budget
+        if (
+            current
+            and conversation is not None
+            and read_is_enough(row, budget_for(budget, conversation), conversation)
         ):
-            return conversation, candidates
-        unit = functools.partial(load_turn, owner=owner, conversation_id=conversation_id, rule=budget)
-        return await self.run(unit)
+            loaded = loaded_turn(conversation, candidates, anchored(conversation))
+            if loaded is not None:
+                return loaded
+        return await self.run(load)
 
     async def run(self, unit: Callable[[Connection], T]) -> T:
         """Run a unit of work (synchronous Core statements on a Connection) in one transaction.
@@ -215,9 +253,18 @@ class OpenTurn:
 
     db: Database
     waited: float  # seconds spent waiting for the conversation
-    conversation: Conversation | None
-    candidates: list[StoredMessage]
+    loaded: LoadedTurn  # the conversation (None when new), its window candidates, the stable anchor
     lease: KeptLease | None  # the Postgres lease (None on SQLite: the in-process queue is the lock)
+
+    @property
+    def conversation(self) -> Conversation | None:
+        """The conversation as the turn found it (None when new)."""
+        return self.loaded.conversation
+
+    @property
+    def candidates(self) -> list[StoredMessage]:
+        """The stored messages the turn's budget may send (a suffix that the window trims)."""
+        return self.loaded.candidates
 
     async def store(
         self, write: TurnWrite, attempt: dict[str, Any], *, extra: Callable[[Connection], None] | None = None
@@ -229,7 +276,10 @@ class OpenTurn:
         writes more in the same transaction (on Postgres a unit of work then replaces the one statement).
         """
         conversation, lease = self.conversation, self.lease
-        if lease is None or extra is not None:
+        # What the one statement does not write (a stable window's cut, a summary, the Responses API's
+        # row) takes a unit of work, which also deletes the lease row.
+        general = extra is not None or write.window_start is not None or write.summary is not None
+        if lease is None or general:
 
             def unit(connection: Connection) -> int:
                 pk = write_turn(connection, conversation, write)

@@ -39,7 +39,8 @@ _CONVERSATION_COLUMNS = tuple(column.name for column in _CONVERSATIONS.columns)
 _NOW = "extract(epoch FROM clock_timestamp())::float8"  # the database server's clock: one for every replica
 _NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
 
-# $1 owner, $2 conversation id, $3 holder, $4 lease seconds; $5/$6 the header's budget, $7/$8 the default's.
+# $1 owner, $2 conversation id, $3 holder, $4 lease seconds; $5/$6 the header's budget, $7/$8 the default's;
+# $9 the caller's conversation limit (0: none), counted (up to it) only when the conversation is new.
 TAKE = f"""
 WITH seen AS (
     SELECT holder FROM conversation_leases WHERE owner = $1 AND conversation_id = $2
@@ -63,6 +64,9 @@ WITH seen AS (
     WHERE c.owner = $1 AND c.id = $2 AND EXISTS (SELECT FROM lease)
 )
 SELECT (SELECT holder FROM lease) AS taken, (SELECT holder FROM seen) AS seen, {_NOT_DURABLE} AS durability,
+    CASE WHEN $9::int > 0 AND EXISTS (SELECT FROM lease) AND NOT EXISTS (SELECT FROM conversation) THEN (
+        SELECT count(*) FROM (SELECT FROM conversations WHERE owner = $1 LIMIT $9::int) AS bounded
+    ) END AS owned,
     {", ".join(f"c.{name}" for name in _CONVERSATION_COLUMNS)}, c.min_seq, c.min_tokens, c.empty,
     w.seqs, w.bodies, w.roles, w.tokens, w.turn_start_seqs, w.turn_start_tokens
 FROM (SELECT) AS one

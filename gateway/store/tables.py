@@ -39,6 +39,14 @@ class Conversation(Base):
     last_user_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    history_strategy: Mapped[str | None] = mapped_column(String(16))
+    summary_model: Mapped[str | None] = mapped_column(String(200))
+    # The stable window's start: the seq from which whole turns are replayed (moves forward at cuts only).
+    window_start: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    summary_text: Mapped[str | None] = mapped_column(Text)
+    summary_tokens: Mapped[int | None] = mapped_column(Integer)
+    summary_through: Mapped[int | None] = mapped_column(Integer)  # stored messages the summary covers
+    summary_updated_at: Mapped[float | None] = mapped_column(Float)
 
 
 class Message(Base):
@@ -105,6 +113,14 @@ class Attempt(Base):
     conversation_deleted: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=expression.false()
     )
+    # "call" (a client's request) or "summary" (the gateway's own summary call for a conversation).
+    kind: Mapped[str] = mapped_column(String(16), default="call", server_default="call")
+    cache_write_tokens: Mapped[int | None] = mapped_column(Integer)
+    # What the call would have cost with the whole stored history sent uncached (0 for summary calls).
+    full_replay_cost_pusd: Mapped[int | None] = mapped_column(BigInteger)
+    # A stored turn's strategy and the stored messages its summary covered (for X-History-* on replays).
+    history_strategy: Mapped[str | None] = mapped_column(String(16))
+    history_summarized: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):
@@ -165,3 +181,18 @@ class UiSession(Base):
     identity: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class UpstreamObject(Base):
+    """An upstream object (file, batch, stored response, ...) created through the gateway, and its caller.
+
+    Recorded in gateway-key mode, where every caller shares the gateway's upstream account: only the
+    caller that created an object may see or use it.
+    """
+
+    __tablename__ = "upstream_objects"
+
+    object_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[float] = mapped_column(Float)

@@ -84,6 +84,7 @@ async def record_attempt(session: AsyncSession, values: dict[str, Any]) -> None:
 # The model reports use: the one the upstream returned (a dated name), else the one asked for.
 _MODEL = func.coalesce(Attempt.response_model, Attempt.model)
 _REPORTED = Attempt.prompt_tokens.is_not(None)
+_SUMMARY = Attempt.kind == "summary"
 
 
 def _count_where(condition: ColumnElement[bool]) -> ColumnElement[Any]:
@@ -109,6 +110,13 @@ _TOTALS: tuple[ColumnElement[Any], ...] = (
     _sum(Attempt.cost_pusd),
     func.count(Attempt.history_cost_pusd),
     _sum(Attempt.history_cost_pusd),
+    _sum(Attempt.cache_write_tokens),
+    _count_where(_SUMMARY),
+    _sum(case((and_(_SUMMARY, _REPORTED), Attempt.prompt_tokens + Attempt.completion_tokens), else_=None)),
+    _count_where(and_(_SUMMARY, Attempt.cost_pusd.is_not(None))),
+    _sum(case((_SUMMARY, Attempt.cost_pusd), else_=None)),
+    func.count(Attempt.full_replay_cost_pusd),
+    _sum(Attempt.full_replay_cost_pusd),
 )
 
 
@@ -192,6 +200,7 @@ async def latest_attempt(session: AsyncSession, owner: str, conversation_id: str
             Attempt.owner == owner,
             Attempt.conversation_id == conversation_id,
             Attempt.conversation_deleted.is_(False),
+            Attempt.kind != "summary",  # the gateway's own calls are never a turn to replay
         )
         .order_by(Attempt.pk.desc())
         .limit(1)

@@ -58,6 +58,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         upstream_api_key="sk-upstream",
         admin_key=ADMIN_KEY,
         key_cache_seconds=0,
+        history_strategy="sliding",  # the budgets below are read as the longest suffix that fits
     )
     app = create_app(settings, transport=httpx.ASGITransport(app=create_mock_app()))
     async with LifespanManager(app, startup_timeout=60) as manager:

@@ -2,6 +2,8 @@
 
 Only what the issues spell out is asserted (field names, shapes, precedence, status codes); each test
 names the sentence it checks. The other e2e modules cover the main paths; these cover the rules they leave.
+The history budget of issue 3 is the `sliding` strategy: since `stable` became the default (issue 12), the
+gateways of this module run with GATEWAY_HISTORY_STRATEGY=sliding.
 """
 
 from __future__ import annotations
@@ -45,6 +47,19 @@ PRICES = {
     "gpt-4o": {"input": "2.5", "cached_input": "1.25", "output": "10"},
     "gpt-4o-mini": {"input": "0.15", "cached_input": "0.075", "output": "0.6"},
 }
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    upstream: ServerProcess, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The module's gateway, with the `sliding` strategy (issue 3's trimming) as its server default."""
+    tmp = tmp_path_factory.mktemp("bb-gw")
+    server = gateway_server(tmp, upstream.url, database_url, history_strategy="sliding").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def auth(api_key: str) -> dict[str, str]:
@@ -237,7 +252,9 @@ def test_server_defaults_for_both_limits_and_the_order(
     start_gateway: Any, database_url: str, upstream: ServerProcess, api_key: str, conversation_id: str
 ) -> None:
     """Server defaults apply last: conversation settings and headers beat them; null restores them."""
-    server = start_gateway(database_url, max_history_messages="2", max_history_tokens="1000000")
+    server = start_gateway(
+        database_url, max_history_messages="2", max_history_tokens="1000000", history_strategy="sliding"
+    )
     for text in ("one", "two", "three"):
         turn(server, api_key, conversation_id, text)
     assert history(turn(server, api_key, conversation_id, "a")[1]) == (2, 4)
@@ -250,7 +267,7 @@ def test_server_defaults_for_both_limits_and_the_order(
     assert httpx.get(url, headers=auth(api_key)).json()["settings"]["max_history_messages"] is None
     assert history(turn(server, api_key, conversation_id, "d")[1]) == (2, 10)
     # The server token default applies too.
-    small = start_gateway(database_url, max_history_tokens="1")
+    small = start_gateway(database_url, max_history_tokens="1", history_strategy="sliding")
     assert history(turn(small, api_key, conversation_id, "e")[1]) == (0, 14)
 
 
@@ -447,7 +464,9 @@ def priced(
     tmp = tmp_path_factory.mktemp("bb-usage")
     path = tmp / "prices.json"
     path.write_text(json.dumps({m: {k: float(v) for k, v in p.items()} for m, p in PRICES.items()}))
-    server = gateway_server(tmp, upstream.url, database_url, prices_file=str(path)).start()
+    server = gateway_server(
+        tmp, upstream.url, database_url, prices_file=str(path), history_strategy="sliding"
+    ).start()
     try:
         yield server
     finally:

@@ -83,7 +83,10 @@ def test_create_retrieve_update_delete_with_the_sdk(client: OpenAI) -> None:
         "max_history_messages": None,
         "max_history_tokens": None,
         "max_cost_usd": None,
+        "history_strategy": None,
+        "summary_model": None,
     }
+    assert extra["summary"] is None
     assert extra["usage"]["requests"] == 0 and extra["usage"]["cost_usd"] == 0
 
     found = client.conversations.retrieve(created.id)
@@ -113,11 +116,18 @@ def test_create_with_id_and_settings_applies_to_the_first_turn(
             "max_history_messages": 2,
             "max_history_tokens": 500,
             "max_cost_usd": 1.25,
+            "history_strategy": "sliding",  # the trimming this test pins (stable is the default)
         }
     )
     extra = created.model_extra or {}
     assert created.id == conversation_id and extra["system_prompt"] == "Answer in French."
-    assert extra["settings"] == {"max_history_messages": 2, "max_history_tokens": 500, "max_cost_usd": 1.25}
+    assert extra["settings"] == {
+        "max_history_messages": 2,
+        "max_history_tokens": 500,
+        "max_cost_usd": 1.25,
+        "history_strategy": "sliding",
+        "summary_model": None,
+    }
     chat(client, conversation_id, "one")
     assert upstream_requests(upstream, api_key)[-1]["body"]["messages"][0] == {
         "role": "system",
@@ -146,7 +156,13 @@ def test_patch_and_post_update_every_field(
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["metadata"] == {"a": "b"} and body["system_prompt"] == "Be brief."
-    assert body["settings"] == {"max_history_messages": 10, "max_history_tokens": 0, "max_cost_usd": 0.000001}
+    assert body["settings"] == {
+        "max_history_messages": 10,
+        "max_history_tokens": 0,
+        "max_cost_usd": 0.000001,
+        "history_strategy": None,
+        "summary_model": None,
+    }
     assert body["message_count"] == 2 and body["usage"]["requests"] == 1
     # null clears; fields left out stay as they were
     response = call(
@@ -162,6 +178,8 @@ def test_patch_and_post_update_every_field(
         "max_history_messages": 10,
         "max_history_tokens": None,
         "max_cost_usd": 0.000001,
+        "history_strategy": None,
+        "summary_model": None,
     }
     assert client.conversations.retrieve(conversation_id).model_extra["system_prompt"] is None  # type: ignore[index]
 

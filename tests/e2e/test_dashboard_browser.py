@@ -142,7 +142,12 @@ def site(
     tmp = tmp_path_factory.mktemp("dashboard")
     database_url = f"sqlite+aiosqlite:///{tmp / 'gateway.db'}"
     server = gateway_server(
-        tmp, upstream.url, database_url, upstream_api_key="sk-upstream", admin_key=ADMIN_KEY
+        tmp,
+        upstream.url,
+        database_url,
+        upstream_api_key="sk-upstream",
+        admin_key=ADMIN_KEY,
+        history_strategy="sliding",  # the seeded budgets are read as the longest suffix that fits
     ).start()
     try:
         admin = {"authorization": f"Bearer {ADMIN_KEY}"}

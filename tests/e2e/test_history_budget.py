@@ -1,4 +1,8 @@
-"""End-to-end: the history budget (headers, conversation settings, server defaults) through the openai SDK."""
+"""End-to-end: the history budget (headers, conversation settings, server defaults) through the openai SDK.
+
+These tests pin the `sliding` strategy (the longest suffix of whole turns that fits); the gateway they run
+against is started with GATEWAY_HISTORY_STRATEGY=sliding, since `stable` is the default.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import pytest
 from openai import OpenAI
 
 from gateway.tokens import count_message_tokens
-from tests.servers import ServerProcess, upstream_requests
+from tests.servers import ServerProcess, gateway_server, upstream_requests
 
 MODEL = "gpt-4o-mini"
 TOOLS: list[Any] = [
@@ -20,6 +24,19 @@ TOOLS: list[Any] = [
         "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
     }
 ]
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    upstream: ServerProcess, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The module's gateway, with the `sliding` strategy as its server default."""
+    tmp = tmp_path_factory.mktemp("gw")
+    server = gateway_server(tmp, upstream.url, database_url, history_strategy="sliding").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -261,7 +278,9 @@ def test_conversation_settings_apply_and_headers_override_them(
 def test_server_defaults_apply_last(
     start_gateway: Callable[..., ServerProcess], database_url: str, api_key: str, conversation_id: str
 ) -> None:
-    server = start_gateway(database_url, max_history_messages="2", max_history_tokens="100000")
+    server = start_gateway(
+        database_url, max_history_messages="2", max_history_tokens="100000", history_strategy="sliding"
+    )
     headers = {"X-Conversation-Id": conversation_id}
     with OpenAI(base_url=server.url + "/v1", api_key=api_key, default_headers=headers) as sdk:
         three_turns(sdk)

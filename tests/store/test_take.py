@@ -101,7 +101,12 @@ async def test_the_statement_reads_what_the_generic_read_reads(db: Database, rul
     assert taken and current and conversation is not None
     assert read_is_enough(row, conversation_budget(rule, conversation), conversation)
     expected_conversation, expected = await db.run(
-        functools.partial(load_turn, owner=owner, conversation_id=conversation_id, rule=rule)
+        functools.partial(
+            load_turn,
+            owner=owner,
+            conversation_id=conversation_id,
+            budget_for=functools.partial(conversation_budget, rule),
+        )
     )
     assert (
         expected_conversation is not None
@@ -170,7 +175,12 @@ async def test_open_turn_stores_and_releases_in_one_write(db: Database) -> None:
         ).scalar_one()
     assert (leases, attempts) == (0, 2)
     conversation, window = await db.run(
-        functools.partial(load_turn, owner=owner, conversation_id=conversation_id, rule=rule)
+        functools.partial(
+            load_turn,
+            owner=owner,
+            conversation_id=conversation_id,
+            budget_for=functools.partial(conversation_budget, rule),
+        )
     )
     assert conversation is not None and conversation.turn_count == 2
     assert [m.body["content"] for m in window] == ["u1", "a1", "u2", "a2"]

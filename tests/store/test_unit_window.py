@@ -32,7 +32,12 @@ async def test_the_unit_of_work_reads_the_same_window(db: Database, rule: Budget
     owner, conversation_id = secrets.token_hex(8), "window"
     await store_turns(db, owner, conversation_id, 8)
     conversation, window = await db.run(
-        functools.partial(load_turn, owner=owner, conversation_id=conversation_id, rule=rule)
+        functools.partial(
+            load_turn,
+            owner=owner,
+            conversation_id=conversation_id,
+            budget_for=functools.partial(conversation_budget, rule),
+        )
     )
     assert conversation is not None
     async with db.transaction() as session:

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from gateway.dedupe import comparable
 from gateway.history import (
     Budget,
     assistant_message,
-    comparable,
     history_digest,
     new_messages,
     number_messages,

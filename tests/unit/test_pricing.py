@@ -268,7 +268,14 @@ def test_library_path_does_not_add_reasoning_twice() -> None:
 )
 def test_memoized_library_prices_equal_genai_prices(model: str) -> None:
     pricer = Pricer({})
-    usages = (Usage(0, 0), Usage(1000, 500, 400), Usage(300_000, 20, 250_000), Usage(7, 3), Usage(5, 1, 9))
+    usages = (
+        Usage(0, 0),
+        Usage(1000, 500, 400),
+        Usage(300_000, 20, 250_000),
+        Usage(7, 3),
+        Usage(5, 1, 9),
+        Usage(1000, 10, 200, cache_write_tokens=300),  # cache writes: the write price where there is one
+    )
     for usage in usages:
         # The whole prompt as history: the history cost is then the input part of the cost.
         first = pricer.cost(model, usage, history_tokens=usage.prompt_tokens)
@@ -276,10 +283,12 @@ def test_memoized_library_prices_equal_genai_prices(model: str) -> None:
         reference = _library_cost(model, usage)
         assert first == second
         if reference is None:
-            assert first == CallCost(None, None)
+            assert first == CallCost(None, None, None)
         else:
             expected_history = reference[1] if usage.prompt_tokens else 0
-            assert first == CallCost(reference[0], expected_history)
+            replay = _library_cost(model, Usage(usage.prompt_tokens, usage.completion_tokens))
+            assert replay is not None
+            assert first == CallCost(reference[0], expected_history, replay[0])
 
 
 def test_memoized_library_price_is_genai_prices_own() -> None:
@@ -301,7 +310,10 @@ def test_history_cost_is_blended_input_price_times_history_tokens() -> None:
     pricer = Pricer({"gpt-4o-mini": MINI})
     result = pricer.cost("gpt-4o-mini", USAGE, history_tokens=600)
     # input part = (600 x 0.15 + 400 x 0.075) / 1e6 = 0.00012 for 1000 prompt tokens; 600 of them.
-    assert result == CallCost(cost_usd=D("0.00042"), history_cost_usd=D("0.000072"))
+    # full replay: the 1000 prompt tokens uncached (0.00015) + 500 completion tokens (0.0003)
+    assert result == CallCost(
+        cost_usd=D("0.00042"), history_cost_usd=D("0.000072"), full_replay_cost_usd=D("0.00045")
+    )
 
 
 def test_history_cost_edges() -> None:
@@ -418,9 +430,52 @@ def test_usage_columns() -> None:
         "completion_tokens": 500,
         "cached_tokens": 400,
         "reasoning_tokens": 0,
+        "cache_write_tokens": 0,
         "cost_pusd": 420_000_000,
         "history_cost_pusd": 72_000_000,
+        "full_replay_cost_pusd": 450_000_000,
     }
     unpriced = usage_columns(USAGE, Pricer({}).cost("my-local-llama", USAGE, 10))
     assert unpriced["prompt_tokens"] == 1000 and unpriced["cost_pusd"] is None
     assert set(usage_columns(None, CallCost(None, None)).values()) == {None}
+
+
+# --- cache writes and full replay ---------------------------------------------------------------
+
+
+def test_cache_writes_are_read_from_openai_and_anthropic_style_usage() -> None:
+    openai_style = {
+        "usage": {
+            "prompt_tokens": 900,
+            "completion_tokens": 5,
+            "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 300},
+        }
+    }
+    anthropic_style = {
+        "usage": {
+            "prompt_tokens": 900,
+            "completion_tokens": 5,
+            "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 300,
+        }
+    }
+    for payload in (openai_style, anthropic_style):
+        usage = parse_usage(payload)
+        assert usage == Usage(900, 5, cached_tokens=100, cache_write_tokens=300)
+
+
+def test_cache_writes_are_priced_at_the_write_price() -> None:
+    price = Price(input=D("3"), cached_input=D("0.3"), output=D("15"), cache_write=D("3.75"))
+    usage = Usage(1000, 10, cached_tokens=200, cache_write_tokens=300)
+    # 500 fresh x 3 + 200 read x 0.3 + 300 written x 3.75 + 10 out x 15 = 1500 + 60 + 1125 + 150
+    assert cost_usd(usage, price) == D("0.002835")
+    # without a write price, writes cost the input price
+    assert cost_usd(usage, Price(D("3"), D("0.3"), D("15"))) == D("0.00261")
+
+
+def test_full_replay_adds_the_left_out_tokens_uncached() -> None:
+    pricer = Pricer({"m": MINI})
+    # 1000 prompt + 2000 left out = 3000 x 0.15 + 500 x 0.6 = 0.00045 + 0.0003
+    assert pricer.cost("m", USAGE, 600, left_out_tokens=2000).full_replay_cost_usd == D("0.00075")
+    assert pricer.cost("m", USAGE, 600, left_out_tokens=None).full_replay_cost_usd == 0  # a summary call
+    assert pricer.cost("unknown-model", USAGE, 600).full_replay_cost_usd is None

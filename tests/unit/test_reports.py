@@ -48,6 +48,8 @@ def priced(requests: int = 1, prompt: int = 100, completion: int = 10, pusd: int
         cost_pusd=pusd,
         history_priced=requests,
         history_cost_pusd=6_000_000,
+        replay_priced=requests,
+        full_replay_pusd=30_000_000,
     )
 
 
@@ -77,6 +79,11 @@ def test_usage_fields_of_priced_calls() -> None:
         "history_cost_usd": D("0.000006"),
         "unpriced_requests": 0,
         "unreported_usage_requests": 0,
+        "cache_write_tokens": 0,
+        "summary_tokens": 0,
+        "summary_cost_usd": D(0),
+        "full_replay_cost_usd": D("0.00003"),
+        "saved_usd": D("0.000009"),
     }
     assert tuple(usage_fields(priced())) == USAGE_FIELDS
 
@@ -299,3 +306,27 @@ def test_render_dispatches_on_format() -> None:
     assert json.loads(render(report, "json"))["data"][0]["requests"] == 1
     assert render(report, "csv").startswith("key,requests,")
     assert render(report, "table").startswith("MODEL")
+
+
+def test_summary_and_saved_figures() -> None:
+    summary = Totals(
+        requests=1,
+        reported=1,
+        priced=1,
+        prompt_tokens=300,
+        completion_tokens=20,
+        cost_pusd=2_000_000,
+        summary_requests=1,
+        summary_tokens=320,
+        summary_priced=1,
+        summary_cost_pusd=2_000_000,
+        replay_priced=1,
+    )
+    fields = usage_fields(priced() + summary)
+    assert fields["summary_tokens"] == 320 and fields["summary_cost_usd"] == D("0.000002")
+    # saved = full replay (0.00003, the summary call adds 0) - cost (0.000021 + 0.000002)
+    assert fields["full_replay_cost_usd"] == D("0.00003") and fields["saved_usd"] == D("0.000007")
+    # an unpriced call makes the saving unknown; an unpriced summary call its cost too
+    assert usage_fields(priced() + UNPRICED)["saved_usd"] is None
+    unpriced_summary = Totals(requests=1, reported=1, unpriced=1, prompt_tokens=9, summary_requests=1)
+    assert usage_fields(unpriced_summary)["summary_cost_usd"] is None
