@@ -100,11 +100,27 @@ async def test_an_existing_conversation_costs_two_statements(
     for n in range(10):
         await turn(client, "long", f"message {n}")
     statements.counting = True
-    reply = await turn(client, "long", "and now?", **{"X-Max-History-Messages": "6"})
+    budget = {"X-Max-History-Messages": "6", "X-History-Strategy": "sliding"}
+    reply = await turn(client, "long", "and now?", **budget)
     statements.counting = False
     assert reply["choices"][0]["message"]["content"] == "[7 messages] and now?"
     assert len(statements.seen) == 2, statements.seen
     assert "UPDATE conversations" in statements.seen[1]
+
+
+async def test_a_stable_window_between_cuts_costs_two_statements(
+    harness: tuple[httpx.AsyncClient, Statements],
+) -> None:
+    client, statements = harness
+    budget = {"X-Max-History-Messages": "6", "X-History-Strategy": "stable"}
+    for n in range(6):  # past the limit: a cut (read and written as a unit of work) moves the start
+        await turn(client, "stable", f"message {n}", **budget)
+    statements.seen.clear()
+    statements.counting = True
+    reply = await turn(client, "stable", "and now?", **budget)
+    statements.counting = False
+    assert reply["choices"][0]["message"]["content"].endswith("and now?")
+    assert len(statements.seen) == 2, [q[:80] for q in statements.seen]
 
 
 async def test_connections_the_server_closed_are_replaced_without_an_error(

@@ -54,7 +54,9 @@ async def take(db: Database, owner: str, conversation_id: str, holder: str, rule
         rule.default.max_messages,
         rule.default.max_tokens,
     )
-    return await db.leases.fetchrow(TAKE, owner, conversation_id, holder, 30.0, *arguments, idempotent=True)
+    return await db.leases.fetchrow(
+        TAKE, owner, conversation_id, holder, 30.0, *arguments, 0, idempotent=True
+    )
 
 
 async def store_turns(db: Database, owner: str, conversation_id: str, turns: int) -> None:
@@ -76,7 +78,9 @@ async def store_turns(db: Database, owner: str, conversation_id: str, turns: int
         write = TurnWrite(owner, conversation_id, None, False, numbered, turn, f"d{turn}", 1.0)
         await db.run(functools.partial(write_turn, conversation=conversation, write=write))
         conversation, _ = await db.run(
-            functools.partial(load_turn, owner=owner, conversation_id=conversation_id)
+            functools.partial(
+                load_turn, owner=owner, conversation_id=conversation_id, budget_for=lambda c: Budget()
+            )
         )
 
 
