@@ -526,17 +526,17 @@ def test_proxied_streams_flow_both_ways(
 
     def upload() -> Iterator[bytes]:
         yield b'{"model": "m", '
-        yield b'"input": "streamed upload"}'
+        yield b'"prompt": "streamed upload"}'
 
     started, first = time.monotonic(), None
-    with httpx.stream(
-        "POST", f"{wire.url}/v1/responses", content=upload(), headers=auth(api_key), timeout=30
+    with httpx.stream(  # /v1/completions: a proxied path (/v1/responses is the gateway's own now)
+        "POST", f"{wire.url}/v1/completions", content=upload(), headers=auth(api_key), timeout=30
     ) as response:
         for line in response.iter_lines():
             if first is None and line == "data: one":
                 first = time.monotonic() - started
     assert first is not None and first < time.monotonic() - started - 1.0
-    assert scripted.received(api_key)[-1].body == b'{"model": "m", "input": "streamed upload"}'
+    assert scripted.received(api_key)[-1].body == b'{"model": "m", "prompt": "streamed upload"}'
 
 
 # --- configuration that needs its own gateway --------------------------------------------------------------
