@@ -157,7 +157,17 @@ def _attempt(owner: str, conversation_id: str, turn: int, now: float) -> dict[st
 
 
 def _columns(table: Any) -> list[str]:
-    return [column.name for column in table.columns if not column.primary_key]
+    """The columns the growth rows fill: those the gateway's own rows set (the rest keep their defaults)."""
+    sample = _attempt("o", "c", 1, 0.0) if table is Attempt.__table__ else {**_CONVERSATION_KEYS}
+    return [column.name for column in table.columns if column.name in sample]
+
+
+_CONVERSATION_KEYS = dict.fromkeys(
+    [
+        *("owner", "id", "message_count", "token_count", "turn_count", "history_hash"),
+        *("last_user_seq", "last_user_tokens", "created_at", "updated_at"),
+    ]
+)
 
 
 def _growth_tables(owner: str, prefix: str, conversations: int, turns: int) -> dict[str, Any]:
