@@ -276,9 +276,9 @@ class OpenTurn:
         writes more in the same transaction (on Postgres a unit of work then replaces the one statement).
         """
         conversation, lease = self.conversation, self.lease
-        # What the one statement does not write (a stable window's cut, a summary, the Responses API's
-        # row) takes a unit of work, which also deletes the lease row.
-        general = extra is not None or write.window_start is not None or write.summary is not None
+        # What the one statement does not write (a summary, the Responses API's row) takes a unit of
+        # work, which also deletes the lease row.
+        general = extra is not None or write.summary is not None
         if lease is None or general:
 
             def unit(connection: Connection) -> int:

@@ -167,18 +167,20 @@ SELECT pk FROM conversation
 
 # An existing conversation, fenced on the message count the turn was composed from: $4 pk, $5 that count,
 # $6 message_count, $7 token_count, $8 turn_count, $9 history_hash, $10 updated_at, $11/$12 the last user
-# message's seq and tokens (null: unchanged), $13 replace the system prompt?, $14 the new one.
+# message's seq and tokens (null: unchanged), $13 replace the system prompt?, $14 the new one, $15 the
+# stable window's new start after a cut (null: unchanged).
 STORE_EXISTING = _store_statement(
     """
     UPDATE conversations SET message_count = $6::int, token_count = $7::bigint, turn_count = $8::int,
         history_hash = $9::varchar, updated_at = $10::float8,
         last_user_seq = coalesce($11::int, last_user_seq),
         last_user_tokens = coalesce($12::bigint, last_user_tokens),
-        system_messages = CASE WHEN $13::boolean THEN $14::text ELSE system_messages END
+        system_messages = CASE WHEN $13::boolean THEN $14::text ELSE system_messages END,
+        window_start = coalesce($15::int, window_start)
     WHERE pk = $4::bigint AND message_count = $5::int
     RETURNING pk
     """,
-    first=15,
+    first=16,
 )
 
 # A new conversation: every column of the row from $4 on; none written if it exists meanwhile (fenced).
@@ -278,6 +280,7 @@ def store_arguments(
         row.get("last_user_tokens"),
         "system_messages" in row,
         system,
+        row.get("window_start"),
     ]
     return STORE_EXISTING, [owner, conversation_id, holder, *fenced, turn, now, *arrays, *attempt_values]
 
