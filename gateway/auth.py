@@ -116,8 +116,8 @@ class Authenticator:
     async def check_budget(self, caller: Caller) -> None:
         """429 budget_exceeded when the caller's key has a budget and its recorded cost reached it.
 
-        One aggregate query, before the upstream call. Concurrent calls of one key that all pass this
-        check before any of them is recorded can overshoot the budget by what those calls cost.
+        One aggregate query, before any work: a spent key is refused at once. Concurrent calls are
+        bounded by the reservation each call then makes (see budgets.py), not by this check.
         """
         if caller.budget_pusd is None:
             return

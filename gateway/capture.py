@@ -2,8 +2,11 @@
 
 The body is forwarded as it arrives; this only keeps a copy: the first `limit` decoded bytes (parsed
 whole at the end), and past that only the last 16 KiB, where OpenAI puts `model` and `usage` (the
-top-level keys after `data`), found by a key scan. Bodies in gzip or deflate are decoded on the fly;
-other encodings (br, zstd) are not read.
+top-level keys after `data`), found by a key scan. Bodies in gzip or deflate are decoded on the fly,
+at most `decode_limit` decoded bytes of them (a compression bomb is not inflated further); other
+encodings (br, zstd) are not read. Callers feed compressed bodies from a worker thread.
+
+`Inflater` inflates a gzip or deflate request body piece by piece with a limit on the inflated size.
 """
 
 from __future__ import annotations
@@ -20,13 +23,57 @@ _STEP = 256 * 1024  # decode compressed input in steps, so that a small bomb nev
 _ZLIB_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
+READABLE_ENCODINGS = frozenset({"identity", *_ZLIB_WBITS})
+
+
+class InflatedTooLarge(ValueError):
+    """A compressed body inflates beyond its limit."""
+
+
+def content_encoding(headers: Mapping[str, str]) -> str:
+    """The body's Content-Encoding, lowercased ("identity" when none)."""
+    return headers.get("content-encoding", "identity").strip().lower() or "identity"
+
+
+class Inflater:
+    """Inflates a gzip or deflate body piece by piece; InflatedTooLarge once the total passes `limit`.
+
+    Each `feed` inflates in steps of 256 KiB and stops at the limit, so a bomb costs at most `limit`
+    bytes of work however small it is; run it in a worker thread, never on the event loop.
+    """
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        """An inflater for `encoding` (gzip, x-gzip or deflate)."""
+        self._decoder = zlib.decompressobj(_ZLIB_WBITS[encoding])
+        self._limit = limit
+        self.size = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The inflated bytes of the next compressed piece (zlib.error when it is not valid)."""
+        out = []
+        data = chunk
+        while True:
+            piece = self._decoder.decompress(data, _STEP)
+            self.size += len(piece)
+            if self.size > self._limit:
+                raise InflatedTooLarge(f"the body inflates beyond {self._limit} bytes")
+            out.append(piece)
+            data = self._decoder.unconsumed_tail
+            if not data and len(piece) < _STEP:
+                return b"".join(out)
+
+
 class BodyCapture:
     """Keeps what is needed of a JSON body to read its top-level `model` and `usage`."""
 
-    def __init__(self, encoding: str = "identity", limit: int = CAPTURE_LIMIT) -> None:
+    def __init__(
+        self, encoding: str = "identity", limit: int = CAPTURE_LIMIT, decode_limit: int = 64 * 1024 * 1024
+    ) -> None:
         """Capture a body in `encoding` (identity, gzip, x-gzip or deflate), whole up to `limit` bytes."""
         wbits = _ZLIB_WBITS.get(encoding)
         self._decoder = zlib.decompressobj(wbits) if wbits is not None else None
+        self.compressed = self._decoder is not None
+        self._decode_limit = decode_limit
         self._limit = limit
         self._head: list[bytes] = []
         self._size = 0
@@ -34,14 +81,16 @@ class BodyCapture:
         self._broken = False
 
     @classmethod
-    def for_headers(cls, headers: Mapping[str, str], limit: int = CAPTURE_LIMIT) -> BodyCapture | None:
+    def for_headers(
+        cls, headers: Mapping[str, str], limit: int = CAPTURE_LIMIT, decode_limit: int = 64 * 1024 * 1024
+    ) -> BodyCapture | None:
         """A capture for a body with these headers, or None when it is not JSON in a readable encoding."""
         if "json" not in headers.get("content-type", "").lower():
             return None
-        encoding = headers.get("content-encoding", "identity").strip().lower() or "identity"
-        if encoding != "identity" and encoding not in _ZLIB_WBITS:
+        encoding = content_encoding(headers)
+        if encoding not in READABLE_ENCODINGS:
             return None
-        return cls(encoding, limit)
+        return cls(encoding, limit, decode_limit)
 
     def feed(self, chunk: bytes) -> None:
         """Take the next raw bytes of the body."""
@@ -55,6 +104,9 @@ class BodyCapture:
             while data:
                 self._keep(self._decoder.decompress(data, _STEP))
                 data = self._decoder.unconsumed_tail
+                if self._size > self._decode_limit:  # a bomb: stop inflating, its fields stay unknown
+                    self._broken = True
+                    return
         except zlib.error:
             self._broken = True
 
@@ -75,7 +127,7 @@ class BodyCapture:
         if self._size <= self._limit:
             try:
                 payload = json.loads(b"".join(self._head))
-            except ValueError:
+            except (ValueError, RecursionError):
                 payload = None
             if not isinstance(payload, dict):
                 return dict.fromkeys(names)
@@ -91,6 +143,6 @@ def _last_value(text: str, key: str) -> Any:
         return None
     try:
         value, _ = json.JSONDecoder().raw_decode(text, matches[-1].end())
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value

@@ -22,6 +22,9 @@ MAX_IDEMPOTENCY_KEY = 256
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 INVALID_JSON = "We could not parse the JSON body of your request. The body must be valid JSON."
+MAX_DEPTH = (
+    128  # nesting of arrays and objects; far deeper than any OpenAI request, far from recursion limits
+)
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -46,14 +49,46 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
+def _too_deep(value: Any, limit: int) -> bool:
+    """True when arrays and objects nest more than `limit` levels deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def nesting_error() -> InvalidRequest:
+    """The 400 of a body nested more than MAX_DEPTH levels deep."""
+    return InvalidRequest(
+        f"The JSON body nests arrays and objects more than {MAX_DEPTH} levels deep.", code="invalid_json"
+    )
+
+
+def check_depth(raw: bytes, body: Any) -> None:
+    """400 when the decoded body nests arrays and objects more than MAX_DEPTH levels deep."""
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(body, MAX_DEPTH):
+        raise nesting_error()
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """Decode a request body that must be a JSON object of valid Unicode (no NaN, no lone surrogates)."""
+    """Decode a request body that must be a JSON object of valid Unicode (no NaN, no lone surrogates).
+
+    Arrays and objects nested deeper than MAX_DEPTH are refused (400): such a body could be parsed but
+    not serialized again.
+    """
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest(INVALID_JSON, code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    check_depth(raw, body)
     if SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
         raise InvalidRequest(
             "The JSON body holds a \\u escape of a lone UTF-16 surrogate, which is not valid Unicode.",

@@ -57,10 +57,12 @@ def app_factory() -> Any:
 
     from gateway.app import create_app
     from gateway.logs import configure_logging
+    from gateway.server import set_deadlines
 
     values = json.loads(os.environ[SETTINGS_ENV])
     values["proxy_allow"] = tuple(values.get("proxy_allow", ()))  # JSON made the tuple a list
     settings = Settings(**values)
+    set_deadlines(settings.header_timeout, settings.body_timeout)
     configure_logging(settings.log_level, settings.log_format)  # a spawned worker starts unconfigured
     protect_logs(settings)
     return create_app(settings)
@@ -85,6 +87,7 @@ def serve(**flags: Any) -> None:
 
     from gateway.logs import configure_logging
     from gateway.metrics import prepare_multiprocess_dir
+    from gateway.server import PROTOCOL, set_deadlines
 
     settings = load_settings(**flags)
     if settings.workers > 1 and settings.is_sqlite:
@@ -109,7 +112,11 @@ def serve(**flags: Any) -> None:
         "access_log": False,  # the gateway writes its own access log
         "timeout_graceful_shutdown": settings.shutdown_grace,
         "lifespan": "on",
+        "http": PROTOCOL,  # uvicorn's httptools protocol with header and body read deadlines
+        "timeout_keep_alive": settings.keep_alive_timeout,
+        "limit_concurrency": settings.max_connections,
     }
+    set_deadlines(settings.header_timeout, settings.body_timeout)
     migrate_or_exit(settings)  # fail fast, in one line, when the database is unreachable
     parts = urlsplit(settings.upstream_url)
     upstream = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # no credentials in logs

@@ -138,6 +138,11 @@ class Settings:
     db_pool_size: int = 10
     db_transaction_pooling: bool = False
     workers: int = 1
+    budget_reserve_tokens: int = 4096
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    max_connections: int = 1000
     proxy_allow: tuple[str, ...] = ()
     max_conversations_per_caller: int = 10_000
     token_check_seconds: float = 300.0
@@ -194,6 +199,13 @@ class Settings:
             db_pool_size=_int(env, "GATEWAY_DB_POOL_SIZE", default.db_pool_size) or default.db_pool_size,
             db_transaction_pooling=_bool(env, "GATEWAY_DB_TRANSACTION_POOLING"),
             workers=_int(env, "GATEWAY_WORKERS", default.workers) or default.workers,
+            budget_reserve_tokens=_int(env, "GATEWAY_BUDGET_RESERVE_TOKENS", default.budget_reserve_tokens)
+            or 0,
+            header_timeout=_float(env, "GATEWAY_HEADER_TIMEOUT", default.header_timeout),
+            body_timeout=_float(env, "GATEWAY_BODY_TIMEOUT", default.body_timeout),
+            keep_alive_timeout=_float(env, "GATEWAY_KEEP_ALIVE_TIMEOUT", default.keep_alive_timeout),
+            max_connections=_int(env, "GATEWAY_MAX_CONNECTIONS", default.max_connections)
+            or default.max_connections,
             proxy_allow=_path_list(env.get("GATEWAY_PROXY_ALLOW", "")),
             max_conversations_per_caller=_int(
                 env, "GATEWAY_MAX_CONVERSATIONS_PER_CALLER", default.max_conversations_per_caller

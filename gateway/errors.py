@@ -117,6 +117,12 @@ class RequestTooLarge(GatewayError):
     status_code, error_type, code = 413, "invalid_request_error", "request_too_large"
 
 
+class UnsupportedEncoding(GatewayError):
+    """415: a request body in a Content-Encoding the gateway must read but cannot (br, zstd, ...)."""
+
+    status_code, error_type, code = 415, "invalid_request_error", "unsupported_content_encoding"
+
+
 class BudgetExceeded(GatewayError):
     """A key's or a conversation's recorded cost reached its budget (429)."""
 

@@ -37,6 +37,8 @@ class ChatCall:
     header_budget: Budget = field(default_factory=Budget)
     retry_count: int = 0
     idempotency_key: str | None = None
+    key_name: str | None = None
+    budget_pusd: int | None = None  # the key's budget, when it has one: the call reserves its share
     header_strategy: str | None = None  # X-History-Strategy, validated
     # Used by the Responses API (all optional, so chat requests are unchanged):
     endpoint: str = CHAT_ENDPOINT  # the request log's endpoint
@@ -79,6 +81,10 @@ class PendingTurn:
     ttfb_ms: float | None = None
     sent: float | None = None
     replay: Recorded | None = None
+    usage_added: bool = False  # the gateway asked a stream for usage the client did not ask for
+    reservation: int | None = None  # the budget reservation to release with the request-log row
+    prompt_estimate: int | None = None  # the prompt tokens counted offline, once needed
+    estimated: bool = False  # the recorded usage is the gateway's estimate, not the upstream's
     strategy: str | None = None  # the history strategy applied
     window_start: int | None = None  # the stable window's new start after a cut (None: unchanged)
     summary: SummaryState | None = None  # the summary sent (the stored one, or one folded in now)
@@ -159,22 +165,36 @@ def check_tool_results_fit(turn: PendingTurn) -> None:
 
 
 def json_or_none(payload: bytes) -> Any:
-    """The decoded JSON body, or None when it is not JSON."""
+    """The decoded JSON body, or None when it is not JSON (or nests too deep to decode)."""
     try:
         return json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
 def choice_message(parsed: Any) -> dict[str, Any] | None:
-    """Choice 0's message of a chat completion, or None when the body is not one."""
+    """Choice 0's message of a chat completion, or None when the body is not one.
+
+    A message whose content or refusal is neither a string nor null (an object, a number) is no
+    assistant message either: it could not be sent back to the upstream as history.
+    """
     if not isinstance(parsed, dict):
         return None
     choices = parsed.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return None
     message = choices[0].get("message")
-    return message if isinstance(message, dict) else None
+    if not isinstance(message, dict):
+        return None
+    for name in ("content", "refusal"):
+        if message.get(name) is not None and not isinstance(message[name], str):
+            return None
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None and not (
+        isinstance(tool_calls, list) and all(isinstance(call, dict) for call in tool_calls)
+    ):
+        return None
+    return message
 
 
 def client_wants_usage(body: dict[str, Any]) -> bool:

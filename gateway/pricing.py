@@ -63,11 +63,20 @@ class Usage:
     cache_write_tokens: int = 0  # part of prompt_tokens, like cached_tokens
 
 
+MAX_COUNT = 2**31 - 1
+"""The largest token count the request log stores (its columns are 32-bit on Postgres)."""
+
+
 def _count(value: object) -> int | None:
     """A token count as reported: a non-negative integer (JSON true/false are not counts)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
     return value
+
+
+def _out_of_range(value: object) -> bool:
+    """True for a whole number no real count can be (beyond the request log's columns)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > MAX_COUNT
 
 
 def _detail(details: object, name: str) -> int:
@@ -90,9 +99,9 @@ def parse_usage(payload: object) -> Usage | None:
     """The `usage` of an OpenAI response or chunk as a Usage; None when the upstream reported none.
 
     Reads chat/embeddings names (`prompt_tokens`, `completion_tokens`, `*_tokens_details`) and the
-    Responses API names (`input_tokens`, `output_tokens`). Usage without a valid prompt count is no
-    usage (None, never a made-up 0); missing completion, cached or reasoning counts are 0, as OpenAI
-    omits them when they are 0 (embeddings have no completion tokens).
+    Responses API names (`input_tokens`, `output_tokens`). Usage without a valid prompt count, or with
+    a count above MAX_COUNT, is no usage (None, never a made-up 0); missing completion, cached or
+    reasoning counts are 0, as OpenAI omits them when they are 0 (embeddings have no completion tokens).
     """
     usage = payload.get("usage") if isinstance(payload, dict) else None
     if not isinstance(usage, dict):
@@ -113,7 +122,13 @@ def parse_usage(payload: object) -> Usage | None:
         )
     if prompt is None:
         return None
+    counts = [usage.get(output)]
+    for details, name in ((prompt_details, "cached_tokens"), (output_details, "reasoning_tokens")):
+        if isinstance(usage.get(details), dict):
+            counts.append(usage[details].get(name))
     cached, written = _cache_counts(usage, usage.get(prompt_details))
+    if _out_of_range(prompt) or any(_out_of_range(count) for count in [*counts, cached, written]):
+        return None  # a count beyond any real call: not usage the log can hold (recorded as null)
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=_count(usage.get(output)) or 0,

@@ -3,7 +3,9 @@
 Money is summed as integer picodollars (1e-12 USD) and shown as an exact decimal number of USD. A
 token or cost figure is null when a group has requests but none of them reported it (no usage, or
 no price): never a made-up 0. `unpriced_requests` counts calls that reported usage for a model with
-no known price; `unreported_usage_requests` counts calls whose upstream reported no usage at all.
+no known price; `unreported_usage_requests` counts calls whose upstream reported no usage at all;
+`estimated_requests` counts calls whose tokens are the gateway's own estimate (a stream that ended
+without usage), which the sums include.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ USAGE_FIELDS = (
     "summary_cost_usd",
     "full_replay_cost_usd",
     "saved_usd",
+    "estimated_requests",
 )
 _EPOCH = date(1970, 1, 1)
 
@@ -77,6 +80,7 @@ class Totals:
     summary_cost_pusd: int = 0
     replay_priced: int = 0  # rows with a known full-replay cost
     full_replay_pusd: int = 0
+    estimated: int = 0  # rows whose usage is the gateway's estimate
 
     def __add__(self, other: Totals) -> Totals:
         """Field-wise sum."""
@@ -169,6 +173,7 @@ def usage_fields(totals: Totals) -> dict[str, Any]:
         else None,
         "full_replay_cost_usd": replay,
         "saved_usd": replay - cost if complete and replay is not None and cost is not None else None,
+        "estimated_requests": totals.estimated,
     }
 
 
@@ -350,6 +355,7 @@ _TABLE_COLUMNS = (
     ("SAVED_USD", "saved_usd"),
     ("UNPRICED", "unpriced_requests"),
     ("NO_USAGE", "unreported_usage_requests"),
+    ("ESTIMATED", "estimated_requests"),
 )
 
 
@@ -395,6 +401,9 @@ def render_table(report: Report) -> str:
     if total["unreported_usage_requests"]:
         count = total["unreported_usage_requests"]
         text.append(f"{count} request(s) had no usage reported by the upstream: not in the token sums")
+    if total["estimated_requests"]:
+        count = total["estimated_requests"]
+        text.append(f"{count} request(s) are charged the gateway's estimate (a stream without usage)")
     return "\n".join(line.rstrip() for line in text) + "\n"
 
 

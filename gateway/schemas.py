@@ -254,6 +254,10 @@ SCHEMAS: dict[str, Schema] = {
             "summary_cost_usd": NULLABLE_NUMBER,
             "full_replay_cost_usd": NULLABLE_NUMBER,
             "saved_usd": NULLABLE_NUMBER,
+            "estimated_requests": {
+                "type": "integer",
+                "description": "Calls charged the gateway's estimate (a stream ended without usage).",
+            },
             "by_model": {"type": "array", "items": {"type": "object"}},
         },
     },

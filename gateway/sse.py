@@ -9,6 +9,14 @@ from typing import Any
 DONE = b"data: [DONE]\n\n"
 
 
+class MalformedChunk(ValueError):
+    """A stream chunk whose fields the gateway reads have types no OpenAI chunk has."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 @dataclass(frozen=True)
 class SseEvent:
     """One SSE event: its raw bytes (forwarded unchanged) and its decoded `data` payload."""
@@ -26,8 +34,8 @@ class SseEvent:
         if self.data is None or self.is_done:
             return None
         try:
-            return json.loads(self.data)
-        except ValueError:
+            return json.loads(self.data, parse_constant=_reject_constant)  # NaN and Infinity are not JSON
+        except (ValueError, RecursionError):
             return None
 
 
@@ -96,7 +104,7 @@ class StreamAssembler:
     saw_content: bool = False
 
     def observe(self, chunk: Any) -> None:
-        """Take one decoded chunk into account."""
+        """Take one decoded chunk into account; MalformedChunk when a field it reads has the wrong type."""
         if not isinstance(chunk, dict):
             return
         if isinstance(chunk.get("usage"), dict):
@@ -111,34 +119,55 @@ class StreamAssembler:
             self.created = chunk.get("created") if isinstance(chunk.get("created"), int) else None
             fingerprint = chunk.get("system_fingerprint")
             self.system_fingerprint = fingerprint if isinstance(fingerprint, str) else None
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise MalformedChunk("'choices' is not an array")
+        for choice in choices:
             if isinstance(choice, dict) and choice.get("index", 0) == 0:
                 self._observe_choice(choice)
 
     def _observe_choice(self, choice: dict[str, Any]) -> None:
-        delta = choice.get("delta") or {}
-        if isinstance(delta.get("content"), str):
-            self.content.append(delta["content"])
+        delta = _object(choice.get("delta"), "delta")
+        content = _text(delta.get("content"), "delta.content")
+        if content is not None:
+            self.content.append(content)
             self.saw_content = True
-        if isinstance(delta.get("refusal"), str):
-            self.refusal.append(delta["refusal"])
-        for fragment in delta.get("tool_calls") or ():
-            if isinstance(fragment, dict):
-                self._observe_tool_call(fragment)
-        if choice.get("finish_reason"):
-            self.finish_reason = choice["finish_reason"]
+        refusal = _text(delta.get("refusal"), "delta.refusal")
+        if refusal is not None:
+            self.refusal.append(refusal)
+        fragments = delta.get("tool_calls") or []
+        if not isinstance(fragments, list):
+            raise MalformedChunk("'delta.tool_calls' is not an array")
+        for fragment in fragments:
+            self._observe_tool_call(_object(fragment, "delta.tool_calls[]"))
+        finish = _text(choice.get("finish_reason"), "finish_reason")
+        if finish:
+            self.finish_reason = finish
 
     def _observe_tool_call(self, fragment: dict[str, Any]) -> None:
-        call = self.tool_calls.setdefault(int(fragment.get("index", 0)), _ToolCall())
+        index = fragment.get("index", 0)
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 1024:
+            raise MalformedChunk("a tool call's 'index' is not a small whole number")
+        call = self.tool_calls.setdefault(index, _ToolCall())
         if fragment.get("id"):
-            call.id = fragment["id"]
+            call.id = _text(fragment["id"], "tool_calls[].id")
         if fragment.get("type"):
-            call.type = fragment["type"]
-        function = fragment.get("function") or {}
-        if function.get("name"):
-            call.name += function["name"]
-        if isinstance(function.get("arguments"), str):
-            call.arguments.append(function["arguments"])
+            call.type = _text(fragment["type"], "tool_calls[].type") or "function"
+        function = _object(fragment.get("function"), "tool_calls[].function")
+        name = _text(function.get("name"), "function.name")
+        if name:
+            call.name += name
+        arguments = _text(function.get("arguments"), "function.arguments")
+        if arguments is not None:
+            call.arguments.append(arguments)
+
+    def generated_text(self) -> str:
+        """Every text the reply generated so far (content, refusal, tool names and arguments), to count it."""
+        parts = [*self.content, *self.refusal]
+        for call in self.tool_calls.values():
+            parts.append(call.name)
+            parts.extend(call.arguments)
+        return "".join(parts)
 
     def message(self) -> dict[str, Any]:
         """The assistant message as a non-streamed response would have carried it."""
@@ -172,6 +201,22 @@ class StreamAssembler:
             "usage": self.usage,
             "system_fingerprint": self.system_fingerprint,
         }
+
+
+def _object(value: Any, name: str) -> dict[str, Any]:
+    """An optional object field: absent or null is empty, anything but an object is malformed."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MalformedChunk(f"'{name}' is not an object")
+    return value
+
+
+def _text(value: Any, name: str) -> str | None:
+    """An optional string field: anything but a string or null is malformed."""
+    if value is None or isinstance(value, str):
+        return value
+    raise MalformedChunk(f"'{name}' is not a string")
 
 
 def data_only(event: SseEvent) -> bytes:
@@ -228,3 +273,43 @@ def replay_events(completion: dict[str, Any], include_usage: bool) -> list[bytes
             chunk["usage"] = None
         chunks.append({**base, "choices": [], "usage": completion["usage"]})
     return [b"data: " + json.dumps(chunk).encode() + b"\n\n" for chunk in chunks] + [DONE]
+
+
+@dataclass
+class UsageMeter:
+    """What a proxied stream (completions, Responses, ...) reports: its model and usage, and its text.
+
+    Reads `usage` at the top level (completions and chat chunks) or inside `response` (the Responses
+    API's `response.completed` event), and collects generated text from completion choices (`text`,
+    `delta.content`) and from `*.delta` events, to estimate the completion when no usage comes.
+    """
+
+    model: str | None = None
+    usage: dict[str, Any] | None = None
+    text: list[str] = field(default_factory=list)
+
+    def observe(self, chunk: Any) -> None:
+        """Take one decoded event payload into account (anything not shaped as expected is ignored)."""
+        if not isinstance(chunk, dict):
+            return
+        inner = chunk.get("response")
+        for source in (chunk, inner if isinstance(inner, dict) else {}):
+            if isinstance(source.get("usage"), dict):
+                self.usage = source["usage"]
+            if isinstance(source.get("model"), str):
+                self.model = source["model"]
+        kind = chunk.get("type")
+        if isinstance(kind, str) and kind.endswith(".delta") and isinstance(chunk.get("delta"), str):
+            self.text.append(chunk["delta"])
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            for piece in (choice.get("text"), delta.get("content") if isinstance(delta, dict) else None):
+                if isinstance(piece, str):
+                    self.text.append(piece)
+
+    def fields(self) -> dict[str, Any]:
+        """The stream's reply fields as a JSON body would carry them (`model`, `usage`)."""
+        return {"model": self.model, "usage": self.usage}

@@ -17,6 +17,8 @@ import httpx
 from sqlalchemy import Connection
 
 from gateway import headers as h
+from gateway.budgets import Budgets
+from gateway.charges import TurnCharges, body_with_usage, request_size
 from gateway.config import Settings
 from gateway.dedupe import overlap_search_limit, stored_run_length
 from gateway.errors import (
@@ -55,10 +57,12 @@ from gateway.history import (
 )
 from gateway.keys import PUSD_PER_USD
 from gateway.metrics import Metrics
+from gateway.offload import run_sized
 from gateway.pricing import Pricer, parse_usage, usage_columns
 from gateway.replays import find_replay
 from gateway.sse import (
     DONE,
+    MalformedChunk,
     SseSplitter,
     StreamAssembler,
     data_only,
@@ -74,7 +78,7 @@ from gateway.store.conversations import (
     stored_summary,
 )
 from gateway.store.database import Database
-from gateway.store.spend import conversation_spent_pusd
+from gateway.store.spend import conversation_spent_pusd, release_budget
 from gateway.store.tables import Conversation
 from gateway.store.usage import insert_attempt
 from gateway.summaries import Fold, Summarizer
@@ -99,14 +103,23 @@ class TurnService:
         self.settings = settings
         self.pricer = pricer
         self.metrics = metrics
+        self.budgets = Budgets(db, pricer)
+        self.key_mode = settings.upstream_api_key is not None
+        self.charges = TurnCharges(self.budgets, settings)
         prompt = load_summary_prompt(settings.summary_prompt_file)
         self.summarizer = Summarizer(db, upstream, settings, pricer, prompt, metrics=metrics)
 
     async def chat(self, call: ChatCall) -> Reply | StreamReply:
         """Handle one chat-completions request, stateful when it names a conversation."""
         turn = PendingTurn(call=call, started=time.monotonic())
+        stream = call.body.get("stream") is True
         if call.conversation_id is None:
-            return await self._forward(turn, call.raw, stream=call.body.get("stream") is True)
+            body = call.raw
+            if stream and self.key_mode and not client_wants_usage(call.body):
+                # a key's stream must report its usage to be charged: ask for it, hide it from the client
+                turn.usage_added = True
+                body = await run_sized(len(call.raw), functools.partial(body_with_usage, call.body))
+            return await self._forward(turn, body, stream=stream)
         stack = contextlib.AsyncExitStack()
         turn.opened = await stack.enter_async_context(
             self.db.open_turn(
@@ -124,8 +137,8 @@ class TurnService:
             if turn.replay is not None:
                 await stack.aclose()
                 return replay_reply(turn.replay, call.body)
-            body = self._compose(turn)
-            reply = await self._forward(turn, body, stream=call.body.get("stream") is True, stack=stack)
+            body = await self._compose(turn)
+            reply = await self._forward(turn, body, stream=stream, stack=stack)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
@@ -276,7 +289,7 @@ class TurnService:
         rule = BudgetRule(header=header, default=self._default_budget())
         return conversation_budget(rule, conversation)
 
-    def _compose(self, turn: PendingTurn) -> bytes:
+    async def _compose(self, turn: PendingTurn) -> bytes:
         """The upstream body: the client's dict with `messages` replaced and usage requested for streams."""
         body = dict(turn.call.body)
         system = list(turn.system_messages or [])
@@ -288,10 +301,12 @@ class TurnService:
         if self.settings.prompt_cache_key and "prompt_cache_key" not in body:
             body["prompt_cache_key"] = prompt_cache_key(turn.call.owner, turn.call.conversation_id or "")
         if body.get("stream") is True:
+            turn.usage_added = not client_wants_usage(turn.call.body)
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True
             body["stream_options"] = options
-        return compose_body(body, system, history, turn.new)
+        compose = functools.partial(compose_body, body, system, history, turn.new)
+        return await run_sized(request_size(turn), compose)
 
     async def _forward(
         self, turn: PendingTurn, body: bytes, *, stream: bool, stack: contextlib.AsyncExitStack | None = None
@@ -299,11 +314,18 @@ class TurnService:
         call = turn.call
         headers = self.upstream.forward_headers(call.headers, call.token, identity_encoding=True)
         headers["content-type"] = "application/json"
+        headers.pop("content-encoding", None)  # the body sent is the gateway's own, uncompressed
+        await self.charges.reserve(turn)
         turn.sent = time.monotonic()
         try:
             response = await self.upstream.open("POST", self.upstream.chat_url, headers, body)
         except GatewayError as exc:
             await self._log_failure(turn, exc.status_code, str(exc), None)
+            raise
+        except BaseException:  # the client left while the upstream was working: charge the prompt
+            with anyio.CancelScope(shield=True):
+                payload = await self.charges.estimate(turn, None, "")
+                await self._log_failure(turn, 499, "client disconnected", None, payload)
             raise
         if stream and response.status_code == 200:
             events = self._relay(turn, response, stack or contextlib.AsyncExitStack())
@@ -314,8 +336,14 @@ class TurnService:
         except GatewayError as exc:
             await self._log_failure(turn, exc.status_code, str(exc), response)
             raise
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                estimate = await self.charges.estimate(turn, None, "")
+                await self._log_failure(turn, 499, "client disconnected", response, estimate)
+            raise
         finally:
-            await response.aclose()
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
         return await self._finish_plain(turn, response, payload)
 
     async def _finish_plain(self, turn: PendingTurn, response: httpx.Response, payload: bytes) -> Reply:
@@ -327,7 +355,7 @@ class TurnService:
             if turn.call.conversation_id is not None:
                 reply_headers[h.CONVERSATION_ID] = turn.call.conversation_id
             return Reply(response.status_code, reply_headers, payload)
-        parsed = json_or_none(payload)
+        parsed = await run_sized(len(payload), functools.partial(json_or_none, payload))
         message = choice_message(parsed)
         if turn.call.conversation_id is not None and message is None:
             error = "The upstream answered with an invalid completion."
@@ -353,8 +381,6 @@ class TurnService:
         """Forward events as they arrive; hold back the finish until [DONE]; store the turn before [DONE]."""
         assembler = StreamAssembler()
         splitter = SseSplitter()
-        wants_usage = client_wants_usage(turn.call.body)
-        stateful = turn.call.conversation_id is not None
         held: list[bytes] = []
         finished = False
         failure: GatewayError | None = None
@@ -376,17 +402,22 @@ class TurnService:
                         if event.is_done:
                             finished = True
                             break
-                        payload = event.json()
+                        payload = await run_sized(len(event.raw), event.json)  # a huge event: off the loop
                         if payload is None and event.data is not None:
                             raise UpstreamUnreachable("The upstream sent a stream event that is not JSON.")
-                        assembler.observe(payload)
+                        try:
+                            assembler.observe(payload)
+                        except MalformedChunk as exc:
+                            raise UpstreamUnreachable(
+                                f"The upstream sent a malformed stream chunk: {exc}."
+                            ) from None
                         if assembler.error is not None:
                             # the stream failed: no held finish chunk may reach the client, and the
                             # error goes out as a plain `data:` event, never `event: error`
                             held = []
                             out.append(data_only(event))
                             break
-                        if stateful and is_usage_only(payload) and not wants_usage:
+                        if turn.usage_added and is_usage_only(payload):
                             continue
                         if held or has_finish_reason(payload):
                             held.append(event.raw)
@@ -438,6 +469,7 @@ class TurnService:
     ) -> None:
         try:
             payload = {"usage": assembler.usage, "model": assembler.model}
+            payload = await self.charges.estimate(turn, payload, assembler.generated_text())
             await self._log_failure(turn, status, error, response, payload)
         except GatewayError:
             pass
@@ -447,7 +479,7 @@ class TurnService:
     async def _store_stream_turn(
         self, turn: PendingTurn, assembler: StreamAssembler, response: httpx.Response
     ) -> None:
-        completion = assembler.completion()
+        completion = await self.charges.estimate(turn, assembler.completion(), assembler.generated_text())
         if turn.call.conversation_id is None:
             await self._log_failure(turn, 200, None, response, completion)
             return
@@ -487,6 +519,7 @@ class TurnService:
             "history_summarized": turn.summarized if turn.strategy is not None else None,
             "idempotency_key": call.idempotency_key,
             "created_at": time.time(),
+            "estimated": turn.estimated,
         }
 
     async def _log_failure(
@@ -503,8 +536,14 @@ class TurnService:
         """
         values = self._attempt_values(turn, status, error, response, payload)
         self._observe(turn, values)
+        reservation, turn.reservation = turn.reservation, None
+
+        def record(connection: Connection) -> None:
+            insert_attempt(connection, values)
+            release_budget(connection, reservation)
+
         try:
-            await self.db.run(functools.partial(insert_attempt, values=values))
+            await self.db.run(record)
         except DatabaseUnavailable as exc:
             log.warning("request not logged (status %s): %s", status, exc)
 
@@ -531,30 +570,34 @@ class TurnService:
         conversation = turn.conversation
         bodies = [*turn.new, reply]
         model = turn.model
-        if needs_loading(model):  # the first count for this encoding builds it: not on the event loop
-            counts = await anyio.to_thread.run_sync(lambda: [count_message_tokens(m, model) for m in bodies])
-        else:
+
+        def number() -> tuple[Any, str]:
             counts = [count_message_tokens(m, model) for m in bodies]
-        numbered = number_messages(
-            bodies,
-            counts,
-            next_seq=conversation.message_count if conversation else 0,
-            token_total=conversation.token_count if conversation else 0,
-            last_user_seq=conversation.last_user_seq if conversation else 0,
-            last_user_tokens=conversation.last_user_tokens if conversation else 0,
-        )
-        try:
+            numbered = number_messages(
+                bodies,
+                counts,
+                next_seq=conversation.message_count if conversation else 0,
+                token_total=conversation.token_count if conversation else 0,
+                last_user_seq=conversation.last_user_seq if conversation else 0,
+                last_user_tokens=conversation.last_user_tokens if conversation else 0,
+            )
             base = turn.history_hash or (conversation.history_hash if conversation else "")
-            digest = history_digest(bodies, start=base)
+            return numbered, history_digest(bodies, start=base)
+
+        try:
+            # big turns, and the first count that builds its encoding, run off the event loop
+            size = request_size(turn) + len(raw or b"")
+            numbered, digest = await run_sized(size, number)
         except UnicodeEncodeError:  # a lone UTF-16 surrogate: text that cannot be stored or sent again
             raise UpstreamUnreachable("The upstream answered with text that is not valid Unicode.") from None
         turn_number = (conversation.turn_count if conversation else 0) + 1
         values = self._attempt_values(turn, response.status_code, None, response, completion)
         values["turn"] = turn_number
         values["fingerprint"] = fingerprint(turn.new)
-        values["response_body"] = (
-            raw.decode("utf-8", "replace") if raw is not None else json.dumps(completion)
-        )
+        if raw is not None:
+            values["response_body"] = raw.decode("utf-8", "replace")
+        else:
+            values["response_body"] = await run_sized(size, functools.partial(json.dumps, completion))
         self._observe(turn, values)
         write = TurnWrite(
             owner=call.owner,
@@ -568,16 +611,19 @@ class TurnService:
             window_start=turn.window_start,
             summary=turn.summary if turn.summary_changed else None,
         )
-        hook = call.on_store
+        hook, reservation = call.on_store, turn.reservation
         extra: Callable[[Connection], None] | None = None
-        if hook is not None:  # the Responses API's row, in the same transaction
+        if hook is not None or reservation is not None:  # written in the same transaction as the turn
 
             def extra(connection: Connection) -> None:
-                hook(connection, write, completion)
+                release_budget(connection, reservation)  # the key's reservation: its cost is now recorded
+                if hook is not None:
+                    hook(connection, write, completion)  # the Responses API's row
 
         assert turn.opened is not None
         try:
             await turn.opened.store(write, values, extra=extra)
+            turn.reservation = None
         except ConversationBusy as exc:  # fenced: the conversation moved on; the call is still logged
             await self._log_failure(turn, exc.status_code, str(exc), response, completion)
             raise

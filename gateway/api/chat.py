@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -24,6 +26,7 @@ from gateway.chat_request import (
 from gateway.exchange import ChatCall, Reply
 from gateway.history import Budget
 from gateway.identity import bearer_token, validate_conversation_id
+from gateway.offload import run_sized
 from gateway.ownership import made_ids, message_file_ids
 
 
@@ -51,6 +54,12 @@ class RelayResponse(StreamingResponse):
                     await iterator.aclose()
 
 
+def _parse(raw: bytes) -> dict[str, Any]:
+    body = parse_json_object(raw)
+    check_chat_body(body)
+    return body
+
+
 def retry_count(value: str | None) -> int:
     """The x-stainless-retry-count header: 0 when absent or not a small whole number."""
     text = (value or "").strip()
@@ -74,13 +83,12 @@ async def chat_completions(request: Request) -> Response:
     )
     strategy = parse_strategy_header(request.headers.get(h.HISTORY_STRATEGY))
     raw = await read_limited_body(request, svc.settings.max_body_bytes)
-    body = parse_json_object(raw)
-    check_chat_body(body)
+    body = await run_sized(len(raw), functools.partial(_parse, raw))
     idempotency_key = check_idempotency_key(request.headers.get(h.IDEMPOTENCY_KEY))
     check_header_values(request)  # after the gateway's own headers, which have their own errors
     if svc.settings.upstream_api_key is not None:  # one upstream account: only the key's own files
         await tracked.require_owned(svc, caller.identity, message_file_ids(body["messages"]))
-    await svc.auth.check_budget(caller)
+    await svc.auth.check_budget(caller)  # a spent key is refused before any work; turns reserve its share
     call = ChatCall(
         owner=caller.identity,
         token=caller.token,
@@ -92,6 +100,8 @@ async def chat_completions(request: Request) -> Response:
         header_budget=budget,
         retry_count=retry_count(request.headers.get(h.RETRY_COUNT)),
         idempotency_key=idempotency_key,
+        key_name=caller.key_name,
+        budget_pusd=caller.budget_pusd,
         header_strategy=strategy,
     )
     reply = await svc.turns.chat(call)

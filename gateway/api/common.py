@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth import Authenticator
+from gateway.capture import READABLE_ENCODINGS, InflatedTooLarge, Inflater, content_encoding
 from gateway.config import Settings
-from gateway.errors import InvalidRequest, NotFound, RequestTooLarge
+from gateway.errors import InvalidRequest, NotFound, RequestTooLarge, UnsupportedEncoding
 from gateway.identity import CONVERSATION_ID_PATTERN
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
@@ -84,37 +87,69 @@ def check_declared_length(request: Request, limit: int) -> None:
         raise _too_large(limit)
 
 
+def _unreadable(encoding: str) -> UnsupportedEncoding:
+    return UnsupportedEncoding(
+        f"The gateway cannot read a request body in Content-Encoding '{encoding[:40]}'; "
+        "send it uncompressed, or in gzip or deflate."
+    )
+
+
 async def read_limited_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing (413) as soon as it exceeds `limit`, without buffering the excess."""
-    check_declared_length(request, limit)
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    """Read the body, refusing (413) as soon as it exceeds `limit`, without buffering the excess.
+
+    A body in gzip or deflate is inflated in a worker thread, and the limit applies to its inflated
+    size too; any other Content-Encoding is refused (415).
+    """
+    body = LimitedBody(request, limit)
+    if body.encoding not in READABLE_ENCODINGS:
+        raise _unreadable(body.encoding)
+    chunks: list[bytes] = []
+    body.sink = chunks.append
+    async for _ in body.chunks():
+        pass
     return b"".join(chunks)
 
 
 class LimitedBody:
-    """The request body as a stream for forwarding, cut off once it exceeds `limit` (no buffering)."""
+    """The request body as a stream for forwarding, cut off once it exceeds `limit` (no buffering).
+
+    When a `sink` is set, it receives the body's decoded bytes: a gzip or deflate body is inflated piece
+    by piece in a worker thread (never on the event loop), and cut off (413) once its inflated size
+    passes `limit` as well.
+    """
 
     def __init__(self, request: Request, limit: int) -> None:
         check_declared_length(request, limit)
         self.request = request
         self.limit = limit
         self.exceeded = False
+        self.encoding = content_encoding(request.headers)
+        self.sink: Callable[[bytes], object] | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yield the body's chunks; raise 413 (and remember it) when the total passes the limit."""
         size = 0
+        compressed = self.sink is not None and self.encoding in READABLE_ENCODINGS - {"identity"}
+        inflater = Inflater(self.encoding, self.limit) if compressed else None
         async for chunk in self.request.stream():
             size += len(chunk)
             if size > self.limit:
                 self.exceeded = True
                 raise _too_large(self.limit)
+            if self.sink is not None and chunk:
+                self.sink(await self._decoded(inflater, chunk) if inflater is not None else chunk)
             yield chunk
+
+    async def _decoded(self, inflater: Inflater, chunk: bytes) -> bytes:
+        try:
+            return await anyio.to_thread.run_sync(inflater.feed, chunk)
+        except InflatedTooLarge:
+            self.exceeded = True
+            raise _too_large(self.limit) from None
+        except zlib.error:
+            raise InvalidRequest(
+                f"The request body is not valid {self.encoding} data.", code="invalid_content_encoding"
+            ) from None
 
     def error(self) -> RequestTooLarge:
         """The 413 to answer when forwarding failed because the body was cut off."""

@@ -7,6 +7,7 @@ Writes (update, delete, create) hold the conversation's lock, so they never inte
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import secrets
 import time
@@ -35,6 +36,7 @@ from gateway.errors import ConversationExists, InvalidRequest, MethodNotAllowed,
 from gateway.history import system_prompt_text
 from gateway.identity import CONVERSATION_ID_PATTERN, bearer_token
 from gateway.items import Item, item_key, item_position, message_items
+from gateway.offload import run_sized
 from gateway.reports import render_json
 from gateway.store.conversations import (
     SummaryState,
@@ -146,7 +148,9 @@ async def _accepted(svc: Services, caller: Caller) -> str:
 
 async def _body(svc: Services, request: Request) -> dict[str, Any]:
     raw = await read_limited_body(request, svc.settings.max_body_bytes)
-    return parse_json_object(raw) if raw.strip() else {}
+    if not raw.strip():
+        return {}
+    return await run_sized(len(raw), functools.partial(parse_json_object, raw))
 
 
 @contextlib.asynccontextmanager

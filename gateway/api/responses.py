@@ -8,6 +8,7 @@ request to the pass-through proxy, as for any other path.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import secrets
 from typing import Any
@@ -30,6 +31,7 @@ from gateway.conversation_fields import page_limit, page_order
 from gateway.errors import InvalidRequest, NotFound
 from gateway.history import Budget
 from gateway.identity import bearer_token, validate_conversation_id
+from gateway.offload import run_sized
 from gateway.ownership import upstream_references
 from gateway.responses.events import encode, replay_events
 from gateway.responses.request import parse_request
@@ -57,7 +59,8 @@ async def create(request: Request) -> Response:
         max_tokens=parse_limit_header("X-Max-History-Tokens", request.headers.get(h.MAX_HISTORY_TOKENS)),
     )
     strategy = parse_strategy_header(request.headers.get(h.HISTORY_STRATEGY))
-    body = parse_json_object(await read_limited_body(request, svc.settings.max_body_bytes))
+    raw = await read_limited_body(request, svc.settings.max_body_bytes)
+    body = await run_sized(len(raw), functools.partial(parse_json_object, raw))  # a big body: off the loop
     parsed = parse_request(body)
     header_conversation = request.headers.get(h.CONVERSATION_ID)
     if (
@@ -83,6 +86,8 @@ async def create(request: Request) -> Response:
         header_strategy=strategy,
         retry_count=retry_count(request.headers.get(h.RETRY_COUNT)),
         idempotency_key=idempotency_key,
+        key_name=caller.key_name,
+        budget_pusd=caller.budget_pusd,
     )
     outcome = await svc.responses.create(call)
     if outcome.events is None:

@@ -18,11 +18,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
-from starlette.requests import Request
 
-from gateway.api.common import Services, read_limited_body
-from gateway.errors import GatewayError, InvalidRequest, UpstreamUnreachable
-from gateway.ownership import Access, filter_list, list_ids, made_ids, not_found, references
+from gateway.api.common import Services
+from gateway.errors import GatewayError, UpstreamUnreachable
+from gateway.ownership import Access, filter_list, list_ids, made_ids, not_found
 from gateway.store.objects import owned_ids, record_objects
 from gateway.upstream import read_body, response_headers
 
@@ -58,25 +57,6 @@ async def record(svc: Services, owner: str, kind: str, ids: list[str]) -> None:
         return
     async with svc.db.transaction() as session:
         await record_objects(session, svc.db.insert, owner, kind, ids, time.time())
-
-
-async def checked_body(svc: Services, request: Request, owner: str) -> bytes:
-    """Read a JSON request body whole and check that every object it names is the caller's."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise InvalidRequest(
-            "With a gateway key, a JSON body sent to this endpoint must not be compressed "
-            "(the gateway checks the objects it names).",
-            param="Content-Encoding",
-            code="invalid_header",
-        )
-    raw = await read_limited_body(request, svc.settings.max_body_bytes)
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        return raw  # not JSON: it names nothing; the upstream answers it
-    await require_owned(svc, owner, references(body))
-    return raw
 
 
 def _json(body: bytes) -> Any:

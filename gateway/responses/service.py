@@ -71,6 +71,8 @@ class ResponsesCall:
     retry_count: int = 0
     idempotency_key: str | None = None
     header_strategy: str | None = None  # X-History-Strategy, validated
+    key_name: str | None = None
+    budget_pusd: int | None = None  # the key's budget, when it has one: each chat call reserves its share
 
 
 @dataclass
@@ -258,6 +260,8 @@ class ResponseService:
             expected_turn=expected_turn,
             store=request.store,
             on_store=self._store_hook(call, state) if stored else None,
+            key_name=call.key_name,
+            budget_pusd=call.budget_pusd,
         )
 
     def _store_hook(self, call: ResponsesCall, state: _State) -> StoreHook:
@@ -347,6 +351,8 @@ class ResponseService:
             headers=call.headers,
             request_id=call.request_id,
             endpoint=ENDPOINT,
+            key_name=call.key_name,
+            budget_pusd=call.budget_pusd,
         )
         return await self.turns.chat(chat)
 

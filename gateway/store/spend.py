@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.store.tables import Attempt
+from gateway.store.tables import Attempt, BudgetReservation
 
 
 async def caller_spent_pusd(session: AsyncSession, owner: str) -> int:
@@ -36,3 +37,49 @@ async def spent_by_owners(session: AsyncSession, owners: Sequence[str]) -> dict[
         .group_by(Attempt.owner)
     )
     return {owner: int(total or 0) for owner, total in (await session.execute(statement)).all()}
+
+
+def _lock_owner(connection: Connection, owner: str) -> None:
+    """Serialize budget reservations of one caller across processes (Postgres: a transaction lock).
+
+    SQLite needs none: the gateway runs one process on it, and its units of work run one at a time on
+    the SQLite lane's thread (see store/lane.py).
+    """
+    if connection.dialect.name == "postgresql":
+        digest = hashlib.sha256(b"budget:" + owner.encode()).hexdigest()  # the same on every replica
+        key = int(digest[:15], 16)
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def reserve_budget(
+    connection: Connection, owner: str, budget_pusd: int, pusd: int, now: float, lifetime: float
+) -> int | None:
+    """Reserve `pusd` for one call while recorded plus reserved spend is below the budget; the row's pk.
+
+    None (nothing reserved) once the caller's recorded cost and the live reservations of its other
+    calls reach `budget_pusd`. The check and the insert run under one per-caller lock, so a call sees
+    every reservation made before it: the calls that pass overspend by at most the last one's worth.
+    """
+    _lock_owner(connection, owner)
+    connection.execute(
+        delete(BudgetReservation).where(BudgetReservation.owner == owner, BudgetReservation.expires_at < now)
+    )
+    spent = connection.execute(
+        select(func.coalesce(func.sum(Attempt.cost_pusd), 0)).where(Attempt.owner == owner)
+    ).scalar_one()
+    reserved = connection.execute(
+        select(func.coalesce(func.sum(BudgetReservation.pusd), 0)).where(BudgetReservation.owner == owner)
+    ).scalar_one()
+    if int(spent or 0) + int(reserved or 0) >= budget_pusd:
+        return None
+    statement = insert(BudgetReservation).values(
+        owner=owner, pusd=pusd, created_at=now, expires_at=now + lifetime
+    )
+    key = connection.execute(statement).inserted_primary_key
+    return int(key[0]) if key is not None else None
+
+
+def release_budget(connection: Connection, reservation: int | None) -> None:
+    """Drop a reservation (in the unit of work that records the call's cost, so none is counted twice)."""
+    if reservation is not None:
+        connection.execute(delete(BudgetReservation).where(BudgetReservation.pk == reservation))

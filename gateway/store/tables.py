@@ -121,6 +121,21 @@ class Attempt(Base):
     # A stored turn's strategy and the stored messages its summary covered (for X-History-* on replays).
     history_strategy: Mapped[str | None] = mapped_column(String(16))
     history_summarized: Mapped[int | None] = mapped_column(Integer)
+    # Set when the tokens are the gateway's own count (a stream that ended without the upstream's usage).
+    estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=expression.false())
+
+
+class BudgetReservation(Base):
+    """What one in-flight call of a key with a budget may cost, until its request-log row is written."""
+
+    __tablename__ = "budget_reservations"
+    __table_args__ = (Index("ix_budget_reservations_owner", "owner", "expires_at"),)
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    pusd: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
 
 
 class ApiKey(Base):

@@ -117,6 +117,7 @@ _TOTALS: tuple[ColumnElement[Any], ...] = (
     _sum(case((_SUMMARY, Attempt.cost_pusd), else_=None)),
     func.count(Attempt.full_replay_cost_pusd),
     _sum(Attempt.full_replay_cost_pusd),
+    _count_where(Attempt.estimated.is_(True)),
 )
 
 

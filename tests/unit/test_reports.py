@@ -84,6 +84,7 @@ def test_usage_fields_of_priced_calls() -> None:
         "summary_cost_usd": D(0),
         "full_replay_cost_usd": D("0.00003"),
         "saved_usd": D("0.000009"),
+        "estimated_requests": 0,
     }
     assert tuple(usage_fields(priced())) == USAGE_FIELDS
 
