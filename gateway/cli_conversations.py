@@ -40,7 +40,9 @@ def _run(database_url: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
     settings = _settings(database_url)
 
     async def run() -> T:
-        engine = create_engine(settings.database_url, pool_size=2)
+        engine = create_engine(
+            settings.database_url, pool_size=2, transaction_pooling=settings.db_transaction_pooling
+        )
         try:
             return await work(Database(engine, lease_seconds=settings.lock_timeout + 60))
         finally:

@@ -29,7 +29,7 @@ def _run(database_url: str | None, work: Callable[[AsyncSession], Awaitable[T]])
     settings = load_settings(database_url=database_url)
 
     async def run() -> T:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, transaction_pooling=settings.db_transaction_pooling)
         try:
             await migrate.upgrade(engine)
             async with Database(engine, lease_seconds=60).transaction() as session:

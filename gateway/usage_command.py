@@ -12,11 +12,11 @@ from gateway.errors import DatabaseUnavailable, GatewayError
 from gateway.reports import FORMATS, GROUP_BY, Group, Report, UsageQuery, parse_report_params, render
 
 
-async def _groups(database_url: str, query: UsageQuery) -> list[Group]:
+async def _groups(database_url: str, query: UsageQuery, *, transaction_pooling: bool) -> list[Group]:
     from gateway.store.database import Database, create_engine
     from gateway.store.usage import usage_groups
 
-    engine = create_engine(database_url, pool_size=1)
+    engine = create_engine(database_url, pool_size=1, transaction_pooling=transaction_pooling)
     try:
         async with Database(engine, lease_seconds=60).transaction() as session:
             return await usage_groups(session, query)
@@ -82,7 +82,9 @@ def usage(
     query = dataclasses.replace(query, conversation_id=conversation_id)
     _check_sqlite_file(settings.database_url)
     try:
-        groups = asyncio.run(_groups(settings.database_url, query))
+        groups = asyncio.run(
+            _groups(settings.database_url, query, transaction_pooling=settings.db_transaction_pooling)
+        )
     except DatabaseUnavailable as exc:
         cause = getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc
         raise click.ClickException(
