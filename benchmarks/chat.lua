@@ -1,7 +1,7 @@
 -- wrk script: POST /v1/chat/completions with a small chat body.
 -- BENCH_MODE=plain  no X-Conversation-Id (direct mock, bare pass-through)
 -- BENCH_MODE=new    a new conversation per request: X-Conversation-Id = BENCH_TAG-<thread>-<counter>
--- BENCH_MODE=pool   round-robin over BENCH_POOL existing conversations BENCH_PREFIX-0 .. BENCH_PREFIX-(N-1)
+-- BENCH_MODE=pool   round-robin over BENCH_POOL existing conversations BENCH_PREFIX-<BENCH_OFFSET + 0 .. N-1>
 -- BENCH_MAX_HISTORY sets X-Max-History-Messages; BENCH_STREAM=1 asks for a stream.
 -- BENCH_API=responses posts {"model", "input"} to /v1/responses instead (a new stored response each).
 -- done() prints one line "BENCH {json}" that benchmarks/run.py reads.
@@ -10,6 +10,7 @@ local mode = os.getenv("BENCH_MODE") or "plain"
 local tag = os.getenv("BENCH_TAG") or "bench"
 local prefix = os.getenv("BENCH_PREFIX") or "bench"
 local pool = tonumber(os.getenv("BENCH_POOL") or "1")
+local offset = tonumber(os.getenv("BENCH_OFFSET") or "0")
 local max_history = os.getenv("BENCH_MAX_HISTORY") or ""
 local stream = os.getenv("BENCH_STREAM") == "1"
 local api = os.getenv("BENCH_API") or "chat"
@@ -48,7 +49,7 @@ function request()
   if mode == "new" then
     headers["X-Conversation-Id"] = tag .. "-" .. tostring(tid) .. "-" .. counter
   else
-    headers["X-Conversation-Id"] = prefix .. "-" .. (counter % pool)
+    headers["X-Conversation-Id"] = prefix .. "-" .. (offset + counter % pool)
   end
   return wrk.format("POST", path, headers, body)
 end

@@ -41,6 +41,7 @@ class Scenario:
     tag: str = "bench"  # prefix of new conversation ids (unique per measurement)
     prefix: str = "bench"  # pool conversations are <prefix>-0 .. <prefix>-(pool-1)
     pool: int = 1
+    offset: int = 0  # pool conversations start at <prefix>-<offset>
     max_history: int | None = None
     stream: bool = False
     api: str = "chat"  # chat: /v1/chat/completions; responses: /v1/responses (a new stored response each)
@@ -57,6 +58,7 @@ class Scenario:
             "BENCH_TAG": self.tag,
             "BENCH_PREFIX": self.prefix,
             "BENCH_POOL": str(self.pool),
+            "BENCH_OFFSET": str(self.offset),
             "BENCH_MAX_HISTORY": "" if self.max_history is None else str(self.max_history),
             "BENCH_STREAM": "1" if self.stream else "0",
             "BENCH_API": self.api,
@@ -86,7 +88,7 @@ class Scenario:
         elif self.mode == "new":
             lines.append(f"X-Conversation-Id: {self.tag}-{worker}-{counter}")
         elif self.mode == "pool":
-            lines.append(f"X-Conversation-Id: {self.prefix}-{counter % self.pool}")
+            lines.append(f"X-Conversation-Id: {self.prefix}-{self.offset + counter % self.pool}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 

@@ -121,6 +121,16 @@ class Server:
         """User + system CPU seconds used so far by the server and its worker processes."""
         return sum(_cpu_seconds(pid) for pid in self.pids())
 
+    def rss_bytes(self) -> int:
+        """Resident memory of the server and its worker processes, summed (VmRSS from /proc)."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        return total
+
     def stop(self) -> None:
         """SIGTERM (uvicorn stops its workers), SIGKILL after a grace period; then any worker left, by PID."""
         if self.process is None or self.process.poll() is not None:

@@ -8,6 +8,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -136,4 +137,85 @@ def target_checks(
     else:
         detail = f"{t_gw:.3f} ms vs {t_bare:.3f} ms (+{t_gw - t_bare:.3f} ms)"
         checks.append(Check("time to first chunk within 1 ms of bare's", t_gw - t_bare <= 1.0, detail))
+    return checks
+
+
+def growth_table(growth: dict[str, Any]) -> str:
+    """Database size per stored message after the growth seeding (conversations, request log, indexes)."""
+    lines = [
+        "| database | messages added | database growth (MB) | bytes per stored message |",
+        "|---|---:|---:|---:|",
+    ]
+    for backend, found in growth.items():
+        grown = (found.bytes_after - found.bytes_before) / 1e6
+        lines.append(f"| {backend} | {found.messages:,} | {grown:,.1f} | {found.bytes_per_message:,.0f} |")
+    return "\n".join(lines)
+
+
+def rss_table(rss: dict[str, float]) -> str:
+    """Resident memory of each gateway configuration (all its processes), after its measurements."""
+    lines = ["| gateway configuration | resident memory (MB, all processes) |", "|---|---:|"]
+    lines += [f"| {label} | {mb:,.0f} |" for label, mb in rss.items()]
+    return "\n".join(lines)
+
+
+def scaleout_checks(
+    samples: Samples,
+    *,
+    mock: str,
+    bare: str,
+    pairs: list[tuple[str, str]],
+    sqlite_history: str | None = None,
+) -> list[Check]:
+    """Issue 13: each Postgres case at least the bare pass-through's req/s at c=32, and its added p50
+    at c=1 at most twice the SQLite gateway's in the same case; SQLite's existing-conversation case at
+    1.5x the bare pass-through's req/s."""
+    checks = []
+    rps_bare, p_mock = samples.median(bare, "rps_c32"), samples.median(mock, "p50_c1")
+    for case, sqlite_case in pairs:
+        rps = samples.median(case, "rps_c32")
+        if rps is None or rps_bare is None:
+            checks.append(Check(f"{case}: req/s >= bare", None, "not measured"))
+        else:
+            detail = f"{rps:,.0f} vs {rps_bare:,.0f} req/s ({rps / rps_bare:.2f}x)"
+            checks.append(Check(f"{case}: req/s at c=32 >= bare", rps >= rps_bare, detail))
+        p_case, p_sqlite = samples.median(case, "p50_c1"), samples.median(sqlite_case, "p50_c1")
+        if p_case is None or p_sqlite is None or p_mock is None:
+            checks.append(Check(f"{case}: added p50 <= 2x SQLite's", None, "not measured"))
+        else:
+            added, added_sqlite = p_case - p_mock, p_sqlite - p_mock
+            detail = f"{added:.3f} ms vs 2 x {added_sqlite:.3f} ms = {2 * added_sqlite:.3f} ms"
+            checks.append(
+                Check(f"{case}: added p50 at c=1 <= 2x SQLite's", added <= 2 * added_sqlite, detail)
+            )
+    if sqlite_history is not None:
+        rps = samples.median(sqlite_history, "rps_c32")
+        if rps is None or rps_bare is None:
+            checks.append(Check("SQLite existing conversation: req/s >= 1.5x bare", None, "not measured"))
+        else:
+            detail = (
+                f"{rps:,.0f} vs 1.5 x {rps_bare:,.0f} = {1.5 * rps_bare:,.0f} req/s ({rps / rps_bare:.2f}x)"
+            )
+            checks.append(
+                Check("SQLite existing conversation: req/s >= 1.5x bare", rps >= 1.5 * rps_bare, detail)
+            )
+    return checks
+
+
+def growth_checks(samples: Samples, pairs: list[tuple[str, str]]) -> list[Check]:
+    """Per-turn cost after growth: the proxy's CPU per request and p50, before vs after (a ratio)."""
+    checks = []
+    for before, after in pairs:
+        cpu_before, cpu_after = samples.median(before, "cpu_ms"), samples.median(after, "cpu_ms")
+        p_before, p_after = samples.median(before, "p50_c1"), samples.median(after, "p50_c1")
+        if None in (cpu_before, cpu_after, p_before, p_after):
+            continue
+        assert cpu_before and cpu_after and p_before and p_after
+        detail = (
+            f"CPU per request {cpu_after:.3f} vs {cpu_before:.3f} ms ({cpu_after / cpu_before:.2f}x), "
+            f"p50 {p_after:.3f} vs {p_before:.3f} ms ({p_after / p_before:.2f}x)"
+        )
+        checks.append(
+            Check(f"{after}: per-turn cost unchanged (within 1.25x)", cpu_after <= 1.25 * cpu_before, detail)
+        )
     return checks

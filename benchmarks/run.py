@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import os
 import secrets
@@ -37,7 +38,19 @@ from processes import (
     running,
     wait_until_quiet,
 )
-from report import Samples, flat_table, machine, target_checks, throughput_table, ttfb_table
+from report import (
+    Samples,
+    flat_table,
+    growth_checks,
+    growth_table,
+    machine,
+    rss_table,
+    scaleout_checks,
+    target_checks,
+    throughput_table,
+    ttfb_table,
+)
+from seed import Growth
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,8 +63,21 @@ GW_RESP = "gateway, Responses API over chat (a new stored response per request)"
 FLAT_SHORT = "100 stored messages, X-Max-History-Messages: 20"
 FLAT_LONG = "10,000 stored messages, X-Max-History-Messages: 20"
 PG_BARE = "bare pass-through (same run as Postgres)"
-PG_NEW = "gateway on Postgres, 2 workers, new conversation per request"
-PG_HIST = "gateway on Postgres, 2 workers, existing conversation (20 sent)"
+PG_NEW = "Postgres, 1 process, new conversation per request"
+PG_HIST = "Postgres, 1 process, existing conversation (20 stored messages sent)"
+PG_NEW_W2 = "Postgres, --workers 2, new conversation per request"
+PG_HIST_W2 = "Postgres, --workers 2, existing conversation (20 sent)"
+PG_NEW_R2 = "Postgres, 2 replicas (load spread over both), new conversation per request"
+PG_HIST_R2 = "Postgres, 2 replicas (load spread over both), existing conversation (20 sent)"
+PG_NEW_ASYNC = "Postgres, 1 process, synchronous_commit=off (no WAL flush per turn), new conversation"
+PG_HIST_ASYNC = "Postgres, 1 process, synchronous_commit=off (no WAL flush per turn), existing conversation"
+GROWN = "after growth (+10,000 conversations x 10 turns)"
+SQ_NEW_GROWN = f"SQLite, {GROWN}, new conversation per request"
+SQ_HIST_GROWN = f"SQLite, {GROWN}, existing conversation (20 sent)"
+PG_NEW_GROWN = f"Postgres, 1 process, {GROWN}, new conversation per request"
+PG_HIST_GROWN = f"Postgres, 1 process, {GROWN}, existing conversation (20 sent)"
+GROWTH_CONVERSATIONS = 10_000
+GROWTH_TURNS = 10
 
 HISTORY_POOL = 64  # conversations the "existing conversation" case rotates over
 SHORT_POOL = 100  # per round: each gets only a few turns, so it stays near 100 messages
@@ -96,6 +122,8 @@ class Bench:
         self.run_id = secrets.token_hex(3)
         self.servers: list[Server] = []  # everything this script runs, to tell its CPU from others'
         self.foreign: list[float] = []  # CPUs' worth of other work on the machine during each run
+        self.rss: dict[str, float] = {}  # resident memory (MB) of each gateway configuration
+        self.growth: dict[str, Growth] = {}  # database growth per backend
 
     def _own_cpu(self) -> float:
         return sum(server.cpu_seconds() for server in self.servers) + children_cpu_seconds()
@@ -137,6 +165,52 @@ class Bench:
         self.samples.add(case, "errors", single.errors + loaded.errors)
         log(f"  {case}: p50 {single.p50_ms:.3f} ms, {loaded.rps:,.0f} req/s")
 
+    def measure_spread(
+        self, case: str, servers: list[Server], scenario: Callable[[str, int, int], Scenario]
+    ) -> None:
+        """Like `measure`, with the c=32 load spread over several servers (one load generator each).
+
+        Latency at concurrency 1 is measured on the first server; req/s is the sum over the servers.
+        """
+        tag = f"{self.run_id}-{len(self.samples.values)}"
+        parts = len(servers)
+        for part, server in enumerate(servers):
+            self._load(server, scenario(f"w{tag}-{part}", part, parts), 4, self.plan.warm_seconds)
+        single = self._load(servers[0], scenario(f"a{tag}", 0, parts), 1, self.plan.c1_seconds)
+        cpu_before = sum(server.cpu_seconds() for server in servers)
+        pin = self.pinning.wrap(self.pinning.load, [])
+
+        def drive(part: int) -> LoadResult:
+            load = scenario(f"b{tag}-{part}", part, parts)
+            return run_load(
+                servers[part].url,
+                load,
+                connections=32 // parts,
+                seconds=self.plan.c32_seconds,
+                pin=pin,
+                use_wrk=self.use_wrk,
+            )
+
+        with concurrent.futures.ThreadPoolExecutor(parts) as pool:
+            results = list(pool.map(drive, range(parts)))
+        cpu = sum(server.cpu_seconds() for server in servers) - cpu_before
+        requests = sum(r.requests for r in results)
+        rps = sum(r.rps for r in results)
+        errors = sum(r.errors for r in results)
+        if errors:
+            log(f"  WARNING: {errors} failed requests against {[s.name for s in servers]}")
+        self.samples.add(case, "p50_c1", single.p50_ms)
+        self.samples.add(case, "p99_c1", single.p99_ms)
+        self.samples.add(case, "rps_c32", rps)
+        self.samples.add(case, "p99_c32", max(r.p99_ms for r in results))
+        self.samples.add(case, "cpu_ms", cpu * 1000 / requests if requests else None)
+        self.samples.add(case, "errors", single.errors + errors)
+        log(f"  {case}: p50 {single.p50_ms:.3f} ms, {rps:,.0f} req/s")
+
+    def record_rss(self, label: str, servers: list[Server]) -> None:
+        """Resident memory of a configuration's gateway processes (all their workers), in MB."""
+        self.rss[label] = sum(server.rss_bytes() for server in servers) / 1e6
+
     def measure_single(self, case: str, server: Server, scenario: Scenario) -> None:
         """Concurrency 1 only (the flat-cost case), with the proxy's CPU per request."""
         cpu_before = server.cpu_seconds()
@@ -174,9 +248,15 @@ def new_conversation(tag: str) -> Scenario:
     return Scenario(mode="new", tag=tag)
 
 
-def history_pool(_tag: str) -> Scenario:
-    """Round-robin over seeded conversations; the budget keeps 20 stored messages per request."""
-    return Scenario(mode="pool", prefix="hist", pool=HISTORY_POOL, max_history=20)
+def history_pool(_tag: str, part: int = 0, parts: int = 1) -> Scenario:
+    """Round-robin over seeded conversations (a share of them per load generator); 20 messages sent."""
+    share = HISTORY_POOL // parts
+    return Scenario(mode="pool", prefix="hist", pool=share, offset=part * share, max_history=20)
+
+
+def grown_pool(_tag: str) -> Scenario:
+    """Round-robin over 64 of the growth's 10,000 conversations (20 stored messages each), all sent."""
+    return Scenario(mode="pool", prefix="grow", pool=HISTORY_POOL, offset=4_321, max_history=20)
 
 
 def responses(_tag: str) -> Scenario:
@@ -184,7 +264,9 @@ def responses(_tag: str) -> Scenario:
     return Scenario(mode="plain", api="responses")
 
 
-def gateway_server(name: str, database_url: str, upstream: str, pinning: Pinning, workers: int = 1) -> Server:
+def gateway_server(
+    name: str, database_url: str, upstream: str, pinning: Pinning, workers: int = 1, **settings: str
+) -> Server:
     """`python -m gateway serve` with the given database, pinned to the proxy CPU."""
     port = free_port()
     env = {
@@ -195,6 +277,7 @@ def gateway_server(name: str, database_url: str, upstream: str, pinning: Pinning
         "GATEWAY_WORKERS": str(workers),
         # One token makes every benchmark conversation: tens of thousands, past the default bound.
         "GATEWAY_MAX_CONVERSATIONS_PER_CALLER": "0",
+        **{f"GATEWAY_{key.upper()}": value for key, value in settings.items()},
     }
     argv = pinning.wrap(pinning.proxy, python_argv("-m", "gateway", "serve"))
     return Server(name, argv, port, env=env)
@@ -212,7 +295,7 @@ async def seed_sqlite(database_url: str, rounds: int) -> None:
     await seed_conversations(database_url, TOKEN, [f"long-{i}" for i in range(LONG_POOL)], 10_000)
 
 
-def sqlite_suite(bench: Bench, folder: Path, mock: Server, bare: Server, flat: bool) -> None:
+def sqlite_suite(bench: Bench, folder: Path, mock: Server, bare: Server, flat: bool, growth: bool) -> None:
     """Mock, bare, and the gateway on SQLite, interleaved round by round; plus the flat-cost case."""
     database_url = f"sqlite+aiosqlite:///{folder / 'gateway.db'}"
     log("seeding SQLite conversations (64 x 20, flat-cost sets of 100 and 10,000 messages) ...")
@@ -239,6 +322,29 @@ def sqlite_suite(bench: Bench, folder: Path, mock: Server, bare: Server, flat: b
                 bench.measure_single(FLAT_SHORT, gateway, short)
                 long = Scenario(mode="pool", prefix="long", pool=LONG_POOL, max_history=20)
                 bench.measure_single(FLAT_LONG, gateway, long)
+        bench.record_rss("SQLite, 1 process", [gateway])
+        if growth:
+            grow(bench, "SQLite", database_url)
+            bench.measure(SQ_NEW_GROWN, gateway, new_conversation)
+            bench.measure(SQ_HIST_GROWN, gateway, lambda _tag: grown_pool(_tag))
+            bench.record_rss(f"SQLite, 1 process, {GROWN}", [gateway])
+
+
+def grow(bench: Bench, backend: str, database_url: str) -> None:
+    """Add 10,000 conversations of 10 turns (messages and request-log rows) in bulk; note the size."""
+    from load import TOKEN
+    from seed import seed_growth
+
+    log(f"growth: adding {GROWTH_CONVERSATIONS:,} conversations x {GROWTH_TURNS} turns to {backend} ...")
+    started = time.monotonic()
+    found = asyncio.run(
+        seed_growth(database_url, TOKEN, "grow", conversations=GROWTH_CONVERSATIONS, turns=GROWTH_TURNS)
+    )
+    bench.growth[backend] = found
+    log(
+        f"  {found.messages:,} messages in {time.monotonic() - started:.0f} s, "
+        f"{found.bytes_per_message:,.0f} B each"
+    )
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -255,8 +361,33 @@ async def _admin(dsn: str, statement: str) -> None:
         await connection.close()
 
 
-def postgres_suite(bench: Bench, folder: Path, mock: Server, bare: Server, admin_url: str) -> None:
-    """The stateful cases on a fresh Postgres database with `gateway serve --workers 2`."""
+def postgres_configurations(
+    database_url: str, mock: Server, pinning: Pinning
+) -> list[tuple[str, list[Server], list[tuple[str, Callable[..., Scenario]]]]]:
+    """One process, `--workers 2`, and two replicas (two `gateway serve` processes), with their cases."""
+    one = gateway_server("gateway-postgres", database_url, mock.url, pinning)
+    workers = gateway_server("gateway-postgres-w2", database_url, mock.url, pinning, workers=2)
+    first = gateway_server("gateway-postgres-a", database_url, mock.url, pinning)
+    second = gateway_server("gateway-postgres-b", database_url, mock.url, pinning)
+    return [
+        ("Postgres, 1 process", [one], [(PG_NEW, new_conversation), (PG_HIST, history_pool)]),
+        ("Postgres, --workers 2", [workers], [(PG_NEW_W2, new_conversation), (PG_HIST_W2, history_pool)]),
+        (
+            "Postgres, 2 replicas",
+            [first, second],
+            [(PG_NEW_R2, lambda tag, part, parts: new_conversation(tag)), (PG_HIST_R2, history_pool)],
+        ),
+    ]
+
+
+def postgres_suite(
+    bench: Bench, folder: Path, mock: Server, bare: Server, admin_url: str, growth: bool
+) -> None:
+    """The stateful cases on a fresh Postgres database: one process, `--workers 2`, two replicas; growth.
+
+    The configurations run one after another in each round (each started, measured, stopped), so that
+    the shared Postgres server never sees more than one configuration's connections.
+    """
     dsn = _asyncpg_dsn(admin_url)
     try:
         asyncio.run(_admin(dsn, "SELECT 1"))
@@ -278,18 +409,45 @@ def postgres_suite(bench: Bench, folder: Path, mock: Server, bare: Server, admin
 
         ids = [f"hist-{i}" for i in range(HISTORY_POOL)]
         asyncio.run(seed_conversations(database_url, TOKEN, ids, 20))
-        gateway = gateway_server("gateway-postgres", database_url, mock.url, bench.pinning, workers=2)
+        for round_number in range(bench.plan.rounds):
+            bench.new_round(f"Postgres round {round_number + 1}/{bench.plan.rounds}")
+            bench.measure(PG_BARE, bare, plain)
+            bench.measure_ttfb(PG_BARE, bare, Scenario(mode="plain", stream=True))
+            for label, servers, cases in postgres_configurations(database_url, mock, bench.pinning):
+                with running(servers):
+                    for server in servers:
+                        server.start(folder)
+                    bench.servers += servers
+                    for case, scenario in cases:
+                        if len(servers) == 1:
+                            bench.measure(case, servers[0], scenario)
+                        else:
+                            bench.measure_spread(case, servers, scenario)
+                    if label == "Postgres, 1 process":
+                        stream_tag = f"p{bench.run_id}-{round_number}"
+                        bench.measure_ttfb(
+                            PG_NEW, servers[0], Scenario(mode="new", tag=stream_tag, stream=True)
+                        )
+                    bench.record_rss(label, servers)
+        # What the one WAL flush per turn costs on this disk: the same process with the database's
+        # synchronous_commit off (SQLite's durability: a gateway crash loses nothing, a server crash may).
+        asyncio.run(_admin(dsn, f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+        gateway = gateway_server("gateway-postgres-async", database_url, mock.url, bench.pinning)
         with running([gateway]):
             gateway.start(folder)
             bench.servers.append(gateway)
-            for round_number in range(bench.plan.rounds):
-                bench.new_round(f"Postgres round {round_number + 1}/{bench.plan.rounds}")
-                bench.measure(PG_BARE, bare, plain)
-                bench.measure(PG_NEW, gateway, new_conversation)
-                bench.measure(PG_HIST, gateway, history_pool)
-                stream_tag = f"p{bench.run_id}-{round_number}"
-                bench.measure_ttfb(PG_BARE, bare, Scenario(mode="plain", stream=True))
-                bench.measure_ttfb(PG_NEW, gateway, Scenario(mode="new", tag=stream_tag, stream=True))
+            bench.measure(PG_NEW_ASYNC, gateway, new_conversation)
+            bench.measure(PG_HIST_ASYNC, gateway, history_pool)
+        asyncio.run(_admin(dsn, f'ALTER DATABASE "{name}" RESET synchronous_commit'))
+        if growth:
+            grow(bench, "Postgres", database_url)
+            gateway = gateway_server("gateway-postgres-grown", database_url, mock.url, bench.pinning)
+            with running([gateway]):
+                gateway.start(folder)
+                bench.servers.append(gateway)
+                bench.measure(PG_NEW_GROWN, gateway, new_conversation)
+                bench.measure(PG_HIST_GROWN, gateway, grown_pool)
+                bench.record_rss(f"Postgres, 1 process, {GROWN}", [gateway])
     finally:
         asyncio.run(_admin(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -318,10 +476,47 @@ def print_report(bench: Bench, postgres: bool, flat: bool, busy: float, seconds:
         )
         print(flat_table(samples, [FLAT_SHORT, FLAT_LONG]))
     if postgres and samples.median(PG_NEW, "rps_c32") is not None:
-        print("\nPostgres (gateway serve --workers 2, both workers on the proxy CPU)\n")
-        print(throughput_table(samples, [PG_BARE, PG_NEW, PG_HIST], MOCK))
+        print(
+            "\nPostgres (every process on the proxy CPU: workers and replicas add no CPU on this machine)\n"
+        )
+        cases = [
+            PG_BARE,
+            PG_NEW,
+            PG_HIST,
+            PG_NEW_W2,
+            PG_HIST_W2,
+            PG_NEW_R2,
+            PG_HIST_R2,
+            PG_NEW_ASYNC,
+            PG_HIST_ASYNC,
+        ]
+        print(throughput_table(samples, cases, MOCK))
         print()
         print(ttfb_table(samples, [PG_BARE, PG_NEW]))
+    if bench.growth:
+        print(
+            f"\nGrowth: {GROWTH_CONVERSATIONS:,} conversations x {GROWTH_TURNS} turns added, "
+            "then the same cases\n"
+        )
+        grown = [SQ_NEW_GROWN, SQ_HIST_GROWN, PG_NEW_GROWN, PG_HIST_GROWN]
+        print(throughput_table(samples, [case for case in grown if case in samples.order], MOCK))
+        print()
+        print(growth_table(bench.growth))
+    if bench.rss:
+        print()
+        print(rss_table(bench.rss))
+    if postgres and samples.median(PG_NEW, "rps_c32") is not None:
+        print("\nTargets (issue 13: Postgres as fast as the bare pass-through; existing conversations):")
+        pairs = [(PG_NEW, GW_NEW), (PG_HIST, GW_HIST), (PG_NEW_W2, GW_NEW), (PG_HIST_W2, GW_HIST)]
+        pairs += [(PG_NEW_R2, GW_NEW), (PG_HIST_R2, GW_HIST)]
+        for check in scaleout_checks(samples, mock=MOCK, bare=PG_BARE, pairs=pairs):
+            print("  " + check.line())
+        for check in growth_checks(samples, [(GW_NEW, SQ_NEW_GROWN), (GW_HIST, SQ_HIST_GROWN)]):
+            print("  " + check.line())
+        for check in growth_checks(samples, [(PG_NEW, PG_NEW_GROWN), (PG_HIST, PG_HIST_GROWN)]):
+            print("  " + check.line())
+    for check in scaleout_checks(samples, mock=MOCK, bare=BARE, pairs=[], sqlite_history=GW_HIST):
+        print("  " + check.line())
     print("\nTargets (issue 2, SQLite, new conversation per request):")
     for check in target_checks(
         samples, mock=MOCK, bare=BARE, gateway=GW_NEW, stream_bare=BARE, stream_gateway=GW_NEW
@@ -340,6 +535,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8, help="seconds of each c=32 run (default 8)")
     parser.add_argument("--no-postgres", action="store_true", help="skip the Postgres run")
     parser.add_argument("--no-flat", action="store_true", help="skip the flat-cost case")
+    parser.add_argument(
+        "--no-growth", action="store_true", help="skip the growth case (10,000 conversations x 10 turns)"
+    )
     parser.add_argument(
         "--postgres-url",
         default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
@@ -394,9 +592,9 @@ def main() -> None:
             mock.start(folder)
             bare.start(folder)
             bench.servers += [mock, bare]
-            sqlite_suite(bench, folder, mock, bare, flat=not args.no_flat)
+            sqlite_suite(bench, folder, mock, bare, flat=not args.no_flat, growth=not args.no_growth)
             if not args.no_postgres:
-                postgres_suite(bench, folder, mock, bare, args.postgres_url)
+                postgres_suite(bench, folder, mock, bare, args.postgres_url, growth=not args.no_growth)
     print_report(bench, not args.no_postgres, not args.no_flat, busy, time.monotonic() - started)
     if args.json:
         raw = {f"{case} | {metric}": values for (case, metric), values in bench.samples.values.items()}

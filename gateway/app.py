@@ -107,7 +107,11 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            transaction_pooling=settings.db_transaction_pooling,
+        )
         metrics = Metrics(settings.metrics_dir)
         try:
             await migrate.upgrade(engine)

@@ -136,6 +136,7 @@ class Settings:
     metrics_dir: str | None = None
     replay_window: float = 600.0
     db_pool_size: int = 10
+    db_transaction_pooling: bool = False
     workers: int = 1
     budget_reserve_tokens: int = 4096
     header_timeout: float = 10.0
@@ -196,6 +197,7 @@ class Settings:
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or None,
             replay_window=_float(env, "GATEWAY_RETRY_REPLAY_WINDOW", default.replay_window),
             db_pool_size=_int(env, "GATEWAY_DB_POOL_SIZE", default.db_pool_size) or default.db_pool_size,
+            db_transaction_pooling=_bool(env, "GATEWAY_DB_TRANSACTION_POOLING"),
             workers=_int(env, "GATEWAY_WORKERS", default.workers) or default.workers,
             budget_reserve_tokens=_int(env, "GATEWAY_BUDGET_RESERVE_TOKENS", default.budget_reserve_tokens)
             or 0,

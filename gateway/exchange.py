@@ -15,6 +15,7 @@ from gateway.errors import InvalidRequest
 from gateway.history import Budget, StoredMessage, unanswered_tool_results
 from gateway.replays import Recorded
 from gateway.store.conversations import SummaryState, TurnWrite
+from gateway.store.database import OpenTurn
 from gateway.store.tables import Conversation
 
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -90,6 +91,7 @@ class PendingTurn:
     summary_changed: bool = False  # True when this turn folded a new summary in (stored with the turn)
     summary_sent_tokens: int = 0  # tokens of the summary message sent
     history_hash: str | None = None  # the stored history's digest, when the dedupe recomputed it
+    opened: OpenTurn | None = None  # the held conversation and what was read for it
 
     @property
     def model(self) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,15 +79,73 @@ def assistant_message(message: Message) -> Message:
     return stored
 
 
-@dataclass(frozen=True)
 class StoredMessage:
-    """A stored message with its token count and trimming-turn start (seq and cumulative tokens)."""
+    """A stored message with its token count and trimming-turn start (seq and cumulative tokens).
 
-    seq: int
-    body: Message
-    tokens: int
-    turn_start_seq: int
-    turn_start_tokens: int
+    A message read back from the store keeps its stored JSON text: the turn splices that text into the
+    upstream body as it is (`compose_body`), so replayed history is never decoded and encoded again. The
+    body is decoded only if something reads it.
+    """
+
+    __slots__ = ("_body", "_json", "_role", "seq", "tokens", "turn_start_seq", "turn_start_tokens")
+
+    def __init__(
+        self, seq: int, body: Message | None, tokens: int, turn_start_seq: int, turn_start_tokens: int
+    ) -> None:
+        self.seq = seq
+        self.tokens = tokens
+        self.turn_start_seq = turn_start_seq
+        self.turn_start_tokens = turn_start_tokens
+        self._body = body
+        self._json: str | None = None
+        self._role: str | None = None
+
+    @classmethod
+    def from_json(
+        cls, seq: int, text: str, role: str, tokens: int, turn_start_seq: int, turn_start_tokens: int
+    ) -> StoredMessage:
+        """A stored message as read back: its JSON text and role column, the body decoded on demand."""
+        message = cls(seq, None, tokens, turn_start_seq, turn_start_tokens)
+        message._json = text
+        message._role = role
+        return message
+
+    @property
+    def body(self) -> Message:
+        """The message as a dict (decoded from the stored JSON on first use)."""
+        if self._body is None:
+            assert self._json is not None
+            self._body = json.loads(self._json)
+        return self._body
+
+    @property
+    def json(self) -> str:
+        """The message as JSON text, in the form the gateway stores and sends it."""
+        if self._json is None:
+            self._json = json.dumps(self._body, ensure_ascii=False)
+        return self._json
+
+    @property
+    def role(self) -> str | None:
+        """The message's role."""
+        if self._role is None and (self._body is not None or self._json is not None):
+            role = self.body.get("role")
+            self._role = role if isinstance(role, str) else None
+        return self._role
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.seq, self.body, self.tokens, self.turn_start_seq, self.turn_start_tokens)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StoredMessage) and self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable body, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return (
+            f"StoredMessage(seq={self.seq}, body={self.body!r}, tokens={self.tokens}, "
+            f"turn_start_seq={self.turn_start_seq}, turn_start_tokens={self.turn_start_tokens})"
+        )
 
 
 @dataclass(frozen=True)
@@ -100,6 +159,26 @@ class Budget:
     def unlimited(self) -> bool:
         """True when no limit applies."""
         return self.max_messages is None and self.max_tokens is None
+
+
+@dataclass(frozen=True)
+class BudgetRule:
+    """Which budget a turn gets: each limit from the request's headers, else the conversation's
+    setting, else the server's default."""
+
+    header: Budget = Budget()
+    default: Budget = Budget()
+
+    def resolve(self, setting: Budget) -> Budget:
+        """The budget of a conversation whose own settings are `setting`."""
+
+        def first(*values: int | None) -> int | None:
+            return next((v for v in values if v is not None), None)
+
+        return Budget(
+            max_messages=first(self.header.max_messages, setting.max_messages, self.default.max_messages),
+            max_tokens=first(self.header.max_tokens, setting.max_tokens, self.default.max_tokens),
+        )
 
 
 def number_messages(
@@ -144,7 +223,7 @@ def select_window(
         (
             index
             for index, message in enumerate(candidates)
-            if message.body.get("role") == "user"
+            if message.role == "user"
             and message.turn_start_seq >= min_seq
             and message.turn_start_tokens >= min_tokens
         ),
@@ -162,6 +241,28 @@ def compose_messages(
 ) -> list[Message]:
     """The messages sent upstream: the system prompt (always), the budgeted history, the new messages."""
     return [*(system or []), *(m.body for m in window), *new]
+
+
+def compose_body(
+    request: dict[str, Any],
+    system: Sequence[Message] | None,
+    window: Sequence[StoredMessage],
+    new: Sequence[Message],
+) -> bytes:
+    """The upstream body: the request's fields, `messages` replaced by `compose_messages`' list.
+
+    The same JSON as `json.dumps` of the composed dict (ensure_ascii off), but the stored messages are
+    spliced in as their stored text instead of being decoded and encoded again.
+    """
+    placeholder = f"\x00gateway-messages-{id(request)}"
+    fields = dict(request)
+    fields["messages"] = placeholder
+    outer = json.dumps(fields, ensure_ascii=False)
+    parts = [json.dumps(m, ensure_ascii=False) for m in system or ()]
+    parts += [m.json for m in window]
+    parts += [json.dumps(m, ensure_ascii=False) for m in new]
+    messages = "[" + ", ".join(parts) + "]"
+    return outer.replace(json.dumps(placeholder), messages, 1).encode()
 
 
 def trim_history(stored: Sequence[StoredMessage], budget: Budget) -> list[StoredMessage]:

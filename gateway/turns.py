@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 
 from gateway import headers as h
 from gateway.budgets import Budgets
-from gateway.charges import TurnCharges, body_with_usage, dump_body, request_size
+from gateway.charges import TurnCharges, body_with_usage, request_size
 from gateway.config import Settings
 from gateway.dedupe import overlap_search_limit, stored_run_length
 from gateway.errors import (
@@ -44,9 +44,10 @@ from gateway.exchange import (
 )
 from gateway.history import (
     Budget,
+    BudgetRule,
     StoredMessage,
     assistant_message,
-    compose_messages,
+    compose_body,
     fingerprint,
     history_digest,
     new_messages,
@@ -72,10 +73,9 @@ from gateway.sse import (
 from gateway.store.conversations import (
     LoadedTurn,
     TurnWrite,
-    load_turn_state,
+    conversation_budget,
     read_bodies,
     stored_summary,
-    write_turn,
 )
 from gateway.store.database import Database
 from gateway.store.spend import conversation_spent_pusd, release_budget
@@ -121,11 +121,18 @@ class TurnService:
                 body = await run_sized(len(call.raw), functools.partial(body_with_usage, call.body))
             return await self._forward(turn, body, stream=stream)
         stack = contextlib.AsyncExitStack()
-        waited = await stack.enter_async_context(
-            self.db.locks.hold(call.owner, call.conversation_id, self.settings.lock_timeout)
+        turn.opened = await stack.enter_async_context(
+            self.db.open_turn(
+                call.owner,
+                call.conversation_id,
+                wait=self.settings.lock_timeout,
+                budget=BudgetRule(header=call.header_budget, default=self._default_budget()),
+                anchored=lambda c: self._strategy(call, c) != "sliding",
+                max_conversations=self.settings.max_conversations_per_caller,
+            )
         )
         try:
-            self.metrics.lock_wait.observe(waited)
+            self.metrics.lock_wait.observe(turn.opened.waited)
             await self._prepare(turn)
             if turn.replay is not None:
                 await stack.aclose()
@@ -142,16 +149,8 @@ class TurnService:
 
     async def _prepare(self, turn: PendingTurn) -> None:
         call = turn.call
-        assert call.conversation_id is not None
-        unit = functools.partial(
-            load_turn_state,
-            owner=call.owner,
-            conversation_id=call.conversation_id,
-            budget_for=functools.partial(self._budget, call.header_budget),
-            max_conversations=self.settings.max_conversations_per_caller,
-            anchored=lambda c: self._strategy(call, c) != "sliding",
-        )
-        loaded = await self.db.run(unit)
+        assert call.conversation_id is not None and turn.opened is not None
+        loaded = turn.opened.loaded
         conversation = loaded.conversation
         system, rest = split_system(call.body["messages"])
         turn.conversation = conversation
@@ -283,18 +282,12 @@ class TurnService:
                 "raise or clear the cap to continue it."
             )
 
-    def _budget(self, header: Budget, conversation: Conversation) -> Budget:
-        def first(*values: int | None) -> int | None:
-            return next((v for v in values if v is not None), None)
+    def _default_budget(self) -> Budget:
+        return Budget(self.settings.max_history_messages, self.settings.max_history_tokens)
 
-        return Budget(
-            max_messages=first(
-                header.max_messages, conversation.max_history_messages, self.settings.max_history_messages
-            ),
-            max_tokens=first(
-                header.max_tokens, conversation.max_history_tokens, self.settings.max_history_tokens
-            ),
-        )
+    def _budget(self, header: Budget, conversation: Conversation) -> Budget:
+        rule = BudgetRule(header=header, default=self._default_budget())
+        return conversation_budget(rule, conversation)
 
     async def _compose(self, turn: PendingTurn) -> bytes:
         """The upstream body: the client's dict with `messages` replaced and usage requested for streams."""
@@ -305,13 +298,15 @@ class TurnService:
         if turn.summary is not None:
             system.append(summary_message(turn.summary.text))  # right after the (stored) system prompt
         history = sendable_history(turn.history, turn.new)
-        body["messages"] = compose_messages(system, history, turn.new)
         if self.settings.prompt_cache_key and "prompt_cache_key" not in body:
             body["prompt_cache_key"] = prompt_cache_key(turn.call.owner, turn.call.conversation_id or "")
         if body.get("stream") is True:
             turn.usage_added = not client_wants_usage(turn.call.body)
-            return await run_sized(request_size(turn), functools.partial(body_with_usage, body))
-        return await run_sized(request_size(turn), functools.partial(dump_body, body))
+            options = dict(body.get("stream_options") or {})
+            options["include_usage"] = True
+            body["stream_options"] = options
+        compose = functools.partial(compose_body, body, system, history, turn.new)
+        return await run_sized(request_size(turn), compose)
 
     async def _forward(
         self, turn: PendingTurn, body: bytes, *, stream: bool, stack: contextlib.AsyncExitStack | None = None
@@ -616,18 +611,18 @@ class TurnService:
             window_start=turn.window_start,
             summary=turn.summary if turn.summary_changed else None,
         )
+        hook, reservation = call.on_store, turn.reservation
+        extra: Callable[[Connection], None] | None = None
+        if hook is not None or reservation is not None:  # written in the same transaction as the turn
 
-        reservation = turn.reservation
+            def extra(connection: Connection) -> None:
+                release_budget(connection, reservation)  # the key's reservation: its cost is now recorded
+                if hook is not None:
+                    hook(connection, write, completion)  # the Responses API's row
 
-        def store(connection: Connection) -> None:
-            write_turn(connection, conversation, write)
-            insert_attempt(connection, values)
-            release_budget(connection, reservation)
-            if call.on_store is not None:
-                call.on_store(connection, write, completion)
-
+        assert turn.opened is not None
         try:
-            await self.db.run(store)
+            await turn.opened.store(write, values, extra=extra)
             turn.reservation = None
         except ConversationBusy as exc:  # fenced: the conversation moved on; the call is still logged
             await self._log_failure(turn, exc.status_code, str(exc), response, completion)

@@ -11,7 +11,6 @@ assistant message answer it as before.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +53,8 @@ def answered_only(message: Message, answered: set[Any]) -> Message | None:
 
 def sendable_history(window: Sequence[StoredMessage], new: Sequence[Message]) -> list[StoredMessage]:
     """The budgeted history as it is sent: every assistant tool call answered right after it, or left out."""
+    if not any('"tool_calls"' in stored.json for stored in window):
+        return list(window)  # no tool calls at all (the usual case): nothing to decode or trim
     bodies = [stored.body for stored in window]
     # From here on only tool messages follow, so tool results at the start of `new` continue this turn.
     trailing = len(bodies)
@@ -69,5 +70,9 @@ def sendable_history(window: Sequence[StoredMessage], new: Sequence[Message]) ->
         if body is stored.body:
             sendable.append(stored)
         elif body is not None:
-            sendable.append(dataclasses.replace(stored, body=body))
+            sendable.append(
+                StoredMessage(
+                    stored.seq, body, stored.tokens, stored.turn_start_seq, stored.turn_start_tokens
+                )
+            )
     return sendable

@@ -23,7 +23,9 @@ def run_on_database(
     """Open the configured database (migrating it first when `migrated`), run `work(db)`, close it."""
 
     async def run() -> T:
-        engine = create_engine(settings.database_url, pool_size=2)
+        engine = create_engine(
+            settings.database_url, pool_size=2, transaction_pooling=settings.db_transaction_pooling
+        )
         try:
             if migrated:
                 await migrate.upgrade(engine)

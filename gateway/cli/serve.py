@@ -124,7 +124,7 @@ def migrate_or_exit(settings: Settings) -> str | None:
     from gateway.store.database import DB_ERRORS, create_engine
 
     async def run() -> str | None:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, transaction_pooling=settings.db_transaction_pooling)
         try:
             await migrations.upgrade(engine)
             return await migrations.current_revision(engine)

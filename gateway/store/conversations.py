@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Select, Table, and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import ConversationBusy, ConversationLimitReached
-from gateway.history import Budget, StoredMessage, window_bounds
+from gateway.history import Budget, BudgetRule, StoredMessage, window_bounds
 from gateway.store import statements
 from gateway.store.tables import Attempt, Conversation, Message, StoredResponse
 
@@ -42,8 +57,12 @@ def check_conversation_room(connection: Connection, owner: str, limit: int) -> N
     if limit <= 0:
         return
     # Through SQLAlchemy, not the lane's precompiled statements: it binds the LIMIT itself (new ids only).
-    owned = connection.execute(_OWNED, {"owner": owner, "bound": limit}).scalar_one()
-    if owned >= limit:
+    refuse_past_limit(connection.execute(_OWNED, {"owner": owner, "bound": limit}).scalar_one(), limit)
+
+
+def refuse_past_limit(owned: int, limit: int) -> None:
+    """429 `conversation_limit_reached` when a caller who owns `owned` conversations may not start one."""
+    if 0 < limit <= owned:
         raise ConversationLimitReached(
             f"This caller already has {limit} conversations, the most this gateway keeps per caller "
             "(GATEWAY_MAX_CONVERSATIONS_PER_CALLER): delete some before starting new ones."
@@ -56,7 +75,56 @@ async def get_conversation(session: AsyncSession, owner: str, conversation_id: s
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-def window_query(conversation: Conversation, budget: Budget) -> Select[int, str, int, int, int] | None:
+@functools.cache
+def _window_statement(by_seq: bool, by_tokens: bool) -> Select[int, str, int, int, int, str]:
+    """The window query for the bounds that apply, with bound parameters (built and compiled once)."""
+    pk = bindparam("pk", type_=BigInteger)
+    min_seq = bindparam("min_seq", type_=Integer)
+    min_tokens = bindparam("min_tokens", type_=BigInteger)
+    statement = select(
+        Message.seq,
+        Message.body,
+        Message.tokens,
+        Message.turn_start_seq,
+        Message.turn_start_tokens,
+        Message.role,
+    ).where(Message.conversation_pk == pk)
+    start: Any = min_seq if by_seq else None
+    if by_seq:
+        statement = statement.where(Message.turn_start_seq >= min_seq)
+    if by_tokens:
+        first_fitting_turn = (
+            select(Message.turn_start_seq)
+            .where(Message.conversation_pk == pk, Message.turn_start_tokens >= min_tokens)
+            # Every message costs at least 3 tokens, so one turn_start_tokens value is one turn.
+            .order_by(Message.turn_start_tokens)
+            .limit(1)
+            .scalar_subquery()
+        )
+        token_start = func.coalesce(first_fitting_turn, bindparam("message_count", type_=Integer))
+        start = token_start if start is None else case((token_start > min_seq, token_start), else_=min_seq)
+        statement = statement.where(Message.turn_start_tokens >= min_tokens)
+    if start is not None:
+        statement = statement.where(Message.seq >= start)
+    return statement.order_by(Message.seq)
+
+
+def _window(
+    conversation: Conversation, budget: Budget
+) -> tuple[Select[int, str, int, int, int, str], dict[str, int]] | None:
+    if budget.max_messages == 0 or budget.max_tokens == 0 or conversation.message_count == 0:
+        return None
+    min_seq, min_tokens = window_bounds(budget, conversation.message_count, conversation.token_count)
+    statement = _window_statement(min_seq > 0, min_tokens > 0)
+    parameters = {"pk": conversation.pk}
+    if min_seq > 0:
+        parameters["min_seq"] = min_seq
+    if min_tokens > 0:
+        parameters |= {"min_tokens": min_tokens, "message_count": conversation.message_count}
+    return statement, parameters
+
+
+def window_query(conversation: Conversation, budget: Budget) -> Select[int, str, int, int, int, str] | None:
     """The one query that reads the messages a budget may send, oldest first; None when none can be.
 
     Turn starts (seq and tokens before the turn) only grow along a conversation, so each binding limit
@@ -67,39 +135,23 @@ def window_query(conversation: Conversation, budget: Budget) -> Select[int, str,
     So the rows read are the window (plus, at most, the part of a turn that does not fit), however long
     the conversation is.
     """
-    if budget.max_messages == 0 or budget.max_tokens == 0 or conversation.message_count == 0:
-        return None
-    min_seq, min_tokens = window_bounds(budget, conversation.message_count, conversation.token_count)
-    statement = select(
-        Message.seq, Message.body, Message.tokens, Message.turn_start_seq, Message.turn_start_tokens
-    ).where(Message.conversation_pk == conversation.pk)
-    start: Any = min_seq if min_seq > 0 else None
-    if min_seq > 0:
-        statement = statement.where(Message.turn_start_seq >= min_seq)
-    if min_tokens > 0:
-        first_fitting_turn = (
-            select(Message.turn_start_seq)
-            .where(Message.conversation_pk == conversation.pk, Message.turn_start_tokens >= min_tokens)
-            # Every message costs at least 3 tokens, so one turn_start_tokens value is one turn.
-            .order_by(Message.turn_start_tokens)
-            .limit(1)
-            .scalar_subquery()
-        )
-        token_start = func.coalesce(first_fitting_turn, conversation.message_count)
-        start = token_start if start is None else case((token_start > min_seq, token_start), else_=min_seq)
-        statement = statement.where(Message.turn_start_tokens >= min_tokens)
-    if start is not None:
-        statement = statement.where(Message.seq >= start)
-    return statement.order_by(Message.seq)
+    found = _window(conversation, budget)
+    return None if found is None else found[0].params(found[1])
 
 
 def read_window(connection: Connection, conversation: Conversation, budget: Budget) -> list[StoredMessage]:
     """The stored messages the budget may send (a suffix that select_window trims), in one indexed query."""
-    statement = window_query(conversation, budget)
-    if statement is None:
+    found = _window(conversation, budget)
+    if found is None:
         return []
-    rows = connection.execute(statement).all()
-    return [StoredMessage(row[0], json.loads(row[1]), row[2], row[3], row[4]) for row in rows]
+    rows = statements.fetch(connection, *found)
+    # The bodies stay JSON text: the turn splices them into the upstream body as they are.
+    return [StoredMessage.from_json(row[0], row[1], row[5], row[2], row[3], row[4]) for row in rows]
+
+
+def conversation_budget(rule: BudgetRule, conversation: Conversation) -> Budget:
+    """The budget `rule` gives this conversation (its own settings fill what the request left out)."""
+    return rule.resolve(Budget(conversation.max_history_messages, conversation.max_history_tokens))
 
 
 def load_turn(
@@ -170,16 +222,27 @@ def load_turn_state(
         return LoadedTurn(None, [])
     conversation = Conversation(**dict(zip(_BY_ID_COLUMNS, rows[0], strict=True)))
     candidates = read_window(connection, conversation, budget_for(conversation))
+    loaded = loaded_turn(conversation, candidates, anchored(conversation))
+    if loaded is not None:
+        return loaded
+    parameters = {"conversation_pk": conversation.pk, "start": conversation.window_start}
+    found = connection.execute(_ANCHOR, parameters).first()
+    return LoadedTurn(conversation, candidates, _stored(found) if found is not None else None)
+
+
+def loaded_turn(
+    conversation: Conversation, candidates: list[StoredMessage], anchored: bool
+) -> LoadedTurn | None:
+    """A turn's state from its conversation and window candidates; None when the stable anchor lies before
+    the candidates and needs its own probe."""
     start = conversation.window_start
-    if not anchored(conversation) or start >= conversation.message_count:
+    if not anchored or start >= conversation.message_count:
         return LoadedTurn(conversation, candidates)
     if candidates and candidates[0].seq <= start:
         # The usual case (the window fits): the candidates hold everything from the start, anchor included.
-        anchor = next((m for m in candidates if m.seq >= start and m.body.get("role") == "user"), None)
+        anchor = next((m for m in candidates if m.seq >= start and m.role == "user"), None)
         return LoadedTurn(conversation, candidates, anchor)
-    parameters = {"conversation_pk": conversation.pk, "start": start}
-    found = connection.execute(_ANCHOR, parameters).first()
-    return LoadedTurn(conversation, candidates, _stored(found) if found is not None else None)
+    return None
 
 
 def read_bodies(connection: Connection, conversation_pk: int, first: int, end: int) -> list[dict[str, Any]]:
@@ -193,7 +256,7 @@ def read_bodies(connection: Connection, conversation_pk: int, first: int, end: i
     return [json.loads(row[0]) for row in connection.execute(statement).all()]
 
 
-_CHANGED = (
+CHANGED = (
     "The conversation changed while this turn ran (another request took it over); "
     "this turn was not stored. Retry it."
 )
@@ -247,14 +310,10 @@ def stored_summary(conversation: Conversation | None) -> SummaryState | None:
     )
 
 
-def write_turn(connection: Connection, conversation: Conversation | None, write: TurnWrite) -> int:
-    """Insert the turn's messages and update (or create) the conversation; returns the conversation pk.
-
-    Fenced: 409 `conversation_busy` when the conversation is no longer in the state the turn was composed
-    from (a turn whose lease expired under it must not interleave its messages with a newer turn's).
-    """
+def turn_row(conversation: Conversation | None, write: TurnWrite) -> dict[str, Any]:
+    """The conversation's columns after the turn: running totals, digest, and what the turn replaces."""
     token_total = sum(m.tokens for m in write.messages)
-    last_user = next((m for m in reversed(write.messages) if m.body.get("role") == "user"), None)
+    last_user = next((m for m in reversed(write.messages) if m.role == "user"), None)
     values: dict[str, Any] = {
         "message_count": (conversation.message_count if conversation else 0) + len(write.messages),
         "token_count": (conversation.token_count if conversation else 0) + token_total,
@@ -271,18 +330,28 @@ def write_turn(connection: Connection, conversation: Conversation | None, write:
         values["window_start"] = write.window_start
     if write.summary is not None:
         values.update(summary_columns(write.summary))
+    return values
+
+
+def write_turn(connection: Connection, conversation: Conversation | None, write: TurnWrite) -> int:
+    """Insert the turn's messages and update (or create) the conversation; returns the conversation pk.
+
+    Fenced: 409 `conversation_busy` when the conversation is no longer in the state the turn was composed
+    from (a turn whose lease expired under it must not interleave its messages with a newer turn's).
+    """
+    values = turn_row(conversation, write)
     if conversation is None:
         values.setdefault("system_messages", None)
         created = {"owner": write.owner, "id": write.conversation_id, "created_at": write.now, **values}
         try:
             pk = statements.insert_returning_key(connection, _INSERT_CONVERSATION, created)
         except IntegrityError as exc:  # created meanwhile by a turn that held
-            raise ConversationBusy(_CHANGED) from exc  # the lock after ours expired
+            raise ConversationBusy(CHANGED) from exc  # the lock after ours expired
     else:
         pk = conversation.pk
         fence = {"conversation_pk_": pk, "expected_count_": conversation.message_count}
         if statements.execute(connection, _UPDATE_CONVERSATION, {**fence, **values}) != 1:
-            raise ConversationBusy(_CHANGED)
+            raise ConversationBusy(CHANGED)
     if write.messages:
         statements.execute(
             connection,
@@ -292,8 +361,8 @@ def write_turn(connection: Connection, conversation: Conversation | None, write:
                     "conversation_pk": pk,
                     "seq": m.seq,
                     "turn": write.turn,
-                    "role": str(m.body.get("role")),
-                    "body": json.dumps(m.body, ensure_ascii=False),
+                    "role": str(m.role),
+                    "body": m.json,
                     "tokens": m.tokens,
                     "turn_start_seq": m.turn_start_seq,
                     "turn_start_tokens": m.turn_start_tokens,

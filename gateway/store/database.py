@@ -2,42 +2,58 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import logging
-import random
-import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import Connection, Float, Integer, cast, delete, event, func, text, update
+from sqlalchemy import Connection, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 
 from gateway.errors import ConversationBusy, DatabaseUnavailable
+from gateway.history import BudgetRule, StoredMessage
+from gateway.store.conversations import (
+    CHANGED,
+    LoadedTurn,
+    TurnWrite,
+    conversation_budget,
+    load_turn_state,
+    loaded_turn,
+    refuse_past_limit,
+    turn_row,
+    write_turn,
+)
 from gateway.store.lane import SqliteLane
-from gateway.store.tables import Lease
+from gateway.store.locks import ConversationLocks, KeptLease, Leases, new_holder, poll, release_lease
+from gateway.store.postgres import TAKE, RawConnections, parse_take, read_is_enough, store_arguments
+from gateway.store.tables import Conversation
+from gateway.store.usage import attempt_row, insert_attempt
 
 log = logging.getLogger("gateway.database")
 
 # What only the database layer raises: SQLAlchemy's wrapped driver errors, the pool's checkout timeout, and
 # what asyncpg raises unwrapped while connecting ("the database system is starting up", a connection closed
 # under a statement). The app renders these as 503 wherever they escape.
-DATABASE_ERRORS = (DBAPIError, DisconnectionError, PoolTimeout, asyncpg.PostgresError, asyncpg.InterfaceError)
+DATABASE_ERRORS = (
+    DBAPIError,
+    DisconnectionError,
+    PoolTimeout,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 # ... plus the socket errors of a refused or dropped connection, caught around database calls.
 DB_ERRORS = (*DATABASE_ERRORS, OSError)
-MAX_POLL_SECONDS = 0.05
 
 T = TypeVar("T")
 
@@ -51,155 +67,40 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """Create the async engine: SQLite in WAL mode with a busy timeout, or a pooled Postgres."""
+def _closed_connection(_dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+    """At checkout, replace a pooled connection the server has closed (a restart, an idle timeout).
+
+    asyncpg learns of a closed socket from the event loop, without a round trip, so this costs nothing;
+    a liveness ping (pool_pre_ping) would cost a round trip per checkout. A connection that dies
+    unnoticed fails on use instead: the hot path retries once where that is safe (store/postgres.py).
+    """
+    connection = record.driver_connection
+    if connection is not None and connection.is_closed():
+        raise DisconnectionError("the server closed this connection")
+
+
+def create_engine(url: str, *, pool_size: int = 10, transaction_pooling: bool = False) -> AsyncEngine:
+    """Create the async engine: SQLite in WAL mode with a busy timeout, or a pooled Postgres.
+
+    `transaction_pooling` (GATEWAY_DB_TRANSACTION_POOLING, for PgBouncer in transaction mode): no
+    prepared statements kept on a server connection (asyncpg's and SQLAlchemy's statement caches off),
+    and no session state across transactions.
+    """
     if url.startswith("sqlite"):
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+    connect_args: dict[str, Any] = {}
+    if transaction_pooling:
+        connect_args = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+    # Up to 2 x pool_size connections, opened as needed and then kept: overflow connections would be
+    # closed on return whenever pool_size are idle, and under load that meant a new connection (connect,
+    # authenticate, prepare the statements again) every few requests.
+    engine = create_async_engine(
+        url, pool_size=2 * pool_size, max_overflow=0, pool_recycle=1800, connect_args=connect_args
     )
-
-
-@dataclass
-class _Waiters:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
-def _db_now() -> Any:
-    """The database server's clock in epoch seconds: one clock for every replica, whatever their skew."""
-    return cast(func.extract("epoch", func.clock_timestamp()), Float)
-
-
-class ConversationLocks:
-    """Serializes turns of one conversation: in process always, across processes on Postgres.
-
-    In a process, waiters queue on an asyncio lock (FIFO), so only the head of the queue asks the database.
-    Across processes the lock is a lease row (holder, expires_at) taken with an atomic upsert that only
-    succeeds when no row exists or the row has expired, polled with a capped backoff until the deadline.
-    Expiry uses the database's clock, never the replicas'. No connection is held while the upstream call
-    runs (each lease statement is its own short transaction), so the pool cannot deadlock however many
-    conversations wait. The holder renews the lease every third of its length while the turn runs (a
-    stream may last longer than any fixed lease); a crashed process stops renewing and its lease expires.
-    """
-
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, shared: bool, lease_seconds: float):
-        self._sessions = sessions
-        self._shared = shared
-        self._lease_seconds = lease_seconds
-        self._local: dict[tuple[str, str], _Waiters] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, owner: str, conversation_id: str, wait: float) -> AsyncIterator[float]:
-        """Hold the conversation for one turn; yields the seconds spent waiting. Busy past `wait` s."""
-        key = (owner, conversation_id)
-        waiters = self._local.setdefault(key, _Waiters())
-        waiters.users += 1
-        started = time.monotonic()
-        try:
-            try:
-                await asyncio.wait_for(waiters.lock.acquire(), wait)
-            except TimeoutError:
-                raise ConversationBusy(_busy_message(wait)) from None
-            try:
-                if not self._shared:
-                    yield time.monotonic() - started
-                    return
-                holder = await self._acquire_lease(owner, conversation_id, started + wait, wait)
-                renewal = asyncio.create_task(self._renew(owner, conversation_id, holder))
-                try:
-                    yield time.monotonic() - started
-                finally:
-                    renewal.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await renewal
-                    await self._release_lease(owner, conversation_id, holder)
-            finally:
-                waiters.lock.release()
-        finally:
-            waiters.users -= 1
-            if waiters.users == 0:
-                self._local.pop(key, None)
-
-    async def _acquire_lease(self, owner: str, conversation_id: str, deadline: float, wait: float) -> str:
-        holder = secrets.token_hex(16)
-        delay = 0.005
-        while True:
-            try:
-                if await self._try_lease(owner, conversation_id, holder):
-                    return holder
-            except DB_ERRORS as exc:
-                raise DatabaseUnavailable(f"The database is unavailable: {type(exc).__name__}") from exc
-            if time.monotonic() + delay > deadline:
-                raise ConversationBusy(_busy_message(wait))
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, MAX_POLL_SECONDS)
-
-    async def _try_lease(self, owner: str, conversation_id: str, holder: str) -> bool:
-        insert = pg_insert(Lease).values(
-            owner=owner,
-            conversation_id=conversation_id,
-            holder=holder,
-            expires_at=_db_now() + self._lease_seconds,
-        )
-        statement = insert.on_conflict_do_update(
-            index_elements=[Lease.owner, Lease.conversation_id],
-            set_={"holder": insert.excluded.holder, "expires_at": insert.excluded.expires_at},
-            where=Lease.expires_at < _db_now(),
-        ).returning(Lease.holder)
-        async with self._lease_transaction() as session:
-            row = (await session.execute(statement)).first()
-        return row is not None and row[0] == holder
-
-    @contextlib.asynccontextmanager
-    async def _lease_transaction(self) -> AsyncIterator[AsyncSession]:
-        """A transaction for lease rows that does not wait for the WAL flush.
-
-        A lease is coordination, not data: losing its last write in a database crash only frees (or keeps
-        for at most one lease period) a lock, and turn writes are fenced on the message count anyway. This
-        saves a durable commit (milliseconds on an ordinary disk) twice per turn.
-        """
-        async with self._sessions() as session, session.begin():
-            await session.execute(text("SET LOCAL synchronous_commit = off"))
-            yield session
-
-    async def _renew(self, owner: str, conversation_id: str, holder: str) -> None:
-        """Push the lease's expiry forward until cancelled; stop if another holder took it over."""
-        statement = (
-            update(Lease)
-            .where(Lease.owner == owner, Lease.conversation_id == conversation_id, Lease.holder == holder)
-            .values(expires_at=_db_now() + self._lease_seconds)
-        )
-        while True:
-            await asyncio.sleep(self._lease_seconds / 3)
-            try:
-                async with self._sessions() as session, session.begin():
-                    result = await session.execute(statement)
-            except DB_ERRORS as exc:
-                log.warning("could not renew a conversation lease: %s", type(exc).__name__)
-                continue
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                log.warning("a conversation lease expired before its turn ended; another turn may take it")
-                return
-
-    async def _release_lease(self, owner: str, conversation_id: str, holder: str) -> None:
-        statement = delete(Lease).where(
-            Lease.owner == owner, Lease.conversation_id == conversation_id, Lease.holder == holder
-        )
-        try:
-            async with self._lease_transaction() as session:
-                await session.execute(statement)
-        except DB_ERRORS as exc:  # the lease then simply expires
-            log.warning("could not release a conversation lease: %s", type(exc).__name__)
-
-
-def _busy_message(timeout: float) -> str:
-    return (
-        f"Another request of this conversation is still in progress after {timeout:g}s; "
-        "retry when it has finished."
-    )
+    event.listen(engine.sync_engine, "checkout", _closed_connection)
+    return engine
 
 
 class Database:
@@ -209,12 +110,95 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self.locks = ConversationLocks(
-            self.sessions, shared=self.dialect == "postgresql", lease_seconds=lease_seconds
-        )
+        self.leases: Leases | None = None
+        if self.dialect == "postgresql":
+            errors = (*DB_ERRORS, engine.dialect.loaded_dbapi.Error)
+            self.leases = Leases(RawConnections(engine), lease_seconds, errors)
+        self.locks = ConversationLocks(self.leases)
         database = engine.url.database
         self._lane_wanted = self.dialect == "sqlite" and bool(database) and database != ":memory:"
         self._lane: SqliteLane | None = None
+
+    @contextlib.asynccontextmanager
+    async def open_turn(
+        self,
+        owner: str,
+        conversation_id: str,
+        *,
+        wait: float,
+        budget: BudgetRule,
+        anchored: Callable[[Conversation], bool] = lambda _: False,
+        max_conversations: int = 0,
+    ) -> AsyncIterator[OpenTurn]:
+        """Hold the conversation for one turn and read what the turn needs; `OpenTurn.store` ends it.
+
+        Yields what `load_turn_state` reads: the conversation (None when new; a new one past the caller's
+        `max_conversations` is refused), the stored messages its budget may send, and the stable window's
+        anchor when `anchored` says the strategy needs it. On Postgres, taking the lease and the usual read
+        are one statement, and storing the turn and releasing the lease another (store/postgres.py); what
+        that statement cannot answer is read under the lease. Busy (409) past `wait` seconds.
+        """
+        started = time.monotonic()
+        load = functools.partial(
+            load_turn_state,
+            owner=owner,
+            conversation_id=conversation_id,
+            budget_for=functools.partial(conversation_budget, budget),
+            anchored=anchored,
+            max_conversations=max_conversations,
+        )
+        async with self.locks.queue(owner, conversation_id, wait):
+            if self.leases is None:
+                loaded = await self.run(load)
+                yield OpenTurn(self, time.monotonic() - started, loaded, None)
+                return
+            leases, holder = self.leases, new_holder()
+            arguments = (
+                owner,
+                conversation_id,
+                holder,
+                leases.seconds,
+                *_budget_arguments(budget),
+                max_conversations,
+            )
+
+            async def take() -> Any:
+                row = await leases.fetchrow(TAKE, *arguments, idempotent=True)
+                return row if row["taken"] == holder else None  # type: ignore[index]
+
+            row = await poll(take, started + wait, wait)
+            kept = leases.keep(owner, conversation_id, holder)
+            try:
+                loaded = await self._read_taken(row, holder, budget, anchored, max_conversations, load)
+                yield OpenTurn(self, time.monotonic() - started, loaded, kept)
+            finally:
+                await kept.close()
+
+    async def _read_taken(
+        self,
+        row: Any,
+        holder: str,
+        budget: BudgetRule,
+        anchored: Callable[[Conversation], bool],
+        max_conversations: int,
+        load: Callable[[Connection], LoadedTurn],
+    ) -> LoadedTurn:
+        """The TAKE statement's read, or `load` under the lease where that read may be stale, too short,
+        or lack what the turn needs (the stable anchor's probe, the caller's conversation count)."""
+        _, current, conversation, candidates = parse_take(row, holder)
+        if current and conversation is None:
+            refuse_past_limit(row["owned"] or 0, max_conversations)
+            return LoadedTurn(None, [])
+        budget_for = conversation_budget
+        if (
+            current
+            and conversation is not None
+            and read_is_enough(row, budget_for(budget, conversation), conversation)
+        ):
+            loaded = loaded_turn(conversation, candidates, anchored(conversation))
+            if loaded is not None:
+                return loaded
+        return await self.run(load)
 
     async def run(self, unit: Callable[[Connection], T]) -> T:
         """Run a unit of work (synchronous Core statements on a Connection) in one transaction.
@@ -263,20 +247,73 @@ class Database:
         return pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
 
 
-class utc_day(FunctionElement[int]):  # lowercase like the SQL functions it stands for
-    """SQL: the UTC day number (days since 1970-01-01) of a Unix-seconds column."""
+@dataclass
+class OpenTurn:
+    """A conversation held for one turn and what the turn read; `store` writes the turn."""
 
-    type = Integer()
-    inherit_cache = True
+    db: Database
+    waited: float  # seconds spent waiting for the conversation
+    loaded: LoadedTurn  # the conversation (None when new), its window candidates, the stable anchor
+    lease: KeptLease | None  # the Postgres lease (None on SQLite: the in-process queue is the lock)
+
+    @property
+    def conversation(self) -> Conversation | None:
+        """The conversation as the turn found it (None when new)."""
+        return self.loaded.conversation
+
+    @property
+    def candidates(self) -> list[StoredMessage]:
+        """The stored messages the turn's budget may send (a suffix that the window trims)."""
+        return self.loaded.candidates
+
+    async def store(
+        self, write: TurnWrite, attempt: dict[str, Any], *, extra: Callable[[Connection], None] | None = None
+    ) -> int:
+        """Store the turn and its request-log row in one transaction; returns the conversation pk.
+
+        Fenced: 409 `conversation_busy`, and nothing stored, when the conversation is no longer in the
+        state the turn was composed from. On Postgres the same statement releases the lease. `extra`
+        writes more in the same transaction (on Postgres a unit of work then replaces the one statement).
+        """
+        conversation, lease = self.conversation, self.lease
+        # What the one statement does not write (a summary, the Responses API's row) takes a unit of
+        # work, which also deletes the lease row.
+        general = extra is not None or write.summary is not None
+        if lease is None or general:
+
+            def unit(connection: Connection) -> int:
+                pk = write_turn(connection, conversation, write)
+                insert_attempt(connection, attempt)
+                if extra is not None:
+                    extra(connection)
+                if lease is not None:
+                    release_lease(connection, lease.owner, lease.conversation_id, lease.holder)
+                return pk
+
+            pk = await self.db.run(unit)
+            if lease is not None:
+                lease.released = True
+            return pk
+        statement, arguments = store_arguments(
+            lease.owner,
+            lease.conversation_id,
+            lease.holder,
+            conversation,
+            turn_row(conversation, write),
+            write.messages,
+            attempt_row(attempt),
+        )
+        row: Any = await lease.leases.fetchrow(statement, *arguments, idempotent=False)
+        lease.released = True  # the statement ran: the lease row is gone, stored or fenced off
+        if row is None:
+            raise ConversationBusy(CHANGED)
+        return int(row["pk"])
 
 
-@compiles(utc_day)
-def _utc_day_sqlite(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
-    # CAST truncates toward zero, which is the floor for the positive timestamps the log holds.
-    return f"CAST({compiler.process(element.clauses, **kw)} / 86400 AS INTEGER)"
-
-
-@compiles(utc_day, "postgresql")
-def _utc_day_postgres(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
-    # CAST rounds in Postgres, so floor first.
-    return f"CAST(FLOOR({compiler.process(element.clauses, **kw)} / 86400) AS INTEGER)"
+def _budget_arguments(rule: BudgetRule) -> tuple[int | None, ...]:
+    return (
+        rule.header.max_messages,
+        rule.header.max_tokens,
+        rule.default.max_messages,
+        rule.default.max_tokens,
+    )

@@ -33,7 +33,7 @@ log = logging.getLogger("gateway.sqlite")
 class _Compiled:
     sql: str
     names: tuple[str, ...]  # parameter names, in the order of the placeholders
-    defaults: tuple[tuple[str, Any], ...]  # scalar defaults of the columns the parameters leave out
+    defaults: tuple[tuple[str, Any], ...]  # values of what the parameters leave out: column defaults, LIMITs
 
     def values(self, parameters: Parameters) -> tuple[Any, ...]:
         if self.defaults:
@@ -52,6 +52,10 @@ def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> 
         defaults.append((column.key, cast(Any, default).arg))
     if compiled.update_prefetch or compiled.positiontup is None:
         return None
+    for name in compiled.positiontup:  # parameters the statement carries its own value for (a LIMIT)
+        bind = compiled.binds.get(name)
+        if name not in keys and bind is not None and bind.value is not None:
+            defaults.append((name, bind.value))
     return _Compiled(str(compiled), tuple(compiled.positiontup), tuple(defaults))
 
 

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, SQLColumnExpression, Table, and_, case, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    SQLColumnExpression,
+    Table,
+    and_,
+    case,
+    func,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from gateway.reports import CallStats, Group, Totals, UsageQuery, day_key, fold, rank_index
 from gateway.store import statements
-from gateway.store.database import utc_day
 from gateway.store.tables import Attempt
 
 # Texts taken from the upstream's answer (model name, request id, error message) are not the gateway's to
@@ -27,16 +39,41 @@ def _fit(text: str, length: int | None) -> str:
     return text[:length] if length is not None else text
 
 
+class utc_day(FunctionElement[int]):  # lowercase like the SQL functions it stands for
+    """SQL: the UTC day number (days since 1970-01-01) of a Unix-seconds column."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(utc_day)
+def _utc_day_sqlite(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    # CAST truncates toward zero, which is the floor for the positive timestamps the log holds.
+    return f"CAST({compiler.process(element.clauses, **kw)} / 86400 AS INTEGER)"
+
+
+@compiles(utc_day, "postgresql")
+def _utc_day_postgres(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    # CAST rounds in Postgres, so floor first.
+    return f"CAST(FLOOR({compiler.process(element.clauses, **kw)} / 86400) AS INTEGER)"
+
+
 _INSERT_ATTEMPT = cast(Table, Attempt.__table__).insert()
+
+
+def attempt_row(values: dict[str, Any]) -> dict[str, Any]:
+    """The request-log row to insert: `values` with the upstream's texts made to fit their columns."""
+    row = dict(values)
+    for name in _UNTRUSTED_TEXT:
+        value = row.get(name)
+        if isinstance(value, str):
+            row[name] = _fit(value, _LENGTHS.get(name))
+    return row
 
 
 def insert_attempt(connection: Connection, values: dict[str, Any]) -> None:
     """Insert one request-log row (the caller's unit of work decides when it commits)."""
-    for name in _UNTRUSTED_TEXT:
-        value = values.get(name)
-        if isinstance(value, str):
-            values[name] = _fit(value, _LENGTHS.get(name))
-    statements.execute(connection, _INSERT_ATTEMPT, values)
+    statements.execute(connection, _INSERT_ATTEMPT, attempt_row(values))
 
 
 async def record_attempt(session: AsyncSession, values: dict[str, Any]) -> None:

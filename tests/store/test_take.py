@@ -1,0 +1,190 @@
+"""Postgres' lease statement: takes the lease and reads the window the generic read reads, in one go."""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from gateway import migrate
+from gateway.history import Budget, BudgetRule, number_messages
+from gateway.store.conversations import TurnWrite, conversation_budget, load_turn, write_turn
+from gateway.store.database import Database, create_engine
+from gateway.store.postgres import TAKE, parse_take, read_is_enough
+from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"set {POSTGRES_ENV} to run"),
+]
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> AsyncIterator[str]:
+    url = create_postgres_database()
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.fixture
+async def db(postgres_url: str) -> AsyncIterator[Database]:
+    engine = create_engine(postgres_url, pool_size=2)
+    await migrate.upgrade(engine)
+    database = Database(engine, lease_seconds=30)
+    try:
+        yield database
+    finally:
+        await database.close()
+        await engine.dispose()
+
+
+async def take(db: Database, owner: str, conversation_id: str, holder: str, rule: BudgetRule) -> Any:
+    """Run the TAKE statement once."""
+    assert db.leases is not None
+    arguments = (
+        rule.header.max_messages,
+        rule.header.max_tokens,
+        rule.default.max_messages,
+        rule.default.max_tokens,
+    )
+    return await db.leases.fetchrow(
+        TAKE, owner, conversation_id, holder, 30.0, *arguments, 0, idempotent=True
+    )
+
+
+async def store_turns(db: Database, owner: str, conversation_id: str, turns: int) -> None:
+    """Store `turns` user/assistant turns of varied sizes, one write each."""
+    conversation = None
+    for turn in range(1, turns + 1):
+        bodies = [
+            {"role": "user", "content": "q" * turn},
+            {"role": "assistant", "content": "a " * (3 * turn)},
+        ]
+        numbered = number_messages(
+            bodies,
+            [4 + turn, 4 + 3 * turn],
+            next_seq=conversation.message_count if conversation else 0,
+            token_total=conversation.token_count if conversation else 0,
+            last_user_seq=conversation.last_user_seq if conversation else 0,
+            last_user_tokens=conversation.last_user_tokens if conversation else 0,
+        )
+        write = TurnWrite(owner, conversation_id, None, False, numbered, turn, f"d{turn}", 1.0)
+        await db.run(functools.partial(write_turn, conversation=conversation, write=write))
+        conversation, _ = await db.run(
+            functools.partial(
+                load_turn, owner=owner, conversation_id=conversation_id, budget_for=lambda c: Budget()
+            )
+        )
+
+
+RULES = [
+    BudgetRule(),
+    BudgetRule(header=Budget(max_messages=4)),
+    BudgetRule(header=Budget(max_tokens=40)),
+    BudgetRule(header=Budget(max_messages=6, max_tokens=55)),
+    BudgetRule(default=Budget(max_messages=3)),
+    BudgetRule(header=Budget(max_messages=0)),
+    BudgetRule(header=Budget(max_tokens=1)),
+]
+
+
+@pytest.mark.parametrize("rule", RULES, ids=repr)
+async def test_the_statement_reads_what_the_generic_read_reads(db: Database, rule: BudgetRule) -> None:
+    owner, conversation_id = secrets.token_hex(8), "window"
+    await store_turns(db, owner, conversation_id, 8)
+    holder = secrets.token_hex(16)
+    row = await take(db, owner, conversation_id, holder, rule)
+    taken, current, conversation, candidates = parse_take(row, holder)
+    assert taken and current and conversation is not None
+    assert read_is_enough(row, conversation_budget(rule, conversation), conversation)
+    expected_conversation, expected = await db.run(
+        functools.partial(
+            load_turn,
+            owner=owner,
+            conversation_id=conversation_id,
+            budget_for=functools.partial(conversation_budget, rule),
+        )
+    )
+    assert (
+        expected_conversation is not None
+        and conversation.message_count == expected_conversation.message_count
+    )
+    assert [(m.seq, m.json, m.role, m.tokens) for m in candidates] == [
+        (m.seq, m.json, m.role, m.tokens) for m in expected
+    ]
+
+
+async def test_a_conversation_setting_the_statement_did_not_expect_is_read_again(db: Database) -> None:
+    owner, conversation_id = secrets.token_hex(8), "setting"
+    await store_turns(db, owner, conversation_id, 4)
+    holder = secrets.token_hex(16)
+    row = await take(db, owner, conversation_id, holder, BudgetRule(header=Budget(max_messages=2)))
+    _, _, conversation, _ = parse_take(row, holder)
+    assert conversation is not None
+    # a rule that asks for more than the statement read: not enough, so the caller reads again
+    assert not read_is_enough(row, Budget(max_messages=6), conversation)
+
+
+async def test_the_lease_is_exclusive_idempotent_and_taken_over_when_expired(db: Database) -> None:
+    owner, conversation_id = secrets.token_hex(8), "lease"
+    first, second = secrets.token_hex(16), secrets.token_hex(16)
+    row = await take(db, owner, conversation_id, first, BudgetRule())
+    assert parse_take(row, first)[:2] == (True, True)
+    assert parse_take(await take(db, owner, conversation_id, first, BudgetRule()), first)[:2] == (True, True)
+    assert not parse_take(await take(db, owner, conversation_id, second, BudgetRule()), second)[0]
+    async with db.transaction() as session:  # the first holder's lease runs out
+        await session.execute(
+            text("UPDATE conversation_leases SET expires_at = 0 WHERE owner = :owner"), {"owner": owner}
+        )
+    taken, current, _, _ = parse_take(await take(db, owner, conversation_id, second, BudgetRule()), second)
+    # taken over, but the statement's snapshot saw the other holder's lease: its read must be done again
+    assert taken and not current
+
+
+async def test_open_turn_stores_and_releases_in_one_write(db: Database) -> None:
+    owner, conversation_id = secrets.token_hex(8), "open"
+    rule = BudgetRule()
+    for turn in (1, 2):
+        async with db.open_turn(owner, conversation_id, wait=5, budget=rule) as opened:
+            start = opened.conversation.message_count if opened.conversation else 0
+            bodies = [{"role": "user", "content": f"u{turn}"}, {"role": "assistant", "content": f"a{turn}"}]
+            numbered = number_messages(
+                bodies, [5, 5], next_seq=start, token_total=5 * start, last_user_seq=0, last_user_tokens=0
+            )
+            attempt = {"owner": owner, "conversation_id": conversation_id, "request_id": f"r{turn}"}
+            attempt |= {
+                "endpoint": "/v1/chat/completions",
+                "status": 200,
+                "latency_ms": 1.0,
+                "created_at": 1.0,
+            }
+            write = TurnWrite(owner, conversation_id, None, False, numbered, turn, f"d{turn}", 1.0)
+            await opened.store(write, attempt)
+            assert opened.lease is not None and opened.lease.released
+    async with db.transaction() as session:
+        leases = (
+            await session.execute(
+                text("SELECT count(*) FROM conversation_leases WHERE owner = :o"), {"o": owner}
+            )
+        ).scalar_one()
+        attempts = (
+            await session.execute(text("SELECT count(*) FROM attempts WHERE owner = :o"), {"o": owner})
+        ).scalar_one()
+    assert (leases, attempts) == (0, 2)
+    conversation, window = await db.run(
+        functools.partial(
+            load_turn,
+            owner=owner,
+            conversation_id=conversation_id,
+            budget_for=functools.partial(conversation_budget, rule),
+        )
+    )
+    assert conversation is not None and conversation.turn_count == 2
+    assert [m.body["content"] for m in window] == ["u1", "a1", "u2", "a2"]

@@ -1,0 +1,48 @@
+"""The hot path's window read (a unit of work: on SQLite the lane's own sqlite3) equals the session's."""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway import migrate
+from gateway.history import BudgetRule
+from gateway.store.conversations import conversation_budget, get_conversation, load_turn, read_window
+from gateway.store.database import Database, create_engine
+from tests.store.test_take import RULES, store_turns
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    engine = create_engine(database_url, pool_size=2)
+    await migrate.upgrade(engine)
+    database = Database(engine, lease_seconds=30)
+    try:
+        yield database
+    finally:
+        await database.close()
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("rule", RULES, ids=repr)
+async def test_the_unit_of_work_reads_the_same_window(db: Database, rule: BudgetRule) -> None:
+    owner, conversation_id = secrets.token_hex(8), "window"
+    await store_turns(db, owner, conversation_id, 8)
+    conversation, window = await db.run(
+        functools.partial(
+            load_turn,
+            owner=owner,
+            conversation_id=conversation_id,
+            budget_for=functools.partial(conversation_budget, rule),
+        )
+    )
+    assert conversation is not None
+    async with db.transaction() as session:
+        same = await get_conversation(session, owner, conversation_id)
+        assert same is not None
+    expected = await db.run(lambda c: read_window(c, same, conversation_budget(rule, same)))
+    assert [(m.seq, m.json, m.role) for m in window] == [(m.seq, m.json, m.role) for m in expected]
+    assert [m.body for m in window] == [m.body for m in expected]
