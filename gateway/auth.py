@@ -12,12 +12,11 @@ import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 
 from gateway.config import Settings
 from gateway.errors import AuthenticationFailed, BudgetExceeded, DatabaseUnavailable
 from gateway.identity import caller_identity
-from gateway.keys import PUSD_PER_USD
+from gateway.money import usd, usd_text
 from gateway.store.database import Database
 from gateway.store.keys import find_active_key, has_active_keys
 from gateway.store.spend import caller_spent_pusd
@@ -124,8 +123,8 @@ class Authenticator:
         async with self.db.transaction() as session:
             spent = await caller_spent_pusd(session, caller.identity)
         if spent >= caller.budget_pusd:
-            budget = Decimal(caller.budget_pusd) / PUSD_PER_USD
+            budget = usd_text(usd(caller.budget_pusd))
             raise BudgetExceeded(
-                f"The key '{caller.key_name}' has spent its budget of {budget:f} USD; "
+                f"The key '{caller.key_name}' has spent its budget of {budget} USD; "
                 "ask the gateway's operator for a new key or a larger budget."
             )

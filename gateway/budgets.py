@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import functools
 import time
-from decimal import Decimal
 
 from gateway.errors import BudgetExceeded
-from gateway.keys import PUSD_PER_USD
-from gateway.pricing import Pricer, Usage, to_pusd
+from gateway.money import to_picodollars, usd, usd_text
+from gateway.pricing import Pricer, Usage
 from gateway.store.database import Database
 from gateway.store.spend import reserve_budget
 
@@ -27,9 +26,8 @@ RESERVATION_SECONDS = 3600.0
 
 def budget_spent(key_name: str | None, budget_pusd: int) -> BudgetExceeded:
     """The 429 of a key whose budget is spent (or reserved by its calls in flight)."""
-    budget = Decimal(budget_pusd) / PUSD_PER_USD
     return BudgetExceeded(
-        f"The key '{key_name}' has spent its budget of {budget:f} USD; "
+        f"The key '{key_name}' has spent its budget of {usd_text(usd(budget_pusd))} USD; "
         "ask the gateway's operator for a new key or a larger budget."
     )
 
@@ -47,7 +45,7 @@ class Budgets:
         """Reserve the price of `usage` for one call; its reservation id (None: no budget). 429 when spent."""
         if budget_pusd is None:
             return None
-        pusd = to_pusd(self.pricer.cost(model, usage, 0).cost_usd) or 0
+        pusd = to_picodollars(self.pricer.cost(model, usage, 0).cost_usd) or 0
         unit = functools.partial(
             reserve_budget,
             owner=owner,

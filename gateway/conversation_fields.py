@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from gateway import money
 from gateway.config import HISTORY_STRATEGIES
 from gateway.errors import InvalidRequest
 from gateway.identity import CONVERSATION_ID_PATTERN
@@ -17,9 +16,6 @@ METADATA_MAX_KEY_CHARS = 64
 METADATA_MAX_VALUE_CHARS = 512
 MAX_HISTORY_SETTING = 2**31 - 1
 """The largest history limit a conversation can store (a 32-bit column)."""
-PICODOLLARS_PER_USD = 10**12
-MAX_COST_PUSD = 2**63 - 1
-"""The largest cost budget a conversation can store (64-bit picodollars: about 9.2 million USD)."""
 
 SETTING_FIELDS = (
     "max_history_messages",
@@ -75,28 +71,6 @@ def check_history_limit(name: str, value: Any) -> int | None:
     if not 0 <= value <= MAX_HISTORY_SETTING:
         raise _invalid_value(name, f"expected an integer from 0 to {MAX_HISTORY_SETTING}, got {value}.")
     return value
-
-
-def usd_to_pusd(name: str, value: Any) -> int | None:
-    """A USD amount (a JSON number, at least 0) as whole picodollars, rounded half up; null stays None."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _invalid_type(name, "a non-negative number or null")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _invalid_value(name, "expected a finite number.")
-    amount = Decimal(str(value))
-    if amount < 0:
-        raise _invalid_value(name, f"expected a number of USD of at least 0, got {value}.")
-    pusd = int((amount * PICODOLLARS_PER_USD).to_integral_value(rounding=ROUND_HALF_UP))
-    if pusd > MAX_COST_PUSD:
-        raise _invalid_value(name, f"expected at most {Decimal(MAX_COST_PUSD) / PICODOLLARS_PER_USD} USD.")
-    return pusd
-
-
-def pusd_to_usd(pusd: int | None) -> float | None:
-    """Whole picodollars as a USD number for JSON."""
-    return None if pusd is None else float(Decimal(pusd) / PICODOLLARS_PER_USD)
 
 
 def check_strategy(value: Any, param: str = "history_strategy") -> str | None:
@@ -178,7 +152,7 @@ def conversation_columns(body: Mapping[str, Any], allowed: frozenset[str]) -> di
         if name in body:
             columns[name] = check_history_limit(name, body[name])
     if "max_cost_usd" in body:
-        columns["max_cost_pusd"] = usd_to_pusd("max_cost_usd", body["max_cost_usd"])
+        columns["max_cost_pusd"] = money.parse_usd(body["max_cost_usd"], "max_cost_usd")
     if "history_strategy" in body:
         columns["history_strategy"] = check_strategy(body["history_strategy"])
     if "summary_model" in body:

@@ -21,9 +21,10 @@ from prometheus_client import (
 from prometheus_client import multiprocess as mp
 from prometheus_client.process_collector import ProcessCollector
 
+from gateway.money import usd
+
 # The classic text format (version 0.0.4) that every Prometheus version reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-USD_PER_PUSD = 1e-12
 
 # LLM calls take from tens of milliseconds (cached, tiny) to minutes (long reasoning).
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -110,9 +111,9 @@ class Metrics:
             if value is not None:
                 self._child(self.tokens, model, kind).inc(value)
         if attempt.get("cost_pusd") is not None:
-            self._child(self.cost, model).inc(attempt["cost_pusd"] * USD_PER_PUSD)
+            self._child(self.cost, model).inc(float(usd(attempt["cost_pusd"])))
         if attempt.get("history_cost_pusd") is not None:
-            self._child(self.history_cost, model).inc(attempt["history_cost_pusd"] * USD_PER_PUSD)
+            self._child(self.history_cost, model).inc(float(usd(attempt["history_cost_pusd"])))
 
     def render(self) -> bytes:
         """The exposition text: this process's registry, or every worker's files in multiprocess mode."""

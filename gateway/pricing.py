@@ -21,6 +21,7 @@ import genai_prices.data_snapshot
 from genai_prices.types import TieredPrices
 
 from gateway.config import ConfigError
+from gateway.money import to_picodollars
 
 __all__ = [
     "CallCost",
@@ -30,12 +31,10 @@ __all__ = [
     "cost_usd",
     "load_prices_file",
     "parse_usage",
-    "to_pusd",
     "usage_columns",
 ]
 
 _PER_TOKENS = Decimal(1_000_000)
-_PUSD_PER_USD = Decimal(10) ** 12
 _PRICE_FIELDS = ("input", "cached_input", "cache_write", "output")
 
 
@@ -136,16 +135,6 @@ def parse_usage(payload: object) -> Usage | None:
         reasoning_tokens=_detail(usage.get(output_details), "reasoning_tokens"),
         cache_write_tokens=written,
     )
-
-
-def to_pusd(value: Decimal | None) -> int | None:
-    """USD as a whole number of picodollars (1e-12 USD), the unit the request log stores; None stays None.
-
-    Exact for every cost of a price with up to 6 decimals per 1M tokens; finer values round half-even.
-    """
-    if value is None:
-        return None
-    return int((value * _PUSD_PER_USD).to_integral_value())
 
 
 @dataclass(frozen=True)
@@ -508,7 +497,7 @@ def usage_columns(usage: Usage | None, cost: CallCost) -> dict[str, int | None]:
         "cached_tokens": usage.cached_tokens if usage else None,
         "reasoning_tokens": usage.reasoning_tokens if usage else None,
         "cache_write_tokens": usage.cache_write_tokens if usage else None,
-        "cost_pusd": to_pusd(cost.cost_usd),
-        "history_cost_pusd": to_pusd(cost.history_cost_usd),
-        "full_replay_cost_pusd": to_pusd(cost.full_replay_cost_usd),
+        "cost_pusd": to_picodollars(cost.cost_usd),
+        "history_cost_pusd": to_picodollars(cost.history_cost_usd),
+        "full_replay_cost_pusd": to_picodollars(cost.full_replay_cost_usd),
     }

@@ -11,7 +11,6 @@ without usage), which the sums include.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.errors import InvalidRequest
+from gateway.money import usd, usd_text
+from gateway.views import render_json
 
 GROUP_BY = ("conversation", "model", "day", "caller")  # caller: the identity (useful with scope=all)
 FORMATS = ("table", "json", "csv")
@@ -51,7 +52,8 @@ class UsageQuery:
 
     owner: str | None = None  # None: every caller (the operator's view)
     conversation_id: str | None = None
-    current_only: bool = False  # with conversation_id: skip rows of a deleted earlier conversation
+    conversation_ids: tuple[str, ...] | None = None  # several conversations at once (a page of a list)
+    current_only: bool = False  # with conversation id(s): skip rows of a deleted earlier conversation
     group_by: str | None = None
     since: float | None = None  # Unix seconds, inclusive
     until: float | None = None  # Unix seconds, exclusive
@@ -136,11 +138,6 @@ def fold(rows: Iterable[tuple[str | None, str | None, Totals]]) -> list[Group]:
 def day_key(day_number: int) -> str:
     """The YYYY-MM-DD (UTC) of a day number counted from 1970-01-01."""
     return (_EPOCH + timedelta(days=day_number)).isoformat()
-
-
-def usd(pusd: int) -> Decimal:
-    """Picodollars as exact USD."""
-    return Decimal(pusd).scaleb(-12)
 
 
 def usage_fields(totals: Totals) -> dict[str, Any]:
@@ -278,28 +275,10 @@ def parse_report_params(
 # --- rendering ---------------------------------------------------------------------------------
 
 
-def decimal_text(value: Decimal) -> str:
-    """A Decimal in plain positional notation without trailing zeros (0.00042, 12, 0)."""
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "") else text
-
-
-def render_json(value: Any) -> str:
-    """Compact JSON in which Decimals are exact numbers (json.dumps would need floats)."""
-    if isinstance(value, Decimal):
-        return decimal_text(value)
-    if isinstance(value, dict):
-        items = (f"{json.dumps(str(k), ensure_ascii=False)}:{render_json(v)}" for k, v in value.items())
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(render_json(item) for item in value) + "]"
-    return json.dumps(value, ensure_ascii=False)
-
-
 def _text(value: Any, unknown: str) -> str:
     if value is None:
         return unknown
-    return decimal_text(value) if isinstance(value, Decimal) else str(value)
+    return usd_text(value) if isinstance(value, Decimal) else str(value)
 
 
 def _cell(value: Any) -> str:

@@ -55,8 +55,8 @@ from gateway.history import (
     select_window,
     split_system,
 )
-from gateway.keys import PUSD_PER_USD
 from gateway.metrics import Metrics
+from gateway.money import PICODOLLARS_PER_USD as PUSD_PER_USD
 from gateway.offload import run_sized
 from gateway.pricing import Pricer, parse_usage, usage_columns
 from gateway.replays import find_replay

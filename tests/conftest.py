@@ -4,15 +4,57 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.servers import ServerProcess, gateway_server, mock_upstream
+from tests.helpers import close_sdk_clients
+from tests.servers import AppServer, ServerProcess, gateway_app, gateway_server, mock_upstream
 
 POSTGRES_ENV = "GATEWAY_TEST_POSTGRES_URL"
+TEST_CA_ENV = "GATEWAY_TEST_CA_FILE"
+ORIGINAL_CA_ENV = "GATEWAY_TEST_ORIGINAL_SSL_CERT_FILE"
+CA_FILE_KEY = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Test clients trust one CA instead of a whole bundle.
+
+    Every httpx client, and every SDK client, loads its CA file when it is made (25-90 ms for a bundle);
+    the suite makes thousands and only ever speaks plain HTTP to 127.0.0.1. `SSL_CERT_FILE` is the
+    variable httpx and the SDK read for that file; the gateway's own upstream client ignores it
+    (trust_env=False) and child processes get the original value back (tests.servers.base_env).
+    """
+    if os.environ.get(TEST_CA_ENV):  # an xdist worker: its controller made the file
+        return
+    import certifi
+
+    bundle = Path(certifi.where()).read_text()
+    end = "-----END CERTIFICATE-----"
+    handle, name = tempfile.mkstemp(prefix="gateway-test-ca-", suffix=".pem")
+    with os.fdopen(handle, "w") as file:
+        file.write(bundle[: bundle.index(end) + len(end)] + "\n")
+    os.environ[ORIGINAL_CA_ENV] = os.environ.get("SSL_CERT_FILE", "")
+    os.environ["SSL_CERT_FILE"] = os.environ[TEST_CA_ENV] = name
+    config.stash[CA_FILE_KEY] = name
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the one-CA file pytest_configure wrote and restore SSL_CERT_FILE."""
+    name = config.stash.get(CA_FILE_KEY, None)
+    if name is None:
+        return
+    os.environ.pop(TEST_CA_ENV, None)
+    original = os.environ.pop(ORIGINAL_CA_ENV, "")
+    if original:
+        os.environ["SSL_CERT_FILE"] = original
+    else:
+        os.environ.pop("SSL_CERT_FILE", None)
+    Path(name).unlink(missing_ok=True)
 
 
 def _admin_url() -> str | None:
@@ -95,11 +137,9 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
 
 
 @pytest.fixture(scope="module")
-def gateway(
-    upstream: ServerProcess, database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    """A gateway process in front of the mock upstream, shared by a test module (per backend)."""
-    server = gateway_server(tmp_path_factory.mktemp("gw"), upstream.url, database_url).start()
+def gateway(upstream: ServerProcess, database_url: str) -> Iterator[AppServer]:
+    """The gateway in front of the mock upstream, served in this process, shared by a module (per backend)."""
+    server = gateway_app(upstream.url, database_url).start()
     try:
         yield server
     finally:
@@ -107,18 +147,35 @@ def gateway(
 
 
 @pytest.fixture
-def start_gateway(upstream: ServerProcess, tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Start extra gateways with their own settings (database, timeouts, keys); all stopped at the end."""
-    started: list[ServerProcess] = []
+def start_gateway(upstream: ServerProcess, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start extra gateways with their own settings (database, timeouts, keys); all stopped at the end.
 
-    def start(database_url: str, upstream_url: str | None = None, **env: str) -> ServerProcess:
-        server = gateway_server(tmp_path, upstream_url or upstream.url, database_url, **env).start()
+    They are served in this process unless `process=True` (tests of signals, restarts, logs, workers).
+    """
+    started: list[ServerProcess | AppServer] = []
+
+    def start(
+        database_url: str, upstream_url: str | None = None, *, process: bool = False, **env: str
+    ) -> ServerProcess | AppServer:
+        target = upstream_url or upstream.url
+        server: ServerProcess | AppServer
+        if process:
+            server = gateway_server(tmp_path, target, database_url, **env).start()
+        else:
+            server = gateway_app(target, database_url, **env).start()
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    """Close the SDK clients a test opened with tests.helpers.sdk()."""
+    yield
+    close_sdk_clients()
 
 
 @pytest.fixture

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
+
+from gateway.config import Settings
 
 
 def free_port() -> int:
@@ -97,6 +102,10 @@ class ServerProcess:
 def base_env() -> dict[str, str]:
     """The environment for child servers: ours, without GATEWAY_* settings leaking in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    if os.environ.get("GATEWAY_TEST_CA_FILE"):  # the test clients' one-CA file (tests/conftest.py)
+        env.pop("SSL_CERT_FILE", None)
+        if original := os.environ.get("GATEWAY_TEST_ORIGINAL_SSL_CERT_FILE"):
+            env["SSL_CERT_FILE"] = original
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -124,6 +133,88 @@ def gateway_server(tmp: Path, upstream_url: str, database_url: str, **env: str) 
         port=port,
         health_path="/healthz",
     )
+
+
+class AppServer:
+    """The gateway app served by uvicorn on a real socket in a thread of the test process.
+
+    It answers like `gateway serve` (same app, same settings from GATEWAY_* variables) without a process
+    start; tests where the process is the point (signals, restarts, logs, workers) use ServerProcess.
+    """
+
+    process = None  # no process to signal: the ServerProcess-only tests ask for one
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.settings = Settings.from_env(env)
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> AppServer:
+        """Bind a free port, serve the app from a thread, and wait until its lifespan has started."""
+        from gateway.app import create_app
+        from gateway.server import PROTOCOL, set_deadlines
+
+        set_deadlines(self.settings.header_timeout, self.settings.body_timeout)  # as `serve` does
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = int(sock.getsockname()[1])
+        config = uvicorn.Config(
+            create_app(self.settings),
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=self.settings.shutdown_grace,
+            http=PROTOCOL,  # the options `gateway serve` gives uvicorn
+            timeout_keep_alive=self.settings.keep_alive_timeout,
+            limit_concurrency=self.settings.max_connections,
+        )
+        server = self._server = uvicorn.Server(config)
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            try:
+                asyncio.run(server.serve(sockets=[sock]))
+            except BaseException as exc:  # reported by start() below
+                failure.append(exc)
+            finally:
+                sock.close()
+
+        self._thread = threading.Thread(target=serve, name=f"gateway-{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if failure or not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"in-process gateway did not start: {failure!r}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        """Shut the server down gracefully (uvicorn's SIGTERM path) and wait for its thread."""
+        if self._server is None or self._thread is None:
+            return None
+        self._server.should_exit = True
+        self._thread.join(timeout)
+        self._server = self._thread = None
+        return 0
+
+    def restart(self) -> AppServer:
+        """Stop and start again with the same settings (on a new port)."""
+        self.stop()
+        return self.start()
+
+
+def gateway_app(upstream_url: str, database_url: str, **env: str) -> AppServer:
+    """The gateway app in this process (see AppServer), with extra GATEWAY_* settings from `env`."""
+    settings_env = {f"GATEWAY_{k.upper()}": v for k, v in env.items()}
+    settings_env |= {"GATEWAY_UPSTREAM_URL": upstream_url, "GATEWAY_DATABASE_URL": database_url}
+    return AppServer(settings_env)
 
 
 def upstream_requests(upstream: ServerProcess, token: str | None = None) -> list[dict[str, Any]]:

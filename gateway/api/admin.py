@@ -8,12 +8,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.common import json_response, read_limited_body, services
+from gateway.api.common import exact_json_response, read_limited_body, services
 from gateway.chat_request import parse_json_object
 from gateway.errors import Forbidden, InvalidRequest, NotFound
 from gateway.identity import bearer_token, caller_identity
-from gateway.keys import budget_pusd, key_object, new_secret, validate_key_name
+from gateway.keys import MAX_BUDGET_USD, new_secret, validate_key_name
+from gateway.money import parse_usd
 from gateway.store.keys import insert_key, list_keys, revoke_key
+from gateway.views import key_object
 
 CREATE_FIELDS = frozenset({"name", "budget_usd"})
 
@@ -35,7 +37,7 @@ async def list_all(request: Request) -> Response:
     await require_admin(request)
     async with services(request).db.transaction() as session:
         keys = await list_keys(session)
-    return json_response({"object": "list", "data": [key_object(key) for key in keys]})
+    return exact_json_response({"object": "list", "data": [key_object(key) for key in keys]})
 
 
 def _create_fields(body: dict[str, Any]) -> tuple[str, int | None]:
@@ -49,7 +51,7 @@ def _create_fields(body: dict[str, Any]) -> tuple[str, int | None]:
         raise InvalidRequest(
             "Invalid type for 'budget_usd': expected a number.", param="budget_usd", code="invalid_type"
         )
-    return validate_key_name(body["name"]), budget_pusd(budget)
+    return validate_key_name(body["name"]), parse_usd(budget, "budget_usd", maximum=MAX_BUDGET_USD)
 
 
 async def create(request: Request) -> Response:
@@ -61,7 +63,7 @@ async def create(request: Request) -> Response:
     secret = new_secret()
     async with svc.db.transaction() as session:
         key = await insert_key(session, name, caller_identity(secret), budget, time.time())
-    return json_response(key_object(key, secret))
+    return exact_json_response(key_object(key, secret))
 
 
 async def revoke(request: Request) -> Response:
@@ -79,4 +81,4 @@ async def revoke(request: Request) -> Response:
     if key is None:
         raise missing
     svc.auth.forget(key.identity)
-    return json_response(key_object(key))
+    return exact_json_response(key_object(key))

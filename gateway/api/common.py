@@ -25,6 +25,7 @@ from gateway.store.database import Database
 from gateway.token_check import TokenCheck
 from gateway.turns import TurnService
 from gateway.upstream import UpstreamClient
+from gateway.views import render_json
 
 
 @dataclass(frozen=True)
@@ -160,3 +161,8 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     """A compact JSON response."""
     body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
     return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def exact_json_response(data: Any) -> Response:
+    """A compact JSON response in which Decimal amounts (USD) are exact numbers."""
+    return Response(render_json(data), media_type="application/json")

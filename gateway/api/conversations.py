@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.common import Services, json_response, path_conversation_id, read_limited_body, services
+from gateway.api.common import (
+    Services,
+    exact_json_response,
+    json_response,
+    path_conversation_id,
+    read_limited_body,
+    services,
+)
 from gateway.api.usage import conversation_usage_object
 from gateway.auth import Caller
 from gateway.chat_request import parse_json_object
@@ -30,14 +36,12 @@ from gateway.conversation_fields import (
     conversation_columns,
     page_limit,
     page_order,
-    pusd_to_usd,
 )
 from gateway.errors import ConversationExists, InvalidRequest, MethodNotAllowed, NotFound
-from gateway.history import system_prompt_text
 from gateway.identity import CONVERSATION_ID_PATTERN, bearer_token
 from gateway.items import Item, item_key, item_position, message_items
 from gateway.offload import run_sized
-from gateway.reports import render_json
+from gateway.reports import UsageQuery, usage_object
 from gateway.store.conversations import (
     SummaryState,
     check_conversation_room,
@@ -52,48 +56,15 @@ from gateway.store.conversations import (
 )
 from gateway.store.database import Database
 from gateway.store.tables import Conversation
+from gateway.store.usage import usage_groups
 from gateway.tokens import count_message_tokens
+from gateway.views import conversation_object
 from gateway.window import summary_message
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
 MESSAGES_LIMIT_DEFAULT, MESSAGES_LIMIT_MAX = 100, 1000
-
-
-def conversation_object(conversation: Conversation) -> dict[str, Any]:
-    """The JSON shape of a conversation without its usage: OpenAI's fields, then the gateway's."""
-    system = json.loads(conversation.system_messages) if conversation.system_messages else None
-    return {
-        "id": conversation.id,
-        "object": "conversation",
-        "created_at": int(conversation.created_at),
-        "metadata": json.loads(conversation.metadata_json) if conversation.metadata_json else {},
-        "updated_at": int(conversation.updated_at),
-        "system_prompt": system_prompt_text(system),
-        "message_count": conversation.message_count,
-        "settings": {
-            "max_history_messages": conversation.max_history_messages,
-            "max_history_tokens": conversation.max_history_tokens,
-            "max_cost_usd": pusd_to_usd(conversation.max_cost_pusd),
-            "history_strategy": conversation.history_strategy,
-            "summary_model": conversation.summary_model,
-        },
-        "summary": summary_object(conversation),
-    }
-
-
-def summary_object(conversation: Conversation) -> dict[str, Any] | None:
-    """The conversation's summary as shown by the API: null, or its text, tokens, through and updated_at."""
-    summary = stored_summary(conversation)
-    if summary is None:
-        return None
-    return {
-        "text": summary.text,
-        "tokens": summary.tokens,
-        "through": summary.through,
-        "updated_at": int(summary.updated_at),
-    }
 
 
 def _summary_update(conversation: Conversation, text: str | None, now: float) -> dict[str, Any]:
@@ -111,10 +82,6 @@ async def with_usage(db: Database, conversation: Conversation) -> dict[str, Any]
     """The conversation object with its `usage` (Decimal costs: render with render_json)."""
     usage = await conversation_usage_object(db, conversation.owner, conversation.id)
     return {**conversation_object(conversation), "usage": usage}
-
-
-def _exact_json(value: Any) -> Response:
-    return Response(render_json(value), media_type="application/json")  # exact decimal costs
 
 
 def _not_found(conversation_id: str) -> NotFound:
@@ -195,8 +162,14 @@ async def list_all(request: Request) -> Response:
                 )
         rows = await list_conversations(session, owner, limit=limit + 1, after=after)
     page = rows[:limit]
-    data = [await with_usage(svc.db, c) for c in page]
-    return _exact_json(_page(data, len(rows) > limit, [c.id for c in page]))
+    # One grouped query for the page's usage, not one per conversation.
+    query = UsageQuery(
+        owner=owner, conversation_ids=tuple(c.id for c in page), current_only=True, group_by="conversation"
+    )
+    async with svc.db.transaction() as session:
+        usage = {group.key: group.by_model for group in await usage_groups(session, query)} if page else {}
+    data = [{**conversation_object(c), "usage": usage_object(usage.get(c.id, {}))} for c in page]
+    return exact_json_response(_page(data, len(rows) > limit, [c.id for c in page]))
 
 
 async def create(request: Request) -> Response:
@@ -225,14 +198,14 @@ async def create(request: Request) -> Response:
         limit = svc.settings.max_conversations_per_caller
         await session.run_sync(lambda sync: check_conversation_room(sync.connection(), owner, limit))
         conversation = await create_conversation(session, owner, conversation_id, columns, time.time())
-    return _exact_json(await with_usage(svc.db, conversation))
+    return exact_json_response(await with_usage(svc.db, conversation))
 
 
 async def retrieve(request: Request) -> Response:
     """GET /v1/conversations/{id}."""
     svc = services(request)
     conversation = await _find(svc, await _owner(svc, request), path_conversation_id(request))
-    return _exact_json(await with_usage(svc.db, conversation))
+    return exact_json_response(await with_usage(svc.db, conversation))
 
 
 async def update(request: Request) -> Response:
@@ -247,7 +220,7 @@ async def update(request: Request) -> Response:
         if "summary_text" in columns:
             columns.update(_summary_update(conversation, columns.pop("summary_text"), now))
         await update_conversation(session, conversation, columns, now)
-    return _exact_json(await with_usage(svc.db, conversation))
+    return exact_json_response(await with_usage(svc.db, conversation))
 
 
 async def delete(request: Request) -> Response:

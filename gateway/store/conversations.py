@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -148,13 +147,6 @@ def read_window(connection: Connection, conversation: Conversation, budget: Budg
     rows = statements.fetch(connection, *found)
     # The bodies stay JSON text: the turn splices them into the upstream body as they are.
     return [StoredMessage.from_json(row[0], row[1], row[5], row[2], row[3], row[4]) for row in rows]
-
-
-async def load_window(
-    session: AsyncSession, conversation: Conversation, budget: Budget
-) -> list[StoredMessage]:
-    """`read_window` within an ORM session's transaction."""
-    return await session.run_sync(lambda sync: read_window(sync.connection(), conversation, budget))
 
 
 def conversation_budget(rule: BudgetRule, conversation: Conversation) -> Budget:
@@ -353,7 +345,7 @@ def write_turn(connection: Connection, conversation: Conversation | None, write:
         created = {"owner": write.owner, "id": write.conversation_id, "created_at": write.now, **values}
         try:
             pk = statements.insert_returning_key(connection, _INSERT_CONVERSATION, created)
-        except (IntegrityError, sqlite3.IntegrityError) as exc:  # created meanwhile by a turn that held
+        except IntegrityError as exc:  # created meanwhile by a turn that held
             raise ConversationBusy(CHANGED) from exc  # the lock after ours expired
     else:
         pk = conversation.pk
@@ -380,11 +372,6 @@ def write_turn(connection: Connection, conversation: Conversation | None, write:
             ],
         )
     return pk
-
-
-async def append_turn(session: AsyncSession, conversation: Conversation | None, write: TurnWrite) -> int:
-    """`write_turn` within an ORM session's transaction."""
-    return await session.run_sync(lambda sync: write_turn(sync.connection(), conversation, write))
 
 
 async def list_messages(

@@ -10,14 +10,16 @@ way; the others fall back to SQLAlchemy too.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Connection, Executable
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 
 Parameters = Mapping[str, Any]
@@ -63,6 +65,17 @@ def _direct(connection: Connection, statement: Executable, keys: Sequence[str]) 
     return _compile(statement, connection.dialect, tuple(keys))
 
 
+@contextlib.contextmanager
+def _driver_errors(connection: Connection, compiled: _Compiled, values: Any) -> Iterator[None]:
+    """Raise the driver's own errors as SQLAlchemy's (IntegrityError, OperationalError, ...), as
+    SQLAlchemy itself does: no caller outside the store sees a sqlite3 exception."""
+    base = connection.dialect.loaded_dbapi.Error
+    try:
+        yield
+    except base as exc:
+        raise DBAPIError.instance(compiled.sql, values, exc, base) from exc
+
+
 def fetch(connection: Connection, statement: Executable, parameters: Parameters) -> list[Sequence[Any]]:
     """The rows of a SELECT, as tuples in the order of its columns."""
     compiled = _direct(connection, statement, sorted(parameters))
@@ -73,7 +86,8 @@ def fetch(connection: Connection, statement: Executable, parameters: Parameters)
     values = compiled.values(parameters)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("executing %s %r", compiled.sql, values)
-    return cast(list[Sequence[Any]], raw.execute(compiled.sql, values).fetchall())
+    with _driver_errors(connection, compiled, values):
+        return cast(list[Sequence[Any]], raw.execute(compiled.sql, values).fetchall())
 
 
 def execute(connection: Connection, statement: Executable, rows: Parameters | Sequence[Parameters]) -> int:
@@ -92,7 +106,8 @@ def execute(connection: Connection, statement: Executable, rows: Parameters | Se
     values = [compiled.values(row) for row in many]
     if log.isEnabledFor(logging.DEBUG):
         log.debug("executing %s %r", compiled.sql, values)
-    return int(raw.executemany(compiled.sql, values).rowcount)
+    with _driver_errors(connection, compiled, values):
+        return int(raw.executemany(compiled.sql, values).rowcount)
 
 
 def insert_returning_key(connection: Connection, statement: Executable, row: Parameters) -> int:
@@ -107,4 +122,5 @@ def insert_returning_key(connection: Connection, statement: Executable, row: Par
     values = compiled.values(row)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("executing %s %r", compiled.sql, values)
-    return int(raw.execute(compiled.sql, values).lastrowid)
+    with _driver_errors(connection, compiled, values):
+        return int(raw.execute(compiled.sql, values).lastrowid)

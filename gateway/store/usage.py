@@ -144,8 +144,10 @@ def _filters(query: UsageQuery) -> list[ColumnElement[bool]]:
         filters.append(Attempt.owner == query.owner)
     if query.conversation_id is not None:
         filters.append(Attempt.conversation_id == query.conversation_id)
-        if query.current_only:
-            filters.append(Attempt.conversation_deleted.is_(False))
+    if query.conversation_ids is not None:
+        filters.append(Attempt.conversation_id.in_(query.conversation_ids))
+    if query.current_only:
+        filters.append(Attempt.conversation_deleted.is_(False))
     if query.since is not None:
         filters.append(Attempt.created_at >= query.since)
     if query.until is not None:

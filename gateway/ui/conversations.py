@@ -13,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.common import services
-from gateway.api.conversations import conversation_object
 from gateway.identity import CONVERSATION_ID_PATTERN
 from gateway.reports import Report, UsageQuery, usage_fields, usage_object
 from gateway.store.browse import SORTS, browse_conversations
@@ -32,6 +31,7 @@ from gateway.ui.owners import OwnerNames
 from gateway.ui.signin import Viewer, admin_identity, page
 from gateway.ui.transcript import message_view, status_in_last_turn, summarized_through
 from gateway.ui.views import Series, kpi, link, number_cell
+from gateway.views import conversation_object
 
 PAGE_SIZE = 25
 TRANSCRIPT_PAGE = 200

@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.common import services
-from gateway.reports import CallStats, Group, Report, Totals, UsageQuery, usage_fields, usage_object, usd
+from gateway.money import usd
+from gateway.reports import CallStats, Group, Report, Totals, UsageQuery, usage_fields, usage_object
 from gateway.store.keys import list_keys
 from gateway.store.usage import call_stats, usage_groups
 from gateway.ui import views

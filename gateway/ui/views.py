@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-from gateway.reports import decimal_text
+from gateway.money import usd_text
 from gateway.ui.html import Child, Markup, document, el
 
 STYLESHEET = "/ui/static/dashboard.css"
@@ -27,7 +27,7 @@ def raw_number(value: Number) -> str | None:
     if value is None:
         return None
     if isinstance(value, Decimal):
-        return decimal_text(value)
+        return usd_text(value)
     if isinstance(value, float):
         return repr(value)
     return str(value)
@@ -42,7 +42,7 @@ def shown_number(value: Number, unit: str = "") -> str:
     if unit == "ms":
         return f"{float(value):,.0f} ms"
     if isinstance(value, Decimal):
-        return decimal_text(value)
+        return usd_text(value)
     if isinstance(value, int):
         return str(value)  # as the API writes it (no separators), so that it can be found as it is
     return f"{value:.2f}"

@@ -179,3 +179,31 @@ async def test_an_empty_report(db: Database) -> None:
     assert groups == []
     assert usage_object(Report(groups).by_model)["requests"] == 0
     assert Report(groups).by_model == {} and Totals() == sum((), Totals())
+
+
+async def test_a_page_of_conversations_takes_one_grouped_query_with_the_same_figures(
+    db: Database, owner: str
+) -> None:
+    """GET /v1/conversations reads a page's usage at once: the same figures as one query per conversation."""
+    stamp = at("2024-05-01T12:00:00")
+    ids = ["p-one", "p-two", "p-idle", "p-renewed"]
+    await insert(db, row(owner, stamp, conversation_id="p-one"))
+    await insert(db, row(owner, stamp, conversation_id="p-one", model="o3-mini", response_model=None))
+    await insert(db, row(owner, stamp, conversation_id="p-two", prompt_tokens=None, cost_pusd=None))
+    await insert(db, row(owner, stamp, conversation_id="p-renewed"))
+    await insert(db, row("someone-else", stamp, conversation_id="p-one"))
+    async with db.transaction() as session:
+        earlier = await create_conversation(session, owner, "p-renewed", {}, stamp)
+    async with db.transaction() as session:
+        await delete_conversation(session, earlier)  # its usage is not the new conversation's
+    await insert(db, row(owner, stamp + 60, conversation_id="p-renewed", cost_pusd=7))
+    page = UsageQuery(owner=owner, conversation_ids=tuple(ids), current_only=True, group_by="conversation")
+    async with db.transaction() as session:
+        grouped = {group.key: group.by_model for group in await usage_groups(session, page)}
+    for conversation_id in ids:
+        one = UsageQuery(owner=owner, conversation_id=conversation_id, current_only=True)
+        async with db.transaction() as session:
+            alone = Report(await usage_groups(session, one)).by_model
+        assert usage_object(grouped.get(conversation_id, {})) == usage_object(alone), conversation_id
+    assert set(grouped) == {"p-one", "p-two", "p-renewed"}
+    assert usage_object(grouped["p-renewed"])["cost_usd"] == Decimal("7E-12")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.scripted_upstream import ScriptedUpstream
+from tests.servers import AppServer, ServerProcess, gateway_app
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +45,14 @@ def node_openai(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         if result.returncode != 0:
             pytest.skip(f"npm install openai failed: {result.stderr[-500:]}")
     return folder
+
+
+@pytest.fixture(scope="module")
+def sliding(upstream: ServerProcess, database_url: str) -> Iterator[AppServer]:
+    """A gateway whose server default is the `sliding` strategy (the trimming of the history budget rules;
+    `stable` is the default), for the tests that pin it."""
+    server = gateway_app(upstream.url, database_url, history_strategy="sliding").start()
+    try:
+        yield server
+    finally:
+        server.stop()

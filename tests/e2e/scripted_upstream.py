@@ -1,4 +1,4 @@
-"""A scripted fake upstream for black-box tests: raw HTTP/1.1, every request recorded byte for byte.
+"""A scripted fake upstream for end-to-end tests: raw HTTP/1.1, every request recorded byte for byte.
 
 The built-in mock records parsed JSON; this one keeps the raw bytes, the exact path and query, and answers
 from a per-caller script (keyed by the bearer token), so a test can make the upstream fail once and then

@@ -6,6 +6,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -17,11 +18,18 @@ from sqlalchemy import func, select
 
 from gateway.cli import main
 from gateway.identity import caller_identity
-from gateway.store.database import create_engine
 from gateway.store.tables import Attempt, Conversation, Message
+from tests.helpers import (
+    MODEL,
+    auth,
+    history,
+    read_database,
+    sdk,
+    sent_messages,
+    turn,
+)
 from tests.servers import ServerProcess, upstream_requests
 
-MODEL = "gpt-4o-mini"
 TOOLS: list[Any] = [
     {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
 ]
@@ -49,21 +57,6 @@ def call(gateway: ServerProcess, api_key: str, method: str, path: str, **kwargs:
     """A plain HTTP call to the gateway as this caller."""
     headers = {"Authorization": f"Bearer {api_key}"}
     return httpx.request(method, gateway.url + path, headers=headers, **kwargs)
-
-
-async def read_db(database_url: str, statement: Any) -> list[Any]:
-    """Read the gateway's database directly (what the API cannot show: the request log, orphans)."""
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        async with engine.connect() as connection:
-            return list((await connection.execute(statement)).all())
-    finally:
-        await engine.dispose()
-
-
-def db_rows(database_url: str, statement: Any) -> list[Any]:
-    """read_db from a synchronous test."""
-    return asyncio.run(read_db(database_url, statement))
 
 
 ORPHAN_MESSAGES = (
@@ -457,7 +450,7 @@ def test_delete_removes_everything_and_the_next_turn_starts_empty(
     )
     chat(client, conversation_id, "secret two")
     client.conversations.delete(conversation_id)
-    attempts = db_rows(database_url, select(Attempt).where(Attempt.conversation_id == conversation_id))
+    attempts = read_database(database_url, select(Attempt).where(Attempt.conversation_id == conversation_id))
     assert len(attempts) == 2
     for attempt in attempts:  # the request log keeps usage, loses content
         assert attempt.prompt_tokens > 0 and attempt.completion_tokens > 0 and attempt.status == 200
@@ -471,7 +464,7 @@ def test_delete_removes_everything_and_the_next_turn_starts_empty(
     extra = info.model_extra or {}
     assert info.metadata == {} and extra["system_prompt"] is None and extra["message_count"] == 2
     assert extra["settings"]["max_history_messages"] is None
-    assert db_rows(database_url, ORPHAN_MESSAGES) == [(0,)]
+    assert read_database(database_url, ORPHAN_MESSAGES) == [(0,)]
 
 
 async def test_delete_waits_for_a_turn_in_flight(
@@ -494,7 +487,7 @@ async def test_delete_waits_for_a_turn_in_flight(
         # Had the delete not waited for the turn, the turn would have stored into a new conversation.
         with pytest.raises(openai.NotFoundError):
             await sdk.conversations.retrieve(conversation_id)
-    assert await read_db(database_url, ORPHAN_MESSAGES) == [(0,)]
+    assert await asyncio.to_thread(read_database, database_url, ORPHAN_MESSAGES) == [(0,)]
 
 
 def cli(database_url: str, *args: str, stdin: str = "") -> Result:
@@ -550,3 +543,287 @@ def test_cli_lists_shows_and_deletes_across_callers(gateway: ServerProcess, data
 
     missing = cli(database_url, "show", "no-such-conversation")
     assert missing.exit_code == 1 and "No conversation" in missing.output
+
+
+# ---------------------------------------------------------------- Conversations API
+
+
+def test_retrieve_has_the_issue_fields(sliding: ServerProcess, api_key: str, conversation_id: str) -> None:
+    """GET /v1/conversations/{id}: the exact field names and types, Unix-second timestamps."""
+    turn(sliding, api_key, conversation_id, "hello")
+    body = httpx.get(f"{sliding.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).json()
+    assert set(body) >= {
+        "id",
+        "object",
+        "created_at",
+        "updated_at",
+        "metadata",
+        "system_prompt",
+        "message_count",
+        "settings",
+        "usage",
+    }
+    assert body["id"] == conversation_id and body["object"] == "conversation"
+    assert set(body["settings"]) >= {"max_history_messages", "max_history_tokens"}
+    assert body["settings"]["max_history_messages"] is None and body["settings"]["max_history_tokens"] is None
+    assert body["message_count"] == 2 and body["system_prompt"] is None
+    for key in ("created_at", "updated_at"):
+        assert isinstance(body[key], int) and abs(body[key] - datetime.now(UTC).timestamp()) < 600
+
+
+def test_sdk_create_without_id_and_the_full_lifecycle(sliding: ServerProcess, api_key: str) -> None:
+    """create (conv_ id), retrieve, update(metadata=...), items.list, delete with the official SDK."""
+    with sdk(sliding, api_key, max_retries=0) as client:
+        created = client.conversations.create(metadata={"a": "1"})
+        assert created.id.startswith("conv_") and created.object == "conversation"
+        assert created.metadata == {"a": "1"}
+        assert client.conversations.retrieve(created.id).metadata == {"a": "1"}
+        updated = client.conversations.update(created.id, metadata={"b": "2"})
+        assert updated.metadata == {"b": "2"}
+        assert list(client.conversations.items.list(created.id)) == []
+        deleted = client.conversations.delete(created.id)
+        assert (deleted.id, deleted.object, deleted.deleted) == (created.id, "conversation.deleted", True)
+        with pytest.raises(openai.NotFoundError):
+            client.conversations.retrieve(created.id)
+        with pytest.raises(openai.NotFoundError):
+            client.conversations.items.list(created.id)
+
+
+def test_sdk_update_on_an_unknown_id_is_404_and_creates_nothing(sliding: ServerProcess, api_key: str) -> None:
+    """'On an unknown id -> 404 (update does not create).'"""
+    missing = f"conv_missing{secrets.token_hex(4)}"
+    with sdk(sliding, api_key, max_retries=0) as client:
+        with pytest.raises(openai.NotFoundError) as error:
+            client.conversations.update(missing, metadata={"x": "y"})
+        assert error.value.status_code == 404
+        with pytest.raises(openai.NotFoundError):
+            client.conversations.retrieve(missing)
+        with pytest.raises(openai.NotFoundError):
+            client.conversations.delete(missing)
+
+
+def test_null_clears_every_setting(
+    sliding: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'null clears a setting', via the SDK's POST update and via PATCH."""
+    url = f"{sliding.url}/v1/conversations/{conversation_id}"
+    fields = {"metadata": {"k": "v"}, "system_prompt": "Be terse.", "max_history_messages": 0}
+    assert httpx.post(
+        f"{sliding.url}/v1/conversations",
+        json={"id": conversation_id, **fields},
+        headers=auth(api_key),
+    ).is_success
+    turn(sliding, api_key, conversation_id, "one")
+    assert sent_messages(upstream, api_key)[0] == {"role": "system", "content": "Be terse."}
+    with sdk(sliding, api_key, max_retries=0) as client:
+        client.conversations.update(conversation_id, metadata=None, extra_body={"system_prompt": None})
+    assert httpx.patch(
+        url, json={"max_history_messages": None, "max_history_tokens": None}, headers=auth(api_key)
+    ).is_success
+    body = httpx.get(url, headers=auth(api_key)).json()
+    assert body["system_prompt"] is None
+    assert not body["metadata"]  # null or {} (OpenAI's SDK types metadata as an optional object)
+    assert body["settings"] == {"max_history_messages": None, "max_history_tokens": None} | {
+        k: v for k, v in body["settings"].items() if k not in ("max_history_messages", "max_history_tokens")
+    }
+    _, headers = turn(sliding, api_key, conversation_id, "two")
+    assert history(headers) == (2, 0)
+    assert [m["role"] for m in sent_messages(upstream, api_key)] == ["user", "assistant", "user"]
+
+
+def test_list_pages_with_has_more_and_after(sliding: ServerProcess, upstream: ServerProcess) -> None:
+    """'{"object": "list", "data", "has_more"}', newest activity first, has_more false at the end."""
+    api_key = f"sk-list-{secrets.token_hex(6)}"
+    ids = [f"conv-l{i}-{secrets.token_hex(3)}" for i in range(3)]
+    for conversation_id in ids:
+        turn(sliding, api_key, conversation_id, "hi")
+    turn(sliding, api_key, ids[0], "again")  # ids[0] now has the newest activity
+    seen, after = [], None
+    while True:
+        params = {"limit": "2"} | ({"after": after} if after else {})
+        page = httpx.get(f"{sliding.url}/v1/conversations", params=params, headers=auth(api_key)).json()
+        assert page["object"] == "list" and isinstance(page["has_more"], bool)
+        for item in page["data"]:
+            assert set(item) >= {"id", "created_at", "updated_at", "message_count"}
+        seen += [item["id"] for item in page["data"]]
+        if not page["has_more"]:
+            break
+        after = page["data"][-1]["id"]
+    assert seen == [ids[0], ids[2], ids[1]]
+    assert len(page["data"]) == 1  # 3 items in pages of 2: the last page has one and has_more false
+
+
+def test_delete_then_the_next_turn_starts_empty_with_defaults(
+    sliding: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'the next turn with that id starts empty, with no system prompt and default settings'."""
+    fields = {
+        "id": conversation_id,
+        "system_prompt": "Old.",
+        "max_history_messages": 0,
+        "metadata": {"a": "b"},
+    }
+    assert httpx.post(f"{sliding.url}/v1/conversations", json=fields, headers=auth(api_key)).is_success
+    turn(sliding, api_key, conversation_id, "one")
+    response = httpx.delete(f"{sliding.url}/v1/conversations/{conversation_id}", headers=auth(api_key))
+    assert response.json() == {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+    _, headers = turn(sliding, api_key, conversation_id, "fresh")
+    assert history(headers) == (0, 0)
+    assert sent_messages(upstream, api_key) == [{"role": "user", "content": "fresh"}]
+    _, headers = turn(sliding, api_key, conversation_id, "second")
+    assert history(headers) == (2, 0)  # the old max_history_messages 0 is gone
+    body = httpx.get(f"{sliding.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).json()
+    assert body["system_prompt"] is None and not body["metadata"] and body["message_count"] == 4
+    assert body["settings"]["max_history_messages"] is None
+
+
+def test_another_callers_conversation_is_404_everywhere(
+    sliding: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'Unknown id or another caller's id -> 404, OpenAI-shaped.'"""
+    turn(sliding, api_key, conversation_id, "mine")
+    other = auth("sk-other-" + secrets.token_hex(6))
+    base = f"{sliding.url}/v1/conversations/{conversation_id}"
+    calls = [
+        httpx.get(base, headers=other),
+        httpx.patch(base, json={"metadata": {"x": "y"}}, headers=other),
+        httpx.post(base, json={"metadata": {"x": "y"}}, headers=other),
+        httpx.delete(base, headers=other),
+        httpx.get(base + "/items", headers=other),
+        httpx.get(base + "/messages", headers=other),
+        httpx.get(base + "/usage", headers=other),
+    ]
+    for response in calls:
+        assert response.status_code == 404, (response.request.method, response.request.url, response.text)
+        assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
+    mine = httpx.get(base, headers=auth(api_key)).json()
+    assert mine["message_count"] == 2 and not mine["metadata"]
+    # Nor do they see it in their list.
+    listed = httpx.get(f"{sliding.url}/v1/conversations", headers=other).json()["data"]
+    assert conversation_id not in [item["id"] for item in listed]
+
+
+def test_items_list_sdk_shapes_with_a_system_prompt_and_tools(
+    sliding: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """items: message items with input_text/output_text parts, function_call and function_call_output."""
+    tools: list[Any] = [
+        {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    ]
+    with sdk(sliding, api_key, conversation_id, max_retries=0) as client:
+        first = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "system", "content": "Sys."}, {"role": "user", "content": "use a tool"}],
+            tools=tools,
+        )
+        calls = first.choices[0].message.tool_calls
+        assert calls
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "tool", "tool_call_id": calls[0].id, "content": "42"}],
+            tools=tools,
+        )
+        items = list(client.conversations.items.list(conversation_id, order="asc"))
+    kinds = [
+        (item.type, getattr(item, "role", None)) for item in items if getattr(item, "role", None) != "system"
+    ]
+    assert kinds == [
+        ("message", "user"),
+        ("function_call", None),
+        ("function_call_output", None),
+        ("message", "assistant"),
+    ]
+    user_item, call_item, output_item, reply_item = [i for i in items if getattr(i, "role", None) != "system"]
+    assert user_item.content[0].type == "input_text" and user_item.content[0].text == "use a tool"  # type: ignore[union-attr,index]
+    assert call_item.call_id == calls[0].id and call_item.name == "lookup"  # type: ignore[union-attr]
+    assert output_item.call_id == calls[0].id and output_item.output == "42"  # type: ignore[union-attr]
+    assert reply_item.content[0].type == "output_text"  # type: ignore[union-attr,index]
+
+
+def test_a_full_last_page_has_no_more(sliding: ServerProcess) -> None:
+    """'has_more is false on the last page', also when the last page is exactly full."""
+    api_key = f"sk-full-{secrets.token_hex(6)}"
+    for i in range(2):
+        turn(sliding, api_key, f"conv-f{i}-{secrets.token_hex(3)}", "hi")
+    page = httpx.get(f"{sliding.url}/v1/conversations", params={"limit": "2"}, headers=auth(api_key)).json()
+    assert len(page["data"]) == 2 and page["has_more"] is False
+    empty = httpx.get(
+        f"{sliding.url}/v1/conversations", headers=auth(f"sk-none-{secrets.token_hex(4)}")
+    ).json()
+    assert empty["object"] == "list" and empty["data"] == [] and empty["has_more"] is False
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1.5"])
+def test_bad_list_limits_are_400(sliding: ServerProcess, api_key: str, limit: str) -> None:
+    """A limit that is not a positive whole number is a 400, OpenAI-shaped, never a 500."""
+    response = httpx.get(f"{sliding.url}/v1/conversations", params={"limit": limit}, headers=auth(api_key))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "limit"
+
+
+def test_sdk_items_list_pages_through_everything(
+    sliding: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """The SDK's items.list auto-pagination (limit, after, has_more/last_id) returns every stored message."""
+    for text in ("one", "two", "three"):
+        turn(sliding, api_key, conversation_id, text)
+    with sdk(sliding, api_key, max_retries=0) as client:
+        ascending = list(client.conversations.items.list(conversation_id, limit=2, order="asc"))
+        descending = list(client.conversations.items.list(conversation_id, limit=4, order="desc"))
+        first_page = client.conversations.items.list(conversation_id, limit=2, order="asc")
+    assert len(ascending) == 6
+    assert [item.role for item in ascending] == ["user", "assistant"] * 3  # type: ignore[union-attr]
+    assert [item.content[0].text for item in ascending[::2]] == ["one", "two", "three"]  # type: ignore[union-attr,index]
+    assert [item.id for item in descending] == [item.id for item in reversed(ascending)]
+    assert len({item.id for item in ascending}) == 6
+    assert first_page.has_more is True and len(first_page.data) == 2
+
+
+def test_create_on_an_existing_id_never_overwrites_it(
+    sliding: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """Creating with an id that exists is refused (4xx, OpenAI-shaped) and the stored turn survives."""
+    turn(sliding, api_key, conversation_id, "keep me")
+    response = httpx.post(
+        f"{sliding.url}/v1/conversations",
+        json={"id": conversation_id, "system_prompt": "New."},
+        headers=auth(api_key),
+    )
+    assert 400 <= response.status_code < 500, response.text
+    assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
+    body = httpx.get(f"{sliding.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).json()
+    assert body["message_count"] == 2 and body["system_prompt"] is None
+    # The same id under another caller is a different conversation: creating it works.
+    other = httpx.post(f"{sliding.url}/v1/conversations", json={"id": conversation_id}, headers=auth("sk-x2"))
+    assert other.status_code == 200, other.text
+    assert other.json()["message_count"] == 0
+
+
+@pytest.mark.parametrize("body", ["[]", '"text"', "null", "{bad json", "1"])
+def test_update_bodies_that_are_not_objects_are_400(
+    sliding: ServerProcess, api_key: str, conversation_id: str, body: str
+) -> None:
+    """A PATCH/POST body that is not a JSON object is a 400, not a 500, and changes nothing."""
+    turn(sliding, api_key, conversation_id, "x")
+    url = f"{sliding.url}/v1/conversations/{conversation_id}"
+    for method in ("PATCH", "POST"):
+        response = httpx.request(
+            method, url, content=body, headers=auth(api_key) | {"Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, (method, response.text)
+    assert httpx.get(url, headers=auth(api_key)).json()["message_count"] == 2
+
+
+def test_sdk_objects_carry_usage_and_settings(sliding: ServerProcess, api_key: str) -> None:
+    """'The conversation objects of the conversations API include their usage'; settings on create/update."""
+    with sdk(sliding, api_key, max_retries=0) as client:
+        created = client.conversations.create(extra_body={"max_history_tokens": 7})
+        extra = created.model_extra or {}
+        assert extra["usage"]["requests"] == 0
+        assert extra["settings"] == extra["settings"] | {
+            "max_history_tokens": 7,
+            "max_history_messages": None,
+        }
+        updated = client.conversations.update(created.id, metadata={"a": "b"})
+        assert (updated.model_extra or {})["settings"]["max_history_tokens"] == 7  # left out: kept
+        client.conversations.delete(created.id)

@@ -22,7 +22,7 @@ import openai
 import pytest
 
 from tests.dashboard_data import PRIVATE_A, SYSTEM_A, TURNS_A, TURNS_B, XSS
-from tests.servers import ServerProcess, gateway_server
+from tests.servers import ServerProcess, gateway_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -141,8 +141,7 @@ def site(
 ) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("dashboard")
     database_url = f"sqlite+aiosqlite:///{tmp / 'gateway.db'}"
-    server = gateway_server(
-        tmp,
+    server = gateway_app(
         upstream.url,
         database_url,
         upstream_api_key="sk-upstream",

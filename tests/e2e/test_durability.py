@@ -7,15 +7,18 @@ import concurrent.futures
 import os
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import POSTGRES_ENV
-from tests.e2e.support import (
+from tests.helpers import (
     Outcome,
+    auth,
     check_conversation,
     message_count,
     send_turn,
@@ -54,7 +57,7 @@ async def test_sigkill_under_load_loses_no_acknowledged_turn(
     start_gateway: Callable[..., ServerProcess], database_url: str, api_key: str
 ) -> None:
     # a short lease, so that the killed process's leases (Postgres) expire quickly after the restart
-    server = start_gateway(database_url, lock_lease="1")
+    server = start_gateway(database_url, process=True, lock_lease="1")
     conversations = [f"kill-{secrets.token_hex(4)}-{n}" for n in range(8)]
 
     def kill_mid_load() -> None:
@@ -86,7 +89,7 @@ def test_sigterm_lets_in_flight_requests_and_streams_finish(
     api_key: str,
     conversation_id: str,
 ) -> None:
-    server = start_gateway(database_url, shutdown_grace="20")
+    server = start_gateway(database_url, process=True, shutdown_grace="20")
     assert server.process is not None
     url = f"{server.url}/v1/chat/completions"
     streamed, plain = f"{conversation_id}-stream", f"{conversation_id}-plain"
@@ -108,8 +111,8 @@ def test_sigterm_lets_in_flight_requests_and_streams_finish(
                 httpx.get(server.url + "/healthz", timeout=1)
             except httpx.ConnectError:
                 refused = True  # new connections are refused while the two requests still run
-            except httpx.RemoteProtocolError:
-                pass  # a connection accepted just before the listener closed is closed unanswered
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                pass  # a connection accepted just before the listener closed is closed (or reset) unanswered
             time.sleep(0.02)
         stream_response, plain_response = (f.result() for f in in_flight)
     assert refused, server.log()[-3000:]
@@ -203,3 +206,37 @@ async def test_postgres_restart_under_load_is_503_then_fine(
             check_conversation(messages, runs)
             after = await send_turn(client, server.url, api_key, conversation_id, "back again", stream=True)
             assert after.acknowledged, after
+
+
+def test_sigterm_past_the_grace_cancels_and_stores_no_half_turn(
+    start_gateway: Any, upstream: ServerProcess, database_url: str, api_key: str, conversation_id: str
+) -> None:
+    server = start_gateway(database_url, process=True, shutdown_grace="1")
+    assert server.process is not None
+    url = f"{server.url}/v1/chat/completions"
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "FAULT:slow:15000 too slow"}]}
+    headers = {**auth(api_key), "X-Conversation-Id": conversation_id}
+    outcome: list[Any] = []
+
+    def send() -> None:
+        try:
+            outcome.append(httpx.post(url, json={**body, "stream": True}, headers=headers, timeout=30))
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not upstream_requests(upstream, api_key):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    server.process.send_signal(15)
+    code = server.process.wait(12)  # the grace (1 s) ends long before the upstream would answer (15 s)
+    thread.join(20)
+    assert code in (0, -15), server.log()[-2000:]
+    if outcome and isinstance(outcome[0], httpx.Response):
+        assert not outcome[0].text.endswith("data: [DONE]\n\n")  # never acknowledged
+    server.stop()
+    restarted = start_gateway(database_url)
+    stored = httpx.get(f"{restarted.url}/v1/conversations/{conversation_id}/messages", headers=auth(api_key))
+    assert stored.status_code == 404 or stored.json()["data"] == [], stored.text

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.support import sse_payloads, stored, turn_body, turn_headers
-from tests.servers import ServerProcess, free_port, gateway_server
+from tests.helpers import data_events, stored, turn_body, turn_headers
+from tests.servers import ServerProcess, free_port, gateway_app
 
 MIB = 1024 * 1024
 
@@ -20,9 +20,7 @@ def fault_gateway(
     upstream: ServerProcess, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A gateway with a short upstream timeout (stalls) and the default 16 MiB response limit."""
-    server = gateway_server(
-        tmp_path_factory.mktemp("faults"), upstream.url, database_url, upstream_timeout="1.5"
-    ).start()
+    server = gateway_app(upstream.url, database_url, upstream_timeout="1.5").start()
     try:
         yield server
     finally:
@@ -70,7 +68,7 @@ def test_upstream_fault_is_a_clear_error_and_adds_nothing(
     response = http.post(url, json=turn_body(f"please {fault}", stream=stream), headers=headers)
     assert response.status_code == status
     if status == 200:  # the stream had started: it ends with an error event, never a finish or [DONE]
-        payloads = sse_payloads(response.text)
+        payloads = data_events(response.text)
         assert "[DONE]" not in payloads
         error = json.loads(payloads[-1])["error"]
         assert all(

@@ -6,6 +6,7 @@ against is started with GATEWAY_HISTORY_STRATEGY=sliding, since `stable` is the 
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,9 +16,9 @@ import pytest
 from openai import OpenAI
 
 from gateway.tokens import count_message_tokens
-from tests.servers import ServerProcess, gateway_server, upstream_requests
+from tests.helpers import MODEL, auth, history, sdk, sent_messages, stored, turn, without_created_at
+from tests.servers import ServerProcess, gateway_app, upstream_requests
 
-MODEL = "gpt-4o-mini"
 TOOLS: list[Any] = [
     {
         "type": "function",
@@ -31,8 +32,7 @@ def gateway(
     upstream: ServerProcess, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """The module's gateway, with the `sliding` strategy as its server default."""
-    tmp = tmp_path_factory.mktemp("gw")
-    server = gateway_server(tmp, upstream.url, database_url, history_strategy="sliding").start()
+    server = gateway_app(upstream.url, database_url, history_strategy="sliding").start()
     try:
         yield server
     finally:
@@ -58,12 +58,6 @@ def ask(client: OpenAI, text: str, **headers: str) -> tuple[str, dict[str, str]]
 def history_counts(headers: dict[str, str]) -> tuple[int, int]:
     """(X-History-Messages, X-History-Dropped)."""
     return int(headers["x-history-messages"]), int(headers["x-history-dropped"])
-
-
-def sent_messages(upstream: ServerProcess, api_key: str) -> list[dict[str, Any]]:
-    """The messages of the last request the mock upstream received from this caller."""
-    messages: list[dict[str, Any]] = upstream_requests(upstream, api_key)[-1]["body"]["messages"]
-    return messages
 
 
 def patch(gateway: ServerProcess, api_key: str, conversation_id: str, **fields: Any) -> dict[str, Any]:
@@ -293,3 +287,287 @@ def test_server_defaults_apply_last(
         assert history_counts(found) == (10, 0)
         _, found = ask(sdk, "seven", **{"X-Max-History-Tokens": "0"})  # the token default is replaced too
         assert history_counts(found) == (0, 12)
+
+
+# ---------------------------------------------------------------- History budget
+
+
+def test_header_beats_conversation_settings_for_both_limits(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'first that is set wins: per-request headers ...; the conversation's settings'."""
+    for text in ("one", "two"):
+        turn(gateway, api_key, conversation_id, text)
+    settings = {"max_history_messages": 0, "max_history_tokens": 0}
+    assert httpx.patch(
+        f"{gateway.url}/v1/conversations/{conversation_id}", json=settings, headers=auth(api_key)
+    ).is_success
+    assert history(turn(gateway, api_key, conversation_id, "three")[1]) == (0, 4)
+    # The message header overrides the stored message limit only; the stored token limit of 0 still applies.
+    _, headers = turn(gateway, api_key, conversation_id, "four", **{"X-Max-History-Messages": "100"})
+    assert history(headers) == (0, 6)
+    _, headers = turn(
+        gateway,
+        api_key,
+        conversation_id,
+        "five",
+        **{"X-Max-History-Messages": "100", "X-Max-History-Tokens": "1000000"},
+    )
+    assert history(headers) == (8, 0)
+    assert [m["role"] for m in sent_messages(upstream, api_key)] == ["user", "assistant"] * 4 + ["user"]
+
+
+def test_a_turn_larger_than_the_token_limit_is_dropped_with_everything_older(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'the longest suffix of whole stored turns that fits'; 'A turn larger than the limit is dropped'."""
+    turn(gateway, api_key, conversation_id, "small")
+    turn(gateway, api_key, conversation_id, "big " * 400)
+    turn(gateway, api_key, conversation_id, "last")
+    messages = without_created_at(stored(gateway, api_key, conversation_id))
+    tokens = [count_message_tokens(m, MODEL) for m in messages]
+    last_turn, big_turn = sum(tokens[4:]), sum(tokens[2:4])
+    # Fits the last turn and the first, but not the big one between them: only the last turn (a suffix).
+    limit = last_turn + sum(tokens[:2])
+    assert limit < last_turn + big_turn
+    _, headers = turn(gateway, api_key, conversation_id, "q1", **{"X-Max-History-Tokens": str(limit)})
+    assert history(headers) == (2, 4)
+    assert [m["content"] for m in sent_messages(upstream, api_key)[:2]] == ["last", messages[5]["content"]]
+    # One token short of the newest turn: nothing at all.
+    stored_now = without_created_at(stored(gateway, api_key, conversation_id))
+    newest = sum(count_message_tokens(m, MODEL) for m in stored_now[-2:])
+    _, headers = turn(gateway, api_key, conversation_id, "q2", **{"X-Max-History-Tokens": str(newest - 1)})
+    assert history(headers) == (0, 8)
+    assert sent_messages(upstream, api_key) == [{"role": "user", "content": "q2"}]
+
+
+@pytest.mark.parametrize("limit", ["1", "3", "5"])
+def test_an_odd_message_limit_never_starts_history_with_an_assistant(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str, limit: str
+) -> None:
+    """'Stored history sent never starts with anything but a user message.'"""
+    for text in ("one", "two", "three"):
+        turn(gateway, api_key, conversation_id, text)
+    _, headers = turn(gateway, api_key, conversation_id, "four", **{"X-Max-History-Messages": limit})
+    sent = sent_messages(upstream, api_key)
+    kept = int(limit) - 1
+    assert history(headers) == (kept, 6 - kept)
+    assert sent[0]["role"] == "user"
+    assert len(sent) == kept + 1
+
+
+def test_a_tool_turn_is_kept_or_dropped_as_a_whole(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'tool calls and their results always travel together'."""
+    tools: list[Any] = [
+        {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    ]
+    with sdk(gateway, api_key, conversation_id, max_retries=0) as client:
+        first = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "use a tool"}], tools=tools
+        )
+        call = first.choices[0].message.tool_calls
+        assert call, first
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "tool", "tool_call_id": call[0].id, "content": "42"}],
+            tools=tools,
+        )
+        # The stored turn is 4 messages: user, assistant(tool_calls), tool, assistant. 3 cannot hold it.
+        # Each "next" turn is stored too (2 messages each), so the totals grow by 2 per call.
+        for limit, expected in (("3", (0, 4)), ("5", (2, 4)), ("8", (8, 0))):
+            raw = client.chat.completions.with_raw_response.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "next"}],
+                extra_headers={"X-Max-History-Messages": limit},
+            )
+            assert history(raw.headers) == expected  # type: ignore[arg-type]
+    roles = [m["role"] for m in sent_messages(upstream, api_key)]
+    assert roles == ["user", "assistant", "tool", "assistant"] + ["user", "assistant"] * 2 + ["user"]
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "abc", "", "1e3", "0x10", "+"])
+@pytest.mark.parametrize("header", ["X-Max-History-Messages", "X-Max-History-Tokens"])
+def test_invalid_budget_headers_are_400(
+    gateway: ServerProcess, api_key: str, conversation_id: str, header: str, value: str
+) -> None:
+    """'Invalid values -> 400.'"""
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
+        headers=auth(api_key) | {"X-Conversation-Id": conversation_id, header: value},
+    )
+    assert response.status_code == 400, response.text
+    assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "5", True, [1], {"n": 1}])
+@pytest.mark.parametrize("field", ["max_history_messages", "max_history_tokens"])
+def test_invalid_settings_are_400(
+    gateway: ServerProcess, api_key: str, conversation_id: str, field: str, value: Any
+) -> None:
+    """'Invalid values -> 400' for the conversation settings too; nothing is created."""
+    response = httpx.post(
+        f"{gateway.url}/v1/conversations", json={"id": conversation_id, field: value}, headers=auth(api_key)
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == field
+    assert (
+        httpx.get(f"{gateway.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).status_code
+        == 404
+    )
+
+
+def test_streamed_turns_carry_history_headers_under_a_budget(
+    gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'Response headers on every successful stateful turn' (streaming too), with a budget dropping some."""
+    for text in ("one", "two"):
+        turn(gateway, api_key, conversation_id, text)
+    with httpx.stream(
+        "POST",
+        gateway.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "s"}], "stream": True},
+        headers=auth(api_key) | {"X-Conversation-Id": conversation_id, "X-Max-History-Messages": "2"},
+    ) as response:
+        assert response.status_code == 200
+        body = response.read().decode()
+        assert history(response.headers) == (2, 2)
+    assert body.rstrip().endswith("data: [DONE]")
+
+
+def test_server_defaults_for_both_limits_and_the_order(
+    start_gateway: Any, database_url: str, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """Server defaults apply last: conversation settings and headers beat them; null restores them."""
+    server = start_gateway(
+        database_url, max_history_messages="2", max_history_tokens="1000000", history_strategy="sliding"
+    )
+    for text in ("one", "two", "three"):
+        turn(server, api_key, conversation_id, text)
+    assert history(turn(server, api_key, conversation_id, "a")[1]) == (2, 4)
+    url = f"{server.url}/v1/conversations/{conversation_id}"
+    assert httpx.patch(url, json={"max_history_messages": 4}, headers=auth(api_key)).is_success
+    assert history(turn(server, api_key, conversation_id, "b")[1]) == (4, 4)
+    headers = {"X-Max-History-Messages": "6"}
+    assert history(turn(server, api_key, conversation_id, "c", **headers)[1]) == (6, 4)
+    assert httpx.patch(url, json={"max_history_messages": None}, headers=auth(api_key)).is_success
+    assert httpx.get(url, headers=auth(api_key)).json()["settings"]["max_history_messages"] is None
+    assert history(turn(server, api_key, conversation_id, "d")[1]) == (2, 10)
+    # The server token default applies too.
+    small = start_gateway(database_url, max_history_tokens="1", history_strategy="sliding")
+    assert history(turn(small, api_key, conversation_id, "e")[1]) == (0, 14)
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999999", "2147483648"])
+def test_huge_budget_headers_are_never_a_500(
+    gateway: ServerProcess, api_key: str, conversation_id: str, value: str
+) -> None:
+    """A limit beyond any database integer is either accepted (no limit in practice) or a 400."""
+    turn(gateway, api_key, conversation_id, "one")
+    for header in ("X-Max-History-Messages", "X-Max-History-Tokens"):
+        response = httpx.post(
+            gateway.url + "/v1/chat/completions",
+            json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
+            headers=auth(api_key) | {"X-Conversation-Id": conversation_id, header: value},
+        )
+        assert response.status_code in (200, 400), response.text
+        if response.status_code == 200:
+            assert history(response.headers)[1] == 0
+
+
+def test_the_token_limit_ignores_the_system_prompt_and_the_new_messages(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'it does not count the system prompt ... nor the request's new messages'; new messages go whole."""
+    big_system = "rule " * 500
+    with sdk(gateway, api_key, conversation_id, max_retries=0) as client:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "system", "content": big_system}, {"role": "user", "content": "one"}],
+        )
+    history_tokens = sum(
+        count_message_tokens(m, MODEL) for m in without_created_at(stored(gateway, api_key, conversation_id))
+    )
+    new = [
+        {"role": "user", "content": "long new " * 300},
+        {"role": "assistant", "content": "a prefilled answer"},
+        {"role": "user", "content": "last"},
+    ]
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": new},
+        headers=auth(api_key)
+        | {"X-Conversation-Id": conversation_id, "X-Max-History-Tokens": str(history_tokens)},
+    )
+    assert response.status_code == 200, response.text
+    assert history(response.headers) == (2, 0)
+    sent = sent_messages(upstream, api_key)
+    assert sent[0] == {"role": "system", "content": big_system}
+    assert sent[3:] == new
+    # And with 0 the new messages still all go, after the system prompt.
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": new},
+        headers=auth(api_key) | {"X-Conversation-Id": conversation_id, "X-Max-History-Tokens": "0"},
+    )
+    assert response.status_code == 200 and history(response.headers) == (0, 6)
+    assert sent_messages(upstream, api_key) == [{"role": "system", "content": big_system}, *new]
+
+
+def test_a_full_history_client_is_trimmed_like_any_other(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """A client resending the whole history (deduped) still gets the budget and the history headers."""
+    body, _ = turn(gateway, api_key, conversation_id, "one")
+    sent: list[dict[str, Any]] = [{"role": "user", "content": "one"}, body["choices"][0]["message"]]
+    sent[1] = {"role": "assistant", "content": sent[1]["content"]}
+    sent.append({"role": "user", "content": "two"})
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": sent},
+        headers=auth(api_key) | {"X-Conversation-Id": conversation_id},
+    )
+    assert response.status_code == 200 and history(response.headers) == (2, 0)
+    sent.append({"role": "assistant", "content": response.json()["choices"][0]["message"]["content"]})
+    sent.append({"role": "user", "content": "three"})
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": sent},
+        headers=auth(api_key) | {"X-Conversation-Id": conversation_id, "X-Max-History-Messages": "2"},
+    )
+    assert response.status_code == 200, response.text
+    assert history(response.headers) == (2, 2)
+    assert sent_messages(upstream, api_key) == sent[2:]
+    messages = httpx.get(
+        f"{gateway.url}/v1/conversations/{conversation_id}/messages", headers=auth(api_key)
+    ).json()["data"]
+    assert [m["content"] for m in messages] == [m["content"] for m in sent] + [
+        response.json()["choices"][0]["message"]["content"]
+    ]
+    assert all(isinstance(m["created_at"], int) for m in messages)
+
+
+def test_a_replayed_turn_still_carries_both_history_headers(
+    gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    """'Response headers on every successful stateful turn': a safe-retry replay answers 200 with both."""
+    for text in ("one", "two"):
+        turn(gateway, api_key, conversation_id, text)
+    key = {"Idempotency-Key": f"key-{secrets.token_hex(4)}", "X-Max-History-Messages": "2"}
+    _, first = turn(gateway, api_key, conversation_id, "three", **key)
+    _, again = turn(gateway, api_key, conversation_id, "three", **key)
+    assert again.get("x-gateway-replayed") == "true"
+    assert history(first) == (2, 2)
+    assert history(again) == history(first)
+    with httpx.stream(
+        "POST",
+        gateway.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "three"}], "stream": True},
+        headers=auth(api_key) | {"X-Conversation-Id": conversation_id} | key,
+    ) as streamed:
+        assert streamed.status_code == 200
+        streamed.read()
+        assert streamed.headers.get("x-gateway-replayed") == "true"
+        assert history(streamed.headers) == (2, 2)

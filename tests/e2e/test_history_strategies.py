@@ -14,7 +14,7 @@ from openai import OpenAI
 
 from gateway.mock_upstream.cache import cacheable, message_tokens
 from gateway.window import SUMMARY_HEADING
-from tests.servers import ServerProcess, base_env, free_port, gateway_server, upstream_requests
+from tests.servers import ServerProcess, base_env, free_port, gateway_app, upstream_requests
 
 MODEL = "gpt-4o-mini"
 SYSTEM = "You are a careful assistant. " * 180  # ~1,300 mock tokens: a cacheable prefix on its own
@@ -43,8 +43,7 @@ def gateway(
     caching_upstream: ServerProcess, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A gateway with the default strategy (stable) and a short summary timeout."""
-    tmp = tmp_path_factory.mktemp("gw")
-    server = gateway_server(tmp, caching_upstream.url, database_url, summary_timeout="2").start()
+    server = gateway_app(caching_upstream.url, database_url, summary_timeout="2").start()
     yield server
     server.stop()
 
@@ -307,7 +306,7 @@ def test_summary_timeout_lets_the_turn_go_ahead(
 def test_prompt_cache_key_is_added_only_when_enabled(
     tmp_path: Path, caching_upstream: ServerProcess, database_url: str, api_key: str, conversation_id: str
 ) -> None:
-    server = gateway_server(tmp_path, caching_upstream.url, database_url, prompt_cache_key="1").start()
+    server = gateway_app(caching_upstream.url, database_url, prompt_cache_key="1").start()
     try:
         headers = {"X-Conversation-Id": conversation_id}
         with OpenAI(base_url=server.url + "/v1", api_key=api_key, default_headers=headers) as sdk:

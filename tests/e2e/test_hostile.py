@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from openai import OpenAI
 
 from tests.hostile import assert_well_formed_error, chat_bodies, chat_headers, row_counts
-from tests.servers import ServerProcess, gateway_server, upstream_requests
+from tests.servers import ServerProcess, gateway_app, upstream_requests
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -83,7 +83,7 @@ def small_limit(
     """A gateway whose body limit is 2 KiB (SQLite: the limit is enforced before any storage)."""
     tmp = tmp_path_factory.mktemp("limit")
     database_url = f"sqlite+aiosqlite:///{tmp / 'limit.db'}"
-    server = gateway_server(tmp, upstream.url, database_url, max_body_bytes="2048").start()
+    server = gateway_app(upstream.url, database_url, max_body_bytes="2048").start()
     try:
         yield server, database_url
     finally:

@@ -7,6 +7,7 @@ import json
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,8 +17,9 @@ import pytest
 from openai import OpenAI
 
 from gateway.identity import caller_identity
+from tests.helpers import auth
 from tests.hostile import row_counts
-from tests.servers import ServerProcess, base_env, gateway_server, upstream_requests
+from tests.servers import ServerProcess, base_env, gateway_app, upstream_requests
 
 UPSTREAM_KEY = "sk-upstream-held-by-the-gateway"
 ADMIN_KEY = "admin-" + secrets.token_hex(8)
@@ -35,8 +37,7 @@ def keyed(
     tmp = tmp_path_factory.mktemp("keyed")
     prices = tmp / "prices.json"
     prices.write_text(json.dumps(PRICES))
-    server = gateway_server(
-        tmp,
+    server = gateway_app(
         upstream.url,
         database_url,
         upstream_api_key=UPSTREAM_KEY,
@@ -347,3 +348,277 @@ def test_usage_is_per_key_and_the_admin_sees_every_caller(keyed: ServerProcess) 
     assert usage(keyed, "not-a-key", scope="all").status_code == 401
     assert usage(keyed, alice, scope="everyone").json()["error"]["param"] == "scope"
     assert usage(keyed, ADMIN_KEY).status_code == 401  # the admin key is no caller: its own usage is nothing
+
+
+HELD_UPSTREAM_KEY = "sk-upstream-bb56-" + secrets.token_hex(4)
+HELD_ADMIN_KEY = "admin-bb56-" + secrets.token_hex(8)
+HI: Any = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def held(
+    upstream: ServerProcess, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A gateway holding the upstream key, with an admin key and prices, and the DEFAULT key cache."""
+    tmp = tmp_path_factory.mktemp("bb56")
+    prices = tmp / "prices.json"
+    prices.write_text(json.dumps(PRICES))
+    server = gateway_app(
+        upstream.url,
+        database_url,
+        upstream_api_key=HELD_UPSTREAM_KEY,
+        admin_key=HELD_ADMIN_KEY,
+        prices_file=str(prices),
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def admin_key(server: ServerProcess, budget_usd: float | None = None) -> tuple[str, str]:
+    """Create a key over HTTP; returns (name, secret)."""
+    body: dict[str, Any] = {"name": f"bb-{secrets.token_hex(4)}"}
+    if budget_usd is not None:
+        body["budget_usd"] = budget_usd
+    response = httpx.post(server.url + "/admin/keys", json=body, headers=auth(HELD_ADMIN_KEY))
+    assert response.status_code == 200, response.text
+    return body["name"], response.json()["secret"]
+
+
+def assert_openai_error(response: httpx.Response, status: int, code: str) -> None:
+    """The body is {"error": {message, type, param, code}} with the code expected."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "param", "code"} and error["code"] == code
+
+
+class Counter:
+    """The SDK's public `DefaultHttpxClient`, counting the requests it sends (SDK retries included)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.client = openai.DefaultHttpxClient(event_hooks={"request": [self._count]}, timeout=30)
+
+    def _count(self, _: object) -> None:
+        self.sent += 1
+
+
+# --- headers against the real server -------------------------------------------------------------------
+
+
+def test_with_no_keys_every_endpoint_is_refused_with_how_to_create_one(held: ServerProcess) -> None:
+    # First test of the module: the database has no key yet.
+    calls = [
+        ("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": HI}),
+        ("GET", "/v1/models", None),
+        ("POST", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "a"}),
+        ("GET", "/v1/conversations", None),
+        ("GET", "/v1/usage", None),
+    ]
+    for method, path, body in calls:
+        response = httpx.request(method, held.url + path, json=body, headers=auth("sk-some-caller"))
+        assert_openai_error(response, 401, "invalid_api_key")
+        assert "gateway keys create" in response.json()["error"]["message"], (path, response.text)
+
+
+def test_cli_key_with_sdk_then_revoked_is_invalid_api_key_on_every_path(
+    held: ServerProcess, upstream: ServerProcess, database_url: str, conversation_id: str
+) -> None:
+    name = f"cli-{secrets.token_hex(4)}"
+    created = cli(database_url, "create", name, "--budget-usd", "1000")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert secret.startswith("gw-") and secret not in created.stderr
+    listed = cli(database_url, "list")
+    assert listed.returncode == 0 and name in listed.stdout and secret not in listed.stdout + listed.stderr
+    with OpenAI(base_url=held.url + "/v1", api_key=secret, max_retries=0) as client:
+        conv = {"X-Conversation-Id": conversation_id}
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=HI, extra_headers=conv)
+        assert reply.choices[0].message.content == "[1 messages] hi"
+        streamed = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "s"}], stream=True, extra_headers=conv
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "[3 messages] s"
+        held_calls = upstream_requests(upstream, HELD_UPSTREAM_KEY)
+        assert [r["body"]["messages"][-1]["content"] for r in held_calls[-2:]] == ["hi", "s"]
+        assert upstream_requests(upstream, secret) == []  # the caller's key never reaches the upstream
+        assert client.models.list().data is not None  # pass-through works with the key
+        revoked = cli(database_url, "revoke", name)
+        assert revoked.returncode == 0, revoked.stderr
+        # the CLI revokes in the database: allow the documented cache period (5 s) to pass
+        fresh = OpenAI(base_url=held.url + "/v1", api_key=secret, max_retries=0)
+        with httpx.Client() as poll:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if poll.get(held.url + "/v1/conversations", headers=auth(secret)).status_code == 401:
+                    break
+                time.sleep(0.25)
+        for call in (
+            lambda: fresh.chat.completions.create(model="gpt-4o-mini", messages=HI, extra_headers=conv),
+            lambda: list(fresh.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True)),
+            lambda: fresh.models.list(),
+            lambda: fresh.embeddings.create(model="text-embedding-3-small", input="a"),
+        ):
+            with pytest.raises(openai.AuthenticationError) as err:
+                call()
+            assert err.value.code == "invalid_api_key"
+            assert err.value.type == "authentication_error"
+        fresh.close()
+    for path in (
+        f"/v1/conversations/{conversation_id}",
+        f"/v1/conversations/{conversation_id}/messages",
+        "/v1/usage",
+    ):
+        assert_openai_error(httpx.get(held.url + path, headers=auth(secret)), 401, "invalid_api_key")
+
+
+def test_admin_revoke_takes_effect_at_once_with_the_default_cache(held: ServerProcess) -> None:
+    name, secret = admin_key(held)
+    with OpenAI(base_url=held.url + "/v1", api_key=secret, max_retries=0) as client:
+        client.chat.completions.create(model="gpt-4o-mini", messages=HI)  # the key is now cached
+        deleted = httpx.delete(f"{held.url}/admin/keys/{name}", headers=auth(HELD_ADMIN_KEY))
+        assert deleted.status_code == 200 and deleted.json()["revoked_at"] is not None
+        with pytest.raises(openai.AuthenticationError) as err:
+            client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+        assert err.value.code == "invalid_api_key"
+    again = httpx.delete(f"{held.url}/admin/keys/{name}", headers=auth(HELD_ADMIN_KEY))
+    assert again.status_code == 200  # idempotent
+    listed = httpx.get(held.url + "/admin/keys", headers=auth(HELD_ADMIN_KEY)).json()
+    mine = [k for k in listed["data"] if k["name"] == name]
+    assert len(mine) == 1 and mine[0]["revoked_at"] is not None and "secret" not in mine[0]
+
+
+def test_budget_refusal_is_a_rate_limit_error_the_sdk_does_not_retry(
+    held: ServerProcess, upstream: ServerProcess
+) -> None:
+    _, secret = admin_key(held, budget_usd=1)  # "hi" costs 8 USD at these prices: one call crosses it
+    counter = Counter()
+    with OpenAI(base_url=held.url + "/v1", api_key=secret, http_client=counter.client) as client:
+        client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+        before = len(upstream_requests(upstream))
+        counter.sent = 0
+        with pytest.raises(openai.RateLimitError) as err:
+            list(client.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True))
+        assert err.value.code == "budget_exceeded" and counter.sent == 1
+        with pytest.raises(openai.RateLimitError) as err:
+            client.models.list()
+        assert err.value.code == "budget_exceeded" and counter.sent == 2
+    assert len(upstream_requests(upstream)) == before
+
+
+def test_conversation_cap_refusal_through_the_sdk_is_not_retried(
+    held: ServerProcess, upstream: ServerProcess, conversation_id: str
+) -> None:
+    _, secret = admin_key(held)
+    conv = {"X-Conversation-Id": conversation_id}
+    counter = Counter()
+    with OpenAI(base_url=held.url + "/v1", api_key=secret, http_client=counter.client) as client:
+        client.chat.completions.create(model="gpt-4o-mini", messages=HI, extra_headers=conv)
+        capped = httpx.patch(
+            f"{held.url}/v1/conversations/{conversation_id}",
+            json={"max_cost_usd": 0.5},
+            headers=auth(secret),
+        )
+        assert capped.status_code == 200, capped.text
+        counter.sent = 0
+        before = len(upstream_requests(upstream))
+        with pytest.raises(openai.RateLimitError) as err:
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "more"}], extra_headers=conv
+            )
+        assert err.value.code == "budget_exceeded" and counter.sent == 1
+        assert len(upstream_requests(upstream)) == before
+        # another conversation of the same key is not capped
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=HI, extra_headers={"X-Conversation-Id": "other"}
+        )
+    count = httpx.get(f"{held.url}/v1/conversations/{conversation_id}", headers=auth(secret)).json()
+    assert count["message_count"] == 2
+
+
+def test_caller_credentials_never_reach_the_upstream_when_the_gateway_holds_the_key(
+    held: ServerProcess, upstream: ServerProcess, conversation_id: str
+) -> None:
+    _, secret = admin_key(held)
+    marker = f"creds {secrets.token_hex(4)}"
+    extra = {
+        "api-key": "caller-azure",
+        "x-api-key": "caller-x",
+        "OpenAI-Organization": "org-caller",
+        "OpenAI-Project": "proj-caller",
+    }
+    with OpenAI(base_url=held.url + "/v1", api_key=secret, max_retries=0, default_headers=extra) as client:
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": marker}],
+            extra_headers={"X-Conversation-Id": conversation_id},
+        )
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": marker}])
+    received = [r for r in upstream_requests(upstream) if r["body"] and marker in json.dumps(r["body"])]
+    assert len(received) == 2
+    for request in received:
+        headers = {k.lower(): v for k, v in request["headers"].items()}
+        assert headers["authorization"] == f"Bearer {HELD_UPSTREAM_KEY}"
+        assert not {k.lower() for k in extra} & set(headers), headers
+        assert secret not in json.dumps(headers)
+
+
+def test_admin_scope_all_and_usage_of_the_admin_in_pass_through_mode(
+    held: ServerProcess,
+) -> None:
+    _, secret = admin_key(held)
+    _, other = admin_key(held)  # another caller's call: scope=all counts more than the caller's own
+    for key in (secret, other):
+        with OpenAI(base_url=held.url + "/v1", api_key=key, max_retries=0) as client:
+            client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+    everyone = httpx.get(held.url + "/v1/usage", params={"scope": "all"}, headers=auth(HELD_ADMIN_KEY))
+    assert everyone.status_code == 200, everyone.text
+    mine = httpx.get(held.url + "/v1/usage", headers=auth(secret)).json()
+    assert everyone.json()["requests"] > mine["requests"] >= 1
+    refused = httpx.get(held.url + "/v1/usage", params={"scope": "all"}, headers=auth(secret))
+    assert refused.status_code == 403 and refused.json()["error"]["type"]
+
+
+# --- settings that differ: extra gateways ----------------------------------------------------------------
+
+
+def test_zero_budgets_refuse_the_first_call(held: ServerProcess, upstream: ServerProcess) -> None:
+    _, secret = admin_key(held, budget_usd=0)
+    before = len(upstream_requests(upstream))
+    response = httpx.post(
+        held.url + "/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": HI},
+        headers=auth(secret),
+    )
+    assert_openai_error(response, 429, "budget_exceeded")
+    _, other = admin_key(held)
+    conversation = f"zero-{secrets.token_hex(4)}"
+    created = httpx.post(
+        held.url + "/v1/conversations", json={"id": conversation, "max_cost_usd": 0}, headers=auth(other)
+    )
+    assert created.status_code == 200, created.text
+    response = httpx.post(
+        held.url + "/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": HI},
+        headers={**auth(other), "X-Conversation-Id": conversation},
+    )
+    assert_openai_error(response, 429, "budget_exceeded")
+    assert len(upstream_requests(upstream)) == before
+
+
+@pytest.mark.parametrize("budget", ["5", "", {"usd": 5}, [5], 1e7, -0.01])
+def test_admin_create_takes_only_a_json_number_as_budget(held: ServerProcess, budget: Any) -> None:
+    # The published schema says `number`: a numeric string is a wrong type (400 naming the field).
+    body = json.dumps({"name": f"typed-{secrets.token_hex(4)}", "budget_usd": budget})
+    response = httpx.post(
+        held.url + "/admin/keys",
+        content=body,
+        headers={**auth(HELD_ADMIN_KEY), "content-type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "budget_usd"
+    names = [
+        k["name"] for k in httpx.get(held.url + "/admin/keys", headers=auth(HELD_ADMIN_KEY)).json()["data"]
+    ]
+    assert json.loads(body)["name"] not in names

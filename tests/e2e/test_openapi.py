@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gateway.openapi import openapi_document
-from tests.servers import ServerProcess, gateway_server
+from tests.servers import ServerProcess, gateway_app
 
 ADMIN_KEY = f"admin-{secrets.token_hex(8)}"
 CALLER = f"sk-test-{secrets.token_hex(8)}"
@@ -30,9 +30,7 @@ def documented(
     upstream: ServerProcess, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A pass-through gateway with an admin key, for schemathesis."""
-    server = gateway_server(
-        tmp_path_factory.mktemp("openapi"), upstream.url, database_url, admin_key=ADMIN_KEY
-    )
+    server = gateway_app(upstream.url, database_url, admin_key=ADMIN_KEY)
     server.start()
     try:
         yield server

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import time
@@ -14,9 +13,8 @@ import httpx
 import pytest
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.helpers import request_log
 from tests.servers import ServerProcess, gateway_server
 
 CHAT = "/v1/chat/completions"
@@ -68,6 +66,12 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def attempt_row(database_url: str, request_id: str) -> dict[str, Any] | None:
+    """The request-log row the gateway wrote for one request id (None until it is written)."""
+    rows = request_log(database_url, request_id=request_id)
+    return rows[0] if rows else None
+
+
 def json_lines(server: ServerProcess) -> list[dict[str, Any]]:
     """Every line the server printed, each parsed as JSON (fails on any other line)."""
     return [json.loads(line) for line in server.log().splitlines() if line.strip()]
@@ -82,22 +86,6 @@ def access_line(server: ServerProcess, request_id: str) -> dict[str, Any]:
 
     line: dict[str, Any] = wait_for(find, f"the access log line of {request_id}")
     return line
-
-
-def attempt_row(database_url: str, request_id: str) -> dict[str, Any] | None:
-    """The request-log row the gateway wrote for one request id."""
-
-    async def run() -> dict[str, Any] | None:
-        engine = create_async_engine(database_url)
-        try:
-            async with engine.connect() as connection:
-                query = text("SELECT * FROM attempts WHERE request_id = :rid")
-                row = (await connection.execute(query, {"rid": request_id})).mappings().first()
-                return dict(row) if row is not None else None
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
 
 
 def test_metrics_count_requests_tokens_cost_and_streams(
@@ -299,3 +287,41 @@ def test_workers_share_metrics_and_write_text_logs(
         assert not (metrics_dir / "counter_1.db").exists()
     finally:
         server.stop()
+
+
+HI: Any = [{"role": "user", "content": "hi"}]
+
+
+def test_metrics_expose_every_named_family_with_its_type(
+    gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    with OpenAI(base_url=gateway.url + "/v1", api_key=api_key, max_retries=0) as client:
+        list(
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=HI,
+                stream=True,
+                extra_headers={"X-Conversation-Id": conversation_id},
+            )
+        )
+    response = httpx.get(gateway.url + "/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    expected = {
+        "gateway_requests": "counter",
+        "gateway_upstream_latency_seconds": "histogram",
+        "gateway_stream_first_chunk_seconds": "histogram",
+        "gateway_streams_in_flight": "gauge",
+        "gateway_tokens": "counter",
+        "gateway_cost_usd": "counter",
+        "gateway_lock_wait_seconds": "histogram",
+    }
+    for name, kind in expected.items():
+        assert name in families and families[name].type == kind, name
+    labels = [s.labels for s in families["gateway_requests"].samples if s.name == "gateway_requests_total"]
+    assert any(
+        label.get("route") == "/v1/chat/completions" and label.get("status") == "200" for label in labels
+    )
+    tokens = [s.labels for s in families["gateway_tokens"].samples if s.name == "gateway_tokens_total"]
+    assert any(label.get("model", "").startswith("gpt-4o-mini") for label in tokens)
+    assert families["gateway_streams_in_flight"].samples[0].value == 0

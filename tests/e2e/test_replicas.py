@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
-from tests.e2e.support import assert_whole_turns, send_turn, stored, turn_body, turn_headers
+from tests.helpers import assert_whole_turns, send_turn, stored, turn_body, turn_headers
 from tests.servers import ServerProcess, base_env, gateway_server, upstream_requests
 
 
@@ -176,7 +176,7 @@ async def test_workers_share_the_database(
     api_key: str,
     conversation_id: str,
 ) -> None:
-    server = start_gateway(postgres_url, workers="2")
+    server = start_gateway(postgres_url, process=True, workers="2")
     assert server.process is not None
     assert len(child_pids(server.process.pid)) >= 2  # uvicorn's supervisor and its two worker processes
     texts = [f"FAULT:slow:30 w{i}" for i in range(10)]

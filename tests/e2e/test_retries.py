@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from openai import OpenAI
 
-from tests.e2e.support import (
+from tests.helpers import (
     attempt_count,
-    sse_payloads,
+    auth,
+    data_events,
     stored,
     stream_text,
     turn_body,
@@ -112,7 +114,7 @@ def test_a_stream_is_replayed_as_a_well_formed_stream(
     assert again.status_code == 200 and again.headers["x-gateway-replayed"] == "true"
     assert again.headers["content-type"].startswith("text/event-stream")
     assert stream_text(again.text) == stream_text(first.text) == "[1 messages] tell me a story"
-    payloads = sse_payloads(again.text)
+    payloads = data_events(again.text)
     assert payloads[-1] == "[DONE]"
     chunks = [json.loads(p) for p in payloads[:-1]]
     assert all(c["object"] == "chat.completion.chunk" and c["id"].startswith("chatcmpl-") for c in chunks)
@@ -120,7 +122,7 @@ def test_a_stream_is_replayed_as_a_well_formed_stream(
     assert finishes[-1] == "stop" and all(f is None for f in finishes[:-1])
     usage = [c["usage"] for c in chunks if c.get("usage")]
     original_usage = [
-        json.loads(p)["usage"] for p in sse_payloads(first.text)[:-1] if json.loads(p).get("usage")
+        json.loads(p)["usage"] for p in data_events(first.text)[:-1] if json.loads(p).get("usage")
     ]
     assert usage == original_usage and bool(usage) == include_usage
     assert len(upstream_requests(upstream, api_key)) == 1
@@ -252,3 +254,83 @@ def test_an_old_turn_is_not_replayed_after_the_window(
     late = http.post(url, json=turn_body("hello"), headers=turn_headers(api_key, conversation_id, **RETRY))
     assert "x-gateway-replayed" not in late.headers
     assert late.json()["choices"][0]["message"]["content"] == "[3 messages] hello"
+
+
+# --- pass-through mode, the shared gateway ---------------------------------------------------------------
+
+
+def test_upstream_429_retry_after_reaches_the_sdk_for_plain_and_streamed_turns(
+    gateway: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    with OpenAI(base_url=gateway.url + "/v1", api_key=api_key, max_retries=0) as client:
+        conv = {"X-Conversation-Id": conversation_id}
+        for stream in (False, True):
+            with pytest.raises(openai.RateLimitError) as err:
+                result = client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=[{"role": "user", "content": "FAULT:429"}],
+                    stream=stream,
+                    extra_headers=conv,
+                )
+                if stream:
+                    list(result)
+            assert err.value.response.headers["retry-after"] == "7"
+    response = httpx.get(f"{gateway.url}/v1/conversations/{conversation_id}", headers=auth(api_key))
+    assert response.status_code == 404  # nothing was added, not even the conversation
+
+
+def test_idempotency_key_replays_a_stream_as_a_stream_the_sdk_reads(
+    gateway: ServerProcess, upstream: ServerProcess, api_key: str, conversation_id: str
+) -> None:
+    key = "idem-" + secrets.token_hex(6)
+    headers = {"X-Conversation-Id": conversation_id, "Idempotency-Key": key}
+    messages: Any = [{"role": "user", "content": "tell me"}]
+    with OpenAI(base_url=gateway.url + "/v1", api_key=api_key, max_retries=0) as client:
+
+        def run() -> tuple[str, str, Any]:
+            chunks = list(
+                client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=messages,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    extra_headers=headers,
+                )
+            )
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+            usage = [c.usage for c in chunks if c.usage]
+            assert len({c.id for c in chunks}) == 1 and len(finish) == 1 and len(usage) == 1
+            return text, chunks[0].id, usage[0]
+
+        first = run()
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "next"}],
+            extra_headers={"X-Conversation-Id": conversation_id},
+        )
+        again = run()  # an older turn, replayed by its key
+        as_json = client.chat.completions.create(
+            model="gpt-4o-mini", messages=messages, extra_headers=headers
+        )
+    assert first == again
+    assert as_json.choices[0].message.content == first[0] and as_json.id == first[1]
+    assert len(upstream_requests(upstream, api_key)) == 2
+    stored = httpx.get(f"{gateway.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).json()
+    assert stored["message_count"] == 4
+
+
+def test_idempotency_key_outlives_the_retry_count_window(
+    start_gateway: Any, upstream: ServerProcess, database_url: str, api_key: str, conversation_id: str
+) -> None:
+    server = start_gateway(database_url, retry_replay_window="0.5")
+    url = f"{server.url}/v1/chat/completions"
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "keyed"}]}
+    headers = {**auth(api_key), "X-Conversation-Id": conversation_id, "Idempotency-Key": "k-1"}
+    first = httpx.post(url, json=body, headers=headers)
+    assert first.status_code == 200, first.text
+    time.sleep(0.7)  # past the retry-count window, far inside the 24 h of an Idempotency-Key
+    again = httpx.post(url, json=body, headers={**headers, "x-stainless-retry-count": "1"})
+    assert again.status_code == 200 and again.headers.get("x-gateway-replayed") == "true"
+    assert again.json() == first.json()
+    assert len(upstream_requests(upstream, api_key)) == 1

@@ -49,7 +49,7 @@ def test_tokens_and_keys_never_reach_the_database_or_logs(
     caller, rejected = f"sk-test-{secrets.token_hex(8)}", f"sk-bad-{secrets.token_hex(8)}"
     marker = f"CONTENT-{secrets.token_hex(8)}"
 
-    passing = start_gateway(database_url, admin_key=admin_key, log_level="DEBUG")
+    passing = start_gateway(database_url, process=True, admin_key=admin_key, log_level="DEBUG")
     _traffic(passing, caller, marker)
     _traffic(passing, rejected, marker)
     created = httpx.post(
@@ -58,7 +58,7 @@ def test_tokens_and_keys_never_reach_the_database_or_logs(
     passing.stop()
 
     holding = start_gateway(
-        database_url, admin_key=admin_key, upstream_api_key=upstream_key, log_level="DEBUG"
+        database_url, process=True, admin_key=admin_key, upstream_api_key=upstream_key, log_level="DEBUG"
     )
     _traffic(holding, created["secret"], marker)
     _traffic(holding, "gw-not-a-real-key-123456", marker)
@@ -78,7 +78,7 @@ def test_log_content_setting_lets_contents_but_not_secrets_into_debug_logs(
 ) -> None:
     caller, marker = f"sk-test-{secrets.token_hex(8)}", f"CONTENT-{secrets.token_hex(8)}"
     server = start_gateway(
-        f"sqlite+aiosqlite:///{tmp_path / 'content.db'}", log_level="DEBUG", log_content="1"
+        f"sqlite+aiosqlite:///{tmp_path / 'content.db'}", process=True, log_level="DEBUG", log_content="1"
     )
     _traffic(server, caller, marker)
     server.stop()

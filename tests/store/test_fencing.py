@@ -9,7 +9,7 @@ import pytest
 from gateway import migrate
 from gateway.errors import ConversationBusy
 from gateway.history import StoredMessage
-from gateway.store.conversations import TurnWrite, append_turn, get_conversation, list_messages
+from gateway.store.conversations import TurnWrite, get_conversation, list_messages, write_turn
 from gateway.store.database import Database, create_engine
 
 
@@ -27,19 +27,15 @@ async def test_a_stale_turn_is_refused(tmp_path: Path) -> None:
     await migrate.upgrade(engine)
     db = Database(engine, lease_seconds=30)
     try:
-        async with db.transaction() as session:
-            await append_turn(session, None, write(1, 0, "one"))
+        await db.run(lambda c: write_turn(c, None, write(1, 0, "one")))
         async with db.transaction() as session:
             stale = await get_conversation(session, "owner", "conv")
         assert stale is not None
-        async with db.transaction() as session:
-            await append_turn(session, stale, write(2, 2, "two"))
+        await db.run(lambda c: write_turn(c, stale, write(2, 2, "two")))
         with pytest.raises(ConversationBusy):  # composed before "two" was stored
-            async with db.transaction() as session:
-                await append_turn(session, stale, write(2, 2, "late"))
+            await db.run(lambda c: write_turn(c, stale, write(2, 2, "late")))
         with pytest.raises(ConversationBusy):  # a second "first turn" of a conversation that now exists
-            async with db.transaction() as session:
-                await append_turn(session, None, write(1, 0, "also first"))
+            await db.run(lambda c: write_turn(c, None, write(1, 0, "also first")))
         async with db.transaction() as session:
             conversation = await get_conversation(session, "owner", "conv")
             assert conversation is not None and conversation.message_count == 4

@@ -10,7 +10,7 @@ import pytest
 
 from gateway import migrate
 from gateway.history import BudgetRule
-from gateway.store.conversations import conversation_budget, get_conversation, load_turn, load_window
+from gateway.store.conversations import conversation_budget, get_conversation, load_turn, read_window
 from gateway.store.database import Database, create_engine
 from tests.store.test_take import RULES, store_turns
 
@@ -43,6 +43,6 @@ async def test_the_unit_of_work_reads_the_same_window(db: Database, rule: Budget
     async with db.transaction() as session:
         same = await get_conversation(session, owner, conversation_id)
         assert same is not None
-        expected = await load_window(session, same, conversation_budget(rule, same))
+    expected = await db.run(lambda c: read_window(c, same, conversation_budget(rule, same)))
     assert [(m.seq, m.json, m.role) for m in window] == [(m.seq, m.json, m.role) for m in expected]
     assert [m.body for m in window] == [m.body for m in expected]

@@ -1,4 +1,4 @@
-"""The indexed history query (load_window) against the pure reference (trim_history), on a real database."""
+"""The indexed history query (read_window) against the pure reference (trim_history), on a real database."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from gateway import migrate
 from gateway.history import Budget, StoredMessage, number_messages, select_window, trim_history
-from gateway.store.conversations import TurnWrite, append_turn, get_conversation, load_window, window_query
+from gateway.store.conversations import TurnWrite, get_conversation, read_window, window_query, write_turn
 from gateway.store.database import Database, create_engine
 from tests.history_strategies import budgets, stored_histories
 
@@ -32,7 +32,9 @@ def db(database_url: str, runner: asyncio.Runner) -> Iterator[Database]:
     """A migrated database of each backend."""
     engine = create_engine(database_url, pool_size=2)
     runner.run(migrate.upgrade(engine))
-    yield Database(engine, lease_seconds=60)
+    database = Database(engine, lease_seconds=60)
+    yield database
+    runner.run(database.close())  # its SQLite lane thread
     runner.run(engine.dispose())
 
 
@@ -54,7 +56,7 @@ async def store_in_turns(db: Database, owner: str, stored: list[StoredMessage], 
             )
             assert numbered == stored[start:end]  # the running state continues the numbering exactly
             write = TurnWrite(owner, conversation_id, None, False, numbered, turn, "", float(turn))
-            await append_turn(session, conversation, write)
+        await db.run(lambda c, conversation=conversation, write=write: write_turn(c, conversation, write))
     return conversation_id
 
 
@@ -82,7 +84,7 @@ def test_load_window_equals_trim_history(
                 if conversation is None:
                     assert expected == []
                     continue
-                candidates = await load_window(session, conversation, budget)
+                candidates = await db.run(lambda c, budget=budget: read_window(c, conversation, budget))
                 window = select_window(
                     candidates, budget, conversation.message_count, conversation.token_count
                 )
@@ -129,7 +131,7 @@ def test_window_query_is_one_range_read_of_the_seq_index(
                 sql = str(statement.compile(session.bind, compile_kwargs={"literal_binds": True}))
                 plan = await session.execute(text("EXPLAIN QUERY PLAN " + sql))
                 found.append(" | ".join(str(row[-1]) for row in plan))
-                assert len(await load_window(session, conversation, budget)) == 10
+                assert len(await db.run(lambda c, budget=budget: read_window(c, conversation, budget))) == 10
         return found
 
     for plan in runner.run(plans()):

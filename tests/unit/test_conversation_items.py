@@ -16,8 +16,6 @@ from gateway.conversation_fields import (
     conversation_columns,
     page_limit,
     page_order,
-    pusd_to_usd,
-    usd_to_pusd,
 )
 from gateway.errors import InvalidRequest
 from gateway.items import item_key, item_position, message_items
@@ -144,18 +142,6 @@ def test_conversation_columns() -> None:
     with pytest.raises(InvalidRequest):
         conversation_columns({"id": "x"}, UPDATE_FIELDS)  # only create takes an id
     assert conversation_columns({"id": "x"}, CREATE_FIELDS) == {}
-
-
-def test_cost_budget_in_picodollars() -> None:
-    assert usd_to_pusd("max_cost_usd", 0) == 0
-    assert usd_to_pusd("max_cost_usd", 0.1) == 100_000_000_000  # exact: decimal, not binary
-    assert usd_to_pusd("max_cost_usd", 1e-13) == 0
-    assert usd_to_pusd("max_cost_usd", 5e-13) == 1  # rounded half up to whole picodollars
-    assert usd_to_pusd("max_cost_usd", None) is None
-    assert pusd_to_usd(100_000_000_000) == 0.1 and pusd_to_usd(None) is None
-    for bad in (float("inf"), float("nan"), -1, "1", True, 10_000_000):
-        with pytest.raises(InvalidRequest):
-            usd_to_pusd("max_cost_usd", bad)
 
 
 def test_paging_parameters() -> None:

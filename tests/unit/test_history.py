@@ -17,10 +17,7 @@ from gateway.history import (
     system_prompt_text,
     trim_history,
 )
-
-
-def user(text: str) -> dict[str, Any]:
-    return {"role": "user", "content": text}
+from tests.helpers import user
 
 
 def assistant(text: str | None, **extra: Any) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from gateway.pricing import (
     cost_usd,
     load_prices_file,
     parse_usage,
-    to_pusd,
     usage_columns,
 )
 
@@ -408,18 +407,6 @@ def test_parse_usage_ignores_malformed_details() -> None:
         "completion_tokens_details": {"reasoning_tokens": None},
     }
     assert parse_usage({"usage": usage}) == Usage(10, 0)
-
-
-def test_picodollars_are_exact() -> None:
-    assert to_pusd(None) is None
-    assert to_pusd(D("0.00042")) == 420_000_000
-    assert to_pusd(D("0.00000015")) == 150_000
-    assert to_pusd(D(0)) == 0
-    assert to_pusd(D("1E-13")) == 0 and to_pusd(D("6E-13")) == 1  # finer than 1e-12: rounded
-    # Any price with 6 decimals per 1M tokens gives whole picodollars per token.
-    price = Price(input=D("0.123456"), cached_input=D("0.000001"), output=D("987.654321"))
-    cost = cost_usd(Usage(prompt_tokens=12345, completion_tokens=678, cached_tokens=999), price)
-    assert cost is not None and to_pusd(cost) == cost * 10**12
 
 
 def test_usage_columns() -> None:

@@ -7,10 +7,7 @@ from typing import Any
 
 from gateway.history import history_digest
 from gateway.replays import Recorded, asks_again
-
-
-def user(text: str) -> dict[str, Any]:
-    return {"role": "user", "content": text}
+from tests.helpers import user
 
 
 def assistant(text: str) -> dict[str, Any]:

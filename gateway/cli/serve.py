@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, migrate, mock-upstream (and the operator reports)."""
+"""`gateway serve`, `gateway migrate` and `gateway mock-upstream`: the commands that run servers."""
 
 from __future__ import annotations
 
@@ -7,48 +7,17 @@ import dataclasses
 import logging
 import os
 import socket
-import sys
 from typing import Any
 from urllib.parse import urlsplit
 
 import click
 import uvicorn
 
-from gateway.cli_conversations import conversations
-from gateway.cli_keys import keys
-from gateway.config import ConfigError, Settings, normalize_upstream_url
+from gateway.cli.settings import DATABASE_OPTION, check_prices_file, check_summary_prompt, load_settings
+from gateway.config import Settings
 from gateway.redaction import protect_logs
-from gateway.usage_command import check_prices_file, usage
 
 SETTINGS_ENV = "GATEWAY_SETTINGS_JSON"
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment, then the flags that were given."""
-    try:
-        settings = Settings.from_env(os.environ)
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if "upstream_url" in given:
-            given["upstream_url"] = normalize_upstream_url(given["upstream_url"])
-        return dataclasses.replace(settings, **given)
-    except ConfigError as exc:
-        raise BadSetting(str(exc)) from exc
-
-
-class BadSetting(click.ClickException):
-    """A setting the gateway cannot use: a one-line error, exit status 2 (like a usage error)."""
-
-    exit_code = 2
-
-
-def check_summary_prompt(path: str | None) -> None:
-    """Refuse to start on an unreadable GATEWAY_SUMMARY_PROMPT_FILE, with the reason."""
-    from gateway.window import load_summary_prompt
-
-    try:
-        load_summary_prompt(path)
-    except ConfigError as exc:
-        raise click.UsageError(f"GATEWAY_SUMMARY_PROMPT_FILE: {exc}") from None
 
 
 def app_factory() -> Any:
@@ -68,12 +37,7 @@ def app_factory() -> Any:
     return create_app(settings)
 
 
-@click.group()
-def main() -> None:
-    """gateway: an OpenAI-compatible stateful proxy."""
-
-
-@main.command()
+@click.command()
 @click.option("--host", default=None, help="Interface to bind (GATEWAY_HOST, default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to bind (GATEWAY_PORT, default 8000).")
 @click.option("--upstream", "upstream_url", default=None, help="Upstream base URL (GATEWAY_UPSTREAM_URL).")
@@ -123,7 +87,9 @@ def serve(**flags: Any) -> None:
     listening = f"listening on http://{settings.host}:{settings.port}, upstream {upstream}"
     if settings.workers > 1:
         os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
-        config = uvicorn.Config("gateway.cli:app_factory", factory=True, workers=settings.workers, **options)
+        config = uvicorn.Config(
+            "gateway.cli.serve:app_factory", factory=True, workers=settings.workers, **options
+        )
         sock = config.bind_socket()  # the workers share the parent's socket: it accepts from now on
         logging.getLogger("gateway").info(listening)
         Multiprocess(config, sockets=[sock]).run()  # what uvicorn.run does for workers > 1
@@ -185,8 +151,8 @@ def _safe_url(url: str) -> str:
         return "(unparsable URL)"
 
 
-@main.command()
-@click.option("--database-url", default=None, help="SQLAlchemy URL (GATEWAY_DATABASE_URL).")
+@click.command()
+@DATABASE_OPTION
 def migrate(database_url: str | None) -> None:
     """Apply the database migrations and exit."""
     settings = load_settings(database_url=database_url)
@@ -194,7 +160,7 @@ def migrate(database_url: str | None) -> None:
     click.echo(f"database at revision {revision}")
 
 
-@main.command("mock-upstream")
+@click.command("mock-upstream")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=9000, show_default=True)
 @click.option(
@@ -209,12 +175,3 @@ def mock_upstream(host: str, port: int, prompt_cache: bool) -> None:
 
     click.echo(f"mock upstream (testing aid) on http://{host}:{port}/v1", err=True)
     run_mock(host, port, prompt_cache=prompt_cache)
-
-
-main.add_command(usage)
-main.add_command(conversations)
-main.add_command(keys)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,4 +1,5 @@
-"""Black-box checks of issue 2 that need exact bytes or a scripted upstream (fail once, odd SSE, cuts)."""
+"""The wire, byte for byte, against a scripted upstream: odd JSON and SSE pass unchanged, SDK retries,
+tool calls, broken streams, upstream errors, other /v1 endpoints, hop-by-hop headers."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai import OpenAI
 
-from tests.e2e.blackbox import Clients, attempts, auth, chat, data_events, stored, user, without_created_at
 from tests.e2e.scripted_upstream import (
     USAGE,
     ScriptedUpstream,
@@ -24,9 +25,87 @@ from tests.e2e.scripted_upstream import (
     respond,
     sse,
 )
-from tests.servers import ServerProcess, gateway_server
+from tests.helpers import (
+    ERROR_KEYS,
+    attempts,
+    auth,
+    chat,
+    data_events,
+    sdk,
+    stored,
+    user,
+    without_created_at,
+)
+from tests.servers import ServerProcess, gateway_app
 
-ERROR_KEYS = {"message", "type", "param", "code"}
+HI: Any = [{"role": "user", "content": "hi"}]
+
+
+# --- headers against the real server -------------------------------------------------------------------
+
+
+HOP_RESPONSE = {
+    "connection": "x-hop-only",
+    "x-hop-only": "drop me",
+    "keep-alive": "timeout=5",
+    "proxy-authenticate": "Basic",
+    "set-cookie": "session=upstream-secret",
+    "x-kept": "yes",
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/chat/completions+conv", "/v1/models"])
+def test_hop_by_hop_and_cookie_headers_do_not_cross_the_real_server(
+    wire: ServerProcess, scripted: ScriptedUpstream, path: str
+) -> None:
+    token = "sk-hop-" + secrets.token_hex(6)
+    stateful = path.endswith("+conv")
+    path = path.removesuffix("+conv")
+    upstream_body = completion({"role": "assistant", "content": "ok", "refusal": None})
+    scripted.script(
+        token, respond(200, upstream_body if "chat" in path else {"object": "list", "data": []}, HOP_RESPONSE)
+    )
+    headers = {
+        **auth(token),
+        "Connection": "keep-alive, x-private",
+        "X-Private": "for this hop only",
+        "Proxy-Authorization": "Basic Zm9v",
+        "Cookie": "caller=secret",
+        "X-Forwarded-Ok": "stays",
+    }
+    if stateful:
+        headers["X-Conversation-Id"] = f"hop-{secrets.token_hex(4)}"
+    body = {"model": "m", "messages": HI} if "chat" in path else None
+    method = "POST" if body else "GET"
+    response = httpx.request(method, wire.url + path, json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    for name in ("x-hop-only", "proxy-authenticate", "set-cookie"):
+        assert name not in response.headers, name
+    assert response.headers.get("keep-alive") != "timeout=5"
+    (received,) = scripted.received(token)
+    for name in ("x-private", "proxy-authorization", "cookie"):
+        assert name not in received.headers, (name, received.headers)
+    assert received.headers.get("connection", "").lower() in ("", "keep-alive", "close")
+
+
+def test_upstream_429_on_a_proxied_endpoint_keeps_retry_after(
+    wire: ServerProcess, scripted: ScriptedUpstream
+) -> None:
+    token = "sk-429-" + secrets.token_hex(6)
+    limited = {
+        "error": {"message": "slow down", "type": "requests", "param": None, "code": "rate_limit_exceeded"}
+    }
+    scripted.script(token, respond(429, limited, {"retry-after": "7", "x-ratelimit-remaining-requests": "0"}))
+    with (
+        OpenAI(base_url=wire.url + "/v1", api_key=token, max_retries=0) as client,
+        pytest.raises(openai.RateLimitError) as err,
+    ):
+        client.embeddings.create(model="text-embedding-3-small", input="a")
+    assert err.value.response.headers["retry-after"] == "7"
+    assert err.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert err.value.code == "rate_limit_exceeded"
+
+
 ROLE = event(chunk({"role": "assistant", "content": ""}))
 DONE = event("[DONE]")
 
@@ -36,17 +115,9 @@ def wire(
     scripted: ScriptedUpstream, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A gateway in front of the scripted upstream (per backend)."""
-    server = gateway_server(tmp_path_factory.mktemp("wire"), scripted.url, database_url).start()
+    server = gateway_app(scripted.url, database_url).start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def clients() -> Iterator[Clients]:
-    """SDK clients closed after the test."""
-    opened = Clients()
-    yield opened
-    opened.close()
 
 
 # --- bytes unchanged in both directions --------------------------------------------------------------------
@@ -60,6 +131,82 @@ ODD_RESPONSE = (
     b'"message":{"role":"assistant","content":"caf\\u00e9","refusal":null},"finish_reason":"stop"}],'
     b'"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4},"vendor_extra":{"k":[1.50,2e3]}}'
 )
+
+
+# --- SDK retries -------------------------------------------------------------------------------------------
+
+SERVER_ERROR = {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}}
+
+
+# --- tool calls --------------------------------------------------------------------------------------------
+
+CALLS = [
+    {"id": "call_a", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Rome"}'}},
+    {"id": "call_b", "type": "function", "function": {"name": "time", "arguments": '{"tz": "CET"}'}},
+]
+TOOLS = [
+    {"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": {}}}}
+    for n in ("weather", "time")
+]
+
+
+def _parallel_call_events() -> list[bytes]:
+    def piece(index: int, **fields: Any) -> bytes:
+        return event(chunk({"tool_calls": [{"index": index, **fields}]}))
+
+    return [
+        ROLE,
+        piece(0, id="call_a", type="function", function={"name": "weather", "arguments": ""}),
+        piece(1, id="call_b", type="function", function={"name": "time", "arguments": ""}),
+        piece(0, function={"arguments": '{"city": '}),
+        piece(1, function={"arguments": '{"tz": '}),
+        piece(0, function={"arguments": '"Rome"}'}),
+        piece(1, function={"arguments": '"CET"}'}),
+        event(chunk({}, "tool_calls")),
+        event(chunk(choices=[], usage=USAGE)),
+        DONE,
+    ]
+
+
+# --- broken streams ----------------------------------------------------------------------------------------
+
+BROKEN = {
+    "cut-after-finish": sse(
+        [ROLE, event(chunk({"content": "partial"})), event(chunk({}, "stop"))], end="cut"
+    ),
+    "clean-end-no-done": sse([ROLE, event(chunk({"content": "partial"})), event(chunk({}, "stop"))]),
+    "error-event-then-done": sse(
+        [
+            ROLE,
+            event(chunk({"content": "par"})),
+            event({"error": {"message": "overloaded", "type": "server_error"}}),
+            DONE,
+        ]
+    ),
+    "event-error": sse(
+        [ROLE, b'event: error\ndata: {"error": {"message": "bad", "type": "server_error"}}\n\n']
+    ),
+    "finish-then-error": sse(
+        [
+            ROLE,
+            event(chunk({"content": "a"})),
+            event(chunk({}, "stop")),
+            event({"error": {"message": "late failure", "type": "server_error"}}),
+            DONE,
+        ]
+    ),
+    "lone-surrogate": sse(
+        [
+            ROLE,
+            b'data: {"choices": [{"index": 0, "delta": {"content": "\\ud800"}}]}\n\n',
+            event(chunk({}, "stop")),
+            DONE,
+        ]
+    ),
+    "cut-after-usage": sse(
+        [ROLE, event(chunk({}, "stop")), event(chunk(choices=[], usage=USAGE))], end="cut"
+    ),
+}
 
 
 @pytest.mark.parametrize("with_header", [False, True], ids=["pass-through", "conversation"])
@@ -131,11 +278,6 @@ def test_other_fields_pass_through_and_stream_options_are_merged(
     assert all("usage" not in c or c["usage"] is None for c in chunks)
 
 
-# --- SDK retries -------------------------------------------------------------------------------------------
-
-SERVER_ERROR = {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}}
-
-
 @pytest.mark.parametrize(
     ("failure", "stream"),
     [
@@ -150,14 +292,13 @@ SERVER_ERROR = {"error": {"message": "boom", "type": "server_error", "param": No
 def test_sdk_retry_after_an_upstream_failure_stores_the_turn_once(
     wire: ServerProcess,
     scripted: ScriptedUpstream,
-    clients: Clients,
     database_url: str,
     api_key: str,
     conversation_id: str,
     failure: Callable[[], Any],
     stream: bool,
 ) -> None:
-    client = clients.sdk(wire, api_key, conversation_id, max_retries=2)
+    client = sdk(wire, api_key, conversation_id, max_retries=2)
     client.chat.completions.create(model="m", messages=[user("one")])
     scripted.script(api_key, failure())
     result = client.chat.completions.create(model="m", messages=[user("two")], stream=stream)
@@ -178,41 +319,10 @@ def test_sdk_retry_after_an_upstream_failure_stores_the_turn_once(
     assert [r["status"] == 200 for r in rows] == [True, False, True]
 
 
-# --- tool calls --------------------------------------------------------------------------------------------
-
-CALLS = [
-    {"id": "call_a", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Rome"}'}},
-    {"id": "call_b", "type": "function", "function": {"name": "time", "arguments": '{"tz": "CET"}'}},
-]
-TOOLS = [
-    {"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": {}}}}
-    for n in ("weather", "time")
-]
-
-
-def _parallel_call_events() -> list[bytes]:
-    def piece(index: int, **fields: Any) -> bytes:
-        return event(chunk({"tool_calls": [{"index": index, **fields}]}))
-
-    return [
-        ROLE,
-        piece(0, id="call_a", type="function", function={"name": "weather", "arguments": ""}),
-        piece(1, id="call_b", type="function", function={"name": "time", "arguments": ""}),
-        piece(0, function={"arguments": '{"city": '}),
-        piece(1, function={"arguments": '{"tz": '}),
-        piece(0, function={"arguments": '"Rome"}'}),
-        piece(1, function={"arguments": '"CET"}'}),
-        event(chunk({}, "tool_calls")),
-        event(chunk(choices=[], usage=USAGE)),
-        DONE,
-    ]
-
-
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 def test_parallel_tool_calls_round_trip(
     wire: ServerProcess,
     scripted: ScriptedUpstream,
-    clients: Clients,
     api_key: str,
     conversation_id: str,
     stream: bool,
@@ -222,7 +332,7 @@ def test_parallel_tool_calls_round_trip(
     else:
         message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": CALLS}
         scripted.script(api_key, respond(200, completion(message)))
-    client = clients.sdk(wire, api_key, conversation_id)
+    client = sdk(wire, api_key, conversation_id)
     result = client.chat.completions.create(
         model="m", messages=[user("weather and time?")], tools=TOOLS, stream=stream
     )
@@ -244,7 +354,7 @@ def test_parallel_tool_calls_round_trip(
 
 
 def test_stream_assembles_content_refusal_and_choice_zero_only(
-    wire: ServerProcess, scripted: ScriptedUpstream, clients: Clients, api_key: str, conversation_id: str
+    wire: ServerProcess, scripted: ScriptedUpstream, api_key: str, conversation_id: str
 ) -> None:
     def two(delta0: dict[str, Any], delta1: dict[str, Any]) -> list[bytes]:
         return [
@@ -267,7 +377,7 @@ def test_stream_assembles_content_refusal_and_choice_zero_only(
         DONE,
     ]
     scripted.script(api_key, sse(events), sse(refusal))
-    client = clients.sdk(wire, api_key, conversation_id)
+    client = sdk(wire, api_key, conversation_id)
     list(client.chat.completions.create(model="m", messages=[user("two choices")], n=2, stream=True))
     list(client.chat.completions.create(model="m", messages=[user("refuse")], stream=True))
     messages = without_created_at(stored(wire, api_key, conversation_id))
@@ -275,52 +385,10 @@ def test_stream_assembles_content_refusal_and_choice_zero_only(
     assert messages[3]["refusal"] == "I can't help." and messages[3].get("content") in (None, "")
 
 
-# --- broken streams ----------------------------------------------------------------------------------------
-
-BROKEN = {
-    "cut-after-finish": sse(
-        [ROLE, event(chunk({"content": "partial"})), event(chunk({}, "stop"))], end="cut"
-    ),
-    "clean-end-no-done": sse([ROLE, event(chunk({"content": "partial"})), event(chunk({}, "stop"))]),
-    "error-event-then-done": sse(
-        [
-            ROLE,
-            event(chunk({"content": "par"})),
-            event({"error": {"message": "overloaded", "type": "server_error"}}),
-            DONE,
-        ]
-    ),
-    "event-error": sse(
-        [ROLE, b'event: error\ndata: {"error": {"message": "bad", "type": "server_error"}}\n\n']
-    ),
-    "finish-then-error": sse(
-        [
-            ROLE,
-            event(chunk({"content": "a"})),
-            event(chunk({}, "stop")),
-            event({"error": {"message": "late failure", "type": "server_error"}}),
-            DONE,
-        ]
-    ),
-    "lone-surrogate": sse(
-        [
-            ROLE,
-            b'data: {"choices": [{"index": 0, "delta": {"content": "\\ud800"}}]}\n\n',
-            event(chunk({}, "stop")),
-            DONE,
-        ]
-    ),
-    "cut-after-usage": sse(
-        [ROLE, event(chunk({}, "stop")), event(chunk(choices=[], usage=USAGE))], end="cut"
-    ),
-}
-
-
 @pytest.mark.parametrize("name", list(BROKEN))
 def test_broken_upstream_stream_gives_an_error_event_and_adds_nothing(
     wire: ServerProcess,
     scripted: ScriptedUpstream,
-    clients: Clients,
     database_url: str,
     api_key: str,
     conversation_id: str,
@@ -340,7 +408,7 @@ def test_broken_upstream_stream_gives_an_error_event_and_adds_nothing(
     assert attempts(database_url, api_key)[-1]["error"]
     # and the SDK raises on it
     scripted.script(api_key, BROKEN[name])
-    client = clients.sdk(wire, api_key, conversation_id, max_retries=0)
+    client = sdk(wire, api_key, conversation_id, max_retries=0)
     with pytest.raises(openai.APIError):
         list(client.chat.completions.create(model="m", messages=[user("x")], stream=True))
 
@@ -378,13 +446,12 @@ def test_broken_upstream_stream_gives_an_error_event_and_adds_nothing(
 def test_sse_framing_variants_are_understood(
     wire: ServerProcess,
     scripted: ScriptedUpstream,
-    clients: Clients,
     api_key: str,
     conversation_id: str,
     events: list[bytes],
 ) -> None:
     scripted.script(api_key, sse(events))
-    stream = clients.sdk(wire, api_key, conversation_id).chat.completions.create(
+    stream = sdk(wire, api_key, conversation_id).chat.completions.create(
         model="m", messages=[user("x")], stream=True
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "a b"
@@ -586,3 +653,26 @@ def test_upstream_api_key_replaces_the_callers_token_upstream(
     assert len(received) == 1 and scripted.received(api_key) == []
     assert received[0].headers["authorization"] == f"Bearer {upstream_key}"
     assert api_key not in json.dumps(received[0].headers)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_token_the_upstream_refuses_creates_nothing_not_even_usage(
+    wire: ServerProcess, scripted: ScriptedUpstream, status: int, stream: bool
+) -> None:
+    token = "sk-refused-" + secrets.token_hex(6)
+    refusal = {
+        "error": {"message": "no", "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
+    }
+    scripted.script(token, respond(status, refusal))
+    conversation = f"refused-{secrets.token_hex(4)}"
+    response = httpx.post(
+        wire.url + "/v1/chat/completions",
+        json={"model": "m", "messages": HI, "stream": stream},
+        headers={**auth(token), "X-Conversation-Id": conversation},
+    )
+    assert response.status_code == status and response.json() == refusal
+    got = httpx.get(f"{wire.url}/v1/conversations/{conversation}", headers=auth(token))
+    assert got.status_code == 404
+    assert httpx.get(f"{wire.url}/v1/conversations", headers=auth(token)).json()["data"] == []
+    assert httpx.get(f"{wire.url}/v1/usage", headers=auth(token)).json()["requests"] == 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -12,33 +10,28 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway import money
+from gateway.cli.database import run_on_database
+from gateway.cli.settings import DATABASE_OPTION, load_settings
 from gateway.errors import GatewayError
 from gateway.identity import caller_identity
-from gateway.keys import KeyInfo, budget_pusd, key_object, new_secret, usd, validate_key_name
+from gateway.keys import MAX_BUDGET_USD, KeyInfo, new_secret, validate_key_name
+from gateway.store.database import Database
+from gateway.store.keys import insert_key, list_keys, revoke_key
+from gateway.views import key_object, render_json
 
 T = TypeVar("T")
-DATABASE_OPTION = click.option("--database-url", default=None, help="SQLAlchemy URL (GATEWAY_DATABASE_URL).")
 
 
 def _run(database_url: str | None, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Migrate the database if needed, then run `work` in one transaction."""
-    from gateway import migrate
-    from gateway.cli import load_settings
-    from gateway.store.database import Database, create_engine
 
-    settings = load_settings(database_url=database_url)
-
-    async def run() -> T:
-        engine = create_engine(settings.database_url, transaction_pooling=settings.db_transaction_pooling)
-        try:
-            await migrate.upgrade(engine)
-            async with Database(engine, lease_seconds=60).transaction() as session:
-                return await work(session)
-        finally:
-            await engine.dispose()
+    async def in_transaction(db: Database) -> T:
+        async with db.transaction() as session:
+            return await work(session)
 
     try:
-        return asyncio.run(run())
+        return run_on_database(load_settings(database_url=database_url), in_transaction, migrated=True)
     except GatewayError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -56,11 +49,9 @@ def keys() -> None:
 @DATABASE_OPTION
 def create(name: str, budget_usd: str | None, database_url: str | None) -> None:
     """Create a key and print its secret (shown only this once; only its hash is stored)."""
-    from gateway.store.keys import insert_key
-
     try:
         validate_key_name(name)
-        budget = budget_pusd(budget_usd, "--budget-usd")
+        budget = money.parse_usd(budget_usd, "--budget-usd", maximum=MAX_BUDGET_USD, text=True)
     except GatewayError as exc:
         raise click.BadParameter(str(exc)) from exc
     secret = new_secret()
@@ -76,13 +67,12 @@ def _when(timestamp: float | None) -> str:
 
 
 def _row(key: KeyInfo) -> list[str]:
-    budget = usd(key.budget_pusd)
     return [
         key.name,
         _when(key.created_at),
         _when(key.revoked_at),
-        "-" if budget is None else f"{budget:.6f}",
-        f"{usd(key.spent_pusd) or 0:.6f}",
+        "-" if key.budget_pusd is None else money.fixed_text(key.budget_pusd),
+        money.fixed_text(key.spent_pusd),
     ]
 
 
@@ -99,12 +89,10 @@ def _table(rows: list[list[str]]) -> str:
 @DATABASE_OPTION
 def list_command(output: str, database_url: str | None) -> None:
     """List the keys (never their secrets) with budget and spend."""
-    from gateway.store.keys import list_keys
-
     found = _run(database_url, list_keys)
     if output == "json":
         data: dict[str, Any] = {"object": "list", "data": [key_object(k) for k in found]}
-        click.echo(json.dumps(data, indent=2))
+        click.echo(render_json(data, indent=2, separators=(",", ": ")))
         return
     click.echo(_table([_row(k) for k in found]))
 
@@ -114,8 +102,6 @@ def list_command(output: str, database_url: str | None) -> None:
 @DATABASE_OPTION
 def revoke(name: str, database_url: str | None) -> None:
     """Revoke a key: its caller is refused (401) within GATEWAY_KEY_CACHE_SECONDS."""
-    from gateway.store.keys import revoke_key
-
     found = _run(database_url, lambda s: revoke_key(s, name, time.time()))
     if found is None:
         raise click.ClickException(f"No key named '{name}'.")

@@ -2,49 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from pathlib import Path
 
 import click
 
+from gateway.cli.database import require_sqlite_file, run_on_database
+from gateway.cli.settings import DATABASE_OPTION, load_settings
 from gateway.errors import DatabaseUnavailable, GatewayError
-from gateway.reports import FORMATS, GROUP_BY, Group, Report, UsageQuery, parse_report_params, render
-
-
-async def _groups(database_url: str, query: UsageQuery, *, transaction_pooling: bool) -> list[Group]:
-    from gateway.store.database import Database, create_engine
-    from gateway.store.usage import usage_groups
-
-    engine = create_engine(database_url, pool_size=1, transaction_pooling=transaction_pooling)
-    try:
-        async with Database(engine, lease_seconds=60).transaction() as session:
-            return await usage_groups(session, query)
-    finally:
-        await engine.dispose()
-
-
-def _check_sqlite_file(database_url: str) -> None:
-    """Refuse a missing SQLite file (opening it would create an empty database)."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(database_url)
-    named_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-    if named_file and not Path(str(url.database)).is_file():
-        raise click.ClickException(f"no gateway database at {url.database} (set GATEWAY_DATABASE_URL)")
-
-
-def check_prices_file(path: str | None) -> None:
-    """Refuse to start on an unusable GATEWAY_PRICES_FILE, with the reason instead of a traceback."""
-    from gateway.config import ConfigError
-    from gateway.pricing import load_prices_file
-
-    if path is None:
-        return
-    try:
-        load_prices_file(path)
-    except ConfigError as exc:
-        raise click.UsageError(f"GATEWAY_PRICES_FILE: {exc}") from None
+from gateway.reports import FORMATS, GROUP_BY, Group, Report, parse_report_params, render
+from gateway.store.database import Database
+from gateway.store.usage import usage_groups
 
 
 @click.command("usage")
@@ -60,7 +27,7 @@ def check_prices_file(path: str | None) -> None:
     "--until", default=None, help="ISO 8601 date or time, exclusive; a date includes its whole day."
 )
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option("--database-url", default=None, help="SQLAlchemy URL (GATEWAY_DATABASE_URL).")
+@DATABASE_OPTION
 def usage(
     conversation_id: str | None,
     group_by: str | None,
@@ -70,8 +37,6 @@ def usage(
     database_url: str | None,
 ) -> None:
     """Report usage and cost of every caller (the same figures as GET /v1/usage)."""
-    from gateway.cli import load_settings
-
     settings = load_settings(database_url=database_url)
     options = {"group_by": group_by, "since": since, "until": until}
     try:
@@ -80,11 +45,14 @@ def usage(
     except GatewayError as exc:
         raise click.BadParameter(str(exc), param_hint=f"--{exc.param}") from None
     query = dataclasses.replace(query, conversation_id=conversation_id)
-    _check_sqlite_file(settings.database_url)
+    require_sqlite_file(settings.database_url)
+
+    async def work(db: Database) -> list[Group]:
+        async with db.transaction() as session:
+            return await usage_groups(session, query)
+
     try:
-        groups = asyncio.run(
-            _groups(settings.database_url, query, transaction_pooling=settings.db_transaction_pooling)
-        )
+        groups = run_on_database(settings, work)
     except DatabaseUnavailable as exc:
         cause = getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc
         raise click.ClickException(

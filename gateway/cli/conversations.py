@@ -7,8 +7,6 @@ or any prefix of it.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -16,40 +14,32 @@ from typing import Any, TypeVar
 
 import click
 
-from gateway.config import Settings
+from gateway.cli.database import run_on_database
+from gateway.cli.settings import DATABASE_OPTION, load_settings
+from gateway.errors import GatewayError
+from gateway.store.conversations import (
+    delete_conversation,
+    find_conversations,
+    get_conversation,
+    list_conversations,
+    list_messages,
+)
+from gateway.store.database import DB_ERRORS, Database
+from gateway.store.tables import Conversation
+from gateway.views import conversation_object, render_json
 
 T = TypeVar("T")
 
-DATABASE_OPTION = click.option("--database-url", default=None, help="SQLAlchemy URL (GATEWAY_DATABASE_URL).")
 OWNER_OPTION = click.option(
     "--owner", default=None, help="Only this caller: its identity (SHA-256) or a prefix."
 )
 
 
-def _settings(database_url: str | None) -> Settings:
-    from gateway.cli import load_settings
-
-    return load_settings(database_url=database_url)
-
-
-def _run(database_url: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
+def _run(database_url: str | None, work: Callable[[Database], Awaitable[T]]) -> T:
     """Open the database, run `work(db)`, close it; database errors become a clean CLI error."""
-    from gateway.errors import GatewayError
-    from gateway.store.database import DB_ERRORS, Database, create_engine
-
-    settings = _settings(database_url)
-
-    async def run() -> T:
-        engine = create_engine(
-            settings.database_url, pool_size=2, transaction_pooling=settings.db_transaction_pooling
-        )
-        try:
-            return await work(Database(engine, lease_seconds=settings.lock_timeout + 60))
-        finally:
-            await engine.dispose()
-
+    settings = load_settings(database_url=database_url)
     try:
-        return asyncio.run(run())
+        return run_on_database(settings, work)
     except (GatewayError, *DB_ERRORS) as exc:
         raise click.ClickException(
             f"{exc} (is {settings.database_url} a migrated gateway database?)"
@@ -60,10 +50,8 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _view(conversation: Any) -> dict[str, Any]:
+def _view(conversation: Conversation) -> dict[str, Any]:
     """The API's conversation object, plus the owner (the operator sees every caller's)."""
-    from gateway.api.conversations import conversation_object
-
     return {**conversation_object(conversation), "owner": conversation.owner}
 
 
@@ -79,16 +67,15 @@ def conversations() -> None:
 @DATABASE_OPTION
 def list_command(owner: str | None, limit: int, as_json: bool, database_url: str | None) -> None:
     """Conversations, newest activity first."""
-    from gateway.store.conversations import list_conversations
 
-    async def work(db: Any) -> list[Any]:
+    async def work(db: Database) -> list[Conversation]:
         async with db.transaction() as session:
             return await list_conversations(session, None, limit=limit + 1, owner_prefix=owner)
 
     rows = _run(database_url, work)
     if as_json:
         for conversation in rows[:limit]:
-            click.echo(json.dumps(_view(conversation), ensure_ascii=False))
+            click.echo(render_json(_view(conversation), separators=(", ", ": ")))
         return
     click.echo(
         f"{'ID':<40} {'OWNER':<14} {'MESSAGES':>8} {'TOKENS':>9}  {'UPDATED (UTC)':<19}  SYSTEM PROMPT"
@@ -112,9 +99,8 @@ def list_command(owner: str | None, limit: int, as_json: bool, database_url: str
 @DATABASE_OPTION
 def show_command(conversation_id: str, owner: str | None, messages: bool, database_url: str | None) -> None:
     """Every conversation with this id (one per caller that used it), as JSON."""
-    from gateway.store.conversations import find_conversations, list_messages
 
-    async def work(db: Any) -> list[dict[str, Any]]:
+    async def work(db: Database) -> list[dict[str, Any]]:
         found = []
         async with db.transaction() as session:
             for conversation in await find_conversations(session, conversation_id, owner):
@@ -129,7 +115,7 @@ def show_command(conversation_id: str, owner: str | None, messages: bool, databa
     if not found:
         raise click.ClickException(f"No conversation with id '{conversation_id}'.")
     for view in found:
-        click.echo(json.dumps(view, indent=2, ensure_ascii=False))
+        click.echo(render_json(view, indent=2, separators=(",", ": ")))
 
 
 @conversations.command("delete")
@@ -139,9 +125,8 @@ def show_command(conversation_id: str, owner: str | None, messages: bool, databa
 @DATABASE_OPTION
 def delete_command(conversation_id: str, owner: str | None, yes: bool, database_url: str | None) -> None:
     """Delete a conversation (messages and settings; the request log keeps its usage, loses its content)."""
-    from gateway.store.conversations import delete_conversation, find_conversations, get_conversation
 
-    async def matches(db: Any) -> list[Any]:
+    async def matches(db: Database) -> list[Conversation]:
         async with db.transaction() as session:
             return await find_conversations(session, conversation_id, owner)
 
@@ -161,9 +146,9 @@ def delete_command(conversation_id: str, owner: str | None, yes: bool, database_
             f"({target.message_count} messages)?",
             abort=True,
         )
-    settings = _settings(database_url)
+    settings = load_settings(database_url=database_url)
 
-    async def delete(db: Any) -> bool:
+    async def delete(db: Database) -> bool:
         # The lock makes a delete wait for a turn in flight (in one process; across processes on Postgres).
         async with (
             db.locks.hold(target.owner, conversation_id, settings.lock_timeout),

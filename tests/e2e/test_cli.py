@@ -1,4 +1,5 @@
-"""Black-box checks of issue 2's command line: console script, serve flags over env vars, migrate, healthz."""
+"""The command line: console script, serve flags over env vars, migrate, healthz, the usage and
+conversations commands against the database."""
 
 from __future__ import annotations
 
@@ -15,7 +16,40 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.helpers import auth, turn
 from tests.servers import ServerProcess, base_env, free_port, upstream_requests, wait_until_up
+
+# Two entries where one is a prefix of the other: the longest prefix must win.
+
+
+def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = base_env() | {"GATEWAY_DATABASE_URL": database_url}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+# ---------------------------------------------------------------- Usage and cost
+
+
+def test_cli_conversations_with_the_database_from_the_environment(
+    sliding: ServerProcess, database_url: str, api_key: str, conversation_id: str
+) -> None:
+    """'sliding conversations list|show ID|delete ID in the CLI, reading the same database.'"""
+    turn(sliding, api_key, conversation_id, "cli")
+    listed = run_cli(database_url, "conversations", "list")
+    assert listed.returncode == 0 and conversation_id in listed.stdout, listed.stderr
+    shown = run_cli(database_url, "conversations", "show", conversation_id)
+    assert shown.returncode == 0 and conversation_id in shown.stdout, shown.stderr
+    deleted = run_cli(database_url, "conversations", "delete", conversation_id, "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    assert (
+        httpx.get(f"{sliding.url}/v1/conversations/{conversation_id}", headers=auth(api_key)).status_code
+        == 404
+    )
+    missing = run_cli(database_url, "conversations", "show", conversation_id)
+    assert missing.returncode != 0
+
 
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -48,6 +82,32 @@ def spawn(
         process = subprocess.Popen([GATEWAY, *args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     processes.append(process)
     return process
+
+
+def _tables(database_url: str) -> set[str]:
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        with sqlite3.connect(url.database or "") as connection:
+            return {r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> set[str]:
+        connection = await asyncpg.connect(
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            database=url.database,
+        )
+        try:
+            rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            return {r[0] for r in rows}
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
 
 
 def test_console_script_and_commands() -> None:
@@ -115,32 +175,6 @@ def test_serve_reads_env_vars_and_defaults_to_gateway_db_in_cwd(
     assert (tmp_path / "gateway.db").exists()
     with sqlite3.connect(tmp_path / "gateway.db") as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-def _tables(database_url: str) -> set[str]:
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        with sqlite3.connect(url.database or "") as connection:
-            return {r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    import asyncio
-
-    import asyncpg
-
-    async def run() -> set[str]:
-        connection = await asyncpg.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            database=url.database,
-        )
-        try:
-            rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-            return {r[0] for r in rows}
-        finally:
-            await connection.close()
-
-    return asyncio.run(run())
 
 
 def test_migrate_creates_the_schema_and_is_repeatable(database_url: str, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Black-box check with the official Node SDK (`openai` on npm): turns, streams, memory, error events."""
+"""The official Node SDK (`openai` on npm) against the gateway: turns, streams, memory, error events."""
 
 from __future__ import annotations
 
