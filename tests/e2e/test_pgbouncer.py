@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
-from tests.e2e.support import assert_whole_turns, stored
 from tests.e2e.test_replicas import (  # collected here again, with this module's fixtures
     test_a_small_pool_serves_more_conversations_than_connections,
     test_a_turn_longer_than_the_lease_keeps_the_conversation,
@@ -24,6 +23,7 @@ from tests.e2e.test_replicas import (  # collected here again, with this module'
     test_turns_of_one_conversation_are_serialized_across_processes,
     test_workers_share_the_database,
 )
+from tests.helpers import assert_whole_turns, stored
 from tests.pgbouncer import PgBouncer, pgbouncer_binary
 from tests.servers import ServerProcess, gateway_server
 
@@ -84,10 +84,10 @@ def replicas(
 
 @pytest.fixture
 def start_gateway(upstream: ServerProcess, tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Extra gateways, all with GATEWAY_DB_TRANSACTION_POOLING=1."""
+    """Extra gateways with GATEWAY_DB_TRANSACTION_POOLING=1, always real processes."""
     started: list[ServerProcess] = []
 
-    def start(database_url: str, **env: str) -> ServerProcess:
+    def start(database_url: str, *, process: bool = True, **env: str) -> ServerProcess:
         server = gateway_server(tmp_path, upstream.url, database_url, **POOLING, **env).start()
         started.append(server)
         return server
