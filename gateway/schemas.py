@@ -168,7 +168,7 @@ SCHEMAS: dict[str, Schema] = {
     "ResponseCreateRequest": {
         "type": "object",
         "required": ["model"],
-        "description": "OpenAI's Responses body, translated to chat completions (see the README).",
+        "description": "OpenAI's Responses body, translated to chat completions (see docs/api.md).",
         "properties": {
             "model": {"type": "string", "minLength": 1, "maxLength": 200},
             "input": {

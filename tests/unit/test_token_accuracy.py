@@ -2,7 +2,7 @@
 
 There is no real OpenAI API in the tests, so the reference is OpenAI's cookbook ("How to count tokens with
 tiktoken", sections 6 and 7), which prints the prompt_tokens the API reported for its examples. The
-README's "History budget" section quotes these results.
+docs/history.md ("Token counting") quotes these results.
 """
 
 from __future__ import annotations
