@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -13,6 +15,8 @@ from openai import OpenAI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from gateway import migrate
+from gateway.store.database import Database, create_engine
 from gateway.store.tables import Attempt, Conversation, Message
 from tests.servers import upstream_requests
 
@@ -327,3 +331,16 @@ def check_conversation(messages: list[dict[str, Any]], outcomes: list[Outcome]) 
     acknowledged = [o.text for o in outcomes if o.acknowledged]
     assert [u for u in users if u in acknowledged] == acknowledged
     assert set(users) <= {o.text for o in outcomes}
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(url: str, *, lease_seconds: float = 60) -> AsyncIterator[Database]:
+    """A migrated database on a small pool, closed afterwards (its SQLite lane thread and its engine)."""
+    engine = create_engine(url, pool_size=2)
+    await migrate.upgrade(engine)
+    database = Database(engine, lease_seconds=lease_seconds)
+    try:
+        yield database
+    finally:
+        await database.close()
+        await engine.dispose()

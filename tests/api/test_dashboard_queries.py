@@ -10,26 +10,22 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from gateway import migrate
 from gateway.reports import UsageQuery
 from gateway.store.browse import browse_conversations
 from gateway.store.conversations import create_conversation
-from gateway.store.database import Database, create_engine
+from gateway.store.database import Database
 from gateway.store.tables import UiSession
 from gateway.store.ui_sessions import delete_session, find_session, insert_session
 from gateway.store.usage import call_stats, record_attempt, usage_groups
+from tests.helpers import migrated_database
 
 LATER = 2_000_000.0
 
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    engine = create_engine(database_url, pool_size=2)
-    await migrate.upgrade(engine)
-    try:
-        yield Database(engine, lease_seconds=60)
-    finally:
-        await engine.dispose()
+    async with migrated_database(database_url) as database:
+        yield database
 
 
 def attempt(owner: str, conversation: str | None, **values: Any) -> dict[str, Any]:

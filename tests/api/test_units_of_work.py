@@ -18,18 +18,13 @@ from gateway.store.conversations import TurnWrite, load_turn, write_turn
 from gateway.store.database import Database, create_engine
 from gateway.store.tables import Attempt
 from gateway.store.usage import insert_attempt
+from tests.helpers import migrated_database
 
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    engine = create_engine(database_url, pool_size=2)
-    await migrate.upgrade(engine)
-    database = Database(engine, lease_seconds=60)
-    try:
+    async with migrated_database(database_url) as database:
         yield database
-    finally:
-        await database.close()
-        await engine.dispose()
 
 
 def attempt(owner: str, conversation_id: str | None = None) -> dict[str, Any]:

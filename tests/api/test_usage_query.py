@@ -10,21 +10,17 @@ from typing import Any
 
 import pytest
 
-from gateway import migrate
 from gateway.reports import Report, Totals, UsageQuery, usage_object
 from gateway.store.conversations import create_conversation, delete_conversation
-from gateway.store.database import Database, create_engine
+from gateway.store.database import Database
 from gateway.store.usage import record_attempt, usage_groups
+from tests.helpers import migrated_database
 
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    engine = create_engine(database_url, pool_size=2)
-    await migrate.upgrade(engine)
-    try:
-        yield Database(engine, lease_seconds=60)
-    finally:
-        await engine.dispose()
+    async with migrated_database(database_url) as database:
+        yield database
 
 
 @pytest.fixture

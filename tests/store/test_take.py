@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from gateway import migrate
 from gateway.history import Budget, BudgetRule, number_messages
 from gateway.store.conversations import TurnWrite, conversation_budget, load_turn, write_turn
-from gateway.store.database import Database, create_engine
+from gateway.store.database import Database
 from gateway.store.postgres import TAKE, parse_take, read_is_enough
 from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
+from tests.helpers import migrated_database
 
 pytestmark = [
     pytest.mark.postgres,
@@ -35,14 +35,8 @@ def postgres_url() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def db(postgres_url: str) -> AsyncIterator[Database]:
-    engine = create_engine(postgres_url, pool_size=2)
-    await migrate.upgrade(engine)
-    database = Database(engine, lease_seconds=30)
-    try:
+    async with migrated_database(postgres_url, lease_seconds=30) as database:
         yield database
-    finally:
-        await database.close()
-        await engine.dispose()
 
 
 async def take(db: Database, owner: str, conversation_id: str, holder: str, rule: BudgetRule) -> Any:

@@ -8,23 +8,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway import migrate
 from gateway.history import BudgetRule
 from gateway.store.conversations import conversation_budget, get_conversation, load_turn, read_window
-from gateway.store.database import Database, create_engine
+from gateway.store.database import Database
+from tests.helpers import migrated_database
 from tests.store.test_take import RULES, store_turns
 
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    engine = create_engine(database_url, pool_size=2)
-    await migrate.upgrade(engine)
-    database = Database(engine, lease_seconds=30)
-    try:
+    async with migrated_database(database_url, lease_seconds=30) as database:
         yield database
-    finally:
-        await database.close()
-        await engine.dispose()
 
 
 @pytest.mark.parametrize("rule", RULES, ids=repr)
