@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
@@ -46,17 +46,29 @@ def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    valid: Callable[[float], bool],
+    unparsable: str,
+    invalid: str,
+) -> float:
+    """A float setting: `default` when unset; `unparsable` or `invalid` (then the raw value) as the error."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {raw!r}")
+        raise ConfigError(f"{name} {unparsable}, got {raw!r}") from None
+    if not valid(value):
+        raise ConfigError(f"{name} {invalid}, got {raw!r}")
     return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, lambda v: v > 0, "must be a number of seconds", "must be positive")
 
 
 def _seconds_or_zero(env: Mapping[str, str], name: str, default: float) -> float:
@@ -84,16 +96,8 @@ def _path_list(raw: str) -> tuple[str, ...]:
 
 
 def _ratio(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number from 0 to 1, got {raw!r}") from None
-    if not 0 <= value <= 1:
-        raise ConfigError(f"{name} must be a number from 0 to 1, got {raw!r}")
-    return value
+    message = "must be a number from 0 to 1"
+    return _number(env, name, default, lambda v: 0 <= v <= 1, message, message)
 
 
 def _strategy(env: Mapping[str, str], name: str, default: str) -> str:
