@@ -20,6 +20,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from gateway.attempts import ATTEMPT_FIELDS, AttemptRecord
 from gateway.reports import CallStats, Group, Totals, UsageQuery, day_key, fold, rank_index
 from gateway.store import statements
 from gateway.store.tables import Attempt
@@ -61,9 +62,8 @@ def _utc_day_postgres(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str
 _INSERT_ATTEMPT = cast(Table, Attempt.__table__).insert()
 
 
-def attempt_row(values: dict[str, Any]) -> dict[str, Any]:
-    """The request-log row to insert: `values` with the upstream's texts made to fit their columns."""
-    row = dict(values)
+def _fitted(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with the upstream's texts made to fit their columns (a new dict)."""
     for name in _UNTRUSTED_TEXT:
         value = row.get(name)
         if isinstance(value, str):
@@ -71,14 +71,20 @@ def attempt_row(values: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def insert_attempt(connection: Connection, values: dict[str, Any]) -> None:
+def attempt_row(record: AttemptRecord) -> dict[str, Any]:
+    """The request-log row to insert for `record` (which stays as it is), texts made to fit their columns."""
+    return _fitted({name: getattr(record, name) for name in ATTEMPT_FIELDS})
+
+
+def insert_attempt(connection: Connection, record: AttemptRecord) -> None:
     """Insert one request-log row (the caller's unit of work decides when it commits)."""
-    statements.execute(connection, _INSERT_ATTEMPT, attempt_row(values))
+    statements.execute(connection, _INSERT_ATTEMPT, attempt_row(record))
 
 
-async def record_attempt(session: AsyncSession, values: dict[str, Any]) -> None:
-    """`insert_attempt` within an ORM session's transaction."""
-    await session.run_sync(lambda sync: insert_attempt(sync.connection(), values))
+async def record_attempt(session: AsyncSession, row: dict[str, Any]) -> None:
+    """Insert a request-log row given column by column (report fixtures), in an ORM session."""
+    fitted = _fitted(dict(row))
+    await session.run_sync(lambda sync: statements.execute(sync.connection(), _INSERT_ATTEMPT, fitted))
 
 
 # The model reports use: the one the upstream returned (a dated name), else the one asked for.
