@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import time
@@ -20,6 +19,12 @@ from gateway import headers as h
 from gateway.attempts import AttemptRecord, StoredReply
 from gateway.budgets import Budgets
 from gateway.charges import TurnCharges, body_with_usage, request_size
+from gateway.composition import (
+    adds_stream_usage,
+    compose,
+    history_budget,
+    history_strategy,
+)
 from gateway.config import Settings
 from gateway.dedupe import overlap_search_limit, stored_run_length
 from gateway.errors import (
@@ -49,7 +54,6 @@ from gateway.history import (
     BudgetRule,
     StoredMessage,
     assistant_message,
-    compose_body,
     fingerprint,
     history_digest,
     new_messages,
@@ -68,7 +72,6 @@ from gateway.sse import DONE
 from gateway.store.conversations import (
     LoadedTurn,
     TurnWrite,
-    conversation_budget,
     read_bodies,
     stored_summary,
 )
@@ -78,7 +81,6 @@ from gateway.store.tables import Conversation
 from gateway.store.usage import insert_attempt
 from gateway.summaries import Fold, Summarizer
 from gateway.tokens import count_message_tokens, needs_loading
-from gateway.unanswered import sendable_history
 from gateway.upstream import UpstreamClient, read_body, response_headers, translate_errors
 from gateway.window import load_summary_prompt, stable_window, summary_message
 
@@ -173,7 +175,7 @@ class TurnService:
             )
         await self._check_cost_cap(conversation)
         turn.new = await self._new_messages(turn, conversation, rest, loaded.candidates)
-        budget = self._budget(call.header_budget, conversation)
+        budget = history_budget(call.header_budget, self._default_budget(), conversation)
         self._window(turn, conversation, loaded, budget)
         turn.dropped = conversation.message_count - len(turn.history)
         if turn.dropped and turn.new and turn.new[0].get("role") == "tool":
@@ -205,12 +207,7 @@ class TurnService:
         turn.window_start = plan.start if plan.cut else None
 
     def _strategy(self, call: ChatCall, conversation: Conversation | None) -> str:
-        """The history strategy: the request's header, else the conversation's setting, else the server's."""
-        if call.header_strategy is not None:
-            return call.header_strategy
-        if conversation is not None and conversation.history_strategy is not None:
-            return conversation.history_strategy
-        return self.settings.history_strategy
+        return history_strategy(call, conversation, self.settings.history_strategy)
 
     async def _fold(self, turn: PendingTurn, conversation: Conversation, through: int) -> None:
         """At a cut under `summarize`: fold every stored message before the new start that the summary does
@@ -274,28 +271,11 @@ class TurnService:
     def _default_budget(self) -> Budget:
         return Budget(self.settings.max_history_messages, self.settings.max_history_tokens)
 
-    def _budget(self, header: Budget, conversation: Conversation) -> Budget:
-        rule = BudgetRule(header=header, default=self._default_budget())
-        return conversation_budget(rule, conversation)
-
     async def _compose(self, turn: PendingTurn) -> bytes:
-        """The upstream body: the client's dict with `messages` replaced and usage requested for streams."""
-        body = dict(turn.call.body)
-        system = list(turn.system_messages or [])
-        if turn.call.instructions is not None:  # this turn's own system prompt, then any it sent to store
-            system = [*turn.call.instructions, *(system if turn.replace_system else [])]
-        if turn.summary is not None:
-            system.append(summary_message(turn.summary.text))  # right after the (stored) system prompt
-        history = sendable_history(turn.history, turn.new)
-        if self.settings.prompt_cache_key and "prompt_cache_key" not in body:
-            body["prompt_cache_key"] = prompt_cache_key(turn.call.owner, turn.call.conversation_id or "")
-        if body.get("stream") is True:
-            turn.usage_added = not client_wants_usage(turn.call.body)
-            options = dict(body.get("stream_options") or {})
-            options["include_usage"] = True
-            body["stream_options"] = options
-        compose = functools.partial(compose_body, body, system, history, turn.new)
-        return await run_sized(request_size(turn), compose)
+        """The upstream body (see composition.py); a big one is rendered off the event loop."""
+        turn.usage_added = adds_stream_usage(turn.call.body)
+        composition = compose(turn, cache_key=self.settings.prompt_cache_key)
+        return await run_sized(request_size(turn), composition.render)
 
     async def _forward(
         self, turn: PendingTurn, body: bytes, *, stream: bool, lease: TurnLease[OpenTurn] | None = None
@@ -560,9 +540,4 @@ async def count_off_loop(message: dict[str, Any], model: str | None) -> int:
     return count_message_tokens(message, model)
 
 
-def prompt_cache_key(owner: str, conversation_id: str) -> str:
-    """The `prompt_cache_key` of a conversation (GATEWAY_PROMPT_CACHE_KEY): a hash of caller and id."""
-    return hashlib.sha256(f"{owner}\n{conversation_id}".encode()).hexdigest()
-
-
-__all__ = ["TurnService", "count_off_loop", "prompt_cache_key"]
+__all__ = ["TurnService", "count_off_loop"]
