@@ -297,8 +297,8 @@ class TurnService:
                 await self._log_failure(turn, 499, "client disconnected", None, payload)
             raise
         if stream and response.status_code == 200:
-            events = self._relay(turn, response, lease.hand_over() if lease is not None else None)
             reply_headers = response_headers(response) | turn.history_headers()
+            events = self._relay(turn, response, lease.hand_over() if lease is not None else None)
             return StreamReply(200, reply_headers, events)
         try:
             payload = await read_body(response, self.settings.max_response_bytes)
