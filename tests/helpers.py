@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import httpx
 from openai import OpenAI
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway import migrate
@@ -367,3 +367,9 @@ def logged_call(owner: str, conversation_id: str | None = None, **changes: Any) 
         cost=CallCost(None, None),
     )
     return dataclasses.replace(record, **changes)
+
+
+def insert_log_rows(connection: Connection, *rows: dict[str, Any]) -> None:
+    """Write request-log rows column by column (report fixtures: any column, a deleted conversation's too)."""
+    for row in rows:
+        connection.execute(insert(Attempt), row)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -15,7 +16,6 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -23,7 +23,8 @@ from sqlalchemy.sql.functions import FunctionElement
 from gateway.attempts import ATTEMPT_FIELDS, AttemptRecord
 from gateway.reports import CallStats, Group, Totals, UsageQuery, day_key, fold, rank_index
 from gateway.store import statements
-from gateway.store.tables import Attempt
+from gateway.store.rows import load_first
+from gateway.store.tables import Attempt, Conversation
 
 # Texts taken from the upstream's answer (model name, request id, error message) are not the gateway's to
 # trust: they are made to fit their columns so that a strange answer cannot fail the write.
@@ -62,29 +63,19 @@ def _utc_day_postgres(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str
 _INSERT_ATTEMPT = cast(Table, Attempt.__table__).insert()
 
 
-def _fitted(row: dict[str, Any]) -> dict[str, Any]:
-    """`row` with the upstream's texts made to fit their columns (a new dict)."""
+def attempt_row(record: AttemptRecord) -> dict[str, Any]:
+    """The request-log row to insert for `record` (which stays as it is), texts made to fit their columns."""
+    row = {name: getattr(record, name) for name in ATTEMPT_FIELDS}
     for name in _UNTRUSTED_TEXT:
-        value = row.get(name)
+        value = row[name]
         if isinstance(value, str):
             row[name] = _fit(value, _LENGTHS.get(name))
     return row
 
 
-def attempt_row(record: AttemptRecord) -> dict[str, Any]:
-    """The request-log row to insert for `record` (which stays as it is), texts made to fit their columns."""
-    return _fitted({name: getattr(record, name) for name in ATTEMPT_FIELDS})
-
-
 def insert_attempt(connection: Connection, record: AttemptRecord) -> None:
     """Insert one request-log row (the caller's unit of work decides when it commits)."""
     statements.execute(connection, _INSERT_ATTEMPT, attempt_row(record))
-
-
-async def record_attempt(session: AsyncSession, row: dict[str, Any]) -> None:
-    """Insert a request-log row given column by column (report fixtures), in an ORM session."""
-    fitted = _fitted(dict(row))
-    await session.run_sync(lambda sync: statements.execute(sync.connection(), _INSERT_ATTEMPT, fitted))
 
 
 # The model reports use: the one the upstream returned (a dated name), else the one asked for.
@@ -161,12 +152,12 @@ def _filters(query: UsageQuery) -> list[ColumnElement[bool]]:
     return filters
 
 
-async def usage_groups(session: AsyncSession, query: UsageQuery) -> list[Group]:
+def usage_groups(connection: Connection, query: UsageQuery) -> list[Group]:
     """Sum the matching request-log rows per group and model, in one GROUP BY query."""
     key = _key(query.group_by)
     grouping = [_MODEL] if key is None else [key, _MODEL]
     statement = select(*grouping, *_TOTALS).where(*_filters(query)).group_by(*grouping)
-    rows = (await session.execute(statement)).all()
+    rows = connection.execute(statement).all()
     found = []
     for row in rows:
         values = list(row)
@@ -180,11 +171,32 @@ async def usage_groups(session: AsyncSession, query: UsageQuery) -> list[Group]:
     return fold(found)
 
 
-async def call_stats(session: AsyncSession, query: UsageQuery) -> CallStats:
+def conversation_usage(
+    connection: Connection, conversations: Sequence[Conversation]
+) -> dict[tuple[str, str], Mapping[str | None, Totals]]:
+    """The usage per model of each of these (current) conversations, keyed by (owner, id): one grouped
+    query for a whole page of conversations, never one per conversation."""
+    if not conversations:
+        return {}
+    owners = {c.owner for c in conversations}
+    query = UsageQuery(
+        owner=next(iter(owners)) if len(owners) == 1 else None,
+        conversation_ids=tuple(dict.fromkeys(c.id for c in conversations)),
+        current_only=True,
+        group_by="caller_conversation",
+    )
+    found: dict[tuple[str, str], Mapping[str | None, Totals]] = {}
+    for group in usage_groups(connection, query):
+        owner, _, conversation_id = (group.key or "").partition(":")  # an owner is hex: no ':' in it
+        found[(owner, conversation_id)] = group.by_model
+    return found
+
+
+def call_stats(connection: Connection, query: UsageQuery) -> CallStats:
     """Requests, failed requests (status 400 and up) and the latency percentiles of the matching rows."""
     filters = _filters(query)
     counts = select(func.count(), _count_where(Attempt.status >= 400)).where(*filters)
-    requests, errors = (await session.execute(counts)).one()
+    requests, errors = connection.execute(counts).one()
     percentiles: list[float | None] = []
     for percent in (50, 95):
         if not requests:
@@ -197,11 +209,11 @@ async def call_stats(session: AsyncSession, query: UsageQuery) -> CallStats:
             .offset(rank_index(int(requests), percent))
             .limit(1)
         )
-        percentiles.append(float((await session.execute(statement)).scalar_one()))
+        percentiles.append(float(connection.execute(statement).scalar_one()))
     return CallStats(int(requests), int(errors or 0), percentiles[0], percentiles[1])
 
 
-async def latest_attempt(session: AsyncSession, owner: str, conversation_id: str) -> Attempt | None:
+def latest_attempt(connection: Connection, owner: str, conversation_id: str) -> Attempt | None:
     """The conversation's most recent request-log row (stored turn or failure), or None."""
     statement = (
         select(Attempt)
@@ -214,11 +226,11 @@ async def latest_attempt(session: AsyncSession, owner: str, conversation_id: str
         .order_by(Attempt.pk.desc())
         .limit(1)
     )
-    return (await session.execute(statement)).scalar_one_or_none()
+    return load_first(connection, Attempt, statement)
 
 
-async def keyed_turn(
-    session: AsyncSession, owner: str, conversation_id: str, key: str, since: float
+def keyed_turn(
+    connection: Connection, owner: str, conversation_id: str, key: str, since: float
 ) -> Attempt | None:
     """The newest stored turn of the conversation recorded with this Idempotency-Key since `since`."""
     statement = (
@@ -234,10 +246,10 @@ async def keyed_turn(
         .order_by(Attempt.pk.desc())
         .limit(1)
     )
-    return (await session.execute(statement)).scalar_one_or_none()
+    return load_first(connection, Attempt, statement)
 
 
-async def turn_attempt(session: AsyncSession, owner: str, conversation_id: str, turn: int) -> Attempt | None:
+def turn_attempt(connection: Connection, owner: str, conversation_id: str, turn: int) -> Attempt | None:
     """The request-log row that stored this turn of the caller's current conversation, or None."""
     statement = (
         select(Attempt)
@@ -250,10 +262,10 @@ async def turn_attempt(session: AsyncSession, owner: str, conversation_id: str, 
         .order_by(Attempt.pk.desc())
         .limit(1)
     )
-    return (await session.execute(statement)).scalar_one_or_none()
+    return load_first(connection, Attempt, statement)
 
 
-async def has_calls(session: AsyncSession, owner: str) -> bool:
+def has_calls(connection: Connection, owner: str) -> bool:
     """True when the caller has at least one request-log row (an upstream accepted its token once)."""
     statement = select(Attempt.pk).where(Attempt.owner == owner).limit(1)
-    return (await session.execute(statement)).first() is not None
+    return connection.execute(statement).first() is not None
