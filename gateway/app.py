@@ -40,7 +40,7 @@ from gateway.store.database import DATABASE_ERRORS, Database, create_engine
 from gateway.token_check import TokenCheck
 from gateway.tokens import warm_up
 from gateway.turns import TurnService
-from gateway.ui import ROUTES as UI_ROUTES
+from gateway.ui.routes import ROUTES as UI_ROUTES
 from gateway.upstream import UpstreamClient, create_http_client
 
 log = logging.getLogger("gateway")
