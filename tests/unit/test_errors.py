@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
+from pathlib import Path
 
 import httpx
 import pytest
@@ -136,6 +138,16 @@ def test_a_token_the_upstream_rejects_keeps_the_upstreams_status(status: int, er
         401,
         "authentication_error",
     )
+
+
+def test_no_module_raises_a_level_itself() -> None:
+    levels = {cls.__name__ for cls in LEVELS}
+    made = []
+    for path in sorted(Path(errors.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in levels:
+                made.append(f"{path.name}:{node.lineno} {node.func.id}(...)")
+    assert made == []
 
 
 @pytest.mark.parametrize(("level", "parent"), LEVELS.items())
