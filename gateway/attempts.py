@@ -1,7 +1,7 @@
 """The request-log record: one typed value per upstream call, built by one function.
 
-`attempt_record` is the one builder of an `AttemptRecord`: chat turns (through exchange.turn_attempt),
-summary calls and pass-through calls all go through it. The store writes a record as it is
+`attempt_record` is the one builder of an `AttemptRecord`: chat turns (through turns.turn_attempt), summary
+calls and pass-through calls all go through it. The store writes a record as it is
 (store/usage.py `attempt_row`), the metrics read its attributes. It is pure: the caller passes the clock
 readings and the cost.
 """
@@ -134,4 +134,10 @@ def returned_model(payload: Any) -> str | None:
     return returned if isinstance(returned, str) and returned else None
 
 
-__all__ = ["ATTEMPT_FIELDS", "AttemptRecord", "StoredReply", "attempt_record", "returned_model"]
+__all__ = [
+    "ATTEMPT_FIELDS",
+    "AttemptRecord",
+    "StoredReply",
+    "attempt_record",
+    "returned_model",
+]

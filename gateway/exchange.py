@@ -1,28 +1,32 @@
-"""The data of one chat turn (request, pending state, replies) and the pure helpers around it."""
+"""The data of one chat turn (request, pending state, replies) and the pure helpers around it.
+
+Pure: no I/O and no I/O library at run time. The httpx, SQLAlchemy and store types its fields and arguments
+name are imported for type checking only; the modules that use them (turns, replays, store) do the I/O.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
-from sqlalchemy import Connection
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from gateway import headers as h
-from gateway.attempts import AttemptRecord, StoredReply, attempt_record, returned_model
 from gateway.errors import InvalidRequest
 from gateway.history import Budget, StoredMessage, unanswered_tool_results
-from gateway.pricing import Pricer, parse_usage
-from gateway.replays import Recorded
-from gateway.store.conversations import SummaryState, TurnWrite
-from gateway.store.database import OpenTurn
-from gateway.store.tables import Conversation
+
+if TYPE_CHECKING:
+    import httpx
+    from sqlalchemy import Connection
+
+    from gateway.replays import Recorded
+    from gateway.store.conversations import SummaryState, TurnWrite
+    from gateway.store.database import OpenTurn
+    from gateway.store.tables import Conversation
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 # Runs inside a stored turn's transaction, after its messages: (connection, the write, the completion).
-StoreHook = Callable[[Connection, TurnWrite, Any], None]
+StoreHook: TypeAlias = "Callable[[Connection, TurnWrite, Any], None]"
 
 
 @dataclass(frozen=True)
@@ -119,55 +123,6 @@ class PendingTurn:
     def summarized(self) -> int:
         """How many stored messages the summary sent covers (0 when none is sent)."""
         return self.summary.through if self.summary is not None else 0
-
-
-def turn_attempt(
-    turn: PendingTurn,
-    pricer: Pricer,
-    *,
-    status: int,
-    error: str | None,
-    upstream_request_id: str | None,
-    payload: Any,
-    latency_ms: float,
-    created_at: float,
-    stored: StoredReply | None = None,
-) -> AttemptRecord:
-    """The request-log record of a chat turn's upstream call, from the turn and what the upstream answered."""
-    call = turn.call
-    usage = parse_usage(payload)
-    response_model = returned_model(payload)
-    # Calls without a conversation carry no stored history: 0, so their history cost is a true 0.
-    history_tokens = sum(m.tokens for m in turn.history)
-    # A full replay would have sent the stored messages left out instead of the summary.
-    stored_tokens = turn.conversation.token_count if turn.conversation is not None else 0
-    left_out = stored_tokens - history_tokens - turn.summary_sent_tokens
-    # Prices and reports use the model the upstream says it ran (e.g. the dated name).
-    cost = pricer.cost(response_model or turn.model, usage, history_tokens, left_out_tokens=left_out)
-    return attempt_record(
-        owner=call.owner,
-        conversation_id=call.conversation_id,
-        request_id=call.request_id,
-        upstream_request_id=upstream_request_id,
-        endpoint=call.endpoint,
-        model=turn.model or None,
-        response_model=response_model,
-        stream=call.body.get("stream") is True,
-        status=status,
-        error=error,
-        latency_ms=latency_ms,
-        ttfb_ms=turn.ttfb_ms,
-        usage=usage,
-        cost=cost,
-        history_tokens=history_tokens,
-        history_messages=len(turn.history),
-        history_strategy=turn.strategy,
-        history_summarized=turn.summarized if turn.strategy is not None else None,
-        idempotency_key=call.idempotency_key,
-        created_at=created_at,
-        estimated=turn.estimated,
-        stored=stored,
-    )
 
 
 def error_text(body: bytes) -> str:

@@ -20,7 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import GatewayError, UpstreamUnreachable
+from gateway.errors import (
+    GatewayError,
+    UpstreamErrorEvent,
+    UpstreamProtocolError,
+    UpstreamStreamBroken,
+)
 from gateway.sse import (
     MalformedChunk,
     SseSplitter,
@@ -104,7 +109,7 @@ class StreamRelay:
         if self._size > self.max_bytes:
             self.fail(
                 StreamFailure.of(
-                    UpstreamUnreachable(
+                    UpstreamProtocolError(
                         f"The upstream stream exceeded the size limit of {self.max_bytes} bytes "
                         "(GATEWAY_MAX_RESPONSE_BYTES)."
                     )
@@ -119,13 +124,13 @@ class StreamRelay:
             payload = event.json()
             problem = self._observe(payload, event.data is not None)
             if problem is not None:
-                self.fail(StreamFailure.of(UpstreamUnreachable(problem)))
+                self.fail(StreamFailure.of(UpstreamProtocolError(problem)))
                 return b""  # nothing more of this chunk: the error event follows
             if self.assembler.error is not None:
                 self._held = []  # no held finish chunk may reach the client after an error
                 out.append(data_only(event))
                 message = self.assembler.error.get("message") or "upstream stream error"
-                self._failure = StreamFailure(502, str(message))
+                self._failure = StreamFailure.of(UpstreamErrorEvent(str(message)))
                 break
             if self.hide_usage and is_usage_only(payload):
                 continue
@@ -160,7 +165,7 @@ class StreamRelay:
                 b"".join(self._held), assembler.completion(), assembler.message(), assembler.generated_text()
             )
         failure = self._failure or StreamFailure.of(
-            UpstreamUnreachable("The upstream stream ended before [DONE].")
+            UpstreamStreamBroken("The upstream stream ended before [DONE].")
         )
         reported = {"usage": assembler.usage, "model": assembler.model}
         return StreamFailed(failure, reported, assembler.generated_text())

@@ -16,7 +16,7 @@ import httpx
 from sqlalchemy import Connection
 
 from gateway import headers as h
-from gateway.attempts import AttemptRecord, StoredReply
+from gateway.attempts import AttemptRecord, StoredReply, attempt_record, returned_model
 from gateway.budgets import Budgets
 from gateway.charges import TurnCharges, body_with_usage, request_size
 from gateway.composition import (
@@ -33,6 +33,8 @@ from gateway.errors import (
     ConversationMoved,
     DatabaseUnavailable,
     GatewayError,
+    UpstreamError,
+    UpstreamProtocolError,
     UpstreamUnreachable,
 )
 from gateway.exchange import (
@@ -46,7 +48,6 @@ from gateway.exchange import (
     error_text,
     json_or_none,
     replay_reply,
-    turn_attempt,
     upstream_request_id,
 )
 from gateway.history import (
@@ -65,7 +66,7 @@ from gateway.lease import TurnLease
 from gateway.metrics import Metrics
 from gateway.money import PICODOLLARS_PER_USD as PUSD_PER_USD
 from gateway.offload import run_sized
-from gateway.pricing import Pricer
+from gateway.pricing import Pricer, parse_usage
 from gateway.relay import StreamFailed, StreamFailure, StreamFinished, StreamRelay
 from gateway.replays import find_replay
 from gateway.sse import DONE
@@ -292,7 +293,7 @@ class TurnService:
         turn.sent = time.monotonic()
         try:
             response = await self.upstream.open("POST", self.upstream.chat_url, headers, body)
-        except GatewayError as exc:
+        except UpstreamError as exc:
             await self._log_failure(turn, exc.status_code, str(exc), None)
             raise
         except BaseException:  # the client left while the upstream was working: charge the prompt
@@ -306,7 +307,7 @@ class TurnService:
             return StreamReply(200, reply_headers, events)
         try:
             payload = await read_body(response, self.settings.max_response_bytes)
-        except GatewayError as exc:
+        except UpstreamError as exc:
             await self._log_failure(turn, exc.status_code, str(exc), response)
             raise
         except BaseException:
@@ -333,7 +334,7 @@ class TurnService:
         if turn.call.conversation_id is not None and message is None:
             error = "The upstream answered with an invalid completion."
             await self._log_failure(turn, 502, error, response, parsed)
-            raise UpstreamUnreachable("The upstream answered with something that is not a chat completion.")
+            raise UpstreamProtocolError("The upstream answered with something that is not a chat completion.")
         if turn.call.conversation_id is None or message is None:
             await self._log_failure(turn, response.status_code, None, response, parsed)
             return Reply(response.status_code, reply_headers, payload)
@@ -364,7 +365,7 @@ class TurnService:
                         yield out
                     if relay.done:
                         break
-        except GatewayError as exc:
+        except UpstreamError as exc:
             relay.fail(StreamFailure.of(exc))
         except BaseException:
             relay.fail(StreamFailure(499, "client disconnected"))
@@ -385,14 +386,18 @@ class TurnService:
             if isinstance(outcome, StreamFinished):
                 try:
                     await self._store_stream_turn(turn, outcome, response)
-                except GatewayError as exc:
+                except (
+                    GatewayError
+                ) as exc:  # broad: any failure to store (database, lock, text) fails the turn
                     relay.fail(StreamFailure.of(exc))
                 else:
                     return outcome.held + DONE
             failed = relay.outcome()
             assert isinstance(failed, StreamFailed)
             failure = failed.failure
-            with contextlib.suppress(GatewayError):
+            with contextlib.suppress(
+                GatewayError
+            ):  # broad: logging a failed stream must not replace its failure
                 payload = await self.charges.estimate(turn, failed.reported, failed.generated)
                 await self._log_failure(turn, failure.status, failure.message, response, payload)
             return failure.event()
@@ -498,7 +503,8 @@ class TurnService:
             size = request_size(turn) + len(raw or b"")
             numbered, digest = await run_sized(size, number)
         except UnicodeEncodeError:  # a lone UTF-16 surrogate: text that cannot be stored or sent again
-            raise UpstreamUnreachable("The upstream answered with text that is not valid Unicode.") from None
+            message = "The upstream answered with text that is not valid Unicode."
+            raise UpstreamProtocolError(message) from None
         turn_number = (conversation.turn_count if conversation else 0) + 1
         if raw is not None:
             response_body = raw.decode("utf-8", "replace")
@@ -537,6 +543,55 @@ class TurnService:
             raise
 
 
+def turn_attempt(
+    turn: PendingTurn,
+    pricer: Pricer,
+    *,
+    status: int,
+    error: str | None,
+    upstream_request_id: str | None,
+    payload: Any,
+    latency_ms: float,
+    created_at: float,
+    stored: StoredReply | None = None,
+) -> AttemptRecord:
+    """The request-log record of a chat turn's upstream call, from the turn and what the upstream answered."""
+    call = turn.call
+    usage = parse_usage(payload)
+    response_model = returned_model(payload)
+    # Calls without a conversation carry no stored history: 0, so their history cost is a true 0.
+    history_tokens = sum(m.tokens for m in turn.history)
+    # A full replay would have sent the stored messages left out instead of the summary.
+    stored_tokens = turn.conversation.token_count if turn.conversation is not None else 0
+    left_out = stored_tokens - history_tokens - turn.summary_sent_tokens
+    # Prices and reports use the model the upstream says it ran (e.g. the dated name).
+    cost = pricer.cost(response_model or turn.model, usage, history_tokens, left_out_tokens=left_out)
+    return attempt_record(
+        owner=call.owner,
+        conversation_id=call.conversation_id,
+        request_id=call.request_id,
+        upstream_request_id=upstream_request_id,
+        endpoint=call.endpoint,
+        model=turn.model or None,
+        response_model=response_model,
+        stream=call.body.get("stream") is True,
+        status=status,
+        error=error,
+        latency_ms=latency_ms,
+        ttfb_ms=turn.ttfb_ms,
+        usage=usage,
+        cost=cost,
+        history_tokens=history_tokens,
+        history_messages=len(turn.history),
+        history_strategy=turn.strategy,
+        history_summarized=turn.summarized if turn.strategy is not None else None,
+        idempotency_key=call.idempotency_key,
+        created_at=created_at,
+        estimated=turn.estimated,
+        stored=stored,
+    )
+
+
 async def count_off_loop(message: dict[str, Any], model: str | None) -> int:
     """A message's token count; the first count for an encoding builds it, which is not for the event loop."""
     if needs_loading(model):
@@ -544,4 +599,4 @@ async def count_off_loop(message: dict[str, Any], model: str | None) -> int:
     return count_message_tokens(message, model)
 
 
-__all__ = ["TurnService", "count_off_loop"]
+__all__ = ["TurnService", "count_off_loop", "turn_attempt"]

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 
 from gateway.api.common import Services
-from gateway.errors import GatewayError, UpstreamUnreachable
+from gateway.errors import DatabaseUnavailable, UpstreamProtocolError
 from gateway.ownership import Access, filter_list, list_ids, made_ids, not_found
 from gateway.store.objects import owned_ids, record_objects
 from gateway.upstream import read_body, response_headers
@@ -91,7 +91,7 @@ async def answer(
     parsed = _json(body)
     if access.action == "list" and method == "GET":
         if not isinstance(parsed, dict) or not isinstance(parsed.get("data"), list):
-            raise UpstreamUnreachable("The upstream answered a list request with something else.")
+            raise UpstreamProtocolError("The upstream answered a list request with something else.")
         page = await _own_page(svc, owner, url, headers, parsed)
         return Answer(json.dumps(page, separators=(",", ":"), ensure_ascii=False).encode(), out_headers)
     ids = made_ids(parsed, include_own_id=access.action == "create" or method == "POST")
@@ -127,7 +127,8 @@ async def _fetch_page(svc: Services, url: httpx.URL, headers: Mapping[str, str])
             await response.aclose()
     page = _json(body)
     if response.status_code != 200 or not isinstance(page, dict) or not isinstance(page.get("data"), list):
-        raise UpstreamUnreachable(f"The upstream failed to give a list's next page ({response.status_code}).")
+        status = response.status_code
+        raise UpstreamProtocolError(f"The upstream failed to give a list's next page ({status}).")
     return page
 
 
@@ -154,5 +155,5 @@ class StreamIds:
         if match is not None:
             try:
                 await record(self.svc, self.owner, self.kind, [match.group(1).decode("utf-8", "replace")])
-            except GatewayError as exc:  # the stream goes on; the object stays unreachable through us
+            except DatabaseUnavailable as exc:  # the stream goes on; the object stays unreachable through us
                 log.warning("could not record a streamed %s: %s", self.kind, exc)

@@ -42,7 +42,7 @@ def _run(database_url: str | None, work: Callable[[Database], Awaitable[T]]) -> 
     settings = load_settings(database_url=database_url)
     try:
         return run_on_database(settings, work)
-    except (GatewayError, *DB_ERRORS) as exc:
+    except (GatewayError, *DB_ERRORS) as exc:  # broad: an outage and a lock held by a turn alike
         raise click.ClickException(
             f"{exc} (is {settings.database_url} a migrated gateway database?)"
         ) from exc

@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 from gateway import money
 from gateway.cli.database import run_on_database
 from gateway.cli.settings import DATABASE_OPTION, load_settings
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InvalidRequest
 from gateway.identity import caller_identity
 from gateway.keys import MAX_BUDGET_USD, KeyInfo, new_secret, validate_key_name
 from gateway.store.database import Database
@@ -31,7 +31,7 @@ def _run(database_url: str | None, unit: Callable[[Connection], T]) -> T:
 
     try:
         return run_on_database(load_settings(database_url=database_url), in_transaction, migrated=True)
-    except GatewayError as exc:
+    except GatewayError as exc:  # broad: whatever the store refuses (a taken name, no database) is said
         raise click.ClickException(str(exc)) from exc
 
 
@@ -51,7 +51,7 @@ def create(name: str, budget_usd: str | None, database_url: str | None) -> None:
     try:
         validate_key_name(name)
         budget = money.parse_usd(budget_usd, "--budget-usd", maximum=MAX_BUDGET_USD, text=True)
-    except GatewayError as exc:
+    except InvalidRequest as exc:
         raise click.BadParameter(str(exc)) from exc
     secret = new_secret()
     _run(database_url, lambda s: insert_key(s, name, caller_identity(secret), budget, time.time()))

@@ -9,7 +9,7 @@ import click
 
 from gateway.cli.database import require_sqlite_file, run_on_database
 from gateway.cli.settings import DATABASE_OPTION, load_settings
-from gateway.errors import DatabaseUnavailable, GatewayError
+from gateway.errors import DatabaseUnavailable, InvalidRequest
 from gateway.reports import FORMATS, GROUP_BY, Group, Report, parse_report_params, render
 from gateway.store.database import Database
 from gateway.store.usage import usage_groups
@@ -43,7 +43,7 @@ def usage(
     try:
         params = {name: value for name, value in options.items() if value is not None}
         query, _ = parse_report_params(params, owner=None)
-    except GatewayError as exc:
+    except InvalidRequest as exc:
         raise click.BadParameter(str(exc), param_hint=f"--{exc.param}") from None
     query = dataclasses.replace(query, conversation_id=conversation_id)
     require_sqlite_file(settings.database_url)

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gateway.api.common import Services, read_limited_body, services
-from gateway.errors import AuthenticationFailed, GatewayError
+from gateway.errors import AuthenticationFailed, ClientError
 from gateway.identity import caller_identity
 from gateway.store.keys import find_active_key
 from gateway.store.ui_sessions import delete_session, find_session, insert_session
@@ -163,7 +163,7 @@ async def sign_in(request: Request) -> Response:
         return _refused(request, "This sign-in did not come from the dashboard's own page.", 403)
     try:
         form = await _form(request)
-    except (GatewayError, ValueError):
+    except (ClientError, ValueError):
         return _refused(request, "The sign-in form could not be read.", 400)
     if not security.csrf_matches(request, form.get("csrf")):
         return _refused(request, "The sign-in form has expired: please try again.", 403)

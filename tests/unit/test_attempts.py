@@ -6,11 +6,12 @@ from decimal import Decimal as D
 from typing import Any
 
 from gateway.attempts import ATTEMPT_FIELDS, AttemptRecord, StoredReply, attempt_record
-from gateway.exchange import ChatCall, PendingTurn, turn_attempt
+from gateway.exchange import ChatCall, PendingTurn
 from gateway.history import StoredMessage
 from gateway.pricing import CallCost, Price, Pricer, Usage
 from gateway.store.tables import Attempt, Conversation
 from gateway.store.usage import attempt_row
+from gateway.turns import turn_attempt
 
 MINI = Price(input=D("0.15"), cached_input=D("0.075"), output=D("0.6"))
 USAGE = Usage(prompt_tokens=1000, completion_tokens=500, cached_tokens=400)
