@@ -166,16 +166,17 @@ class TurnService:
             turn.new = rest
             return
         if call.retry_count >= 1 or call.idempotency_key is not None:
-            async with self.db.transaction() as session:
-                turn.replay = await find_replay(
-                    session,
-                    conversation,
-                    rest,
+            turn.replay = await self.db.run(
+                functools.partial(
+                    find_replay,
+                    conversation=conversation,
+                    request=rest,
                     retry_count=call.retry_count,
                     idempotency_key=call.idempotency_key,
                     window=self.settings.replay_window,
                     now=time.time(),
                 )
+            )
             if turn.replay is not None:
                 return
         if call.expected_turn is not None and conversation.turn_count != call.expected_turn:
@@ -273,8 +274,11 @@ class TurnService:
         """429 once the conversation's recorded cost reached its `max_cost_usd` (turns are serialized)."""
         if conversation.max_cost_pusd is None:
             return
-        async with self.db.transaction() as session:
-            spent = await conversation_spent_pusd(session, conversation.owner, conversation.id)
+        spent = await self.db.run(
+            functools.partial(
+                conversation_spent_pusd, owner=conversation.owner, conversation_id=conversation.id
+            )
+        )
         if spent >= conversation.max_cost_pusd:
             cap = Decimal(conversation.max_cost_pusd) / PUSD_PER_USD
             raise BudgetExceeded(

@@ -8,6 +8,7 @@ gets them; a new object is recorded before its id reaches the client, so the cal
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -44,8 +45,9 @@ async def require_owned(svc: Services, owner: str, named: list[tuple[str, str]])
     """404 (as for a missing object) unless `owner` created every named id; `named` is (param, id)."""
     if not named:
         return
-    async with svc.db.transaction() as session:
-        owned = await owned_ids(session, owner, [object_id for _, object_id in named])
+    owned = await svc.db.run(
+        functools.partial(owned_ids, owner=owner, ids=[object_id for _, object_id in named])
+    )
     for param, object_id in named:
         if object_id not in owned:
             raise not_found(object_id, param)
@@ -55,8 +57,7 @@ async def record(svc: Services, owner: str, kind: str, ids: list[str]) -> None:
     """Record new ids as `owner`'s (ids already recorded keep their owner)."""
     if not ids:
         return
-    async with svc.db.transaction() as session:
-        await record_objects(session, svc.db.insert, owner, kind, ids, time.time())
+    await svc.db.run(functools.partial(record_objects, owner=owner, kind=kind, ids=ids, now=time.time()))
 
 
 def _json(body: bytes) -> Any:
@@ -105,8 +106,7 @@ async def _own_page(
     query = dict(parse_qsl(url.query.decode("ascii", "replace"), keep_blank_values=True))
     for _ in range(MAX_LIST_PAGES):
         ids = list_ids(page)
-        async with svc.db.transaction() as session:
-            owned = await owned_ids(session, owner, ids)
+        owned = await svc.db.run(functools.partial(owned_ids, owner=owner, ids=ids))
         mine = filter_list(page, owned)
         # A listed batch or job of the caller's may name output files made since: they are the caller's too.
         derived = [i for item in mine["data"] for i in made_ids(item, include_own_id=False)]

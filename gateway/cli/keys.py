@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection
 
 from gateway import money
 from gateway.cli.database import run_on_database
@@ -23,12 +23,11 @@ from gateway.views import key_object, render_json
 T = TypeVar("T")
 
 
-def _run(database_url: str | None, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Migrate the database if needed, then run `work` in one transaction."""
+def _run(database_url: str | None, unit: Callable[[Connection], T]) -> T:
+    """Migrate the database if needed, then run `unit` (a unit of work) in one transaction."""
 
     async def in_transaction(db: Database) -> T:
-        async with db.transaction() as session:
-            return await work(session)
+        return await db.run(unit)
 
     try:
         return run_on_database(load_settings(database_url=database_url), in_transaction, migrated=True)

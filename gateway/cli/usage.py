@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import click
 
@@ -48,8 +49,7 @@ def usage(
     require_sqlite_file(settings.database_url)
 
     async def work(db: Database) -> list[Group]:
-        async with db.transaction() as session:
-            return await usage_groups(session, query)
+        return await db.run(functools.partial(usage_groups, query=query))
 
     try:
         groups = run_on_database(settings, work)
