@@ -340,7 +340,7 @@ class TurnService:
             return Reply(response.status_code, reply_headers, payload)
         try:
             await self._store_turn(turn, assistant_message(message), parsed, response, payload)
-        except UpstreamUnreachable as exc:
+        except (UpstreamUnreachable, ConversationBusy) as exc:  # busy: fenced, the call is still logged
             await self._log_failure(turn, exc.status_code, str(exc), response, parsed)
             raise
         return Reply(response.status_code, reply_headers | turn.history_headers(), payload)
@@ -512,7 +512,6 @@ class TurnService:
             response_body = await run_sized(size, functools.partial(json.dumps, completion))
         stored = StoredReply(turn_number, fingerprint(turn.new), response_body)
         attempt = self._attempt(turn, response.status_code, None, response, completion, stored)
-        self._observe(turn, attempt)
         write = TurnWrite(
             owner=call.owner,
             conversation_id=call.conversation_id,
@@ -537,10 +536,13 @@ class TurnService:
         assert turn.opened is not None
         try:
             await turn.opened.store(write, attempt, extra=extra)
-            turn.reservation = None
-        except ConversationBusy as exc:  # fenced: the conversation moved on; the call is still logged
-            await self._log_failure(turn, exc.status_code, str(exc), response, completion)
+        except ConversationBusy:  # fenced, nothing written: the caller logs (and counts) the call, once
             raise
+        except BaseException:
+            self._observe(turn, attempt)  # counted even when storing it failed
+            raise
+        self._observe(turn, attempt)
+        turn.reservation = None
 
 
 def turn_attempt(
