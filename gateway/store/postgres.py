@@ -6,8 +6,9 @@ durable commits. Here a turn is two statements, each one round trip and its own 
 
 1. `TAKE`: take the conversation's lease and, if it was free, read the conversation row, its budgeted
    history window and, when the stable window's start lies before that window (the turn that cuts it),
-   the stable anchor (the first user message from the start on) in the same statement; its commit does not wait for the WAL flush (a lease is
-   coordination, not data: `set_config('synchronous_commit', 'off', true)` for this transaction only).
+   the stable anchor (the first user message from the start on) in the same statement; its commit does
+   not wait for the WAL flush (a lease is coordination, not data: `set_config('synchronous_commit',
+   'off', true)` for this transaction only).
 2. `STORE_*`: the fenced conversation update (or insert), the turn's messages, its request-log row and the
    lease's release, one durable commit.
 
