@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_only, greenlet_spawn
 
 from gateway.history import Budget, StoredMessage, window_bounds
-from gateway.store.tables import Attempt, Conversation
+from gateway.store.tables import Attempt, Conversation, read_conversation
 
 T = TypeVar("T")
 
@@ -262,7 +262,7 @@ def parse_take(
     current = row["seen"] is None or row["seen"] == holder
     if row["pk"] is None:
         return True, current, None, []
-    conversation = Conversation(**{name: row[name] for name in _CONVERSATION_COLUMNS})
+    conversation = read_conversation({name: row[name] for name in _CONVERSATION_COLUMNS})
     return True, current, conversation, _window(row)
 
 
