@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 from openai import OpenAI
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway import migrate
+from gateway.attempts import AttemptRecord, attempt_record
+from gateway.pricing import CallCost
 from gateway.store.database import Database, create_engine
 from gateway.store.tables import Attempt, Conversation, Message
 from tests.servers import upstream_requests
@@ -344,3 +348,28 @@ async def migrated_database(url: str, *, lease_seconds: float = 60) -> AsyncIter
     finally:
         await database.close()
         await engine.dispose()
+
+
+def logged_call(owner: str, conversation_id: str | None = None, **changes: Any) -> AttemptRecord:
+    """A request-log record of a successful call without usage, for tests that write rows themselves."""
+    record = attempt_record(
+        owner=owner,
+        conversation_id=conversation_id,
+        request_id=secrets.token_hex(8),
+        endpoint="/v1/chat/completions",
+        model="gpt-4o-mini",
+        response_model=None,
+        status=200,
+        error=None,
+        latency_ms=1.0,
+        created_at=1.0,
+        usage=None,
+        cost=CallCost(None, None),
+    )
+    return dataclasses.replace(record, **changes)
+
+
+def insert_log_rows(connection: Connection, *rows: dict[str, Any]) -> None:
+    """Write request-log rows column by column (report fixtures: any column, a deleted conversation's too)."""
+    for row in rows:
+        connection.execute(insert(Attempt), row)
