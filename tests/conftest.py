@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,18 +17,21 @@ from tests.helpers import close_sdk_clients
 from tests.servers import AppServer, ServerProcess, gateway_app, gateway_server, mock_upstream
 
 POSTGRES_ENV = "GATEWAY_TEST_POSTGRES_URL"
+TEMPLATE_ENV = "GATEWAY_TEST_POSTGRES_TEMPLATE"
 TEST_CA_ENV = "GATEWAY_TEST_CA_FILE"
 ORIGINAL_CA_ENV = "GATEWAY_TEST_ORIGINAL_SSL_CERT_FILE"
 CA_FILE_KEY = pytest.StashKey[str]()
+TEMPLATE_KEY = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Test clients trust one CA instead of a whole bundle.
+    """Test clients trust one CA instead of a whole bundle; name the run's migrated Postgres template.
 
     Every httpx client, and every SDK client, loads its CA file when it is made (25-90 ms for a bundle);
     the suite makes thousands and only ever speaks plain HTTP to 127.0.0.1. `SSL_CERT_FILE` is the
     variable httpx and the SDK read for that file; the gateway's own upstream client ignores it
     (trust_env=False) and child processes get the original value back (tests.servers.base_env).
+    The workers inherit both variables.
     """
     if os.environ.get(TEST_CA_ENV):  # an xdist worker: its controller made the file
         return
@@ -38,13 +42,19 @@ def pytest_configure(config: pytest.Config) -> None:
     handle, name = tempfile.mkstemp(prefix="gateway-test-ca-", suffix=".pem")
     with os.fdopen(handle, "w") as file:
         file.write(bundle[: bundle.index(end) + len(end)] + "\n")
+    if _admin_url():  # the migrated template's name, shared by the workers (ensure_postgres_template)
+        os.environ[TEMPLATE_ENV] = config.stash[TEMPLATE_KEY] = f"gw_template_{secrets.token_hex(6)}"
     os.environ[ORIGINAL_CA_ENV] = os.environ.get("SSL_CERT_FILE", "")
     os.environ["SSL_CERT_FILE"] = os.environ[TEST_CA_ENV] = name
     config.stash[CA_FILE_KEY] = name
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the one-CA file pytest_configure wrote and restore SSL_CERT_FILE."""
+    """Remove the one-CA file pytest_configure wrote and restore SSL_CERT_FILE; drop the run's template."""
+    template = config.stash.get(TEMPLATE_KEY, None)
+    if template is not None:
+        os.environ.pop(TEMPLATE_ENV, None)
+        _admin_sql(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
     name = config.stash.get(CA_FILE_KEY, None)
     if name is None:
         return
@@ -85,11 +95,20 @@ def _admin_sql(statement: str) -> None:
     asyncio.run(run())
 
 
-def create_postgres_database() -> str:
-    """Create a fresh database on the test server; returns its asyncpg URL."""
-    name = f"gw_test_{secrets.token_hex(6)}"
-    _admin_sql(f'CREATE DATABASE "{name}"')
+def _postgres_url(name: str) -> str:
     return make_url(_admin_url() or "").set(database=name).render_as_string(hide_password=False)
+
+
+def create_postgres_database(*, migrated: bool = False) -> str:
+    """Create a fresh database on the test server; returns its asyncpg URL.
+
+    `migrated`: a copy of the run's migrated template (tests.conftest.ensure_postgres_template), so a
+    module's database costs a file copy instead of running every migration again.
+    """
+    name = f"gw_test_{secrets.token_hex(6)}"
+    template = f' TEMPLATE "{ensure_postgres_template()}"' if migrated else ""
+    _admin_sql(f'CREATE DATABASE "{name}"{template}')
+    return _postgres_url(name)
 
 
 def drop_postgres_database(url: str) -> None:
@@ -113,9 +132,94 @@ BACKENDS = [
 ]
 
 
+def ensure_postgres_template() -> str:
+    """The run's migrated template database on the test server, made by the first worker that needs it.
+
+    Its name comes from the controller (pytest_configure), which drops it at the end; an advisory lock
+    makes the xdist workers wait for the one that migrates it.
+    """
+    import asyncio
+
+    import asyncpg
+
+    from gateway import migrate
+    from gateway.store.database import create_engine
+
+    name = os.environ.setdefault(TEMPLATE_ENV, f"gw_template_{secrets.token_hex(6)}")
+    if name in _READY_TEMPLATES:
+        return name
+    base = make_url(_admin_url() or "")
+
+    async def run() -> None:
+        connection = await asyncpg.connect(
+            host=base.host,
+            port=base.port or 5432,
+            user=base.username,
+            password=base.password,
+            database=base.database or "postgres",
+        )
+        try:
+            await connection.execute("SELECT pg_advisory_lock(hashtext($1))", name)
+            if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await connection.execute(f'CREATE DATABASE "{name}"')
+                engine = create_engine(_postgres_url(name), pool_size=1)
+                try:
+                    await migrate.upgrade(engine)
+                finally:
+                    await engine.dispose()
+            await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", name)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+    _READY_TEMPLATES.add(name)
+    return name
+
+
+_READY_TEMPLATES: set[str] = set()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, made once per test process; the `database_url` fixture copies it."""
+    import asyncio
+
+    from gateway import migrate
+    from gateway.store.database import create_engine
+
+    path = tmp_path_factory.mktemp("template") / "migrated.db"
+
+    async def run() -> None:
+        engine = create_engine(f"sqlite+aiosqlite:///{path}", pool_size=1)
+        try:
+            await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()  # the last connection checkpoints the WAL into the file
+
+    asyncio.run(run())
+    return path
+
+
 @pytest.fixture(params=BACKENDS, scope="module")
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh, empty database of each backend."""
+    """A fresh database of each backend, already migrated to the head (a copy of a migrated template)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("db") / "gateway.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    url = create_postgres_database(migrated=True)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.fixture(params=BACKENDS, scope="module")
+def empty_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A fresh, empty database of each backend (for the tests of the migrations themselves)."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'gateway.db'}"
         return

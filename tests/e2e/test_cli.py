@@ -177,16 +177,16 @@ def test_serve_reads_env_vars_and_defaults_to_gateway_db_in_cwd(
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_migrate_creates_the_schema_and_is_repeatable(database_url: str, tmp_path: Path) -> None:
+def test_migrate_creates_the_schema_and_is_repeatable(empty_database_url: str, tmp_path: Path) -> None:
     for how in ("flag", "env", "flag"):
         args, env = [GATEWAY, "migrate"], base_env()
         if how == "flag":
-            args += ["--database-url", database_url]
+            args += ["--database-url", empty_database_url]
         else:
-            env["GATEWAY_DATABASE_URL"] = database_url
+            env["GATEWAY_DATABASE_URL"] = empty_database_url
         result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
-    assert {"alembic_version", "conversations", "messages"} <= _tables(database_url)
+    assert {"alembic_version", "conversations", "messages"} <= _tables(empty_database_url)
 
 
 def test_serve_with_an_unreachable_database_fails_clearly(
