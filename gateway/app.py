@@ -24,7 +24,14 @@ from gateway.api import admin, chat, conversations, ops, proxy, responses, usage
 from gateway.api.common import Services, json_response
 from gateway.auth import Authenticator
 from gateway.config import Settings
-from gateway.errors import DatabaseUnavailable, GatewayError, MethodNotAllowed, NotFound, error_body
+from gateway.errors import (
+    DatabaseUnavailable,
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    error_body,
+)
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.proxy_paths import check_raw_path
@@ -33,7 +40,7 @@ from gateway.store.database import DATABASE_ERRORS, Database, create_engine
 from gateway.token_check import TokenCheck
 from gateway.tokens import warm_up
 from gateway.turns import TurnService
-from gateway.ui import ROUTES as UI_ROUTES
+from gateway.ui.routes import ROUTES as UI_ROUTES
 from gateway.upstream import UpstreamClient, create_http_client
 
 log = logging.getLogger("gateway")
@@ -69,7 +76,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         if isinstance(raw_path, bytes) and raw_path.startswith(b"/v1/"):
             try:  # a control character (%0A) keeps a path from matching any route: say why it is refused
                 check_raw_path(raw_path)
-            except GatewayError as invalid:
+            except InvalidRequest as invalid:
                 return await _gateway_error(request, invalid)
         return await _gateway_error(request, NotFound(f"Unknown path: {request.method} {request.url.path}"))
     if exc.status_code == 405:

@@ -8,14 +8,18 @@ that served `DELETE /admin/keys/{name}`).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
+
 from gateway.config import Settings
 from gateway.errors import AuthenticationFailed, BudgetExceeded, DatabaseUnavailable
 from gateway.identity import caller_identity
+from gateway.keys import KeyInfo
 from gateway.money import usd, usd_text
 from gateway.store.database import Database
 from gateway.store.keys import find_active_key, has_active_keys
@@ -52,6 +56,14 @@ class Caller:
     budget_pusd: int | None = None
 
 
+def _known_key(connection: Connection, identity: str) -> KeyInfo:
+    """A unit of work: the unrevoked key of this identity; 401 (saying whether any key exists) if none."""
+    key = find_active_key(connection, identity)
+    if key is None or not hmac.compare_digest(key.identity, identity):
+        raise AuthenticationFailed(WRONG_KEY if has_active_keys(connection) else NO_KEYS_YET)
+    return key
+
+
 def same_secret(presented: str, expected: str) -> bool:
     """Compare two secrets in constant time (any characters)."""
     return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
@@ -85,10 +97,7 @@ class Authenticator:
         cached = self._cache.get(identity)
         if cached is not None and cached[1] > now:
             return cached[0]
-        async with self.db.transaction() as session:
-            key = await find_active_key(session, identity)
-            if key is None or not hmac.compare_digest(key.identity, identity):
-                raise AuthenticationFailed(WRONG_KEY if await has_active_keys(session) else NO_KEYS_YET)
+        key = await self.db.run(functools.partial(_known_key, identity=identity))
         caller = Caller(identity=identity, token=token, key_name=key.name, budget_pusd=key.budget_pusd)
         if self.cache_seconds > 0:
             if len(self._cache) >= CACHE_LIMIT:
@@ -99,8 +108,7 @@ class Authenticator:
     async def _has_keys(self) -> bool:
         """True when a gateway key exists (assumed when the database cannot say: the refusal stands)."""
         try:
-            async with self.db.transaction() as session:
-                return await has_active_keys(session)
+            return await self.db.run(has_active_keys)
         except DatabaseUnavailable:
             return True
 
@@ -120,8 +128,7 @@ class Authenticator:
         """
         if caller.budget_pusd is None:
             return
-        async with self.db.transaction() as session:
-            spent = await caller_spent_pusd(session, caller.identity)
+        spent = await self.db.run(functools.partial(caller_spent_pusd, owner=caller.identity))
         if spent >= caller.budget_pusd:
             budget = usd_text(usd(caller.budget_pusd))
             raise BudgetExceeded(

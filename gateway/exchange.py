@@ -1,26 +1,32 @@
-"""The data of one chat turn (request, pending state, replies) and the pure helpers around it."""
+"""The data of one chat turn (request, pending state, replies) and the pure helpers around it.
+
+Pure: no I/O and no I/O library at run time. The httpx, SQLAlchemy and store types its fields and arguments
+name are imported for type checking only; the modules that use them (turns, replays, store) do the I/O.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
-from sqlalchemy import Connection
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from gateway import headers as h
 from gateway.errors import InvalidRequest
 from gateway.history import Budget, StoredMessage, unanswered_tool_results
-from gateway.replays import Recorded
-from gateway.store.conversations import SummaryState, TurnWrite
-from gateway.store.database import OpenTurn
-from gateway.store.tables import Conversation
+
+if TYPE_CHECKING:
+    import httpx
+    from sqlalchemy import Connection
+
+    from gateway.replays import Recorded
+    from gateway.store.conversations import SummaryState, TurnWrite
+    from gateway.store.database import OpenTurn
+    from gateway.store.tables import Conversation
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 # Runs inside a stored turn's transaction, after its messages: (connection, the write, the completion).
-StoreHook = Callable[[Connection, TurnWrite, Any], None]
+StoreHook: TypeAlias = "Callable[[Connection, TurnWrite, Any], None]"
 
 
 @dataclass(frozen=True)

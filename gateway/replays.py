@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection
 
 from gateway import headers as h
 from gateway.dedupe import stored_run_length
@@ -90,8 +90,8 @@ def asks_again(request: Sequence[Message], stored_turn: Sequence[Message], histo
     return history_digest([*request, stored_turn[-1]]) == history_hash
 
 
-async def find_replay(
-    session: AsyncSession,
+def find_replay(
+    connection: Connection,
     conversation: Conversation,
     request: Sequence[Message],
     *,
@@ -100,14 +100,14 @@ async def find_replay(
     window: float,
     now: float,
 ) -> Recorded | None:
-    """The recorded response this request asks for again, or None when it is a new turn."""
+    """A unit of work: the recorded response this request asks for again, or None when it is a new turn."""
     if idempotency_key is not None:
         since = now - IDEMPOTENCY_WINDOW_SECONDS
-        attempt = await keyed_turn(session, conversation.owner, conversation.id, idempotency_key, since)
+        attempt = keyed_turn(connection, conversation.owner, conversation.id, idempotency_key, since)
         if attempt is None:
             return None
-        if await _same_turn(session, conversation, attempt, request):
-            return await _recorded(session, conversation, attempt)
+        if _same_turn(connection, conversation, attempt, request):
+            return _recorded(connection, conversation, attempt)
         raise IdempotencyKeyReused(
             "This Idempotency-Key was already used for a different turn of this conversation; "
             "use a new key for a new message.",
@@ -115,7 +115,7 @@ async def find_replay(
         )
     if retry_count < 1:
         return None
-    attempt = await latest_attempt(session, conversation.owner, conversation.id)
+    attempt = latest_attempt(connection, conversation.owner, conversation.id)
     if (
         attempt is None
         or attempt.turn != conversation.turn_count
@@ -123,27 +123,27 @@ async def find_replay(
         or attempt.created_at < now - window
     ):
         return None
-    if not await _same_turn(session, conversation, attempt, request):
+    if not _same_turn(connection, conversation, attempt, request):
         return None
-    return await _recorded(session, conversation, attempt)
+    return _recorded(connection, conversation, attempt)
 
 
-async def _same_turn(
-    session: AsyncSession, conversation: Conversation, attempt: Attempt, request: Sequence[Message]
+def _same_turn(
+    connection: Connection, conversation: Conversation, attempt: Attempt, request: Sequence[Message]
 ) -> bool:
     if attempt.fingerprint is not None and fingerprint(request) == attempt.fingerprint:
         return True  # the common case, without reading the turn back
     if len(request) < 2 or attempt.turn is None:
         return False
-    stored = await turn_messages(session, conversation, attempt.turn)
+    stored = turn_messages(connection, conversation, attempt.turn)
     last = attempt.turn == conversation.turn_count
     if asks_again(request, stored, conversation.history_hash if last else None):
         return True
-    return last and await _resends_a_window(session, conversation, attempt.turn, request, stored)
+    return last and _resends_a_window(connection, conversation, attempt.turn, request, stored)
 
 
-async def _resends_a_window(
-    session: AsyncSession,
+def _resends_a_window(
+    connection: Connection,
     conversation: Conversation,
     turn: int,
     request: Sequence[Message],
@@ -158,19 +158,19 @@ async def _resends_a_window(
     window = list(request[: len(request) - len(new)])
     if not new or len(window) < 2 or fingerprint(request[len(window) :]) != fingerprint(new):
         return False
-    before = await messages_before_turn(session, conversation, turn)
+    before = messages_before_turn(connection, conversation, turn)
     if before is None or before < len(window):
         return False
-    tail = await stored_range(session, conversation, before - len(window), before)
+    tail = stored_range(connection, conversation, before - len(window), before)
     return stored_run_length(window, tail, before) == len(window)
 
 
-async def _recorded(session: AsyncSession, conversation: Conversation, attempt: Attempt) -> Recorded:
+def _recorded(connection: Connection, conversation: Conversation, attempt: Attempt) -> Recorded:
     """The recorded response, with the original turn's X-History-Dropped (stored before it, minus sent)."""
     assert attempt.conversation_id is not None and attempt.response_body is not None
     dropped = None
     if attempt.history_messages is not None and attempt.turn is not None:
-        before = await messages_before_turn(session, conversation, attempt.turn)
+        before = messages_before_turn(connection, conversation, attempt.turn)
         dropped = None if before is None else max(0, before - attempt.history_messages)
     return Recorded(
         conversation_id=attempt.conversation_id,

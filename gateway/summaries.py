@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from gateway.config import Settings
-from gateway.errors import DatabaseUnavailable, GatewayError
+from gateway.errors import DatabaseUnavailable, UpstreamError
 from gateway.exchange import ChatCall, choice_message, error_text, json_or_none, upstream_request_id
 from gateway.history import content_text
 from gateway.metrics import Metrics
@@ -116,7 +116,7 @@ class Summarizer:
         except TimeoutError:
             outcome.status, outcome.error = 504, "The summary call timed out (GATEWAY_SUMMARY_TIMEOUT)."
             return outcome
-        except GatewayError as exc:
+        except UpstreamError as exc:
             outcome.status, outcome.error = exc.status_code, str(exc)
             return outcome
         outcome.status = response.status_code

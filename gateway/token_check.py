@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import httpx
 
-from gateway.errors import TokenRejected, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import TokenRejected, UpstreamError, UpstreamProtocolError
 from gateway.upstream import UpstreamClient, read_body
 
 CACHE_LIMIT = 10_000
@@ -57,7 +57,7 @@ class TokenCheck:
         body = b""
         try:
             if status in (401, 403):
-                with contextlib.suppress(UpstreamUnreachable, UpstreamTimeout):  # the status is the answer
+                with contextlib.suppress(UpstreamError):  # the status is the answer
                     body = await read_body(response, _BODY_LIMIT)
         finally:
             with contextlib.suppress(httpx.HTTPError, OSError):
@@ -67,7 +67,7 @@ class TokenCheck:
                 f"The upstream refused this API key: {_upstream_message(body)}", status_code=status
             )
         if not 200 <= status < 300:
-            raise UpstreamUnreachable(
+            raise UpstreamProtocolError(
                 f"Could not check the API key with the upstream: GET /models answered {status}."
             )
         if self.seconds > 0:

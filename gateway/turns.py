@@ -27,6 +27,10 @@ from gateway.errors import (
     ConversationMoved,
     DatabaseUnavailable,
     GatewayError,
+    UpstreamError,
+    UpstreamErrorEvent,
+    UpstreamProtocolError,
+    UpstreamStreamBroken,
     UpstreamUnreachable,
 )
 from gateway.exchange import (
@@ -166,16 +170,17 @@ class TurnService:
             turn.new = rest
             return
         if call.retry_count >= 1 or call.idempotency_key is not None:
-            async with self.db.transaction() as session:
-                turn.replay = await find_replay(
-                    session,
-                    conversation,
-                    rest,
+            turn.replay = await self.db.run(
+                functools.partial(
+                    find_replay,
+                    conversation=conversation,
+                    request=rest,
                     retry_count=call.retry_count,
                     idempotency_key=call.idempotency_key,
                     window=self.settings.replay_window,
                     now=time.time(),
                 )
+            )
             if turn.replay is not None:
                 return
         if call.expected_turn is not None and conversation.turn_count != call.expected_turn:
@@ -273,8 +278,11 @@ class TurnService:
         """429 once the conversation's recorded cost reached its `max_cost_usd` (turns are serialized)."""
         if conversation.max_cost_pusd is None:
             return
-        async with self.db.transaction() as session:
-            spent = await conversation_spent_pusd(session, conversation.owner, conversation.id)
+        spent = await self.db.run(
+            functools.partial(
+                conversation_spent_pusd, owner=conversation.owner, conversation_id=conversation.id
+            )
+        )
         if spent >= conversation.max_cost_pusd:
             cap = Decimal(conversation.max_cost_pusd) / PUSD_PER_USD
             raise BudgetExceeded(
@@ -319,7 +327,7 @@ class TurnService:
         turn.sent = time.monotonic()
         try:
             response = await self.upstream.open("POST", self.upstream.chat_url, headers, body)
-        except GatewayError as exc:
+        except UpstreamError as exc:
             await self._log_failure(turn, exc.status_code, str(exc), None)
             raise
         except BaseException:  # the client left while the upstream was working: charge the prompt
@@ -333,7 +341,7 @@ class TurnService:
             return StreamReply(200, reply_headers, events)
         try:
             payload = await read_body(response, self.settings.max_response_bytes)
-        except GatewayError as exc:
+        except UpstreamError as exc:
             await self._log_failure(turn, exc.status_code, str(exc), response)
             raise
         except BaseException:
@@ -360,7 +368,7 @@ class TurnService:
         if turn.call.conversation_id is not None and message is None:
             error = "The upstream answered with an invalid completion."
             await self._log_failure(turn, 502, error, response, parsed)
-            raise UpstreamUnreachable("The upstream answered with something that is not a chat completion.")
+            raise UpstreamProtocolError("The upstream answered with something that is not a chat completion.")
         if turn.call.conversation_id is None or message is None:
             await self._log_failure(turn, response.status_code, None, response, parsed)
             return Reply(response.status_code, reply_headers, payload)
@@ -393,7 +401,7 @@ class TurnService:
                     size += len(chunk)
                     if size > self.settings.max_response_bytes:
                         limit = self.settings.max_response_bytes
-                        raise UpstreamUnreachable(
+                        raise UpstreamProtocolError(
                             f"The upstream stream exceeded the size limit of {limit} bytes "
                             "(GATEWAY_MAX_RESPONSE_BYTES)."
                         )
@@ -404,11 +412,11 @@ class TurnService:
                             break
                         payload = await run_sized(len(event.raw), event.json)  # a huge event: off the loop
                         if payload is None and event.data is not None:
-                            raise UpstreamUnreachable("The upstream sent a stream event that is not JSON.")
+                            raise UpstreamProtocolError("The upstream sent a stream event that is not JSON.")
                         try:
                             assembler.observe(payload)
                         except MalformedChunk as exc:
-                            raise UpstreamUnreachable(
+                            raise UpstreamProtocolError(
                                 f"The upstream sent a malformed stream chunk: {exc}."
                             ) from None
                         if assembler.error is not None:
@@ -428,11 +436,10 @@ class TurnService:
                     if finished or assembler.error is not None:
                         break
             if assembler.error is not None:
-                failure = GatewayError(str(assembler.error.get("message") or "upstream stream error"))
-                failure.status_code = 502
+                failure = UpstreamErrorEvent(str(assembler.error.get("message") or "upstream stream error"))
             elif not finished:
-                failure = UpstreamUnreachable("The upstream stream ended before [DONE].")
-        except GatewayError as exc:
+                failure = UpstreamStreamBroken("The upstream stream ended before [DONE].")
+        except UpstreamError as exc:
             failure = exc
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -442,7 +449,7 @@ class TurnService:
             try:
                 with anyio.CancelScope(shield=True):
                     await self._store_stream_turn(turn, assembler, response)
-            except GatewayError as exc:
+            except GatewayError as exc:  # broad: any failure to store (database, lock, text) fails the turn
                 failure = exc
             else:
                 await self._close(response, stack)
@@ -471,7 +478,7 @@ class TurnService:
             payload = {"usage": assembler.usage, "model": assembler.model}
             payload = await self.charges.estimate(turn, payload, assembler.generated_text())
             await self._log_failure(turn, status, error, response, payload)
-        except GatewayError:
+        except GatewayError:  # broad: logging an already failed stream must not replace its failure
             pass
         finally:
             await self._close(response, stack)
@@ -589,7 +596,8 @@ class TurnService:
             size = request_size(turn) + len(raw or b"")
             numbered, digest = await run_sized(size, number)
         except UnicodeEncodeError:  # a lone UTF-16 surrogate: text that cannot be stored or sent again
-            raise UpstreamUnreachable("The upstream answered with text that is not valid Unicode.") from None
+            message = "The upstream answered with text that is not valid Unicode."
+            raise UpstreamProtocolError(message) from None
         turn_number = (conversation.turn_count if conversation else 0) + 1
         values = self._attempt_values(turn, response.status_code, None, response, completion)
         values["turn"] = turn_number

@@ -1,4 +1,4 @@
-"""The one HTTP client to the upstream: URLs, headers, sending, and httpx errors as GatewayErrors."""
+"""The one HTTP client to the upstream: URLs, headers, sending, and httpx errors as UpstreamErrors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yarl
 
 from gateway import headers as h
 from gateway.config import Settings
-from gateway.errors import UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
 
 
 def create_http_client(
@@ -135,7 +135,7 @@ async def read_body(response: httpx.Response, limit: int | None = None) -> bytes
             chunks.append(chunk)
             size += len(chunk)
             if limit is not None and size > limit:
-                raise UpstreamUnreachable(
+                raise UpstreamProtocolError(
                     f"The upstream response exceeded the size limit of {limit} bytes "
                     "(GATEWAY_MAX_RESPONSE_BYTES)."
                 )

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Any
 from gateway import money
 from gateway.history import system_prompt_text
 from gateway.keys import KeyInfo
-from gateway.store.conversations import stored_summary
 
-if TYPE_CHECKING:  # only its attributes are read: the views stay free of SQLAlchemy
+if TYPE_CHECKING:  # only its attributes are read: the views (and reports) stay free of SQLAlchemy
     from gateway.store.tables import Conversation
 
 
@@ -64,14 +63,13 @@ def conversation_object(conversation: Conversation) -> dict[str, Any]:
 
 def summary_object(conversation: Conversation) -> dict[str, Any] | None:
     """The conversation's summary as shown by the API: null, or its text, tokens, through and updated_at."""
-    summary = stored_summary(conversation)
-    if summary is None:
+    if conversation.summary_text is None:  # read as store.conversations.stored_summary reads it
         return None
     return {
-        "text": summary.text,
-        "tokens": summary.tokens,
-        "through": summary.through,
-        "updated_at": int(summary.updated_at),
+        "text": conversation.summary_text,
+        "tokens": conversation.summary_tokens or 0,
+        "through": conversation.summary_through or 0,
+        "updated_at": int(conversation.summary_updated_at or conversation.updated_at),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -35,8 +36,7 @@ async def require_admin(request: Request) -> None:
 async def list_all(request: Request) -> Response:
     """GET /admin/keys: every key, oldest first, with its spend (never a secret)."""
     await require_admin(request)
-    async with services(request).db.transaction() as session:
-        keys = await list_keys(session)
+    keys = await services(request).db.run(list_keys)
     return exact_json_response({"object": "list", "data": [key_object(key) for key in keys]})
 
 
@@ -61,8 +61,11 @@ async def create(request: Request) -> Response:
     body = parse_json_object(await read_limited_body(request, svc.settings.max_body_bytes))
     name, budget = _create_fields(body)
     secret = new_secret()
-    async with svc.db.transaction() as session:
-        key = await insert_key(session, name, caller_identity(secret), budget, time.time())
+    key = await svc.db.run(
+        functools.partial(
+            insert_key, name=name, secret_hash=caller_identity(secret), budget_pusd=budget, now=time.time()
+        )
+    )
     return exact_json_response(key_object(key, secret))
 
 
@@ -76,8 +79,7 @@ async def revoke(request: Request) -> Response:
         validate_key_name(name)
     except InvalidRequest:
         raise missing from None
-    async with svc.db.transaction() as session:
-        key = await revoke_key(session, name, time.time())
+    key = await svc.db.run(functools.partial(revoke_key, name=name, now=time.time()))
     if key is None:
         raise missing
     svc.auth.forget(key.identity)

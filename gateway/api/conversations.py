@@ -6,14 +6,13 @@ Writes (update, delete, create) hold the conversation's lock, so they never inte
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -41,7 +40,7 @@ from gateway.errors import ConversationExists, InvalidRequest, MethodNotAllowed,
 from gateway.identity import CONVERSATION_ID_PATTERN, bearer_token
 from gateway.items import Item, item_key, item_position, message_items
 from gateway.offload import run_sized
-from gateway.reports import UsageQuery, usage_object
+from gateway.reports import Totals, usage_object
 from gateway.store.conversations import (
     SummaryState,
     check_conversation_room,
@@ -56,7 +55,7 @@ from gateway.store.conversations import (
 )
 from gateway.store.database import Database
 from gateway.store.tables import Conversation
-from gateway.store.usage import usage_groups
+from gateway.store.usage import conversation_usage
 from gateway.tokens import count_message_tokens
 from gateway.views import conversation_object
 from gateway.window import summary_message
@@ -120,27 +119,41 @@ async def _body(svc: Services, request: Request) -> dict[str, Any]:
     return await run_sized(len(raw), functools.partial(parse_json_object, raw))
 
 
-@contextlib.asynccontextmanager
-async def _locked(
-    svc: Services, owner: str, conversation_id: str
-) -> AsyncIterator[tuple[AsyncSession, Conversation]]:
-    """Hold the conversation's turn lock and a transaction on it (404 when the caller has no such id)."""
-    async with (
-        svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout),
-        svc.db.transaction() as session,
-    ):
-        conversation = await get_conversation(session, owner, conversation_id)
-        if conversation is None:
-            raise _not_found(conversation_id)
-        yield session, conversation
-
-
-async def _find(svc: Services, owner: str, conversation_id: str) -> Conversation:
-    async with svc.db.transaction() as session:
-        conversation = await get_conversation(session, owner, conversation_id)
+def _existing(connection: Connection, owner: str, conversation_id: str) -> Conversation:
+    """A unit-of-work step: the caller's conversation (404 when the caller has no such id)."""
+    conversation = get_conversation(connection, owner, conversation_id)
     if conversation is None:
         raise _not_found(conversation_id)
     return conversation
+
+
+async def _find(svc: Services, owner: str, conversation_id: str) -> Conversation:
+    return await svc.db.run(functools.partial(_existing, owner=owner, conversation_id=conversation_id))
+
+
+def _after(connection: Connection, owner: str, after_id: str | None) -> Conversation | None:
+    """The conversation a page starts after (None for the first page); 400 when it is not the caller's."""
+    if after_id is None:
+        return None
+    valid = CONVERSATION_ID_PATTERN.fullmatch(after_id) is not None
+    after = get_conversation(connection, owner, after_id) if valid else None
+    if after is None:
+        raise InvalidRequest(
+            f"Invalid 'after': no conversation found with id '{after_id}'.",
+            param="after",
+            code="invalid_value",
+        )
+    return after
+
+
+def list_page(
+    connection: Connection, owner: str, after_id: str | None, limit: int
+) -> tuple[list[Conversation], bool, dict[tuple[str, str], Mapping[str | None, Totals]]]:
+    """A unit of work: up to `limit` of the caller's conversations after `after_id`, whether more follow,
+    and the page's usage (one grouped query for the whole page)."""
+    rows = list_conversations(connection, owner, limit=limit + 1, after=_after(connection, owner, after_id))
+    page = rows[:limit]
+    return page, len(rows) > limit, conversation_usage(connection, page)
 
 
 async def list_all(request: Request) -> Response:
@@ -149,27 +162,10 @@ async def list_all(request: Request) -> Response:
     owner = await _owner(svc, request)
     limit = page_limit(request.query_params.get("limit"), default=LIST_LIMIT_DEFAULT, maximum=LIST_LIMIT_MAX)
     after_id = request.query_params.get("after")
-    async with svc.db.transaction() as session:
-        after = None
-        if after_id is not None:
-            valid = CONVERSATION_ID_PATTERN.fullmatch(after_id) is not None
-            after = await get_conversation(session, owner, after_id) if valid else None
-            if after is None:
-                raise InvalidRequest(
-                    f"Invalid 'after': no conversation found with id '{after_id}'.",
-                    param="after",
-                    code="invalid_value",
-                )
-        rows = await list_conversations(session, owner, limit=limit + 1, after=after)
-    page = rows[:limit]
-    # One grouped query for the page's usage, not one per conversation.
-    query = UsageQuery(
-        owner=owner, conversation_ids=tuple(c.id for c in page), current_only=True, group_by="conversation"
-    )
-    async with svc.db.transaction() as session:
-        usage = {group.key: group.by_model for group in await usage_groups(session, query)} if page else {}
-    data = [{**conversation_object(c), "usage": usage_object(usage.get(c.id, {}))} for c in page]
-    return exact_json_response(_page(data, len(rows) > limit, [c.id for c in page]))
+    read = functools.partial(list_page, owner=owner, after_id=after_id, limit=limit)
+    page, has_more, usage = await svc.db.run(read)
+    data = [{**conversation_object(c), "usage": usage_object(usage.get((c.owner, c.id), {}))} for c in page]
+    return exact_json_response(_page(data, has_more, [c.id for c in page]))
 
 
 async def create(request: Request) -> Response:
@@ -187,17 +183,18 @@ async def create(request: Request) -> Response:
         )
     conversation_id = check_new_id(body["id"]) if "id" in body else f"conv_{secrets.token_hex(24)}"
     owner = await _accepted(svc, caller)
-    async with (
-        svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout),
-        svc.db.transaction() as session,
-    ):
-        if await get_conversation(session, owner, conversation_id) is not None:
+    limit = svc.settings.max_conversations_per_caller
+
+    def unit(connection: Connection) -> Conversation:
+        if get_conversation(connection, owner, conversation_id) is not None:
             raise ConversationExists(
                 f"A conversation with id '{conversation_id}' already exists.", param="id"
             )
-        limit = svc.settings.max_conversations_per_caller
-        await session.run_sync(lambda sync: check_conversation_room(sync.connection(), owner, limit))
-        conversation = await create_conversation(session, owner, conversation_id, columns, time.time())
+        check_conversation_room(connection, owner, limit)
+        return create_conversation(connection, owner, conversation_id, columns, time.time())
+
+    async with svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout):
+        conversation = await svc.db.run(unit)
     return exact_json_response(await with_usage(svc.db, conversation))
 
 
@@ -215,11 +212,17 @@ async def update(request: Request) -> Response:
     conversation_id = path_conversation_id(request)
     columns = conversation_columns(await _body(svc, request), UPDATE_FIELDS)
     owner = await _accepted(svc, caller)
-    async with _locked(svc, owner, conversation_id) as (session, conversation):
+
+    def unit(connection: Connection) -> Conversation:
+        conversation = _existing(connection, owner, conversation_id)
         now = time.time()
         if "summary_text" in columns:
             columns.update(_summary_update(conversation, columns.pop("summary_text"), now))
-        await update_conversation(session, conversation, columns, now)
+        update_conversation(connection, conversation, columns, now)
+        return conversation
+
+    async with svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout):
+        conversation = await svc.db.run(unit)
     return exact_json_response(await with_usage(svc.db, conversation))
 
 
@@ -229,8 +232,12 @@ async def delete(request: Request) -> Response:
     caller = await _caller(svc, request)
     conversation_id = path_conversation_id(request)
     owner = await _accepted(svc, caller)
-    async with _locked(svc, owner, conversation_id) as (session, conversation):
-        await delete_conversation(session, conversation)
+
+    def unit(connection: Connection) -> None:
+        delete_conversation(connection, _existing(connection, owner, conversation_id))
+
+    async with svc.db.locks.hold(owner, conversation_id, svc.settings.lock_timeout):
+        await svc.db.run(unit)
     return json_response({"id": conversation_id, "object": "conversation.deleted", "deleted": True})
 
 
@@ -246,8 +253,9 @@ async def messages(request: Request) -> Response:
     limit = page_limit(query.get("limit"), default=MESSAGES_LIMIT_DEFAULT, maximum=MESSAGES_LIMIT_MAX)
     after = _message_seq(query["after"]) if "after" in query else None
     conversation = await _find(svc, owner, path_conversation_id(request))
-    async with svc.db.transaction() as session:
-        rows = await list_messages(session, conversation, limit=limit + 1, after=after)
+    rows = await svc.db.run(
+        functools.partial(list_messages, conversation=conversation, limit=limit + 1, after=after)
+    )
     page = rows[:limit]
     data = [{**message, "created_at": int(created)} for _, message, created in page]
     return json_response(_page(data, len(rows) > limit, [f"msg_{seq}" for seq, _, _ in page]))
@@ -277,8 +285,10 @@ async def items(request: Request) -> Response:
     start = None
     if after is not None:
         start = after[0] + 1 if descending else after[0] - 1
-    async with svc.db.transaction() as session:
-        rows = await list_messages(session, conversation, limit=limit + 2, after=start, descending=descending)
+    read = functools.partial(
+        list_messages, conversation=conversation, limit=limit + 2, after=start, descending=descending
+    )
+    rows = await svc.db.run(read)
     found: list[Item] = []
     for seq, message, _ in rows:
         made = message_items(seq, message)
@@ -300,8 +310,9 @@ async def item(request: Request) -> Response:
         seq, _ = item_position(item_id)
     except InvalidRequest:
         raise missing from None
-    async with svc.db.transaction() as session:
-        rows = await list_messages(session, conversation, limit=1, after=seq - 1)
+    rows = await svc.db.run(
+        functools.partial(list_messages, conversation=conversation, limit=1, after=seq - 1)
+    )
     found = [i for s, message, _ in rows if s == seq for i in message_items(s, message) if i["id"] == item_id]
     if not found:
         raise missing

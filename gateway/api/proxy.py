@@ -32,7 +32,7 @@ from gateway.api.chat import RelayResponse
 from gateway.api.common import LimitedBody, Services, check_header_values, services
 from gateway.capture import READABLE_ENCODINGS, BodyCapture
 from gateway.chat_request import check_depth, nesting_error
-from gateway.errors import GatewayError, UnsupportedEncoding
+from gateway.errors import DatabaseUnavailable, GatewayError, ServerError, UnsupportedEncoding, UpstreamError
 from gateway.estimates import body_prompt_tokens, completion_allowance, estimated_usage
 from gateway.exchange import client_wants_usage
 from gateway.identity import bearer_token
@@ -141,7 +141,7 @@ async def _log(svc: Services, call: _Call, status: int, error: str | None) -> No
                 release_budget(connection, reservation)
 
             await svc.db.run(record)
-        except GatewayError as exc:  # the answer is already on its way: the row is what is lost
+        except DatabaseUnavailable as exc:  # the answer is already on its way: the row is what is lost
             log.warning("could not record a pass-through call: %s", exc)
 
 
@@ -200,7 +200,7 @@ async def _body(
                 yield chunk
         call.finished = True
         status, error = upstream.status_code, None
-    except GatewayError as exc:  # the status line is sent already: the body just ends
+    except UpstreamError as exc:  # the status line is sent already: the body just ends
         status, error = upstream.status_code, str(exc)
     finally:
         with anyio.CancelScope(shield=True):
@@ -324,7 +324,7 @@ async def proxy(request: Request) -> Response:
         await _reserve(svc, call, caller)
     try:
         upstream = await svc.upstream.open(request.method, url, headers, content)
-    except GatewayError as exc:
+    except GatewayError as exc:  # broad: the body streams up here, so its own 400/413 surface here too
         if limited.exceeded:  # refused for its size, not an upstream failure: nothing is recorded
             await _release(svc, call)
             raise limited.error() from None
@@ -377,7 +377,7 @@ async def _tracked_answer(
     """A successful answer to a tracked call: new ids recorded, lists filtered, before the client gets it."""
     try:
         answer = await tracked.answer(svc, owner, access, method, url, headers, upstream)
-    except GatewayError as exc:
+    except ServerError as exc:  # the upstream or the database failed: the call is logged with it
         await _log(svc, call, exc.status_code, str(exc))
         raise
     if answer is not None:
@@ -409,5 +409,5 @@ async def _release(svc: Services, call: _Call) -> None:
     reservation, call.reservation = call.reservation, None
     if reservation is not None:
         with anyio.CancelScope(shield=True):
-            with contextlib.suppress(GatewayError):
+            with contextlib.suppress(DatabaseUnavailable):
                 await svc.db.run(functools.partial(release_budget, reservation=reservation))

@@ -101,8 +101,9 @@ async def _stored(request: Request) -> StoredResponse:
     response_id: str = request.path_params["response_id"]
     found = None
     if len(response_id) <= 64:
-        async with svc.db.transaction() as session:
-            found = await get_response(session, caller.identity, response_id)
+        found = await svc.db.run(
+            functools.partial(get_response, owner=caller.identity, response_id=response_id)
+        )
     if found is None:
         raise NotFound(f"Response with id '{response_id[:64]}' not found.", param="response_id")
     return found
@@ -126,8 +127,7 @@ async def delete(request: Request) -> Response:
     if _passthrough(request):
         return await proxy.proxy(request)
     stored = await _stored(request)
-    async with services(request).db.transaction() as session:
-        await delete_response(session, stored)
+    await services(request).db.run(functools.partial(delete_response, response=stored))
     return json_response({"id": stored.id, "object": "response.deleted", "deleted": True})
 
 

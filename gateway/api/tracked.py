@@ -8,6 +8,7 @@ gets them; a new object is recorded before its id reaches the client, so the cal
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -20,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 
 from gateway.api.common import Services
-from gateway.errors import GatewayError, UpstreamUnreachable
+from gateway.errors import DatabaseUnavailable, UpstreamProtocolError
 from gateway.ownership import Access, filter_list, list_ids, made_ids, not_found
 from gateway.store.objects import owned_ids, record_objects
 from gateway.upstream import read_body, response_headers
@@ -44,8 +45,9 @@ async def require_owned(svc: Services, owner: str, named: list[tuple[str, str]])
     """404 (as for a missing object) unless `owner` created every named id; `named` is (param, id)."""
     if not named:
         return
-    async with svc.db.transaction() as session:
-        owned = await owned_ids(session, owner, [object_id for _, object_id in named])
+    owned = await svc.db.run(
+        functools.partial(owned_ids, owner=owner, ids=[object_id for _, object_id in named])
+    )
     for param, object_id in named:
         if object_id not in owned:
             raise not_found(object_id, param)
@@ -55,8 +57,7 @@ async def record(svc: Services, owner: str, kind: str, ids: list[str]) -> None:
     """Record new ids as `owner`'s (ids already recorded keep their owner)."""
     if not ids:
         return
-    async with svc.db.transaction() as session:
-        await record_objects(session, svc.db.insert, owner, kind, ids, time.time())
+    await svc.db.run(functools.partial(record_objects, owner=owner, kind=kind, ids=ids, now=time.time()))
 
 
 def _json(body: bytes) -> Any:
@@ -90,7 +91,7 @@ async def answer(
     parsed = _json(body)
     if access.action == "list" and method == "GET":
         if not isinstance(parsed, dict) or not isinstance(parsed.get("data"), list):
-            raise UpstreamUnreachable("The upstream answered a list request with something else.")
+            raise UpstreamProtocolError("The upstream answered a list request with something else.")
         page = await _own_page(svc, owner, url, headers, parsed)
         return Answer(json.dumps(page, separators=(",", ":"), ensure_ascii=False).encode(), out_headers)
     ids = made_ids(parsed, include_own_id=access.action == "create" or method == "POST")
@@ -105,8 +106,7 @@ async def _own_page(
     query = dict(parse_qsl(url.query.decode("ascii", "replace"), keep_blank_values=True))
     for _ in range(MAX_LIST_PAGES):
         ids = list_ids(page)
-        async with svc.db.transaction() as session:
-            owned = await owned_ids(session, owner, ids)
+        owned = await svc.db.run(functools.partial(owned_ids, owner=owner, ids=ids))
         mine = filter_list(page, owned)
         # A listed batch or job of the caller's may name output files made since: they are the caller's too.
         derived = [i for item in mine["data"] for i in made_ids(item, include_own_id=False)]
@@ -127,7 +127,8 @@ async def _fetch_page(svc: Services, url: httpx.URL, headers: Mapping[str, str])
             await response.aclose()
     page = _json(body)
     if response.status_code != 200 or not isinstance(page, dict) or not isinstance(page.get("data"), list):
-        raise UpstreamUnreachable(f"The upstream failed to give a list's next page ({response.status_code}).")
+        status = response.status_code
+        raise UpstreamProtocolError(f"The upstream failed to give a list's next page ({status}).")
     return page
 
 
@@ -154,5 +155,5 @@ class StreamIds:
         if match is not None:
             try:
                 await record(self.svc, self.owner, self.kind, [match.group(1).decode("utf-8", "replace")])
-            except GatewayError as exc:  # the stream goes on; the object stays unreachable through us
+            except DatabaseUnavailable as exc:  # the stream goes on; the object stays unreachable through us
                 log.warning("could not record a streamed %s: %s", self.kind, exc)

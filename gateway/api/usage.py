@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -11,7 +13,7 @@ from gateway.api.admin import require_admin
 from gateway.api.common import path_conversation_id, services
 from gateway.errors import InvalidRequest, NotFound
 from gateway.identity import bearer_token
-from gateway.reports import Report, UsageQuery, parse_report_params, render, usage_object
+from gateway.reports import Group, Report, UsageQuery, parse_report_params, render, usage_object
 from gateway.store.conversations import get_conversation
 from gateway.store.database import Database
 from gateway.store.usage import usage_groups
@@ -22,8 +24,7 @@ _MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
 async def conversation_usage_object(db: Database, owner: str, conversation_id: str) -> dict[str, Any]:
     """The usage object of the caller's current conversation with this id (earlier, deleted ones excluded)."""
     query = UsageQuery(owner=owner, conversation_id=conversation_id, current_only=True)
-    async with db.transaction() as session:
-        groups = await usage_groups(session, query)
+    groups = await db.run(functools.partial(usage_groups, query=query))
     return usage_object(Report(groups).by_model)
 
 
@@ -48,8 +49,7 @@ async def usage(request: Request) -> Response:
     """GET /v1/usage?group_by=&since=&until=&format=&scope=: the caller's (or, for the admin, all) usage."""
     svc = services(request)
     query, fmt = parse_report_params(request.query_params, await _report_owner(request))
-    async with svc.db.transaction() as session:
-        groups = await usage_groups(session, query)
+    groups = await svc.db.run(functools.partial(usage_groups, query=query))
     return _report_response(Report(groups, group_by=query.group_by), fmt)
 
 
@@ -59,8 +59,11 @@ async def conversation_usage(request: Request) -> Response:
     caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
     conversation_id = path_conversation_id(request)
     query = UsageQuery(owner=caller.identity, conversation_id=conversation_id, current_only=True)
-    async with svc.db.transaction() as session:
-        if await get_conversation(session, caller.identity, conversation_id) is None:
+
+    def unit(connection: Connection) -> list[Group]:
+        if get_conversation(connection, caller.identity, conversation_id) is None:
             raise NotFound(f"No conversation found with id '{conversation_id}'.", param="conversation_id")
-        groups = await usage_groups(session, query)
+        return usage_groups(connection, query)
+
+    groups = await svc.db.run(unit)
     return _report_response(Report(groups, conversation_id=conversation_id), "json")

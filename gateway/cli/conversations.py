@@ -7,12 +7,14 @@ or any prefix of it.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy import Connection
 
 from gateway.cli.database import run_on_database
 from gateway.cli.settings import DATABASE_OPTION, load_settings
@@ -40,7 +42,7 @@ def _run(database_url: str | None, work: Callable[[Database], Awaitable[T]]) -> 
     settings = load_settings(database_url=database_url)
     try:
         return run_on_database(settings, work)
-    except (GatewayError, *DB_ERRORS) as exc:
+    except (GatewayError, *DB_ERRORS) as exc:  # broad: an outage and a lock held by a turn alike
         raise click.ClickException(
             f"{exc} (is {settings.database_url} a migrated gateway database?)"
         ) from exc
@@ -69,8 +71,9 @@ def list_command(owner: str | None, limit: int, as_json: bool, database_url: str
     """Conversations, newest activity first."""
 
     async def work(db: Database) -> list[Conversation]:
-        async with db.transaction() as session:
-            return await list_conversations(session, None, limit=limit + 1, owner_prefix=owner)
+        return await db.run(
+            functools.partial(list_conversations, owner=None, limit=limit + 1, owner_prefix=owner)
+        )
 
     rows = _run(database_url, work)
     if as_json:
@@ -100,16 +103,18 @@ def list_command(owner: str | None, limit: int, as_json: bool, database_url: str
 def show_command(conversation_id: str, owner: str | None, messages: bool, database_url: str | None) -> None:
     """Every conversation with this id (one per caller that used it), as JSON."""
 
-    async def work(db: Database) -> list[dict[str, Any]]:
+    def unit(connection: Connection) -> list[dict[str, Any]]:
         found = []
-        async with db.transaction() as session:
-            for conversation in await find_conversations(session, conversation_id, owner):
-                view = _view(conversation)
-                if messages:
-                    rows = await list_messages(session, conversation)
-                    view["messages"] = [{**body, "created_at": int(created)} for _, body, created in rows]
-                found.append(view)
+        for conversation in find_conversations(connection, conversation_id, owner):
+            view = _view(conversation)
+            if messages:
+                rows = list_messages(connection, conversation)
+                view["messages"] = [{**body, "created_at": int(created)} for _, body, created in rows]
+            found.append(view)
         return found
+
+    async def work(db: Database) -> list[dict[str, Any]]:
+        return await db.run(unit)
 
     found = _run(database_url, work)
     if not found:
@@ -127,8 +132,9 @@ def delete_command(conversation_id: str, owner: str | None, yes: bool, database_
     """Delete a conversation (messages and settings; the request log keeps its usage, loses its content)."""
 
     async def matches(db: Database) -> list[Conversation]:
-        async with db.transaction() as session:
-            return await find_conversations(session, conversation_id, owner)
+        return await db.run(
+            functools.partial(find_conversations, conversation_id=conversation_id, owner_prefix=owner)
+        )
 
     found = _run(database_url, matches)
     if not found:
@@ -148,17 +154,17 @@ def delete_command(conversation_id: str, owner: str | None, yes: bool, database_
         )
     settings = load_settings(database_url=database_url)
 
+    def unit(connection: Connection) -> bool:
+        conversation = get_conversation(connection, target.owner, conversation_id)
+        if conversation is None:
+            return False
+        delete_conversation(connection, conversation)
+        return True
+
     async def delete(db: Database) -> bool:
         # The lock makes a delete wait for a turn in flight (in one process; across processes on Postgres).
-        async with (
-            db.locks.hold(target.owner, conversation_id, settings.lock_timeout),
-            db.transaction() as session,
-        ):
-            conversation = await get_conversation(session, target.owner, conversation_id)
-            if conversation is None:
-                return False
-            await delete_conversation(session, conversation)
-            return True
+        async with db.locks.hold(target.owner, conversation_id, settings.lock_timeout):
+            return await db.run(unit)
 
     if not _run(database_url, delete):
         raise click.ClickException(f"Conversation '{conversation_id}' was deleted meanwhile.")

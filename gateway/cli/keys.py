@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection
 
 from gateway import money
 from gateway.cli.database import run_on_database
 from gateway.cli.settings import DATABASE_OPTION, load_settings
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InvalidRequest
 from gateway.identity import caller_identity
 from gateway.keys import MAX_BUDGET_USD, KeyInfo, new_secret, validate_key_name
 from gateway.store.database import Database
@@ -23,16 +23,15 @@ from gateway.views import key_object, render_json
 T = TypeVar("T")
 
 
-def _run(database_url: str | None, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Migrate the database if needed, then run `work` in one transaction."""
+def _run(database_url: str | None, unit: Callable[[Connection], T]) -> T:
+    """Migrate the database if needed, then run `unit` (a unit of work) in one transaction."""
 
     async def in_transaction(db: Database) -> T:
-        async with db.transaction() as session:
-            return await work(session)
+        return await db.run(unit)
 
     try:
         return run_on_database(load_settings(database_url=database_url), in_transaction, migrated=True)
-    except GatewayError as exc:
+    except GatewayError as exc:  # broad: whatever the store refuses (a taken name, no database) is said
         raise click.ClickException(str(exc)) from exc
 
 
@@ -52,7 +51,7 @@ def create(name: str, budget_usd: str | None, database_url: str | None) -> None:
     try:
         validate_key_name(name)
         budget = money.parse_usd(budget_usd, "--budget-usd", maximum=MAX_BUDGET_USD, text=True)
-    except GatewayError as exc:
+    except InvalidRequest as exc:
         raise click.BadParameter(str(exc)) from exc
     secret = new_secret()
     _run(database_url, lambda s: insert_key(s, name, caller_identity(secret), budget, time.time()))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import click
 
 from gateway.cli.database import require_sqlite_file, run_on_database
 from gateway.cli.settings import DATABASE_OPTION, load_settings
-from gateway.errors import DatabaseUnavailable, GatewayError
+from gateway.errors import DatabaseUnavailable, InvalidRequest
 from gateway.reports import FORMATS, GROUP_BY, Group, Report, parse_report_params, render
 from gateway.store.database import Database
 from gateway.store.usage import usage_groups
@@ -42,14 +43,13 @@ def usage(
     try:
         params = {name: value for name, value in options.items() if value is not None}
         query, _ = parse_report_params(params, owner=None)
-    except GatewayError as exc:
+    except InvalidRequest as exc:
         raise click.BadParameter(str(exc), param_hint=f"--{exc.param}") from None
     query = dataclasses.replace(query, conversation_id=conversation_id)
     require_sqlite_file(settings.database_url)
 
     async def work(db: Database) -> list[Group]:
-        async with db.transaction() as session:
-            return await usage_groups(session, query)
+        return await db.run(functools.partial(usage_groups, query=query))
 
     try:
         groups = run_on_database(settings, work)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import secrets
@@ -31,7 +32,15 @@ from gateway import headers as h
 from gateway.config import Settings
 from gateway.errors import ConversationMoved, NotFound
 from gateway.exchange import ChatCall, Reply, StoreHook, StreamReply, json_or_none
-from gateway.history import Budget, compose_messages, history_digest, new_messages, split_system, trim_history
+from gateway.history import (
+    Budget,
+    StoredMessage,
+    compose_messages,
+    history_digest,
+    new_messages,
+    split_system,
+    trim_history,
+)
 from gateway.items import message_items
 from gateway.replays import IDEMPOTENCY_WINDOW_SECONDS
 from gateway.responses.events import ResponseEvents, encode, replay_events
@@ -47,7 +56,7 @@ from gateway.store.responses import (
     insert_response,
     read_prefix,
 )
-from gateway.store.tables import StoredResponse
+from gateway.store.tables import Conversation, StoredResponse
 from gateway.turns import TurnService
 from gateway.unanswered import sendable_history
 
@@ -104,6 +113,14 @@ def previous_not_found(response_id: str) -> NotFound:
         param="previous_response_id",
         code="previous_response_not_found",
     )
+
+
+def _source(connection: Connection, owner: str, previous: StoredResponse) -> Conversation:
+    """A unit-of-work step: the conversation `previous` was stored in (404 when it is gone)."""
+    source = get_conversation(connection, owner, previous.conversation_id)
+    if source is None:
+        raise previous_not_found(previous.id)
+    return source
 
 
 def _json(value: Any) -> bytes:
@@ -191,8 +208,9 @@ class ResponseService:
         previous: StoredResponse | None = None
         conversation_id: str | None
         if request.previous_response_id is not None:
-            async with self.db.transaction() as session:
-                previous = await get_response(session, call.owner, request.previous_response_id)
+            previous = await self.db.run(
+                functools.partial(get_response, owner=call.owner, response_id=request.previous_response_id)
+            )
             if previous is None:
                 raise previous_not_found(request.previous_response_id)
             conversation_id = previous.conversation_id
@@ -227,10 +245,15 @@ class ResponseService:
         window = (
             IDEMPOTENCY_WINDOW_SECONDS if call.idempotency_key is not None else self.settings.replay_window
         )
-        async with self.db.transaction() as session:
-            return await find_retried(
-                session, call.owner, call.request_hash, call.idempotency_key, time.time() - window
+        return await self.db.run(
+            functools.partial(
+                find_retried,
+                owner=call.owner,
+                request_hash=call.request_hash,
+                idempotency_key=call.idempotency_key,
+                since=time.time() - window,
             )
+        )
 
     def _chat_call(
         self, call: ResponsesCall, state: _State, conversation_id: str | None, expected_turn: int | None
@@ -296,17 +319,16 @@ class ResponseService:
         if not call.request.store:
             return await self._from_prefix(call, state, previous)
         fork_id = self._new_conversation_id(call, previous.id)
-        async with (
-            self.db.locks.hold(call.owner, fork_id, self.settings.lock_timeout),
-            self.db.transaction() as session,
-        ):
-            if await get_conversation(session, call.owner, fork_id) is None:
-                source = await get_conversation(session, call.owner, previous.conversation_id)
-                if source is None:
-                    raise previous_not_found(previous.id)
-                await fork_conversation(
-                    session, source, fork_id, previous.message_end, previous.turn, time.time()
+
+        def unit(connection: Connection) -> None:
+            if get_conversation(connection, call.owner, fork_id) is None:
+                source = _source(connection, call.owner, previous)
+                fork_conversation(
+                    connection, source, fork_id, previous.message_end, previous.turn, time.time()
                 )
+
+        async with self.db.locks.hold(call.owner, fork_id, self.settings.lock_timeout):
+            await self.db.run(unit)
         state.ctx = dataclasses.replace(state.ctx, conversation_id=fork_id)
         return await self.turns.chat(self._chat_call(call, state, fork_id, None))
 
@@ -315,11 +337,12 @@ class ResponseService:
     ) -> Reply | StreamReply:
         """store: false from an older response: its history, composed here and sent statelessly."""
         request = call.request
-        async with self.db.transaction() as session:
-            source = await get_conversation(session, call.owner, previous.conversation_id)
-            if source is None:
-                raise previous_not_found(previous.id)
-            stored = await read_prefix(session, source, previous.message_end)
+
+        def unit(connection: Connection) -> tuple[Conversation, list[StoredMessage]]:
+            source = _source(connection, call.owner, previous)
+            return source, read_prefix(connection, source, previous.message_end)
+
+        source, stored = await self.db.run(unit)
 
         def first(*values: int | None) -> int | None:
             return next((v for v in values if v is not None), None)
@@ -361,11 +384,15 @@ class ResponseService:
         if isinstance(reply, Reply) and not 200 <= reply.status < 300:
             return Outcome(reply.status, headers | JSON_HEADERS, reply.body)  # the upstream's error, as is
         if reply.headers.get(h.GATEWAY_REPLAYED) == "true":  # the turn pipeline recognized a retry
-            async with self.db.transaction() as session:
-                since = time.time() - IDEMPOTENCY_WINDOW_SECONDS
-                found = await find_retried(
-                    session, call.owner, call.request_hash, call.idempotency_key, since
+            found = await self.db.run(
+                functools.partial(
+                    find_retried,
+                    owner=call.owner,
+                    request_hash=call.request_hash,
+                    idempotency_key=call.idempotency_key,
+                    since=time.time() - IDEMPOTENCY_WINDOW_SECONDS,
                 )
+            )
             if found is not None:
                 if isinstance(reply, StreamReply):
                     with contextlib.suppress(AttributeError):

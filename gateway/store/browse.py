@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, Connection, func, select
 
+from gateway.store.rows import load_all
 from gateway.store.tables import Attempt, Conversation
 
 SORTS = ("updated", "cost", "length")
@@ -33,8 +33,8 @@ def _cost_by_conversation(owner: str | None) -> Any:
     return statement.subquery()
 
 
-async def browse_conversations(
-    session: AsyncSession, owner: str | None, *, search: str | None, sort: str, offset: int, limit: int
+def browse_conversations(
+    connection: Connection, owner: str | None, *, search: str | None, sort: str, offset: int, limit: int
 ) -> tuple[list[Conversation], int]:
     """One page of conversations (of `owner`, or of everyone for None) and how many match in all.
 
@@ -43,7 +43,7 @@ async def browse_conversations(
     """
     filters = _where(owner, search)
     counted = select(func.count()).select_from(Conversation).where(*filters)
-    total = (await session.execute(counted)).scalar_one()
+    total = connection.execute(counted).scalar_one()
     statement = select(Conversation).where(*filters)
     newest = (Conversation.updated_at.desc(), Conversation.pk.desc())
     if sort == "cost":
@@ -55,5 +55,5 @@ async def browse_conversations(
         statement = statement.order_by(Conversation.message_count.desc(), *newest)
     else:
         statement = statement.order_by(*newest)
-    rows = list((await session.execute(statement.offset(offset).limit(limit))).scalars())
+    rows = load_all(connection, Conversation, statement.offset(offset).limit(limit))
     return rows, int(total)

@@ -24,11 +24,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import ConversationBusy, ConversationLimitReached
 from gateway.history import Budget, BudgetRule, StoredMessage, window_bounds
 from gateway.store import statements
+from gateway.store.rows import load_all, load_first
 from gateway.store.tables import Attempt, Conversation, Message, StoredResponse
 
 _CONVERSATIONS = cast(Table, Conversation.__table__)
@@ -69,10 +69,10 @@ def refuse_past_limit(owned: int, limit: int) -> None:
         )
 
 
-async def get_conversation(session: AsyncSession, owner: str, conversation_id: str) -> Conversation | None:
+def get_conversation(connection: Connection, owner: str, conversation_id: str) -> Conversation | None:
     """The caller's conversation with this id, or None."""
     statement = select(Conversation).where(Conversation.owner == owner, Conversation.id == conversation_id)
-    return (await session.execute(statement)).scalar_one_or_none()
+    return load_first(connection, Conversation, statement)
 
 
 @functools.cache
@@ -154,25 +154,6 @@ def conversation_budget(rule: BudgetRule, conversation: Conversation) -> Budget:
     return rule.resolve(Budget(conversation.max_history_messages, conversation.max_history_tokens))
 
 
-def load_turn(
-    connection: Connection,
-    owner: str,
-    conversation_id: str,
-    budget_for: Callable[[Conversation], Budget],
-    max_conversations: int = 0,
-) -> tuple[Conversation | None, list[StoredMessage]]:
-    """A unit of work: the caller's conversation (None if new) and the stored messages its budget may send.
-
-    `budget_for` gives the budget that applies to the conversation it is handed. Two indexed reads;
-    the conversation is a detached object: read it, never change it. A new conversation past the caller's
-    `max_conversations` is refused (429) before anything is sent upstream.
-    """
-    loaded = load_turn_state(
-        connection, owner, conversation_id, budget_for, lambda c: False, max_conversations
-    )
-    return loaded.conversation, loaded.candidates
-
-
 @dataclass(frozen=True)
 class LoadedTurn:
     """What a turn reads before it is composed: the conversation, its window candidates, the stable anchor."""
@@ -213,7 +194,9 @@ def load_turn_state(
     anchored: Callable[[Conversation], bool],
     max_conversations: int = 0,
 ) -> LoadedTurn:
-    """A unit of work: `load_turn`, plus (when `anchored` says the strategy needs it) the stable anchor:
+    """A unit of work: the caller's conversation (None if new; a new one past the caller's
+    `max_conversations` is refused, 429, before anything is sent upstream), the stored messages the
+    budget `budget_for` gives it may send, and (when `anchored` says the strategy needs it) the stable anchor:
     found among the candidates when they reach back to the window's start, else by one more indexed probe
     of (conversation, seq) from there (a window that no longer fits: this turn cuts)."""
     rows = statements.fetch(connection, _BY_ID, {"owner": owner, "conversation_id": conversation_id})
@@ -374,8 +357,8 @@ def write_turn(connection: Connection, conversation: Conversation | None, write:
     return pk
 
 
-async def list_messages(
-    session: AsyncSession,
+def list_messages(
+    connection: Connection,
     conversation: Conversation,
     *,
     limit: int | None = None,
@@ -394,45 +377,46 @@ async def list_messages(
     statement = statement.order_by(Message.seq.desc() if descending else Message.seq)
     if limit is not None:
         statement = statement.limit(limit)
-    rows = (await session.execute(statement)).all()
-    return [(row[0], json.loads(row[1]), row[2]) for row in rows]
+    return [(row[0], json.loads(row[1]), row[2]) for row in connection.execute(statement).all()]
 
 
-async def create_conversation(
-    session: AsyncSession, owner: str, conversation_id: str, values: dict[str, Any], now: float
+def create_conversation(
+    connection: Connection, owner: str, conversation_id: str, values: dict[str, Any], now: float
 ) -> Conversation:
     """Insert an empty conversation with the given settings columns."""
-    conversation = Conversation(
-        owner=owner,
-        id=conversation_id,
-        message_count=0,
-        token_count=0,
-        turn_count=0,
-        history_hash="",
-        last_user_seq=0,
-        last_user_tokens=0,
-        window_start=0,
-        created_at=now,
-        updated_at=now,
+    created = {
+        "owner": owner,
+        "id": conversation_id,
+        "message_count": 0,
+        "token_count": 0,
+        "turn_count": 0,
+        "history_hash": "",
+        "last_user_seq": 0,
+        "last_user_tokens": 0,
+        "window_start": 0,
+        "created_at": now,
+        "updated_at": now,
         **values,
-    )
-    session.add(conversation)
-    await session.flush()
-    return conversation
+    }
+    key = connection.execute(_INSERT_CONVERSATION, created).inserted_primary_key
+    assert key is not None
+    found = load_first(connection, Conversation, select(Conversation).where(Conversation.pk == key[0]))
+    assert found is not None
+    return found
 
 
-async def update_conversation(
-    session: AsyncSession, conversation: Conversation, values: dict[str, Any], now: float
+def update_conversation(
+    connection: Connection, conversation: Conversation, values: dict[str, Any], now: float
 ) -> None:
     """Set settings columns and updated_at, in the database and on the `conversation` object."""
     values = {**values, "updated_at": now}
-    await session.execute(update(Conversation).where(Conversation.pk == conversation.pk).values(**values))
+    connection.execute(update(Conversation).where(Conversation.pk == conversation.pk).values(**values))
     for name, value in values.items():
         setattr(conversation, name, value)
 
 
-async def list_conversations(
-    session: AsyncSession,
+def list_conversations(
+    connection: Connection,
     owner: str | None,
     *,
     limit: int,
@@ -454,60 +438,55 @@ async def list_conversations(
             )
         )
     statement = statement.order_by(Conversation.updated_at.desc(), Conversation.pk.desc()).limit(limit)
-    return list((await session.execute(statement)).scalars())
+    return load_all(connection, Conversation, statement)
 
 
-async def find_conversations(
-    session: AsyncSession, conversation_id: str, owner_prefix: str | None = None
+def find_conversations(
+    connection: Connection, conversation_id: str, owner_prefix: str | None = None
 ) -> list[Conversation]:
     """Every owner's conversation with this id (the operator's view), oldest first."""
     statement = select(Conversation).where(Conversation.id == conversation_id).order_by(Conversation.pk)
     if owner_prefix:
         statement = statement.where(Conversation.owner.startswith(owner_prefix, autoescape=True))
-    return list((await session.execute(statement)).scalars())
+    return load_all(connection, Conversation, statement)
 
 
-async def turn_messages(session: AsyncSession, conversation: Conversation, turn: int) -> list[dict[str, Any]]:
+def turn_messages(connection: Connection, conversation: Conversation, turn: int) -> list[dict[str, Any]]:
     """The stored messages of one turn (its new messages, then the reply), oldest first."""
     statement = (
         select(Message.body)
         .where(Message.conversation_pk == conversation.pk, Message.turn == turn)
         .order_by(Message.seq)
     )
-    return [json.loads(row[0]) for row in (await session.execute(statement)).all()]
+    return [json.loads(row[0]) for row in connection.execute(statement).all()]
 
 
-async def stored_range(
-    session: AsyncSession, conversation: Conversation, start: int, end: int
+def stored_range(
+    connection: Connection, conversation: Conversation, start: int, end: int
 ) -> list[dict[str, Any]]:
     """The bodies of the stored messages with `start <= seq < end`, oldest first."""
-    statement = (
-        select(Message.body)
-        .where(Message.conversation_pk == conversation.pk, Message.seq >= start, Message.seq < end)
-        .order_by(Message.seq)
-    )
-    return [json.loads(row[0]) for row in (await session.execute(statement)).all()]
+    return read_bodies(connection, conversation.pk, start, end)
 
 
-async def messages_before_turn(session: AsyncSession, conversation: Conversation, turn: int) -> int | None:
+def messages_before_turn(connection: Connection, conversation: Conversation, turn: int) -> int | None:
     """How many messages were stored before a turn (its first message's 0-based seq); None if it has none."""
     statement = select(func.min(Message.seq)).where(
         Message.conversation_pk == conversation.pk, Message.turn == turn
     )
-    value = (await session.execute(statement)).scalar_one_or_none()
+    value = connection.execute(statement).scalar_one_or_none()
     return None if value is None else int(value)
 
 
-async def delete_conversation(session: AsyncSession, conversation: Conversation) -> None:
+def delete_conversation(connection: Connection, conversation: Conversation) -> None:
     """Remove a conversation and its messages; its request-log rows keep usage but lose their content."""
-    await session.execute(delete(Message).where(Message.conversation_pk == conversation.pk))
-    await session.execute(delete(Conversation).where(Conversation.pk == conversation.pk))
-    await session.execute(  # its responses lose their history: they can be neither continued nor read
+    connection.execute(delete(Message).where(Message.conversation_pk == conversation.pk))
+    connection.execute(delete(Conversation).where(Conversation.pk == conversation.pk))
+    connection.execute(  # its responses lose their history: they can be neither continued nor read
         delete(StoredResponse).where(
             StoredResponse.owner == conversation.owner, StoredResponse.conversation_id == conversation.id
         )
     )
-    await session.execute(
+    connection.execute(
         update(Attempt)
         .where(Attempt.owner == conversation.owner, Attempt.conversation_id == conversation.id)
         .values(

@@ -1,4 +1,4 @@
-"""Engine, sessions and the per-conversation lock; dialect differences live here."""
+"""Engine, units of work and the per-conversation lock; dialect differences live here."""
 
 from __future__ import annotations
 
@@ -13,11 +13,9 @@ from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import Connection, event, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from gateway.errors import ConversationBusy, DatabaseUnavailable
@@ -104,12 +102,11 @@ def create_engine(url: str, *, pool_size: int = 10, transaction_pooling: bool = 
 
 
 class Database:
-    """The engine, its session factory and the conversation locks, owned by the app's lifespan."""
+    """The engine, the one way to run units of work on it, and the conversation locks."""
 
     def __init__(self, engine: AsyncEngine, *, lease_seconds: float) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.leases: Leases | None = None
         if self.dialect == "postgresql":
             errors = (*DB_ERRORS, engine.dialect.loaded_dbapi.Error)
@@ -201,11 +198,14 @@ class Database:
         return await self.run(load)
 
     async def run(self, unit: Callable[[Connection], T]) -> T:
-        """Run a unit of work (synchronous Core statements on a Connection) in one transaction.
+        """Run a unit of work (a plain function of a synchronous Connection) in one transaction.
 
-        The per-turn hot path uses this: on an SQLite file the unit crosses once to the SQLite lane's
-        thread (see store/lane.py); elsewhere it runs on a pooled async connection via run_sync.
-        Database outages become DatabaseUnavailable (503), as in `transaction()`.
+        Every store function is such a unit, or a step of one: callers pass `functools.partial(fn, ...)`
+        or a local function that chains several. On an SQLite file the unit crosses once to the SQLite
+        lane's thread (see store/lane.py); elsewhere it runs on a pooled async connection via run_sync.
+        It commits when the unit returns and rolls back when it raises. This is the one place database
+        errors are translated: outages (and the sqlite3 errors the lane's thread may raise) become
+        DatabaseUnavailable (503); the gateway's own errors raised by the unit pass through.
         """
         try:
             if self._lane_wanted:
@@ -224,15 +224,6 @@ class Database:
         if lane is not None:
             await lane.close()
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One session, one transaction; database outages become DatabaseUnavailable (503)."""
-        try:
-            async with self.sessions() as session, session.begin():
-                yield session
-        except DB_ERRORS as exc:
-            raise DatabaseUnavailable(f"The database is unavailable: {type(exc).__name__}") from exc
-
     async def ping(self) -> bool:
         """Return True when the database answers a trivial query."""
         try:
@@ -241,10 +232,6 @@ class Database:
         except DB_ERRORS:
             return False
         return True
-
-    def insert(self, table: Any) -> Any:
-        """An INSERT that supports ON CONFLICT for this dialect."""
-        return pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
 
 
 @dataclass

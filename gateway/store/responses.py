@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection, Table, delete, insert, select
 
 from gateway.history import StoredMessage, history_digest
 from gateway.store import statements
+from gateway.store.rows import load_all, load_first
 from gateway.store.tables import Conversation, Message, StoredResponse
 
 _INSERT = cast(Table, StoredResponse.__table__).insert()
@@ -20,14 +20,14 @@ def insert_response(connection: Connection, values: dict[str, Any]) -> None:
     statements.execute(connection, _INSERT, values)
 
 
-async def get_response(session: AsyncSession, owner: str, response_id: str) -> StoredResponse | None:
+def get_response(connection: Connection, owner: str, response_id: str) -> StoredResponse | None:
     """The caller's stored response with this id, or None (another caller's is None too)."""
     statement = select(StoredResponse).where(StoredResponse.owner == owner, StoredResponse.id == response_id)
-    return (await session.execute(statement)).scalar_one_or_none()
+    return load_first(connection, StoredResponse, statement)
 
 
-async def find_retried(
-    session: AsyncSession, owner: str, request_hash: str, idempotency_key: str | None, since: float
+def find_retried(
+    connection: Connection, owner: str, request_hash: str, idempotency_key: str | None, since: float
 ) -> StoredResponse | None:
     """The newest response stored since `since` for the same request body (and the same key, if any)."""
     statement = select(StoredResponse).where(
@@ -38,11 +38,11 @@ async def find_retried(
     if idempotency_key is not None:
         statement = statement.where(StoredResponse.idempotency_key == idempotency_key)
     statement = statement.order_by(StoredResponse.created_at.desc()).limit(1)
-    return (await session.execute(statement)).scalar_one_or_none()
+    return load_first(connection, StoredResponse, statement)
 
 
-async def find_turn_response(
-    session: AsyncSession, owner: str, conversation_id: str, turn: int
+def find_turn_response(
+    connection: Connection, owner: str, conversation_id: str, turn: int
 ) -> StoredResponse | None:
     """The response stored as this turn of the conversation, if the turn was a response."""
     statement = select(StoredResponse).where(
@@ -50,75 +50,75 @@ async def find_turn_response(
         StoredResponse.conversation_id == conversation_id,
         StoredResponse.turn == turn,
     )
-    return (await session.execute(statement.limit(1))).scalar_one_or_none()
+    return load_first(connection, StoredResponse, statement.limit(1))
 
 
-async def delete_response(session: AsyncSession, response: StoredResponse) -> None:
+def delete_response(connection: Connection, response: StoredResponse) -> None:
     """Forget a response (its turn stays in the conversation)."""
-    await session.execute(delete(StoredResponse).where(StoredResponse.pk == response.pk))
+    connection.execute(delete(StoredResponse).where(StoredResponse.pk == response.pk))
 
 
-async def read_prefix(session: AsyncSession, conversation: Conversation, end: int) -> list[StoredMessage]:
+def read_prefix(connection: Connection, conversation: Conversation, end: int) -> list[StoredMessage]:
     """The conversation's stored messages before seq `end`, oldest first."""
     statement = (
         select(Message.seq, Message.body, Message.tokens, Message.turn_start_seq, Message.turn_start_tokens)
         .where(Message.conversation_pk == conversation.pk, Message.seq < end)
         .order_by(Message.seq)
     )
-    rows = (await session.execute(statement)).all()
+    rows = connection.execute(statement).all()
     return [StoredMessage(row[0], json.loads(row[1]), row[2], row[3], row[4]) for row in rows]
 
 
-async def fork_conversation(
-    session: AsyncSession, source: Conversation, new_id: str, end: int, turn: int, now: float
+def fork_conversation(
+    connection: Connection, source: Conversation, new_id: str, end: int, turn: int, now: float
 ) -> Conversation:
     """A new conversation of the same caller holding a copy of `source`'s first `end` messages.
 
     It takes the source's system prompt and history limits; the source is left untouched.
     """
-    rows = list(
-        (
-            await session.execute(
-                select(Message)
-                .where(Message.conversation_pk == source.pk, Message.seq < end)
-                .order_by(Message.seq)
-            )
-        ).scalars()
-    )
+    statement = select(Message).where(Message.conversation_pk == source.pk, Message.seq < end)
+    rows = load_all(connection, Message, statement.order_by(Message.seq))
     bodies = [json.loads(row.body) for row in rows]
     last_user = next((row for row in reversed(rows) if row.role == "user"), None)
-    conversation = Conversation(
-        owner=source.owner,
-        id=new_id,
-        system_messages=source.system_messages,
-        metadata_json=None,
-        max_history_messages=source.max_history_messages,
-        max_history_tokens=source.max_history_tokens,
-        max_cost_pusd=source.max_cost_pusd,
-        message_count=len(rows),
-        token_count=sum(row.tokens for row in rows),
-        turn_count=turn,
-        history_hash=history_digest(bodies),
-        last_user_seq=last_user.seq if last_user else 0,
-        last_user_tokens=last_user.turn_start_tokens if last_user else 0,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(conversation)
-    await session.flush()
-    session.add_all(
-        Message(
-            conversation_pk=conversation.pk,
-            seq=row.seq,
-            turn=row.turn,
-            role=row.role,
-            body=row.body,
-            tokens=row.tokens,
-            turn_start_seq=row.turn_start_seq,
-            turn_start_tokens=row.turn_start_tokens,
-            created_at=row.created_at,
+    values = {
+        "owner": source.owner,
+        "id": new_id,
+        "system_messages": source.system_messages,
+        "metadata_json": None,
+        "max_history_messages": source.max_history_messages,
+        "max_history_tokens": source.max_history_tokens,
+        "max_cost_pusd": source.max_cost_pusd,
+        "message_count": len(rows),
+        "token_count": sum(row.tokens for row in rows),
+        "turn_count": turn,
+        "history_hash": history_digest(bodies),
+        "last_user_seq": last_user.seq if last_user else 0,
+        "last_user_tokens": last_user.turn_start_tokens if last_user else 0,
+        "window_start": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    key = connection.execute(insert(Conversation), values).inserted_primary_key
+    assert key is not None
+    pk = int(key[0])
+    if rows:
+        connection.execute(
+            insert(Message),
+            [
+                {
+                    "conversation_pk": pk,
+                    "seq": row.seq,
+                    "turn": row.turn,
+                    "role": row.role,
+                    "body": row.body,
+                    "tokens": row.tokens,
+                    "turn_start_seq": row.turn_start_seq,
+                    "turn_start_tokens": row.turn_start_tokens,
+                    "created_at": row.created_at,
+                }
+                for row in rows
+            ],
         )
-        for row in rows
-    )
-    await session.flush()
-    return conversation
+    forked = load_first(connection, Conversation, select(Conversation).where(Conversation.pk == pk))
+    assert forked is not None
+    return forked

@@ -6,28 +6,27 @@ import hashlib
 from collections.abc import Sequence
 
 from sqlalchemy import Connection, delete, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.store.tables import Attempt, BudgetReservation
 
 
-async def caller_spent_pusd(session: AsyncSession, owner: str) -> int:
+def caller_spent_pusd(connection: Connection, owner: str) -> int:
     """What one caller has spent, in picodollars (calls without a known price count 0)."""
     statement = select(func.coalesce(func.sum(Attempt.cost_pusd), 0)).where(Attempt.owner == owner)
-    return int((await session.execute(statement)).scalar_one() or 0)
+    return int(connection.execute(statement).scalar_one() or 0)
 
 
-async def conversation_spent_pusd(session: AsyncSession, owner: str, conversation_id: str) -> int:
+def conversation_spent_pusd(connection: Connection, owner: str, conversation_id: str) -> int:
     """What the caller's current conversation with this id spent (a deleted namesake's calls don't count)."""
     statement = select(func.coalesce(func.sum(Attempt.cost_pusd), 0)).where(
         Attempt.owner == owner,
         Attempt.conversation_id == conversation_id,
         Attempt.conversation_deleted.is_(False),
     )
-    return int((await session.execute(statement)).scalar_one() or 0)
+    return int(connection.execute(statement).scalar_one() or 0)
 
 
-async def spent_by_owners(session: AsyncSession, owners: Sequence[str]) -> dict[str, int]:
+def spent_by_owners(connection: Connection, owners: Sequence[str]) -> dict[str, int]:
     """Spend per caller for several callers at once, in picodollars."""
     if not owners:
         return {}
@@ -36,7 +35,7 @@ async def spent_by_owners(session: AsyncSession, owners: Sequence[str]) -> dict[
         .where(Attempt.owner.in_(list(owners)))
         .group_by(Attempt.owner)
     )
-    return {owner: int(total or 0) for owner, total in (await session.execute(statement)).all()}
+    return {owner: int(total or 0) for owner, total in connection.execute(statement).all()}
 
 
 def _lock_owner(connection: Connection, owner: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -15,14 +16,14 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from gateway.reports import CallStats, Group, Totals, UsageQuery, day_key, fold, rank_index
 from gateway.store import statements
-from gateway.store.tables import Attempt
+from gateway.store.rows import load_first
+from gateway.store.tables import Attempt, Conversation
 
 # Texts taken from the upstream's answer (model name, request id, error message) are not the gateway's to
 # trust: they are made to fit their columns so that a strange answer cannot fail the write.
@@ -74,11 +75,6 @@ def attempt_row(values: dict[str, Any]) -> dict[str, Any]:
 def insert_attempt(connection: Connection, values: dict[str, Any]) -> None:
     """Insert one request-log row (the caller's unit of work decides when it commits)."""
     statements.execute(connection, _INSERT_ATTEMPT, attempt_row(values))
-
-
-async def record_attempt(session: AsyncSession, values: dict[str, Any]) -> None:
-    """`insert_attempt` within an ORM session's transaction."""
-    await session.run_sync(lambda sync: insert_attempt(sync.connection(), values))
 
 
 # The model reports use: the one the upstream returned (a dated name), else the one asked for.
@@ -155,12 +151,12 @@ def _filters(query: UsageQuery) -> list[ColumnElement[bool]]:
     return filters
 
 
-async def usage_groups(session: AsyncSession, query: UsageQuery) -> list[Group]:
+def usage_groups(connection: Connection, query: UsageQuery) -> list[Group]:
     """Sum the matching request-log rows per group and model, in one GROUP BY query."""
     key = _key(query.group_by)
     grouping = [_MODEL] if key is None else [key, _MODEL]
     statement = select(*grouping, *_TOTALS).where(*_filters(query)).group_by(*grouping)
-    rows = (await session.execute(statement)).all()
+    rows = connection.execute(statement).all()
     found = []
     for row in rows:
         values = list(row)
@@ -174,11 +170,32 @@ async def usage_groups(session: AsyncSession, query: UsageQuery) -> list[Group]:
     return fold(found)
 
 
-async def call_stats(session: AsyncSession, query: UsageQuery) -> CallStats:
+def conversation_usage(
+    connection: Connection, conversations: Sequence[Conversation]
+) -> dict[tuple[str, str], Mapping[str | None, Totals]]:
+    """The usage per model of each of these (current) conversations, keyed by (owner, id): one grouped
+    query for a whole page of conversations, never one per conversation."""
+    if not conversations:
+        return {}
+    owners = {c.owner for c in conversations}
+    query = UsageQuery(
+        owner=next(iter(owners)) if len(owners) == 1 else None,
+        conversation_ids=tuple(dict.fromkeys(c.id for c in conversations)),
+        current_only=True,
+        group_by="caller_conversation",
+    )
+    found: dict[tuple[str, str], Mapping[str | None, Totals]] = {}
+    for group in usage_groups(connection, query):
+        owner, _, conversation_id = (group.key or "").partition(":")  # an owner is hex: no ':' in it
+        found[(owner, conversation_id)] = group.by_model
+    return found
+
+
+def call_stats(connection: Connection, query: UsageQuery) -> CallStats:
     """Requests, failed requests (status 400 and up) and the latency percentiles of the matching rows."""
     filters = _filters(query)
     counts = select(func.count(), _count_where(Attempt.status >= 400)).where(*filters)
-    requests, errors = (await session.execute(counts)).one()
+    requests, errors = connection.execute(counts).one()
     percentiles: list[float | None] = []
     for percent in (50, 95):
         if not requests:
@@ -191,11 +208,11 @@ async def call_stats(session: AsyncSession, query: UsageQuery) -> CallStats:
             .offset(rank_index(int(requests), percent))
             .limit(1)
         )
-        percentiles.append(float((await session.execute(statement)).scalar_one()))
+        percentiles.append(float(connection.execute(statement).scalar_one()))
     return CallStats(int(requests), int(errors or 0), percentiles[0], percentiles[1])
 
 
-async def latest_attempt(session: AsyncSession, owner: str, conversation_id: str) -> Attempt | None:
+def latest_attempt(connection: Connection, owner: str, conversation_id: str) -> Attempt | None:
     """The conversation's most recent request-log row (stored turn or failure), or None."""
     statement = (
         select(Attempt)
@@ -208,11 +225,11 @@ async def latest_attempt(session: AsyncSession, owner: str, conversation_id: str
         .order_by(Attempt.pk.desc())
         .limit(1)
     )
-    return (await session.execute(statement)).scalar_one_or_none()
+    return load_first(connection, Attempt, statement)
 
 
-async def keyed_turn(
-    session: AsyncSession, owner: str, conversation_id: str, key: str, since: float
+def keyed_turn(
+    connection: Connection, owner: str, conversation_id: str, key: str, since: float
 ) -> Attempt | None:
     """The newest stored turn of the conversation recorded with this Idempotency-Key since `since`."""
     statement = (
@@ -228,10 +245,10 @@ async def keyed_turn(
         .order_by(Attempt.pk.desc())
         .limit(1)
     )
-    return (await session.execute(statement)).scalar_one_or_none()
+    return load_first(connection, Attempt, statement)
 
 
-async def turn_attempt(session: AsyncSession, owner: str, conversation_id: str, turn: int) -> Attempt | None:
+def turn_attempt(connection: Connection, owner: str, conversation_id: str, turn: int) -> Attempt | None:
     """The request-log row that stored this turn of the caller's current conversation, or None."""
     statement = (
         select(Attempt)
@@ -244,10 +261,10 @@ async def turn_attempt(session: AsyncSession, owner: str, conversation_id: str, 
         .order_by(Attempt.pk.desc())
         .limit(1)
     )
-    return (await session.execute(statement)).scalar_one_or_none()
+    return load_first(connection, Attempt, statement)
 
 
-async def has_calls(session: AsyncSession, owner: str) -> bool:
+def has_calls(connection: Connection, owner: str) -> bool:
     """True when the caller has at least one request-log row (an upstream accepted its token once)."""
     statement = select(Attempt.pk).where(Attempt.owner == owner).limit(1)
-    return (await session.execute(statement)).first() is not None
+    return connection.execute(statement).first() is not None

@@ -7,14 +7,18 @@ answers the same "not found" page as a missing one.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.common import services
 from gateway.identity import CONVERSATION_ID_PATTERN
-from gateway.reports import Report, UsageQuery, usage_fields, usage_object
+from gateway.reports import Report, Totals, UsageQuery, usage_fields, usage_object
 from gateway.store.browse import SORTS, browse_conversations
 from gateway.store.conversations import (
     find_conversations,
@@ -23,7 +27,7 @@ from gateway.store.conversations import (
     messages_before_turn,
 )
 from gateway.store.tables import Conversation
-from gateway.store.usage import turn_attempt, usage_groups
+from gateway.store.usage import conversation_usage, turn_attempt, usage_groups
 from gateway.ui import views
 from gateway.ui.html import Child, Markup, el
 from gateway.ui.overview import render
@@ -44,9 +48,22 @@ def _page_number(request: Request) -> int | None:
     return int(raw) if raw.isdigit() and 0 < int(raw) < 10**9 else None
 
 
-async def _usage(session: Any, owner: str, conversation_id: str, group_by: str | None = None) -> Report:
+def _usage(connection: Connection, owner: str, conversation_id: str, group_by: str | None = None) -> Report:
     query = UsageQuery(owner=owner, conversation_id=conversation_id, current_only=True, group_by=group_by)
-    return Report(await usage_groups(session, query), group_by=group_by)
+    return Report(usage_groups(connection, query), group_by=group_by)
+
+
+def list_page(
+    connection: Connection, viewer: Viewer, admin: str | None, search: str, sort: str, number: int
+) -> tuple[list[Conversation], int, dict[tuple[str, str], Mapping[str | None, Totals]], OwnerNames | None]:
+    """A unit of work: one page of the list, how many match, the page's usage (one grouped query for the
+    whole page) and, for the admin (`admin`: the admin key's identity), the callers' names."""
+    offset = (number - 1) * PAGE_SIZE
+    rows, total = browse_conversations(
+        connection, viewer.owner, search=search, sort=sort, offset=offset, limit=PAGE_SIZE
+    )
+    owners = OwnerNames.load(connection, admin) if viewer.admin else None
+    return rows, total, conversation_usage(connection, rows), owners
 
 
 def _pager(path: str, params: dict[str, Any], current: int, pages: int) -> Markup:
@@ -63,12 +80,10 @@ async def conversation_list(request: Request, viewer: Viewer) -> Response:
     sort = request.query_params.get("sort", "updated")
     sort = sort if sort in SORTS else "updated"
     number = _page_number(request) or 1
-    async with svc.db.transaction() as session:
-        rows, total = await browse_conversations(
-            session, viewer.owner, search=search, sort=sort, offset=(number - 1) * PAGE_SIZE, limit=PAGE_SIZE
-        )
-        usages = [usage_object((await _usage(session, c.owner, c.id)).by_model) for c in rows]
-        owners = await OwnerNames.load(session, admin_identity(svc)) if viewer.admin else None
+    admin = admin_identity(svc)
+    read = functools.partial(list_page, viewer=viewer, admin=admin, search=search, sort=sort, number=number)
+    rows, total, by_conversation, owners = await svc.db.run(read)
+    usages = [usage_object(by_conversation.get((c.owner, c.id), {})) for c in rows]
     pages = max(1, -(-total // PAGE_SIZE))
     params = {"q": search or None, "sort": sort}
     form = el(
@@ -184,17 +199,61 @@ def _summary(obj: dict[str, Any]) -> Child:
     )
 
 
-async def _pick(
-    request: Request, viewer: Viewer, session: Any, conversation_id: str
+def _pick(
+    connection: Connection, viewer: Viewer, owner: str | None, conversation_id: str
 ) -> Conversation | list[Conversation] | None:
     """The viewer's conversation with this id; for the admin, by `owner`, or the list when ambiguous."""
     if not viewer.admin:
-        return await get_conversation(session, viewer.identity, conversation_id)
-    owner = request.query_params.get("owner")
+        return get_conversation(connection, viewer.identity, conversation_id)
     if owner:
-        return await get_conversation(session, owner[:64], conversation_id)
-    found = await find_conversations(session, conversation_id)
+        return get_conversation(connection, owner[:64], conversation_id)
+    found = find_conversations(connection, conversation_id)
     return found[0] if len(found) == 1 else (found or None)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What one conversation's page shows."""
+
+    conversation: Conversation
+    usage: dict[str, Any]
+    turns: Report
+    messages: list[tuple[int, dict[str, Any], float]]
+    window: tuple[int, int] | None  # the last turn's history: (first sent seq, stored before it)
+    page: tuple[int, int]  # (number, pages) of the transcript
+
+
+def _show(connection: Connection, conversation: Conversation, requested: int | None) -> Shown:
+    usage = usage_object(_usage(connection, conversation.owner, conversation.id).by_model)
+    turns = _usage(connection, conversation.owner, conversation.id, group_by="turn")
+    pages = max(1, -(-conversation.message_count // TRANSCRIPT_PAGE))
+    number = min(requested or pages, pages)
+    after = (number - 1) * TRANSCRIPT_PAGE - 1 if number > 1 else None
+    messages = list_messages(connection, conversation, limit=TRANSCRIPT_PAGE, after=after)
+    window = None
+    if conversation.turn_count:
+        last = turn_attempt(connection, conversation.owner, conversation.id, conversation.turn_count)
+        before = messages_before_turn(connection, conversation, conversation.turn_count)
+        if last is not None and last.history_messages is not None and before is not None:
+            window = (before - last.history_messages, before)
+    return Shown(conversation, usage, turns, messages, window, (number, pages))
+
+
+def read_conversation_page(
+    connection: Connection,
+    viewer: Viewer,
+    owner: str | None,
+    admin: str | None,
+    conversation_id: str,
+    requested: int | None,
+) -> tuple[Shown | list[Conversation] | None, OwnerNames | None]:
+    """A unit of work: what the page of this conversation shows (the list of callers using the id when
+    the admin must choose; None when the viewer sees none), and the callers' names for the admin."""
+    picked = _pick(connection, viewer, owner, conversation_id)
+    owners = OwnerNames.load(connection, admin) if viewer.admin else None
+    if picked is None or isinstance(picked, list):
+        return picked, owners
+    return _show(connection, picked, requested), owners
 
 
 def _choose(conversation_id: str, found: list[Conversation], owners: OwnerNames) -> list[Child]:
@@ -211,34 +270,36 @@ async def conversation_page(request: Request, viewer: Viewer) -> Response:
     conversation_id = request.path_params["conversation_id"]
     if CONVERSATION_ID_PATTERN.fullmatch(conversation_id) is None:
         return page(views.not_found_page(NOT_FOUND), 404)
-    async with svc.db.transaction() as session:
-        picked = await _pick(request, viewer, session, conversation_id)
-        owners = await OwnerNames.load(session, admin_identity(svc)) if viewer.admin else None
-        if picked is None:
-            return page(views.not_found_page(NOT_FOUND), 404)
-        if isinstance(picked, list):
-            assert owners is not None
-            return render(viewer, conversation_id, "conversations", _choose(conversation_id, picked, owners))
-        conversation = picked
-        usage = usage_object((await _usage(session, conversation.owner, conversation.id)).by_model)
-        turns = await _usage(session, conversation.owner, conversation.id, group_by="turn")
-        pages = max(1, -(-conversation.message_count // TRANSCRIPT_PAGE))
-        number = min(_page_number(request) or pages, pages)
-        after = (number - 1) * TRANSCRIPT_PAGE - 1 if number > 1 else None
-        messages = await list_messages(session, conversation, limit=TRANSCRIPT_PAGE, after=after)
-        window, last = None, None
-        if conversation.turn_count:
-            last = await turn_attempt(session, conversation.owner, conversation.id, conversation.turn_count)
-            before = await messages_before_turn(session, conversation, conversation.turn_count)
-            if last is not None and last.history_messages is not None and before is not None:
-                window = (before - last.history_messages, before)
+    read = functools.partial(
+        read_conversation_page,
+        viewer=viewer,
+        owner=request.query_params.get("owner"),
+        admin=admin_identity(svc),
+        conversation_id=conversation_id,
+        requested=_page_number(request),
+    )
+    shown, owners = await svc.db.run(read)
+    if shown is None:
+        return page(views.not_found_page(NOT_FOUND), 404)
+    if isinstance(shown, list):
+        assert owners is not None
+        return render(viewer, conversation_id, "conversations", _choose(conversation_id, shown, owners))
+    conversation = shown.conversation
     obj = conversation_object(conversation)
     return render(
         viewer,
         f"Conversation {conversation.id}",
         "conversations",
         _conversation_body(
-            viewer, conversation, obj, usage, turns, messages, window, owners, (number, pages)
+            viewer,
+            conversation,
+            obj,
+            shown.usage,
+            shown.turns,
+            shown.messages,
+            shown.window,
+            owners,
+            shown.page,
         ),
     )
 

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -237,14 +238,20 @@ async def overview(request: Request, viewer: Viewer) -> Response:
     days = day_range(chosen, time.time())
     since = _day_start(days[0])
     owner = viewer.owner
-    async with svc.db.transaction() as session:
-        daily = await usage_groups(session, UsageQuery(owner=owner, group_by="day", since=since))
-        whole = await usage_groups(session, UsageQuery(owner=owner, since=since))
-        conversations = await usage_groups(
-            session, UsageQuery(owner=owner, group_by="caller_conversation", since=since)
+    admin = admin_identity(svc) if viewer.admin else None
+
+    def unit(
+        connection: Connection,
+    ) -> tuple[list[Group], list[Group], list[Group], CallStats, OwnerNames | None]:
+        return (
+            usage_groups(connection, UsageQuery(owner=owner, group_by="day", since=since)),
+            usage_groups(connection, UsageQuery(owner=owner, since=since)),
+            usage_groups(connection, UsageQuery(owner=owner, group_by="caller_conversation", since=since)),
+            call_stats(connection, UsageQuery(owner=owner, since=since)),
+            OwnerNames.load(connection, admin) if viewer.admin else None,
         )
-        stats = await call_stats(session, UsageQuery(owner=owner, since=since))
-        owners = await OwnerNames.load(session, admin_identity(svc)) if viewer.admin else None
+
+    daily, whole, conversations, stats, owners = await svc.db.run(unit)
     total = usage_object(Report(whole).by_model)
     by_day = {group.key: usage_fields(group.total) for group in daily}
     ranges = _ranges(chosen, days[0])
@@ -266,8 +273,7 @@ async def keys(request: Request, viewer: Viewer) -> Response:
     """GET /ui/keys (admin only): every key, its spend against its budget, revoked keys marked."""
     if not viewer.admin:
         return page(views.not_found_page("There is no such page."), 404)
-    async with services(request).db.transaction() as session:
-        found = await list_keys(session)
+    found = await services(request).db.run(list_keys)
     rows = []
     for key in found:
         spent = usd(key.spent_pusd)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection
 
 from gateway.store.keys import list_keys
 from gateway.ui.views import short_identity
@@ -16,9 +16,9 @@ class OwnerNames:
         self.admin_identity = admin_identity
 
     @classmethod
-    async def load(cls, session: AsyncSession, admin_identity: str | None) -> OwnerNames:
-        """Every key's name by identity."""
-        return cls({key.identity: key.name for key in await list_keys(session)}, admin_identity)
+    def load(cls, connection: Connection, admin_identity: str | None) -> OwnerNames:
+        """A unit-of-work step: every key's name by identity."""
+        return cls({key.identity: key.name for key in list_keys(connection)}, admin_identity)
 
     def label(self, identity: str) -> str:
         """`name (3f2a9c4b1d0e)`, or the identity's first 12 hex digits."""

@@ -8,17 +8,19 @@ Each page looks the session up again, so sign-out, expiry, a revoked key or a ch
 
 from __future__ import annotations
 
+import functools
 import hmac
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gateway.api.common import Services, read_limited_body, services
-from gateway.errors import AuthenticationFailed, GatewayError
+from gateway.errors import AuthenticationFailed, ClientError
 from gateway.identity import caller_identity
 from gateway.store.keys import find_active_key
 from gateway.store.ui_sessions import delete_session, find_session, insert_session
@@ -67,23 +69,26 @@ async def current_viewer(request: Request) -> Viewer | None:
         return None
     svc = services(request)
     digest = security.token_hash(token)
-    async with svc.db.transaction() as session:
-        identity = await find_session(session, digest, time.time())
+
+    def unit(connection: Connection) -> Viewer | None:
+        identity = find_session(connection, digest, time.time())
         if identity is None:
             return None
         if _is_admin(svc, identity):
             return Viewer(identity, True, None, _csrf(request))
         key_name = None
         if svc.auth.gateway_keys:
-            key = await find_active_key(session, identity)
+            key = find_active_key(connection, identity)
             key_name = key.name if key is not None else None
             valid = key is not None  # else revoked since the sign-in
         else:
-            valid = await has_calls(session, identity)  # else a former admin key's session
+            valid = has_calls(connection, identity)  # else a former admin key's session
         if not valid:
-            await delete_session(session, digest)
+            delete_session(connection, digest)
             return None
-    return Viewer(identity, False, key_name, _csrf(request))
+        return Viewer(identity, False, key_name, _csrf(request))
+
+    return await svc.db.run(unit)
 
 
 def _csrf(request: Request) -> str:
@@ -158,7 +163,7 @@ async def sign_in(request: Request) -> Response:
         return _refused(request, "This sign-in did not come from the dashboard's own page.", 403)
     try:
         form = await _form(request)
-    except (GatewayError, ValueError):
+    except (ClientError, ValueError):
         return _refused(request, "The sign-in form could not be read.", 400)
     if not security.csrf_matches(request, form.get("csrf")):
         return _refused(request, "The sign-in form has expired: please try again.", 403)
@@ -174,12 +179,17 @@ async def sign_in(request: Request) -> Response:
     token = security.new_token()
     now = time.time()
     lifetime = svc.settings.ui_session_seconds
-    async with svc.db.transaction() as session:
+
+    def unit(connection: Connection) -> bool:
         # Pass-through: only the upstream can judge a token, so one signs in once it has made a call (a
         # token the upstream refused records nothing); random tokens cannot fill the sessions table.
-        if not admin and not svc.auth.gateway_keys and not await has_calls(session, identity):
-            return _refused(request, NO_CALLS_YET, 401)
-        await insert_session(session, security.token_hash(token), identity, now, now + lifetime)
+        if not admin and not svc.auth.gateway_keys and not has_calls(connection, identity):
+            return False
+        insert_session(connection, security.token_hash(token), identity, now, now + lifetime)
+        return True
+
+    if not await svc.db.run(unit):
+        return _refused(request, NO_CALLS_YET, 401)
     response = redirect(HOME_PATH)
     security.set_cookie(response, request, security.SESSION_COOKIE, token, max(1, int(lifetime)))
     return response
@@ -192,8 +202,8 @@ async def sign_out(request: Request) -> Response:
         return redirect(HOME_PATH)
     token = security.cookie_value(request, security.SESSION_COOKIE)
     if token is not None:
-        async with services(request).db.transaction() as session:
-            await delete_session(session, security.token_hash(token))
+        forget = functools.partial(delete_session, token_hash=security.token_hash(token))
+        await services(request).db.run(forget)
     response = redirect(SIGN_IN_PATH)
     security.clear_cookie(response, request, security.SESSION_COOKIE)
     return response

@@ -43,8 +43,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 async def add_key(db: Database, name: str, secret: str, budget_pusd: int | None = None) -> None:
     """Store a key as the CLI would."""
-    async with db.transaction() as session:
-        await insert_key(session, name, caller_identity(secret), budget_pusd, time.time())
+    await db.run(lambda c: insert_key(c, name, caller_identity(secret), budget_pusd, time.time()))
 
 
 async def test_pass_through_identity_is_the_token_hash(db: Database) -> None:
@@ -65,8 +64,7 @@ async def test_key_mode_caches_positive_lookups_for_the_configured_time(db: Data
         await auth.identify("gw-unknown")
     caller = await auth.identify("gw-secret")
     assert caller.key_name == "bot" and caller.identity == caller_identity("gw-secret")
-    async with db.transaction() as session:  # revoked by another process (the CLI)
-        await revoke_key(session, "bot", time.time())
+    await db.run(lambda c: revoke_key(c, "bot", time.time()))  # revoked by another process (the CLI)
     clock.now += 4.9
     assert (await auth.identify("gw-secret")).key_name == "bot"  # still cached
     clock.now += 0.2
@@ -78,16 +76,14 @@ async def test_forget_takes_effect_at_once_and_zero_disables_the_cache(db: Datab
     await add_key(db, "bot", "gw-secret")
     auth = Authenticator(db, Settings(upstream_api_key="sk-up", key_cache_seconds=5), clock=Clock())
     await auth.identify("gw-secret")
-    async with db.transaction() as session:
-        await revoke_key(session, "bot", time.time())
+    await db.run(lambda c: revoke_key(c, "bot", time.time()))
     auth.forget(caller_identity("gw-secret"))
     with pytest.raises(AuthenticationFailed):
         await auth.identify("gw-secret")
     uncached = Authenticator(db, Settings(upstream_api_key="sk-up", key_cache_seconds=0))
     await add_key(db, "other", "gw-other")
     await uncached.identify("gw-other")
-    async with db.transaction() as session:
-        await session.execute(update(ApiKey).where(ApiKey.name == "other").values(revoked_at=1.0))
+    await db.run(lambda c: c.execute(update(ApiKey).where(ApiKey.name == "other").values(revoked_at=1.0)))
     with pytest.raises(AuthenticationFailed):
         await uncached.identify("gw-other")
 
@@ -99,8 +95,8 @@ async def test_budget_counts_recorded_cost_of_the_key(db: Database) -> None:
     await auth.check_budget(caller)
 
     async def spend(owner: str, pusd: int | None) -> None:
-        async with db.transaction() as session:
-            await session.execute(
+        await db.run(
+            lambda c: c.execute(
                 insert(Attempt),
                 [
                     {
@@ -114,6 +110,7 @@ async def test_budget_counts_recorded_cost_of_the_key(db: Database) -> None:
                     }
                 ],
             )
+        )
 
     await spend(caller.identity, 60)
     await spend(caller.identity, None)  # an unpriced call counts nothing

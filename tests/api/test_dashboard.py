@@ -19,7 +19,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.identity import caller_identity
 from gateway.mock_upstream.app import create_mock_app
-from gateway.store.database import Database, create_engine
+from gateway.store.database import create_engine
 from gateway.store.tables import UiSession
 from gateway.ui import security
 from tests.dashboard_data import PRIVATE_A, SYSTEM_A, TURNS_A, TURNS_B, XSS
@@ -108,8 +108,8 @@ async def test_sign_in_sets_an_httponly_strict_expiring_cookie_that_is_not_the_k
         assert gateway.keys["alpha"] not in header and caller_identity(gateway.keys["alpha"]) not in header
         engine = create_engine(gateway.database_url)
         try:
-            async with Database(engine, lease_seconds=60).transaction() as session:
-                rows = list((await session.execute(select(UiSession))).scalars())
+            async with engine.begin() as connection:
+                rows = (await connection.execute(select(UiSession))).all()
         finally:
             await engine.dispose()
         assert [r.token_hash for r in rows] == [security.token_hash(value)]  # the hash, never the cookie
@@ -291,8 +291,8 @@ async def test_an_expired_session_or_a_revoked_key_ends_the_session(gateway: Gat
         await sign_in(browser, gateway.keys["alpha"])
         engine = create_engine(gateway.database_url)
         try:
-            async with Database(engine, lease_seconds=60).transaction() as session:
-                await session.execute(update(UiSession).values(expires_at=time.time() - 1))
+            async with engine.begin() as connection:
+                await connection.execute(update(UiSession).values(expires_at=time.time() - 1))
         finally:
             await engine.dispose()
         assert (await browser.get("/ui/overview")).status_code == 303

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, select, text
 from gateway import migrate
 from gateway.errors import DatabaseUnavailable
 from gateway.history import Budget, number_messages
-from gateway.store.conversations import TurnWrite, load_turn, write_turn
+from gateway.store.conversations import LoadedTurn, TurnWrite, load_turn_state, write_turn
 from gateway.store.database import Database, create_engine
 from gateway.store.tables import Attempt
 from gateway.store.usage import insert_attempt
@@ -50,9 +50,8 @@ def turn(owner: str, conversation_id: str, texts: list[str], start: int = 0, tok
 
 
 async def count_attempts(db: Database, owner: str) -> int:
-    async with db.transaction() as session:
-        rows = await session.execute(select(Attempt.pk).where(Attempt.owner == owner))
-        return len(rows.all())
+    rows = await db.run(lambda c: c.execute(select(Attempt.pk).where(Attempt.owner == owner)).all())
+    return len(rows)
 
 
 async def test_a_unit_commits_what_it_wrote(db: Database) -> None:
@@ -99,19 +98,24 @@ async def test_a_constraint_violation_is_unavailable_and_rolls_back(db: Database
     assert await count_attempts(db, owner) == 0
 
 
-async def test_a_turn_round_trips_through_load_turn(db: Database) -> None:
+async def test_a_turn_round_trips_through_load_turn_state(db: Database) -> None:
     owner, conversation_id = secrets.token_hex(32), "conv-1"
     unit = functools.partial(
-        load_turn, owner=owner, conversation_id=conversation_id, budget_for=lambda c: Budget()
+        load_turn_state,
+        owner=owner,
+        conversation_id=conversation_id,
+        budget_for=lambda c: Budget(),
+        anchored=lambda c: False,
     )
-    assert await db.run(unit) == (None, [])
+    assert await db.run(unit) == LoadedTurn(None, [])
 
     def store(connection: Connection, write: TurnWrite) -> None:
         write_turn(connection, None, write)
         insert_attempt(connection, attempt(owner, conversation_id))
 
     await db.run(functools.partial(store, write=turn(owner, conversation_id, ["a", "b", "c", "d"])))
-    conversation, window = await db.run(unit)
+    loaded = await db.run(unit)
+    conversation, window = loaded.conversation, loaded.candidates
     assert conversation is not None
     assert (conversation.message_count, conversation.token_count, conversation.turn_count) == (4, 20, 1)
     assert [m.body["content"] for m in window] == ["a", "b", "c", "d"]
@@ -119,7 +123,8 @@ async def test_a_turn_round_trips_through_load_turn(db: Database) -> None:
     second = turn(owner, conversation_id, ["e", "f"], start=4, tokens=20)
     await db.run(lambda connection: write_turn(connection, conversation, second))
     budgeted = functools.partial(unit, budget_for=lambda c: Budget(max_messages=2))
-    conversation, window = await db.run(budgeted)
+    loaded = await db.run(budgeted)
+    conversation, window = loaded.conversation, loaded.candidates
     assert conversation is not None and conversation.message_count == 6
     assert [m.body["content"] for m in window] == ["e", "f"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -9,11 +10,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import Connection
 
 from gateway.reports import Report, Totals, UsageQuery, usage_object
 from gateway.store.conversations import create_conversation, delete_conversation
 from gateway.store.database import Database
-from gateway.store.usage import record_attempt, usage_groups
+from gateway.store.tables import Conversation
+from gateway.store.usage import conversation_usage, insert_attempt, usage_groups
 from tests.helpers import migrated_database
 
 
@@ -68,14 +71,15 @@ NO_USAGE: dict[str, Any] = {
 
 
 async def insert(db: Database, *rows: dict[str, Any]) -> None:
-    async with db.transaction() as session:
+    def unit(connection: Connection) -> None:
         for values in rows:
-            await record_attempt(session, values)
+            insert_attempt(connection, values)
+
+    await db.run(unit)
 
 
 async def report(db: Database, **query: Any) -> dict[str, Any]:
-    async with db.transaction() as session:
-        groups = await usage_groups(session, UsageQuery(**query))
+    groups = await db.run(functools.partial(usage_groups, query=UsageQuery(**query)))
     return {g.key: usage_object(g.by_model) for g in groups}
 
 
@@ -156,10 +160,8 @@ async def test_a_deleted_conversation_leaves_its_usage_to_reports_only(db: Datab
     conversation_id = f"c-{secrets.token_hex(4)}"
     stamp = at("2024-09-01T00:00:00+00:00")
     await insert(db, row(owner, stamp, conversation_id=conversation_id))
-    async with db.transaction() as session:
-        conversation = await create_conversation(session, owner, conversation_id, {}, stamp)
-    async with db.transaction() as session:
-        await delete_conversation(session, conversation)
+    conversation = await db.run(lambda c: create_conversation(c, owner, conversation_id, {}, stamp))
+    await db.run(functools.partial(delete_conversation, conversation=conversation))
     await insert(db, row(owner, stamp + 60, conversation_id=conversation_id, cost_pusd=1))
     current = await report(db, owner=owner, conversation_id=conversation_id, current_only=True)
     assert current[None]["requests"] == 1 and current[None]["cost_usd"] == Decimal("1E-12")
@@ -170,8 +172,7 @@ async def test_a_deleted_conversation_leaves_its_usage_to_reports_only(db: Datab
 
 
 async def test_an_empty_report(db: Database) -> None:
-    async with db.transaction() as session:
-        groups = await usage_groups(session, UsageQuery(owner="nobody", group_by="day"))
+    groups = await db.run(functools.partial(usage_groups, query=UsageQuery(owner="nobody", group_by="day")))
     assert groups == []
     assert usage_object(Report(groups).by_model)["requests"] == 0
     assert Report(groups).by_model == {} and Totals() == sum((), Totals())
@@ -180,7 +181,8 @@ async def test_an_empty_report(db: Database) -> None:
 async def test_a_page_of_conversations_takes_one_grouped_query_with_the_same_figures(
     db: Database, owner: str
 ) -> None:
-    """GET /v1/conversations reads a page's usage at once: the same figures as one query per conversation."""
+    """A page of conversations (GET /v1/conversations, the dashboard's list) reads its usage at once: the
+    same figures as one query per conversation, each caller's own."""
     stamp = at("2024-05-01T12:00:00")
     ids = ["p-one", "p-two", "p-idle", "p-renewed"]
     await insert(db, row(owner, stamp, conversation_id="p-one"))
@@ -188,18 +190,18 @@ async def test_a_page_of_conversations_takes_one_grouped_query_with_the_same_fig
     await insert(db, row(owner, stamp, conversation_id="p-two", prompt_tokens=None, cost_pusd=None))
     await insert(db, row(owner, stamp, conversation_id="p-renewed"))
     await insert(db, row("someone-else", stamp, conversation_id="p-one"))
-    async with db.transaction() as session:
-        earlier = await create_conversation(session, owner, "p-renewed", {}, stamp)
-    async with db.transaction() as session:
-        await delete_conversation(session, earlier)  # its usage is not the new conversation's
+    earlier = await db.run(lambda c: create_conversation(c, owner, "p-renewed", {}, stamp))
+    # its usage is not the new conversation's
+    await db.run(functools.partial(delete_conversation, conversation=earlier))
     await insert(db, row(owner, stamp + 60, conversation_id="p-renewed", cost_pusd=7))
-    page = UsageQuery(owner=owner, conversation_ids=tuple(ids), current_only=True, group_by="conversation")
-    async with db.transaction() as session:
-        grouped = {group.key: group.by_model for group in await usage_groups(session, page)}
-    for conversation_id in ids:
-        one = UsageQuery(owner=owner, conversation_id=conversation_id, current_only=True)
-        async with db.transaction() as session:
-            alone = Report(await usage_groups(session, one)).by_model
-        assert usage_object(grouped.get(conversation_id, {})) == usage_object(alone), conversation_id
-    assert set(grouped) == {"p-one", "p-two", "p-renewed"}
-    assert usage_object(grouped["p-renewed"])["cost_usd"] == Decimal("7E-12")
+    for owners in ([owner], [owner, "someone-else"]):
+        page = [Conversation(owner=who, id=conversation_id) for who in owners for conversation_id in ids]
+        grouped = await db.run(functools.partial(conversation_usage, conversations=page))
+        for conversation in page:
+            one = UsageQuery(owner=conversation.owner, conversation_id=conversation.id, current_only=True)
+            alone = Report(await db.run(functools.partial(usage_groups, query=one))).by_model
+            key = (conversation.owner, conversation.id)
+            assert usage_object(grouped.get(key, {})) == usage_object(alone), key
+    expected = {(owner, "p-one"), (owner, "p-two"), (owner, "p-renewed"), ("someone-else", "p-one")}
+    assert set(grouped) == expected
+    assert usage_object(grouped[(owner, "p-renewed")])["cost_usd"] == Decimal("7E-12")

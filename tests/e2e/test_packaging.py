@@ -33,7 +33,7 @@ def test_wheel_carries_the_migrations_and_migrates_outside_the_checkout(tmp_path
     env["PYTHONPATH"] = str(target)
     database = tmp_path / "fresh.db"
     script = (
-        "import gateway, sys; from gateway.ui import asset; assert asset('dashboard.js'); "
+        "import gateway, sys; from gateway.ui.routes import asset; assert asset('dashboard.js'); "
         "from gateway.cli import main; print(gateway.__file__); sys.exit(main())"
     )
     result = subprocess.run(

@@ -28,18 +28,16 @@ async def test_a_stale_turn_is_refused(tmp_path: Path) -> None:
     db = Database(engine, lease_seconds=30)
     try:
         await db.run(lambda c: write_turn(c, None, write(1, 0, "one")))
-        async with db.transaction() as session:
-            stale = await get_conversation(session, "owner", "conv")
+        stale = await db.run(lambda c: get_conversation(c, "owner", "conv"))
         assert stale is not None
         await db.run(lambda c: write_turn(c, stale, write(2, 2, "two")))
         with pytest.raises(ConversationBusy):  # composed before "two" was stored
             await db.run(lambda c: write_turn(c, stale, write(2, 2, "late")))
         with pytest.raises(ConversationBusy):  # a second "first turn" of a conversation that now exists
             await db.run(lambda c: write_turn(c, None, write(1, 0, "also first")))
-        async with db.transaction() as session:
-            conversation = await get_conversation(session, "owner", "conv")
-            assert conversation is not None and conversation.message_count == 4
-            rows = await list_messages(session, conversation)
+        conversation = await db.run(lambda c: get_conversation(c, "owner", "conv"))
+        assert conversation is not None and conversation.message_count == 4
+        rows = await db.run(lambda c: list_messages(c, conversation))
         assert [body["content"] for _, body, _ in rows] == ["one", "re: one", "two", "re: two"]
     finally:
         await engine.dispose()

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from gateway.history import Budget, BudgetRule, number_messages
-from gateway.store.conversations import TurnWrite, conversation_budget, load_turn, write_turn
+from gateway.store.conversations import TurnWrite, conversation_budget, load_turn_state, write_turn
 from gateway.store.database import Database
 from gateway.store.postgres import TAKE, parse_take, read_is_enough
 from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
@@ -71,11 +71,16 @@ async def store_turns(db: Database, owner: str, conversation_id: str, turns: int
         )
         write = TurnWrite(owner, conversation_id, None, False, numbered, turn, f"d{turn}", 1.0)
         await db.run(functools.partial(write_turn, conversation=conversation, write=write))
-        conversation, _ = await db.run(
+        loaded = await db.run(
             functools.partial(
-                load_turn, owner=owner, conversation_id=conversation_id, budget_for=lambda c: Budget()
+                load_turn_state,
+                owner=owner,
+                conversation_id=conversation_id,
+                budget_for=lambda c: Budget(),
+                anchored=lambda c: False,
             )
         )
+        conversation = loaded.conversation
 
 
 RULES = [
@@ -98,14 +103,16 @@ async def test_the_statement_reads_what_the_generic_read_reads(db: Database, rul
     taken, current, conversation, candidates = parse_take(row, holder)
     assert taken and current and conversation is not None
     assert read_is_enough(row, conversation_budget(rule, conversation), conversation)
-    expected_conversation, expected = await db.run(
+    loaded = await db.run(
         functools.partial(
-            load_turn,
+            load_turn_state,
             owner=owner,
             conversation_id=conversation_id,
             budget_for=functools.partial(conversation_budget, rule),
+            anchored=lambda c: False,
         )
     )
+    expected_conversation, expected = loaded.conversation, loaded.candidates
     assert (
         expected_conversation is not None
         and conversation.message_count == expected_conversation.message_count
@@ -133,10 +140,8 @@ async def test_the_lease_is_exclusive_idempotent_and_taken_over_when_expired(db:
     assert parse_take(row, first)[:2] == (True, True)
     assert parse_take(await take(db, owner, conversation_id, first, BudgetRule()), first)[:2] == (True, True)
     assert not parse_take(await take(db, owner, conversation_id, second, BudgetRule()), second)[0]
-    async with db.transaction() as session:  # the first holder's lease runs out
-        await session.execute(
-            text("UPDATE conversation_leases SET expires_at = 0 WHERE owner = :owner"), {"owner": owner}
-        )
+    expire = text("UPDATE conversation_leases SET expires_at = 0 WHERE owner = :owner")
+    await db.run(lambda c: c.execute(expire, {"owner": owner}))  # the first holder's lease runs out
     taken, current, _, _ = parse_take(await take(db, owner, conversation_id, second, BudgetRule()), second)
     # taken over, but the statement's snapshot saw the other holder's lease: its read must be done again
     assert taken and not current
@@ -162,23 +167,26 @@ async def test_open_turn_stores_and_releases_in_one_write(db: Database) -> None:
             write = TurnWrite(owner, conversation_id, None, False, numbered, turn, f"d{turn}", 1.0)
             await opened.store(write, attempt)
             assert opened.lease is not None and opened.lease.released
-    async with db.transaction() as session:
-        leases = (
-            await session.execute(
-                text("SELECT count(*) FROM conversation_leases WHERE owner = :o"), {"o": owner}
-            )
-        ).scalar_one()
-        attempts = (
-            await session.execute(text("SELECT count(*) FROM attempts WHERE owner = :o"), {"o": owner})
-        ).scalar_one()
+
+    def count(connection: Connection, table: str) -> int:
+        return int(
+            connection.execute(
+                text(f"SELECT count(*) FROM {table} WHERE owner = :o"), {"o": owner}
+            ).scalar_one()
+        )
+
+    leases = await db.run(functools.partial(count, table="conversation_leases"))
+    attempts = await db.run(functools.partial(count, table="attempts"))
     assert (leases, attempts) == (0, 2)
-    conversation, window = await db.run(
+    loaded = await db.run(
         functools.partial(
-            load_turn,
+            load_turn_state,
             owner=owner,
             conversation_id=conversation_id,
             budget_for=functools.partial(conversation_budget, rule),
+            anchored=lambda c: False,
         )
     )
+    conversation, window = loaded.conversation, loaded.candidates
     assert conversation is not None and conversation.turn_count == 2
     assert [m.body["content"] for m in window] == ["u1", "a1", "u2", "a2"]

@@ -1,4 +1,4 @@
-"""The hot path's window read (a unit of work: on SQLite the lane's own sqlite3) equals the session's."""
+"""The hot path's window read (a unit of work: on SQLite the lane's own sqlite3) equals a fresh read's."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.history import BudgetRule
-from gateway.store.conversations import conversation_budget, get_conversation, load_turn, read_window
+from gateway.store.conversations import conversation_budget, get_conversation, load_turn_state, read_window
 from gateway.store.database import Database
 from tests.helpers import migrated_database
 from tests.store.test_take import RULES, store_turns
@@ -25,18 +25,19 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 async def test_the_unit_of_work_reads_the_same_window(db: Database, rule: BudgetRule) -> None:
     owner, conversation_id = secrets.token_hex(8), "window"
     await store_turns(db, owner, conversation_id, 8)
-    conversation, window = await db.run(
+    loaded = await db.run(
         functools.partial(
-            load_turn,
+            load_turn_state,
             owner=owner,
             conversation_id=conversation_id,
             budget_for=functools.partial(conversation_budget, rule),
+            anchored=lambda c: False,
         )
     )
+    conversation, window = loaded.conversation, loaded.candidates
     assert conversation is not None
-    async with db.transaction() as session:
-        same = await get_conversation(session, owner, conversation_id)
-        assert same is not None
+    same = await db.run(lambda c: get_conversation(c, owner, conversation_id))
+    assert same is not None
     expected = await db.run(lambda c: read_window(c, same, conversation_budget(rule, same)))
     assert [(m.seq, m.json, m.role) for m in window] == [(m.seq, m.json, m.role) for m in expected]
     assert [m.body for m in window] == [m.body for m in expected]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import secrets
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from gateway import migrate
 from gateway.history import Budget, StoredMessage, number_messages, select_window, trim_history
 from gateway.store.conversations import TurnWrite, get_conversation, read_window, window_query, write_turn
 from gateway.store.database import Database, create_engine
+from gateway.store.tables import Conversation
 from tests.history_strategies import budgets, stored_histories
 
 
@@ -38,24 +40,27 @@ def db(database_url: str, runner: asyncio.Runner) -> Iterator[Database]:
     runner.run(engine.dispose())
 
 
+async def read_conversation(db: Database, owner: str, conversation_id: str) -> Conversation | None:
+    return await db.run(functools.partial(get_conversation, owner=owner, conversation_id=conversation_id))
+
+
 async def store_in_turns(db: Database, owner: str, stored: list[StoredMessage], cuts: list[int]) -> str:
     """Store a history the way turns do: in pieces, each numbered from the conversation's running state."""
     conversation_id = "c-" + secrets.token_hex(6)
     bounds = sorted({0, len(stored), *(c for c in cuts if 0 < c < len(stored))})
     for turn, (start, end) in enumerate(itertools.pairwise(bounds), start=1):
         bodies = [m.body for m in stored[start:end]]
-        async with db.transaction() as session:
-            conversation = await get_conversation(session, owner, conversation_id)
-            numbered = number_messages(
-                bodies,
-                [m.tokens for m in stored[start:end]],
-                next_seq=conversation.message_count if conversation else 0,
-                token_total=conversation.token_count if conversation else 0,
-                last_user_seq=conversation.last_user_seq if conversation else 0,
-                last_user_tokens=conversation.last_user_tokens if conversation else 0,
-            )
-            assert numbered == stored[start:end]  # the running state continues the numbering exactly
-            write = TurnWrite(owner, conversation_id, None, False, numbered, turn, "", float(turn))
+        conversation = await read_conversation(db, owner, conversation_id)
+        numbered = number_messages(
+            bodies,
+            [m.tokens for m in stored[start:end]],
+            next_seq=conversation.message_count if conversation else 0,
+            token_total=conversation.token_count if conversation else 0,
+            last_user_seq=conversation.last_user_seq if conversation else 0,
+            last_user_tokens=conversation.last_user_tokens if conversation else 0,
+        )
+        assert numbered == stored[start:end]  # the running state continues the numbering exactly
+        write = TurnWrite(owner, conversation_id, None, False, numbered, turn, "", float(turn))
         await db.run(lambda c, conversation=conversation, write=write: write_turn(c, conversation, write))
     return conversation_id
 
@@ -67,7 +72,7 @@ def prefix_length(stored: list[StoredMessage]) -> int:
 
 @settings(max_examples=40, deadline=None)
 @given(stored=stored_histories(), data=st.data())
-def test_load_window_equals_trim_history(
+def test_read_window_equals_trim_history(
     db: Database, runner: asyncio.Runner, stored: list[StoredMessage], data: st.DataObject
 ) -> None:
     cuts = data.draw(st.lists(st.integers(0, len(stored)), max_size=4))
@@ -76,24 +81,21 @@ def test_load_window_equals_trim_history(
 
     async def check() -> None:
         conversation_id = await store_in_turns(db, owner, stored, cuts)
-        async with db.transaction() as session:
-            conversation = await get_conversation(session, owner, conversation_id)
-            assert conversation is not None or not stored
-            for budget in tried:
-                expected = trim_history(stored, budget)
-                if conversation is None:
-                    assert expected == []
-                    continue
-                candidates = await db.run(lambda c, budget=budget: read_window(c, conversation, budget))
-                window = select_window(
-                    candidates, budget, conversation.message_count, conversation.token_count
-                )
-                assert window == expected
-                # reads only what is needed: the window, plus a turn's messages that do not fit or the
-                # messages before the first user message (only when no limit binds)
-                extra = len(candidates) - len(window)
-                assert candidates[extra:] == window
-                assert extra <= max(prefix_length(stored), _largest_turn(stored)), (budget, extra)
+        conversation = await read_conversation(db, owner, conversation_id)
+        assert conversation is not None or not stored
+        for budget in tried:
+            expected = trim_history(stored, budget)
+            if conversation is None:
+                assert expected == []
+                continue
+            candidates = await db.run(lambda c, budget=budget: read_window(c, conversation, budget))
+            window = select_window(candidates, budget, conversation.message_count, conversation.token_count)
+            assert window == expected
+            # reads only what is needed: the window, plus a turn's messages that do not fit or the
+            # messages before the first user message (only when no limit binds)
+            extra = len(candidates) - len(window)
+            assert candidates[extra:] == window
+            assert extra <= max(prefix_length(stored), _largest_turn(stored)), (budget, extra)
 
     runner.run(check())
 
@@ -122,16 +124,15 @@ def test_window_query_is_one_range_read_of_the_seq_index(
         owner = "plan-" + secrets.token_hex(4)
         conversation_id = await store_in_turns(db, owner, stored, [])
         found = []
-        async with db.transaction() as session:
-            conversation = await get_conversation(session, owner, conversation_id)
-            assert conversation is not None
-            for budget in (Budget(max_messages=10), Budget(max_tokens=100), Budget(10, 100)):
-                statement = window_query(conversation, budget)
-                assert statement is not None
-                sql = str(statement.compile(session.bind, compile_kwargs={"literal_binds": True}))
-                plan = await session.execute(text("EXPLAIN QUERY PLAN " + sql))
-                found.append(" | ".join(str(row[-1]) for row in plan))
-                assert len(await db.run(lambda c, budget=budget: read_window(c, conversation, budget))) == 10
+        conversation = await read_conversation(db, owner, conversation_id)
+        assert conversation is not None
+        for budget in (Budget(max_messages=10), Budget(max_tokens=100), Budget(10, 100)):
+            statement = window_query(conversation, budget)
+            assert statement is not None
+            sql = str(statement.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True}))
+            plan = await db.run(lambda c, sql=sql: c.execute(text("EXPLAIN QUERY PLAN " + sql)).all())
+            found.append(" | ".join(str(row[-1]) for row in plan))
+            assert len(await db.run(lambda c, budget=budget: read_window(c, conversation, budget))) == 10
         return found
 
     for plan in runner.run(plans()):
