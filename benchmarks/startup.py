@@ -4,10 +4,12 @@
     .venv/bin/python benchmarks/startup.py --starts 3 --seconds 10
 
 Ready = from spawning the process to the first 200 from /healthz (the gateway) or any answer (the bare
-pass-through), polled every 10 ms. Measured on a new SQLite file (migrations applied) and on one already
-migrated. Resident memory (VmRSS) is read right after ready, after the tokenizer warm-up, and at its peak
-(sampled every 100 ms) under the benchmark's load: new conversation per request, concurrency 32.
-It stops every process it started.
+pass-through), polled every 10 ms. Measured on a new SQLite file (migrations applied, in a child process) and
+on one already migrated. The CPU seconds the process (and its finished children) used until ready are
+reported too: on a shared machine they move far less than the wall-clock time. Resident memory (VmRSS) is
+read right after ready, 3 s later (the gpt-4o tokenizer is built in the background after ready), at its
+peak (sampled every 100 ms) under the benchmark's load (new conversation per request, concurrency 32) and
+at the end of that load. It stops every process it started.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds of one process and of its children that it has waited for (user and system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def answers(url: str) -> bool:
     """True once `url` answers at all (an HTTP error status counts as an answer)."""
     try:
@@ -49,8 +57,8 @@ def answers(url: str) -> bool:
         return False
 
 
-def start_timed(server: Server, log_dir: Path, timeout: float = 60.0) -> float:
-    """Start `server` and poll its health path every 10 ms; return the seconds until it answered."""
+def start_timed(server: Server, log_dir: Path, timeout: float = 60.0) -> tuple[float, float]:
+    """Start `server`, poll its health path every 10 ms; return the seconds until it answered and its CPU."""
     server.log_path = log_dir / f"{server.name}.log"
     started = time.perf_counter()
     with server.log_path.open("wb") as log:
@@ -66,7 +74,7 @@ def start_timed(server: Server, log_dir: Path, timeout: float = 60.0) -> float:
         if server.process.poll() is not None:
             raise RuntimeError(f"{server.name} exited:\n{server.log_tail()}")
         if answers(server.url + server.health_path):
-            return time.perf_counter() - started
+            return time.perf_counter() - started, cpu_seconds(server.process.pid)
         time.sleep(0.01)
     raise RuntimeError(f"{server.name} did not come up:\n{server.log_tail()}")
 
@@ -116,7 +124,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="load duration for the memory peak")
     args = parser.parse_args()
     pinning = Pinning.detect()
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows: list[tuple[str, str, str, str, str, str]] = []
     with tempfile.TemporaryDirectory(prefix="gw-startup-") as tmp:
         log_dir = Path(tmp)
         mock_port = free_port()
@@ -125,8 +133,8 @@ def main() -> None:
         mock.start(log_dir)
         upstream = mock.url
         try:
-            fresh: list[float] = []
-            existing: list[float] = []
+            fresh: list[tuple[float, float]] = []
+            existing: list[tuple[float, float]] = []
             for i in range(args.starts):
                 database = log_dir / f"start-{i}.db"
                 for times in (fresh, existing):  # first start migrates a new file, the second reopens it
@@ -135,7 +143,7 @@ def main() -> None:
                         times.append(start_timed(server, log_dir))
                     finally:
                         server.stop()
-            bare_times: list[float] = []
+            bare_times: list[tuple[float, float]] = []
             for _ in range(args.starts):
                 server = bare(upstream)
                 try:
@@ -144,7 +152,7 @@ def main() -> None:
                     server.stop()
 
             for server in (gateway("gateway-load", log_dir / "load.db", upstream), bare(upstream)):
-                ready = start_timed(server, log_dir)
+                ready, _ = start_timed(server, log_dir)
                 assert server.process is not None
                 pid = server.process.pid
                 at_ready = rss_mb(pid)
@@ -161,6 +169,7 @@ def main() -> None:
                         pin=pin,
                         use_wrk=wrk_available(),
                     )
+                at_end = rss_mb(pid)
                 server.stop()
                 name = "gateway (SQLite)" if server.name.startswith("gateway") else "bare pass-through"
                 rows.append(
@@ -170,6 +179,7 @@ def main() -> None:
                         f"{at_ready:.0f}",
                         f"{settled:.0f}",
                         f"{peak.peak:.0f} ({result.rps:,.0f} req/s, {result.errors} errors)",
+                        f"{at_end:.0f}",
                     )
                 )
         finally:
@@ -177,16 +187,18 @@ def main() -> None:
 
     load = f"load: {args.seconds:.0f} s at concurrency 32"
     print(f"\nstarts: {args.starts} each, medians; {load}; {pinning.describe()}\n")
-    print("| start-up | ready, median s | min | max |")
-    print("|---|---:|---:|---:|")
-    for label, values in (
+    print("| start-up | ready, median s | min | max | CPU s until ready, median |")
+    print("|---|---:|---:|---:|---:|")
+    for label, starts in (
         ("gateway, new SQLite file (migrations applied)", fresh),
         ("gateway, existing SQLite file", existing),
         ("bare pass-through", bare_times),
     ):
-        print(f"| {label} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |")
-    print("\n| process | ready s | RSS at ready MB | RSS 3 s later MB | peak RSS under load MB |")
-    print("|---|---:|---:|---:|---:|")
+        values = [ready for ready, _ in starts]
+        median, cpu = statistics.median(values), statistics.median(used for _, used in starts)
+        print(f"| {label} | {median:.2f} | {min(values):.2f} | {max(values):.2f} | {cpu:.2f} |")
+    print("\n| process | ready s | RSS at ready MB | RSS 3 s later MB | peak under load MB | after load MB |")
+    print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 

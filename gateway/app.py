@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -109,6 +110,14 @@ ERROR_HANDLERS: dict[Any, Any] = {
 }
 
 
+def _warm_up_tokenizer(model: str) -> None:
+    """Build the encoding of `model` (in a worker thread); a failure is logged, and raised on first use."""
+    try:
+        warm_up(model)
+    except Exception:  # a broken installation must not take the running server down: the log says why
+        log.exception("could not build the tokenizer for %s", model)
+
+
 def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
     """Build the gateway application; `transport` replaces the upstream network in tests."""
 
@@ -124,12 +133,14 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
             await migrate.upgrade(engine)
             db = Database(engine, lease_seconds=settings.lock_lease)
             pricer = Pricer.from_file(settings.prices_file)
-            # Build the most used encoding (gpt-4o and later) before serving: tiktoken holds the GIL
-            # while it builds (~0.3 s), which must not stall requests in flight. Others (cl100k_base
-            # for gpt-4 and gpt-3.5) are built on first use, in a worker thread (see turns.py).
-            await anyio.to_thread.run_sync(warm_up, "gpt-4o")
             try:
-                async with create_http_client(settings, transport) as http:
+                async with create_http_client(settings, transport) as http, anyio.create_task_group() as bg:
+                    # The most used encoding (gpt-4o and later) is built in the background, so that the
+                    # server answers (/healthz included) as soon as its port is bound; a request that
+                    # counts gpt-4o tokens before that waits for the build in a worker thread. tiktoken
+                    # holds the GIL while it builds (~0.2 s): requests in flight then may pause once.
+                    # Others (cl100k_base for gpt-4 and gpt-3.5) are built on first use (see turns.py).
+                    bg.start_soon(functools.partial(anyio.to_thread.run_sync, _warm_up_tokenizer, "gpt-4o"))
                     upstream = UpstreamClient(http, settings)
                     turns = TurnService(db, upstream, settings, pricer, metrics=metrics)
                     services = Services(

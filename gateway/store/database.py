@@ -18,6 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from gateway.attempts import AttemptRecord
 from gateway.errors import ConversationBusy, DatabaseUnavailable
 from gateway.history import BudgetRule, StoredMessage
 from gateway.store.conversations import (
@@ -254,7 +255,7 @@ class OpenTurn:
         return self.loaded.candidates
 
     async def store(
-        self, write: TurnWrite, attempt: dict[str, Any], *, extra: Callable[[Connection], None] | None = None
+        self, write: TurnWrite, attempt: AttemptRecord, *, extra: Callable[[Connection], None] | None = None
     ) -> int:
         """Store the turn and its request-log row in one transaction; returns the conversation pk.
 

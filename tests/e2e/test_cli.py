@@ -176,10 +176,12 @@ def test_serve_reads_env_vars_and_defaults_to_gateway_db_in_cwd(
 
 def test_migrate_creates_the_schema_and_is_repeatable(empty_database_url: str) -> None:
     for how in ("flag", "env", "flag"):
+        args, env = [GATEWAY, "migrate"], base_env()
         if how == "flag":
-            result = run_command("migrate", "--database-url", empty_database_url)
+            args += ["--database-url", empty_database_url]
         else:
-            result = run_command("migrate", GATEWAY_DATABASE_URL=empty_database_url)
+            env["GATEWAY_DATABASE_URL"] = empty_database_url
+        result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
     assert {"alembic_version", "conversations", "messages"} <= _tables(empty_database_url)
 
