@@ -7,18 +7,22 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import secrets
+import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+from click.testing import CliRunner
 from openai import OpenAI
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway import migrate
 from gateway.attempts import AttemptRecord, attempt_record
+from gateway.cli import main as gateway_command
 from gateway.pricing import CallCost
 from gateway.store.database import Database, create_engine
 from gateway.store.tables import Attempt, Conversation, Message
@@ -151,6 +155,33 @@ def stream_text(text: str) -> str:
         for choice in json.loads(payload).get("choices") or ():
             out.append(choice.get("delta", {}).get("content") or "")
     return "".join(out)
+
+
+# ---------------------------------------------------------------- the operator commands, in this process
+
+
+@dataclass
+class CommandResult:
+    """What `gateway ARGS` ended with: its exit status and what it printed (as subprocess.run reports)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_command(*args: str, **env: str) -> CommandResult:
+    """Run `gateway ARGS` in this process with click's CliRunner: for the operator commands (keys, usage,
+    conversations), whose process is not the point. GATEWAY_* variables come from `env` only,
+    as tests.servers.base_env gives a child; an uncaught exception is exit 1 with its traceback on stderr,
+    as in a process. `serve`, `migrate` (it forks a child to migrate) and the console script itself are run
+    as processes (tests/e2e/test_cli.py).
+    """
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("GATEWAY_")}
+    result = CliRunner().invoke(gateway_command, list(args), env=unset | dict(env))
+    stderr = result.stderr
+    if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    return CommandResult(result.exit_code, result.stdout, stderr)
 
 
 # ---------------------------------------------------------------- what the gateway stored (over HTTP)

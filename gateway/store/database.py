@@ -34,7 +34,14 @@ from gateway.store.conversations import (
 )
 from gateway.store.lane import SqliteLane
 from gateway.store.locks import ConversationLocks, KeptLease, Leases, new_holder, poll, release_lease
-from gateway.store.postgres import TAKE, RawConnections, parse_take, read_is_enough, store_arguments
+from gateway.store.postgres import (
+    TAKE,
+    RawConnections,
+    parse_take,
+    read_is_enough,
+    store_arguments,
+    take_anchor,
+)
 from gateway.store.tables import Conversation
 from gateway.store.usage import attempt_row, insert_attempt
 
@@ -181,8 +188,8 @@ class Database:
         max_conversations: int,
         load: Callable[[Connection], LoadedTurn],
     ) -> LoadedTurn:
-        """The TAKE statement's read, or `load` under the lease where that read may be stale, too short,
-        or lack what the turn needs (the stable anchor's probe, the caller's conversation count)."""
+        """The TAKE statement's read (the stable anchor's probe included), or `load` under the lease where
+        that read may be stale or too short."""
         _, current, conversation, candidates = parse_take(row, holder)
         if current and conversation is None:
             refuse_past_limit(row["owned"] or 0, max_conversations)
@@ -194,8 +201,8 @@ class Database:
             and read_is_enough(row, budget_for(budget, conversation), conversation)
         ):
             loaded = loaded_turn(conversation, candidates, anchored(conversation))
-            if loaded is not None:
-                return loaded
+            # the anchor lies before the window (this turn cuts it): the statement probed for it too
+            return loaded if loaded is not None else LoadedTurn(conversation, candidates, take_anchor(row))
         return await self.run(load)
 
     async def run(self, unit: Callable[[Connection], T]) -> T:
