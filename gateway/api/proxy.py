@@ -194,10 +194,39 @@ async def _sniffed(chunks: AsyncIterator[bytes], sniffer: tracked.StreamIds | No
         yield chunk
 
 
+class _StreamEnd:
+    """The one end of a relayed answer: the upstream response closed, the call logged (its reservation too).
+
+    It runs once, shielded: from the body's generator, or from `close` (the response is over) when the
+    generator never got there, as when the client left before the body was first iterated: a generator
+    that never started skips its `finally`.
+    """
+
+    def __init__(self, svc: Services, call: _Call, upstream: httpx.Response) -> None:
+        self._svc = svc
+        self._call = call
+        self._upstream = upstream
+        self.ended = False
+
+    async def __call__(self, status: int, error: str | None) -> None:
+        """Close the upstream response and log the call, once."""
+        if self.ended:
+            return
+        self.ended = True
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(httpx.HTTPError, OSError):
+                await self._upstream.aclose()
+            await _log(self._svc, self._call, status, error)
+
+    async def close(self) -> None:
+        """The response is over: an answer that has not ended (or never started) ends as a disconnect."""
+        await self(499, "client disconnected")
+
+
 async def _body(
-    svc: Services, call: _Call, upstream: httpx.Response, sniffer: tracked.StreamIds | None = None
+    call: _Call, upstream: httpx.Response, end: _StreamEnd, sniffer: tracked.StreamIds | None
 ) -> AsyncIterator[bytes]:
-    """Stream the upstream body to the client; log the call however it ends (disconnect: 499).
+    """Stream the upstream body to the client; end the call however it ends (disconnect: 499).
 
     With a `sniffer`, the id of the object a streamed creation makes is recorded before the client sees it.
     """
@@ -214,10 +243,20 @@ async def _body(
     except UpstreamError as exc:  # the status line is sent already: the body just ends
         status, error = upstream.status_code, str(exc)
     finally:
-        with anyio.CancelScope(shield=True):
-            with contextlib.suppress(httpx.HTTPError, OSError):
-                await upstream.aclose()
-            await _log(svc, call, status, error)
+        await end(status, error)
+
+
+def _relayed(
+    svc: Services, call: _Call, upstream: httpx.Response, sniffer: tracked.StreamIds | None = None
+) -> RelayResponse:
+    """The upstream's answer streamed to the client, ended (closed and logged) once sending is over."""
+    end = _StreamEnd(svc, call, upstream)
+    return RelayResponse(
+        _body(call, upstream, end, sniffer),
+        status_code=upstream.status_code,
+        headers=response_headers(upstream),
+        on_close=end.close,
+    )
 
 
 def _decode(text: bytes) -> Any:
@@ -359,9 +398,7 @@ async def proxy(request: Request) -> Response:
         return await _tracked_answer(
             svc, call, caller.identity, access, request.method, url, headers, upstream
         )
-    return RelayResponse(
-        _body(svc, call, upstream), status_code=upstream.status_code, headers=response_headers(upstream)
-    )
+    return _relayed(svc, call, upstream)
 
 
 async def _access(svc: Services, request: Request, owner: str) -> Access | None:
@@ -396,11 +433,7 @@ async def _tracked_answer(
     sniffer = None
     if _is_event_stream(upstream) and access.action == "create":
         sniffer = tracked.StreamIds(svc, owner, access.kind)
-    return RelayResponse(
-        _body(svc, call, upstream, sniffer),
-        status_code=upstream.status_code,
-        headers=response_headers(upstream),
-    )
+    return _relayed(svc, call, upstream, sniffer)
 
 
 def _is_event_stream(upstream: httpx.Response) -> bool:

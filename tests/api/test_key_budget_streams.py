@@ -562,3 +562,44 @@ async def test_a_stream_the_client_left_before_its_body_started_releases_the_con
         # the conversation is free at once: the next turn is answered, not refused after the lock wait
         again = await gateway.client.post("/v1/chat/completions", json=CHAT, headers=headers)
         assert again.status_code == 200 and again.text.endswith("data: [DONE]\n\n")
+
+
+class StallsEveryCall(httpx.AsyncBaseTransport):
+    """Every call's stream stalls after `first` (see `Stalling`)."""
+
+    def __init__(self, first: list[bytes]) -> None:
+        self.first = first
+        self.streams: list[Stalling] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Answer with a stalling stream."""
+        await request.aread()
+        self.streams.append(Stalling(self.first))
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=self.streams[-1])
+
+
+@pytest.mark.parametrize("how", ["disconnect", "send_fails"])
+@pytest.mark.parametrize(
+    ("path", "body", "first"),
+    [
+        ("/v1/completions", {"model": MODEL, "prompt": "abc", "stream": True}, b'data: {"choices":[]}\n\n'),
+        (
+            "/v1/responses",
+            {"model": MODEL, "input": "hi", "stream": True},
+            b'data: {"type":"response.created","response":{"model":"test-model"}}\n\n',
+        ),
+    ],
+    ids=["completions", "responses-passthrough"],
+)
+async def test_a_proxied_stream_the_client_left_before_its_body_started_is_closed_and_logged(
+    tmp_path: Path, how: str, path: str, body: dict[str, Any], first: bytes
+) -> None:
+    upstream = StallsEveryCall([first])
+    async for gateway in start(tmp_path, upstream, responses_mode="passthrough"):
+        secret = await gateway.key("10")
+        await leave_before_the_body(gateway.app, path, body, bearer(secret), how)
+        assert [stream.closed for stream in upstream.streams] == [True]
+        rows = [row for row in await gateway.attempts() if row.endpoint == path]
+        assert [row.status for row in rows] == [499]  # logged once, as the client leaving
+        assert rows[0].estimated and rows[0].cost_pusd
+        assert await gateway.reservations() == 0
