@@ -37,7 +37,7 @@ from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.proxy_paths import check_raw_path
 from gateway.responses.service import ResponseService
-from gateway.store.database import DATABASE_ERRORS, Database, create_engine
+from gateway.store.database import Database, create_engine, database_errors
 from gateway.token_check import TokenCheck
 from gateway.tokens import warm_up
 from gateway.turns import TurnService
@@ -105,7 +105,6 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 ERROR_HANDLERS: dict[Any, Any] = {
     GatewayError: _gateway_error,
     HTTPException: _http_error,
-    **dict.fromkeys(DATABASE_ERRORS, _database_error),
     Exception: _unexpected,
 }
 
@@ -169,6 +168,6 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
             await engine.dispose()
 
     middleware = [Middleware(AccessLog, routes=route_paths(ROUTES))]
-    return Starlette(
-        routes=ROUTES, lifespan=lifespan, exception_handlers=ERROR_HANDLERS, middleware=middleware
-    )
+    # The database's own errors (asyncpg's only on Postgres: a server on SQLite never imports asyncpg).
+    handlers = {**dict.fromkeys(database_errors(settings.database_url), _database_error), **ERROR_HANDLERS}
+    return Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)
