@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import headers as h
-from gateway import migrate
+from gateway import heap, migrate
 from gateway.access import AccessLog, route_paths
 from gateway.api import admin, chat, conversations, ops, proxy, responses, usage
 from gateway.api.common import Services, json_response
@@ -115,6 +115,7 @@ def _warm_up_tokenizer(model: str) -> None:
         warm_up(model)
     except Exception:  # a broken installation must not take the running server down: the log says why
         log.exception("could not build the tokenizer for %s", model)
+    heap.release()  # the build's rank table (~25 MB of Python objects) is garbage now
 
 
 def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
@@ -155,7 +156,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
                     )
                     # Everything loaded so far lives as long as the process: keep it out of the
                     # collector's full passes (each one walked it, ~65 ms, every few seconds under load).
-                    gc.collect()
+                    heap.release()  # collects, and returns what start-up freed (migrations) to the system
                     gc.freeze()
                     try:
                         yield {"services": services}
