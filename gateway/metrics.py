@@ -8,7 +8,6 @@ reports the sum over all workers. Without it, each process reports its own numbe
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -21,6 +20,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as mp
 from prometheus_client.process_collector import ProcessCollector
 
+from gateway.attempts import AttemptRecord
 from gateway.money import usd
 
 # The classic text format (version 0.0.4) that every Prometheus version reads.
@@ -101,19 +101,25 @@ class Metrics:
         """Record how long one upstream call took, to the end of its body."""
         self._child(self.upstream_seconds, endpoint).observe(seconds)
 
-    def observe_attempt(self, attempt: Mapping[str, Any]) -> None:
-        """Add an attempt row's tokens and cost (as written to the request log) to the counters."""
-        if attempt.get("prompt_tokens") is None:
+    def observe_attempt(self, attempt: AttemptRecord) -> None:
+        """Add an attempt's tokens and cost (as written to the request log) to the counters."""
+        if attempt.prompt_tokens is None:
             return  # no usage reported: nothing was billed that the gateway knows of
-        model = attempt.get("response_model") or attempt.get("model") or "unknown"
-        for kind in TOKEN_KINDS:
-            value = attempt.get(f"{kind}_tokens")
+        model = attempt.response_model or attempt.model or "unknown"
+        counts = (
+            attempt.prompt_tokens,
+            attempt.completion_tokens,
+            attempt.cached_tokens,
+            attempt.reasoning_tokens,
+            attempt.history_tokens,
+        )
+        for kind, value in zip(TOKEN_KINDS, counts, strict=True):
             if value is not None:
                 self._child(self.tokens, model, kind).inc(value)
-        if attempt.get("cost_pusd") is not None:
-            self._child(self.cost, model).inc(float(usd(attempt["cost_pusd"])))
-        if attempt.get("history_cost_pusd") is not None:
-            self._child(self.history_cost, model).inc(float(usd(attempt["history_cost_pusd"])))
+        if attempt.cost_pusd is not None:
+            self._child(self.cost, model).inc(float(usd(attempt.cost_pusd)))
+        if attempt.history_cost_pusd is not None:
+            self._child(self.history_cost, model).inc(float(usd(attempt.history_cost_pusd)))
 
     def render(self) -> bytes:
         """The exposition text: this process's registry, or every worker's files in multiprocess mode."""

@@ -21,7 +21,6 @@ import genai_prices.data_snapshot
 from genai_prices.types import TieredPrices
 
 from gateway.config import ConfigError
-from gateway.money import to_picodollars
 
 __all__ = [
     "CallCost",
@@ -31,7 +30,6 @@ __all__ = [
     "cost_usd",
     "load_prices_file",
     "parse_usage",
-    "usage_columns",
 ]
 
 _PER_TOKENS = Decimal(1_000_000)
@@ -487,17 +485,3 @@ class Pricer:
         prompt, _, completion = _clamped(usage)
         replay = self._priced(model, Usage(max(prompt + left_out_tokens, 0), completion))
         return CallCost(total, history, None if replay is None else replay[0])
-
-
-def usage_columns(usage: Usage | None, cost: CallCost) -> dict[str, int | None]:
-    """The request-log columns of one call's usage and cost; all None when it reported no usage."""
-    return {
-        "prompt_tokens": usage.prompt_tokens if usage else None,
-        "completion_tokens": usage.completion_tokens if usage else None,
-        "cached_tokens": usage.cached_tokens if usage else None,
-        "reasoning_tokens": usage.reasoning_tokens if usage else None,
-        "cache_write_tokens": usage.cache_write_tokens if usage else None,
-        "cost_pusd": to_picodollars(cost.cost_usd),
-        "history_cost_pusd": to_picodollars(cost.history_cost_usd),
-        "full_replay_cost_pusd": to_picodollars(cost.full_replay_cost_usd),
-    }

@@ -19,12 +19,13 @@ from typing import Any
 
 import anyio
 
+from gateway.attempts import AttemptRecord, attempt_record, returned_model
 from gateway.config import Settings
 from gateway.errors import DatabaseUnavailable, UpstreamError
 from gateway.exchange import ChatCall, choice_message, error_text, json_or_none, upstream_request_id
 from gateway.history import content_text
 from gateway.metrics import Metrics
-from gateway.pricing import Pricer, parse_usage, usage_columns
+from gateway.pricing import Pricer, parse_usage
 from gateway.store.conversations import SummaryState
 from gateway.store.database import Database
 from gateway.store.usage import insert_attempt
@@ -79,14 +80,14 @@ class Summarizer:
         """Run one summary call; the new summary, or None when the call failed (it is logged either way)."""
         started = time.monotonic()
         outcome = await self._call(call, fold)
-        values = self._attempt_values(call, fold, outcome, started)
+        attempt = self._attempt(call, fold, outcome, started)
         self.metrics.observe_upstream("/v1/chat/completions", time.monotonic() - started)
-        self.metrics.observe_attempt(values)
+        self.metrics.observe_attempt(attempt)
         # In pass-through mode a token the upstream rejects is no caller: nothing is recorded for it.
         rejected = self.settings.upstream_api_key is None and outcome.status in (401, 403)
         try:
             if not rejected:
-                await self.db.run(functools.partial(insert_attempt, values=values))
+                await self.db.run(functools.partial(insert_attempt, record=attempt))
         except DatabaseUnavailable as exc:
             log.warning("summary call not logged: %s", exc)
         if outcome.text is None:
@@ -132,31 +133,25 @@ class Summarizer:
         outcome.text = text
         return outcome
 
-    def _attempt_values(
-        self, call: ChatCall, fold: Fold, outcome: _Outcome, started: float
-    ) -> dict[str, Any]:
+    def _attempt(self, call: ChatCall, fold: Fold, outcome: _Outcome, started: float) -> AttemptRecord:
         payload = outcome.payload
         usage = parse_usage(payload)
-        returned = payload.get("model") if isinstance(payload, dict) else None
-        response_model = returned if isinstance(returned, str) and returned else None
+        response_model = returned_model(payload)
         # A summary call is no part of a full replay: its full-replay cost is 0 (left_out_tokens=None).
         cost = self.pricer.cost(response_model or fold.model, usage, 0, left_out_tokens=None)
-        return {
-            "owner": call.owner,
-            "conversation_id": call.conversation_id,
-            "request_id": call.request_id,
-            "upstream_request_id": upstream_request_id(outcome.response),
-            "endpoint": "/v1/chat/completions",
-            "model": fold.model[:200],
-            "response_model": response_model[:200] if response_model else None,
-            "stream": False,
-            "status": outcome.status,
-            "error": outcome.error,
-            "latency_ms": (time.monotonic() - started) * 1000,
-            "ttfb_ms": None,
-            **usage_columns(usage, cost),
-            "history_tokens": 0,
-            "history_messages": 0,
-            "kind": SUMMARY_KIND,
-            "created_at": time.time(),
-        }
+        return attempt_record(
+            owner=call.owner,
+            conversation_id=call.conversation_id,
+            request_id=call.request_id,
+            upstream_request_id=upstream_request_id(outcome.response),
+            endpoint="/v1/chat/completions",
+            model=fold.model,
+            response_model=response_model,
+            status=outcome.status,
+            error=outcome.error,
+            latency_ms=(time.monotonic() - started) * 1000,
+            usage=usage,
+            cost=cost,
+            kind=SUMMARY_KIND,
+            created_at=time.time(),
+        )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import time
@@ -17,8 +16,15 @@ import httpx
 from sqlalchemy import Connection
 
 from gateway import headers as h
+from gateway.attempts import AttemptRecord, StoredReply, attempt_record, returned_model
 from gateway.budgets import Budgets
 from gateway.charges import TurnCharges, body_with_usage, request_size
+from gateway.composition import (
+    adds_stream_usage,
+    compose,
+    history_budget,
+    history_strategy,
+)
 from gateway.config import Settings
 from gateway.dedupe import overlap_search_limit, stored_run_length
 from gateway.errors import (
@@ -28,9 +34,7 @@ from gateway.errors import (
     DatabaseUnavailable,
     GatewayError,
     UpstreamError,
-    UpstreamErrorEvent,
     UpstreamProtocolError,
-    UpstreamStreamBroken,
     UpstreamUnreachable,
 )
 from gateway.exchange import (
@@ -51,7 +55,6 @@ from gateway.history import (
     BudgetRule,
     StoredMessage,
     assistant_message,
-    compose_body,
     fingerprint,
     history_digest,
     new_messages,
@@ -59,35 +62,26 @@ from gateway.history import (
     select_window,
     split_system,
 )
+from gateway.lease import TurnLease
 from gateway.metrics import Metrics
 from gateway.money import PICODOLLARS_PER_USD as PUSD_PER_USD
 from gateway.offload import run_sized
-from gateway.pricing import Pricer, parse_usage, usage_columns
+from gateway.pricing import Pricer, parse_usage
+from gateway.relay import StreamFailed, StreamFailure, StreamFinished, StreamRelay
 from gateway.replays import find_replay
-from gateway.sse import (
-    DONE,
-    MalformedChunk,
-    SseSplitter,
-    StreamAssembler,
-    data_only,
-    error_event,
-    has_finish_reason,
-    is_usage_only,
-)
+from gateway.sse import DONE
 from gateway.store.conversations import (
     LoadedTurn,
     TurnWrite,
-    conversation_budget,
     read_bodies,
     stored_summary,
 )
-from gateway.store.database import Database
+from gateway.store.database import Database, OpenTurn
 from gateway.store.spend import conversation_spent_pusd, release_budget
 from gateway.store.tables import Conversation
 from gateway.store.usage import insert_attempt
 from gateway.summaries import Fold, Summarizer
 from gateway.tokens import count_message_tokens, needs_loading
-from gateway.unanswered import sendable_history
 from gateway.upstream import UpstreamClient, read_body, response_headers, translate_errors
 from gateway.window import load_summary_prompt, stable_window, summary_message
 
@@ -124,8 +118,7 @@ class TurnService:
                 turn.usage_added = True
                 body = await run_sized(len(call.raw), functools.partial(body_with_usage, call.body))
             return await self._forward(turn, body, stream=stream)
-        stack = contextlib.AsyncExitStack()
-        turn.opened = await stack.enter_async_context(
+        lease = await TurnLease.acquire(
             self.db.open_turn(
                 call.owner,
                 call.conversation_id,
@@ -135,21 +128,16 @@ class TurnService:
                 max_conversations=self.settings.max_conversations_per_caller,
             )
         )
+        turn.opened = lease.held
         try:
             self.metrics.lock_wait.observe(turn.opened.waited)
             await self._prepare(turn)
             if turn.replay is not None:
-                await stack.aclose()
                 return replay_reply(turn.replay, call.body)
             body = await self._compose(turn)
-            reply = await self._forward(turn, body, stream=stream, stack=stack)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await stack.aclose()
-            raise
-        if isinstance(reply, Reply):
-            await stack.aclose()
-        return reply
+            return await self._forward(turn, body, stream=stream, lease=lease)
+        finally:  # the one release of a turn that did not become a stream (its generator owns that one)
+            await lease.release_unless_handed_over()
 
     async def _prepare(self, turn: PendingTurn) -> None:
         call = turn.call
@@ -189,7 +177,7 @@ class TurnService:
             )
         await self._check_cost_cap(conversation)
         turn.new = await self._new_messages(turn, conversation, rest, loaded.candidates)
-        budget = self._budget(call.header_budget, conversation)
+        budget = history_budget(call.header_budget, self._default_budget(), conversation)
         self._window(turn, conversation, loaded, budget)
         turn.dropped = conversation.message_count - len(turn.history)
         if turn.dropped and turn.new and turn.new[0].get("role") == "tool":
@@ -221,12 +209,7 @@ class TurnService:
         turn.window_start = plan.start if plan.cut else None
 
     def _strategy(self, call: ChatCall, conversation: Conversation | None) -> str:
-        """The history strategy: the request's header, else the conversation's setting, else the server's."""
-        if call.header_strategy is not None:
-            return call.header_strategy
-        if conversation is not None and conversation.history_strategy is not None:
-            return conversation.history_strategy
-        return self.settings.history_strategy
+        return history_strategy(call, conversation, self.settings.history_strategy)
 
     async def _fold(self, turn: PendingTurn, conversation: Conversation, through: int) -> None:
         """At a cut under `summarize`: fold every stored message before the new start that the summary does
@@ -293,31 +276,14 @@ class TurnService:
     def _default_budget(self) -> Budget:
         return Budget(self.settings.max_history_messages, self.settings.max_history_tokens)
 
-    def _budget(self, header: Budget, conversation: Conversation) -> Budget:
-        rule = BudgetRule(header=header, default=self._default_budget())
-        return conversation_budget(rule, conversation)
-
     async def _compose(self, turn: PendingTurn) -> bytes:
-        """The upstream body: the client's dict with `messages` replaced and usage requested for streams."""
-        body = dict(turn.call.body)
-        system = list(turn.system_messages or [])
-        if turn.call.instructions is not None:  # this turn's own system prompt, then any it sent to store
-            system = [*turn.call.instructions, *(system if turn.replace_system else [])]
-        if turn.summary is not None:
-            system.append(summary_message(turn.summary.text))  # right after the (stored) system prompt
-        history = sendable_history(turn.history, turn.new)
-        if self.settings.prompt_cache_key and "prompt_cache_key" not in body:
-            body["prompt_cache_key"] = prompt_cache_key(turn.call.owner, turn.call.conversation_id or "")
-        if body.get("stream") is True:
-            turn.usage_added = not client_wants_usage(turn.call.body)
-            options = dict(body.get("stream_options") or {})
-            options["include_usage"] = True
-            body["stream_options"] = options
-        compose = functools.partial(compose_body, body, system, history, turn.new)
-        return await run_sized(request_size(turn), compose)
+        """The upstream body (see composition.py); a big one is rendered off the event loop."""
+        turn.usage_added = adds_stream_usage(turn.call.body)
+        composition = compose(turn, cache_key=self.settings.prompt_cache_key)
+        return await run_sized(request_size(turn), composition.render)
 
     async def _forward(
-        self, turn: PendingTurn, body: bytes, *, stream: bool, stack: contextlib.AsyncExitStack | None = None
+        self, turn: PendingTurn, body: bytes, *, stream: bool, lease: TurnLease[OpenTurn] | None = None
     ) -> Reply | StreamReply:
         call = turn.call
         headers = self.upstream.forward_headers(call.headers, call.token, identity_encoding=True)
@@ -336,8 +302,8 @@ class TurnService:
                 await self._log_failure(turn, 499, "client disconnected", None, payload)
             raise
         if stream and response.status_code == 200:
-            events = self._relay(turn, response, stack or contextlib.AsyncExitStack())
             reply_headers = response_headers(response) | turn.history_headers()
+            events = self._relay(turn, response, lease.hand_over() if lease is not None else None)
             return StreamReply(200, reply_headers, events)
         try:
             payload = await read_body(response, self.settings.max_response_bytes)
@@ -384,150 +350,91 @@ class TurnService:
         return self.settings.upstream_api_key is None and status in (401, 403)
 
     async def _relay(
-        self, turn: PendingTurn, response: httpx.Response, stack: contextlib.AsyncExitStack
+        self, turn: PendingTurn, response: httpx.Response, lease: TurnLease[OpenTurn] | None
     ) -> AsyncIterator[bytes]:
-        """Forward events as they arrive; hold back the finish until [DONE]; store the turn before [DONE]."""
-        assembler = StreamAssembler()
-        splitter = SseSplitter()
-        held: list[bytes] = []
-        finished = False
-        failure: GatewayError | None = None
-        size = 0
+        """Forward events as they arrive (see relay.py); store the turn, then the held finish and [DONE]."""
+        relay = StreamRelay(max_bytes=self.settings.max_response_bytes, hide_usage=turn.usage_added)
         try:
             with translate_errors():
                 async for chunk in response.aiter_raw():
                     if turn.ttfb_ms is None:
                         turn.ttfb_ms = (time.monotonic() - turn.started) * 1000
-                    size += len(chunk)
-                    if size > self.settings.max_response_bytes:
-                        limit = self.settings.max_response_bytes
-                        raise UpstreamProtocolError(
-                            f"The upstream stream exceeded the size limit of {limit} bytes "
-                            "(GATEWAY_MAX_RESPONSE_BYTES)."
-                        )
-                    out = []
-                    for event in splitter.feed(chunk):
-                        if event.is_done:
-                            finished = True
-                            break
-                        payload = await run_sized(len(event.raw), event.json)  # a huge event: off the loop
-                        if payload is None and event.data is not None:
-                            raise UpstreamProtocolError("The upstream sent a stream event that is not JSON.")
-                        try:
-                            assembler.observe(payload)
-                        except MalformedChunk as exc:
-                            raise UpstreamProtocolError(
-                                f"The upstream sent a malformed stream chunk: {exc}."
-                            ) from None
-                        if assembler.error is not None:
-                            # the stream failed: no held finish chunk may reach the client, and the
-                            # error goes out as a plain `data:` event, never `event: error`
-                            held = []
-                            out.append(data_only(event))
-                            break
-                        if turn.usage_added and is_usage_only(payload):
-                            continue
-                        if held or has_finish_reason(payload):
-                            held.append(event.raw)
-                        else:
-                            out.append(event.raw)
+                    # decoding a huge event is no work for the event loop (see offload.py)
+                    out = await run_sized(relay.pending + len(chunk), functools.partial(relay.feed, chunk))
                     if out:
-                        yield b"".join(out)
-                    if finished or assembler.error is not None:
+                        yield out
+                    if relay.done:
                         break
-            if assembler.error is not None:
-                failure = UpstreamErrorEvent(str(assembler.error.get("message") or "upstream stream error"))
-            elif not finished:
-                failure = UpstreamStreamBroken("The upstream stream ended before [DONE].")
         except UpstreamError as exc:
-            failure = exc
+            relay.fail(StreamFailure.of(exc))
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._close_stream(turn, response, stack, assembler, "client disconnected", 499)
+            relay.fail(StreamFailure(499, "client disconnected"))
             raise
-        if failure is None:
-            try:
-                with anyio.CancelScope(shield=True):
-                    await self._store_stream_turn(turn, assembler, response)
-            except GatewayError as exc:  # broad: any failure to store (database, lock, text) fails the turn
-                failure = exc
-            else:
-                await self._close(response, stack)
-                yield b"".join(held) + DONE
-                return
-        with anyio.CancelScope(shield=True):
-            await self._close_stream(turn, response, stack, assembler, str(failure), failure.status_code)
-        yield error_event(str(failure), failure.error_type, failure.code)
+        finally:  # stored or logged, the upstream closed and the conversation released, even on disconnect
+            with anyio.CancelScope(shield=True):
+                try:
+                    last = await self._end_stream(turn, response, relay)
+                finally:
+                    if lease is not None:
+                        await lease.release()
+        yield last
 
-    async def _close(self, response: httpx.Response, stack: contextlib.AsyncExitStack) -> None:
-        with anyio.CancelScope(shield=True):
+    async def _end_stream(self, turn: PendingTurn, response: httpx.Response, relay: StreamRelay) -> bytes:
+        """Store the finished turn or log the failed one; the stream's last bytes ([DONE] or the error)."""
+        try:
+            outcome = relay.outcome()
+            if isinstance(outcome, StreamFinished):
+                try:
+                    await self._store_stream_turn(turn, outcome, response)
+                except (
+                    GatewayError
+                ) as exc:  # broad: any failure to store (database, lock, text) fails the turn
+                    relay.fail(StreamFailure.of(exc))
+                else:
+                    return outcome.held + DONE
+            failed = relay.outcome()
+            assert isinstance(failed, StreamFailed)
+            failure = failed.failure
+            with contextlib.suppress(
+                GatewayError
+            ):  # broad: logging a failed stream must not replace its failure
+                payload = await self.charges.estimate(turn, failed.reported, failed.generated)
+                await self._log_failure(turn, failure.status, failure.message, response, payload)
+            return failure.event()
+        finally:
             with contextlib.suppress(httpx.HTTPError, OSError):
                 await response.aclose()
-            await stack.aclose()
-
-    async def _close_stream(
-        self,
-        turn: PendingTurn,
-        response: httpx.Response,
-        stack: contextlib.AsyncExitStack,
-        assembler: StreamAssembler,
-        error: str,
-        status: int,
-    ) -> None:
-        try:
-            payload = {"usage": assembler.usage, "model": assembler.model}
-            payload = await self.charges.estimate(turn, payload, assembler.generated_text())
-            await self._log_failure(turn, status, error, response, payload)
-        except GatewayError:  # broad: logging an already failed stream must not replace its failure
-            pass
-        finally:
-            await self._close(response, stack)
 
     async def _store_stream_turn(
-        self, turn: PendingTurn, assembler: StreamAssembler, response: httpx.Response
+        self, turn: PendingTurn, finished: StreamFinished, response: httpx.Response
     ) -> None:
-        completion = await self.charges.estimate(turn, assembler.completion(), assembler.generated_text())
+        completion = await self.charges.estimate(turn, finished.completion, finished.generated)
         if turn.call.conversation_id is None:
             await self._log_failure(turn, 200, None, response, completion)
             return
-        await self._store_turn(turn, assistant_message(assembler.message()), completion, response, None)
+        await self._store_turn(turn, assistant_message(finished.message), completion, response, None)
 
-    def _attempt_values(
-        self, turn: PendingTurn, status: int, error: str | None, response: httpx.Response | None, payload: Any
-    ) -> dict[str, Any]:
-        call = turn.call
-        usage = parse_usage(payload)
-        returned = payload.get("model") if isinstance(payload, dict) else None
-        response_model = returned if isinstance(returned, str) and returned else None
-        # Calls without a conversation carry no stored history: 0, so their history cost is a true 0.
-        history_tokens = sum(m.tokens for m in turn.history)
-        # A full replay would have sent the stored messages left out instead of the summary.
-        stored_tokens = turn.conversation.token_count if turn.conversation is not None else 0
-        left_out = stored_tokens - history_tokens - turn.summary_sent_tokens
-        # Prices and reports use the model the upstream says it ran (e.g. the dated name).
-        cost = self.pricer.cost(response_model or turn.model, usage, history_tokens, left_out_tokens=left_out)
-        return {
-            "owner": call.owner,
-            "conversation_id": call.conversation_id,
-            "request_id": call.request_id,
-            "upstream_request_id": upstream_request_id(response),
-            "endpoint": call.endpoint,
-            "model": turn.model[:200] if turn.model else None,
-            "response_model": response_model[:200] if response_model else None,
-            "stream": call.body.get("stream") is True,
-            "status": status,
-            "error": error,
-            "latency_ms": (time.monotonic() - turn.started) * 1000,
-            "ttfb_ms": turn.ttfb_ms,
-            **usage_columns(usage, cost),
-            "history_tokens": history_tokens,
-            "history_messages": len(turn.history),
-            "history_strategy": turn.strategy,
-            "history_summarized": turn.summarized if turn.strategy is not None else None,
-            "idempotency_key": call.idempotency_key,
-            "created_at": time.time(),
-            "estimated": turn.estimated,
-        }
+    def _attempt(
+        self,
+        turn: PendingTurn,
+        status: int,
+        error: str | None,
+        response: httpx.Response | None,
+        payload: Any,
+        stored: StoredReply | None = None,
+    ) -> AttemptRecord:
+        """The turn's request-log record, now (the clock is read here; `turn_attempt` is pure)."""
+        return turn_attempt(
+            turn,
+            self.pricer,
+            status=status,
+            error=error,
+            upstream_request_id=upstream_request_id(response),
+            payload=payload,
+            latency_ms=(time.monotonic() - turn.started) * 1000,
+            created_at=time.time(),
+            stored=stored,
+        )
 
     async def _log_failure(
         self,
@@ -541,12 +448,12 @@ class TurnService:
 
         Without a database the call is still answered (the upstream's reply or error), only not logged.
         """
-        values = self._attempt_values(turn, status, error, response, payload)
-        self._observe(turn, values)
+        attempt = self._attempt(turn, status, error, response, payload)
+        self._observe(turn, attempt)
         reservation, turn.reservation = turn.reservation, None
 
         def record(connection: Connection) -> None:
-            insert_attempt(connection, values)
+            insert_attempt(connection, attempt)
             release_budget(connection, reservation)
 
         try:
@@ -554,11 +461,11 @@ class TurnService:
         except DatabaseUnavailable as exc:
             log.warning("request not logged (status %s): %s", status, exc)
 
-    def _observe(self, turn: PendingTurn, values: dict[str, Any]) -> None:
+    def _observe(self, turn: PendingTurn, attempt: AttemptRecord) -> None:
         """Count an attempt in the metrics: upstream latency, tokens and cost (even if storing it fails)."""
         if turn.sent is not None:
             self.metrics.observe_upstream(CHAT_ENDPOINT, time.monotonic() - turn.sent)
-        self.metrics.observe_attempt(values)
+        self.metrics.observe_attempt(attempt)
 
     async def _store_turn(
         self,
@@ -599,14 +506,13 @@ class TurnService:
             message = "The upstream answered with text that is not valid Unicode."
             raise UpstreamProtocolError(message) from None
         turn_number = (conversation.turn_count if conversation else 0) + 1
-        values = self._attempt_values(turn, response.status_code, None, response, completion)
-        values["turn"] = turn_number
-        values["fingerprint"] = fingerprint(turn.new)
         if raw is not None:
-            values["response_body"] = raw.decode("utf-8", "replace")
+            response_body = raw.decode("utf-8", "replace")
         else:
-            values["response_body"] = await run_sized(size, functools.partial(json.dumps, completion))
-        self._observe(turn, values)
+            response_body = await run_sized(size, functools.partial(json.dumps, completion))
+        stored = StoredReply(turn_number, fingerprint(turn.new), response_body)
+        attempt = self._attempt(turn, response.status_code, None, response, completion, stored)
+        self._observe(turn, attempt)
         write = TurnWrite(
             owner=call.owner,
             conversation_id=call.conversation_id,
@@ -630,11 +536,60 @@ class TurnService:
 
         assert turn.opened is not None
         try:
-            await turn.opened.store(write, values, extra=extra)
+            await turn.opened.store(write, attempt, extra=extra)
             turn.reservation = None
         except ConversationBusy as exc:  # fenced: the conversation moved on; the call is still logged
             await self._log_failure(turn, exc.status_code, str(exc), response, completion)
             raise
+
+
+def turn_attempt(
+    turn: PendingTurn,
+    pricer: Pricer,
+    *,
+    status: int,
+    error: str | None,
+    upstream_request_id: str | None,
+    payload: Any,
+    latency_ms: float,
+    created_at: float,
+    stored: StoredReply | None = None,
+) -> AttemptRecord:
+    """The request-log record of a chat turn's upstream call, from the turn and what the upstream answered."""
+    call = turn.call
+    usage = parse_usage(payload)
+    response_model = returned_model(payload)
+    # Calls without a conversation carry no stored history: 0, so their history cost is a true 0.
+    history_tokens = sum(m.tokens for m in turn.history)
+    # A full replay would have sent the stored messages left out instead of the summary.
+    stored_tokens = turn.conversation.token_count if turn.conversation is not None else 0
+    left_out = stored_tokens - history_tokens - turn.summary_sent_tokens
+    # Prices and reports use the model the upstream says it ran (e.g. the dated name).
+    cost = pricer.cost(response_model or turn.model, usage, history_tokens, left_out_tokens=left_out)
+    return attempt_record(
+        owner=call.owner,
+        conversation_id=call.conversation_id,
+        request_id=call.request_id,
+        upstream_request_id=upstream_request_id,
+        endpoint=call.endpoint,
+        model=turn.model or None,
+        response_model=response_model,
+        stream=call.body.get("stream") is True,
+        status=status,
+        error=error,
+        latency_ms=latency_ms,
+        ttfb_ms=turn.ttfb_ms,
+        usage=usage,
+        cost=cost,
+        history_tokens=history_tokens,
+        history_messages=len(turn.history),
+        history_strategy=turn.strategy,
+        history_summarized=turn.summarized if turn.strategy is not None else None,
+        idempotency_key=call.idempotency_key,
+        created_at=created_at,
+        estimated=turn.estimated,
+        stored=stored,
+    )
 
 
 async def count_off_loop(message: dict[str, Any], model: str | None) -> int:
@@ -644,9 +599,4 @@ async def count_off_loop(message: dict[str, Any], model: str | None) -> int:
     return count_message_tokens(message, model)
 
 
-def prompt_cache_key(owner: str, conversation_id: str) -> str:
-    """The `prompt_cache_key` of a conversation (GATEWAY_PROMPT_CACHE_KEY): a hash of caller and id."""
-    return hashlib.sha256(f"{owner}\n{conversation_id}".encode()).hexdigest()
-
-
-__all__ = ["TurnService", "count_off_loop", "prompt_cache_key"]
+__all__ = ["TurnService", "count_off_loop", "turn_attempt"]

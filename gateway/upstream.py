@@ -82,6 +82,10 @@ class UpstreamClient:
         self.admin_key = settings.admin_key
         self.chat_url = httpx.URL(self.url("/chat/completions"))
         self._base = httpx.URL(self.base_url)
+        # What `build_request` would merge into every request, taken once: the client's default headers
+        # and timeouts (its cookie jar accepts nothing, so it never adds a Cookie header).
+        self._default_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in http.headers.raw]
+        self._extensions = {"timeout": http.timeout.as_dict()}
 
     def raw_url(self, below_base: bytes) -> httpx.URL:
         """The upstream URL for a raw path and query below the base (`/files/x?y=1`), bytes kept as sent."""
@@ -121,9 +125,21 @@ class UpstreamClient:
         content: bytes | AsyncIterator[bytes] | None,
     ) -> httpx.Response:
         """Send a request and return the response with its body not yet read (caller closes it)."""
-        request = self.http.build_request(method, url, headers=headers, content=content)
+        request = httpx.Request(
+            method,
+            url,
+            headers=self._with_defaults(headers),
+            content=content,
+            extensions=dict(self._extensions),
+        )
         with translate_errors():
             return await self._transport.handle_async_request(request)
+
+    def _with_defaults(self, headers: Mapping[str, str]) -> list[tuple[str, str]]:
+        """`headers` after the client's default headers they do not name (as `build_request` merges them)."""
+        given = {name.lower() for name in headers}
+        kept = [(name, value) for name, value in self._default_headers if name.lower() not in given]
+        return kept + list(headers.items())
 
 
 async def read_body(response: httpx.Response, limit: int | None = None) -> bytes:

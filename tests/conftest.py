@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,18 +17,21 @@ from tests.helpers import close_sdk_clients
 from tests.servers import AppServer, ServerProcess, gateway_app, gateway_server, mock_upstream
 
 POSTGRES_ENV = "GATEWAY_TEST_POSTGRES_URL"
+TEMPLATE_ENV = "GATEWAY_TEST_POSTGRES_TEMPLATE"
 TEST_CA_ENV = "GATEWAY_TEST_CA_FILE"
 ORIGINAL_CA_ENV = "GATEWAY_TEST_ORIGINAL_SSL_CERT_FILE"
 CA_FILE_KEY = pytest.StashKey[str]()
+TEMPLATE_KEY = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Test clients trust one CA instead of a whole bundle.
+    """Test clients trust one CA instead of a whole bundle; name the run's migrated Postgres template.
 
     Every httpx client, and every SDK client, loads its CA file when it is made (25-90 ms for a bundle);
     the suite makes thousands and only ever speaks plain HTTP to 127.0.0.1. `SSL_CERT_FILE` is the
     variable httpx and the SDK read for that file; the gateway's own upstream client ignores it
     (trust_env=False) and child processes get the original value back (tests.servers.base_env).
+    The workers inherit both variables.
     """
     if os.environ.get(TEST_CA_ENV):  # an xdist worker: its controller made the file
         return
@@ -38,13 +42,19 @@ def pytest_configure(config: pytest.Config) -> None:
     handle, name = tempfile.mkstemp(prefix="gateway-test-ca-", suffix=".pem")
     with os.fdopen(handle, "w") as file:
         file.write(bundle[: bundle.index(end) + len(end)] + "\n")
+    if _admin_url():  # the migrated template's name, shared by the workers (ensure_postgres_template)
+        os.environ[TEMPLATE_ENV] = config.stash[TEMPLATE_KEY] = f"gw_template_{secrets.token_hex(6)}"
     os.environ[ORIGINAL_CA_ENV] = os.environ.get("SSL_CERT_FILE", "")
     os.environ["SSL_CERT_FILE"] = os.environ[TEST_CA_ENV] = name
     config.stash[CA_FILE_KEY] = name
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the one-CA file pytest_configure wrote and restore SSL_CERT_FILE."""
+    """Remove the one-CA file pytest_configure wrote and restore SSL_CERT_FILE; drop the run's template."""
+    template = config.stash.get(TEMPLATE_KEY, None)
+    if template is not None:
+        os.environ.pop(TEMPLATE_ENV, None)
+        _admin_sql(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
     name = config.stash.get(CA_FILE_KEY, None)
     if name is None:
         return
@@ -55,6 +65,45 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     else:
         os.environ.pop("SSL_CERT_FILE", None)
     Path(name).unlink(missing_ok=True)
+
+
+# The modules that take longest (from `pytest --durations`), most expensive first: they are handed to the
+# xdist workers first (`--dist loadfile --no-loadscope-reorder` in pyproject.toml), and the many small modules
+# after them fill the gaps, so that the two workers finish together. Every other module keeps its place.
+SLOW_MODULES = (
+    "tests/e2e/test_durability.py",
+    "tests/e2e/test_openapi.py",
+    "tests/e2e/test_replicas.py",
+    "tests/e2e/test_operations.py",
+    "tests/unit/test_stable_window.py",
+    "tests/e2e/test_chat.py",
+    "tests/api/test_hostile.py",
+    "tests/unit/test_trimming.py",
+    "tests/e2e/test_pgbouncer.py",
+    "tests/e2e/test_secrets.py",
+    "tests/e2e/test_cli.py",
+    "tests/e2e/test_packaging.py",
+    "tests/e2e/test_usage.py",
+    "tests/e2e/test_keys.py",
+    "tests/api/test_key_budget_streams.py",
+    "tests/api/test_dashboard.py",
+    "tests/unit/test_tokens.py",
+    "tests/e2e/test_responses_clients.py",
+    "tests/unit/test_responses_translation.py",
+    "tests/e2e/test_node_sdk.py",
+    "tests/api/test_framework_message_shapes.py",
+    "tests/e2e/test_dashboard_browser.py",
+    "tests/e2e/test_startup.py",
+    "tests/frameworks/test_vercel_ai.py",
+    "tests/e2e/test_slow_clients.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the slow modules first (SLOW_MODULES), each module's tests still together and in order."""
+    rank = {path: index for index, path in enumerate(SLOW_MODULES)}
+    root = config.rootpath
+    items.sort(key=lambda item: rank.get(item.path.relative_to(root).as_posix(), len(rank)))
 
 
 def _admin_url() -> str | None:
@@ -85,11 +134,20 @@ def _admin_sql(statement: str) -> None:
     asyncio.run(run())
 
 
-def create_postgres_database() -> str:
-    """Create a fresh database on the test server; returns its asyncpg URL."""
-    name = f"gw_test_{secrets.token_hex(6)}"
-    _admin_sql(f'CREATE DATABASE "{name}"')
+def _postgres_url(name: str) -> str:
     return make_url(_admin_url() or "").set(database=name).render_as_string(hide_password=False)
+
+
+def create_postgres_database(*, migrated: bool = False) -> str:
+    """Create a fresh database on the test server; returns its asyncpg URL.
+
+    `migrated`: a copy of the run's migrated template (tests.conftest.ensure_postgres_template), so a
+    module's database costs a file copy instead of running every migration again.
+    """
+    name = f"gw_test_{secrets.token_hex(6)}"
+    template = f' TEMPLATE "{ensure_postgres_template()}"' if migrated else ""
+    _admin_sql(f'CREATE DATABASE "{name}"{template}')
+    return _postgres_url(name)
 
 
 def drop_postgres_database(url: str) -> None:
@@ -113,9 +171,94 @@ BACKENDS = [
 ]
 
 
+def ensure_postgres_template() -> str:
+    """The run's migrated template database on the test server, made by the first worker that needs it.
+
+    Its name comes from the controller (pytest_configure), which drops it at the end; an advisory lock
+    makes the xdist workers wait for the one that migrates it.
+    """
+    import asyncio
+
+    import asyncpg
+
+    from gateway import migrate
+    from gateway.store.database import create_engine
+
+    name = os.environ.setdefault(TEMPLATE_ENV, f"gw_template_{secrets.token_hex(6)}")
+    if name in _READY_TEMPLATES:
+        return name
+    base = make_url(_admin_url() or "")
+
+    async def run() -> None:
+        connection = await asyncpg.connect(
+            host=base.host,
+            port=base.port or 5432,
+            user=base.username,
+            password=base.password,
+            database=base.database or "postgres",
+        )
+        try:
+            await connection.execute("SELECT pg_advisory_lock(hashtext($1))", name)
+            if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await connection.execute(f'CREATE DATABASE "{name}"')
+                engine = create_engine(_postgres_url(name), pool_size=1)
+                try:
+                    await migrate.upgrade(engine)
+                finally:
+                    await engine.dispose()
+            await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", name)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+    _READY_TEMPLATES.add(name)
+    return name
+
+
+_READY_TEMPLATES: set[str] = set()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, made once per test process; the `database_url` fixture copies it."""
+    import asyncio
+
+    from gateway import migrate
+    from gateway.store.database import create_engine
+
+    path = tmp_path_factory.mktemp("template") / "migrated.db"
+
+    async def run() -> None:
+        engine = create_engine(f"sqlite+aiosqlite:///{path}", pool_size=1)
+        try:
+            await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()  # the last connection checkpoints the WAL into the file
+
+    asyncio.run(run())
+    return path
+
+
 @pytest.fixture(params=BACKENDS, scope="module")
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh, empty database of each backend."""
+    """A fresh database of each backend, already migrated to the head (a copy of a migrated template)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("db") / "gateway.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    url = create_postgres_database(migrated=True)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.fixture(params=BACKENDS, scope="module")
+def empty_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A fresh, empty database of each backend (for the tests of the migrations themselves)."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'gateway.db'}"
         return

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
+import os
+import secrets
+import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+from click.testing import CliRunner
 from openai import OpenAI
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway import migrate
+from gateway.attempts import AttemptRecord, attempt_record
+from gateway.cli import main as gateway_command
+from gateway.pricing import CallCost
 from gateway.store.database import Database, create_engine
 from gateway.store.tables import Attempt, Conversation, Message
 from tests.servers import upstream_requests
@@ -147,6 +155,33 @@ def stream_text(text: str) -> str:
         for choice in json.loads(payload).get("choices") or ():
             out.append(choice.get("delta", {}).get("content") or "")
     return "".join(out)
+
+
+# ---------------------------------------------------------------- the operator commands, in this process
+
+
+@dataclass
+class CommandResult:
+    """What `gateway ARGS` ended with: its exit status and what it printed (as subprocess.run reports)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_command(*args: str, **env: str) -> CommandResult:
+    """Run `gateway ARGS` in this process with click's CliRunner: for the operator commands (keys, usage,
+    conversations), whose process is not the point. GATEWAY_* variables come from `env` only,
+    as tests.servers.base_env gives a child; an uncaught exception is exit 1 with its traceback on stderr,
+    as in a process. `serve`, `migrate` (it forks a child to migrate) and the console script itself are run
+    as processes (tests/e2e/test_cli.py).
+    """
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("GATEWAY_")}
+    result = CliRunner().invoke(gateway_command, list(args), env=unset | dict(env))
+    stderr = result.stderr
+    if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    return CommandResult(result.exit_code, result.stdout, stderr)
 
 
 # ---------------------------------------------------------------- what the gateway stored (over HTTP)
@@ -344,3 +379,28 @@ async def migrated_database(url: str, *, lease_seconds: float = 60) -> AsyncIter
     finally:
         await database.close()
         await engine.dispose()
+
+
+def logged_call(owner: str, conversation_id: str | None = None, **changes: Any) -> AttemptRecord:
+    """A request-log record of a successful call without usage, for tests that write rows themselves."""
+    record = attempt_record(
+        owner=owner,
+        conversation_id=conversation_id,
+        request_id=secrets.token_hex(8),
+        endpoint="/v1/chat/completions",
+        model="gpt-4o-mini",
+        response_model=None,
+        status=200,
+        error=None,
+        latency_ms=1.0,
+        created_at=1.0,
+        usage=None,
+        cost=CallCost(None, None),
+    )
+    return dataclasses.replace(record, **changes)
+
+
+def insert_log_rows(connection: Connection, *rows: dict[str, Any]) -> None:
+    """Write request-log rows column by column (report fixtures: any column, a deleted conversation's too)."""
+    for row in rows:
+        connection.execute(insert(Attempt), row)

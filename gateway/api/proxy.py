@@ -30,6 +30,7 @@ from gateway import headers as h
 from gateway.api import tracked
 from gateway.api.chat import RelayResponse
 from gateway.api.common import LimitedBody, Services, check_header_values, services
+from gateway.attempts import AttemptRecord, attempt_record
 from gateway.capture import READABLE_ENCODINGS, BodyCapture
 from gateway.chat_request import check_depth, nesting_error
 from gateway.errors import DatabaseUnavailable, GatewayError, ServerError, UnsupportedEncoding, UpstreamError
@@ -38,7 +39,7 @@ from gateway.exchange import client_wants_usage
 from gateway.identity import bearer_token
 from gateway.offload import THREAD_THRESHOLD, run_sized
 from gateway.ownership import Access, classify, references
-from gateway.pricing import Usage, parse_usage, usage_columns
+from gateway.pricing import Usage, parse_usage
 from gateway.proxy_paths import forwarded_path
 from gateway.sse import SseSplitter, UsageMeter, is_usage_only
 from gateway.store.spend import release_budget
@@ -55,9 +56,13 @@ USAGE_OPTION_PATHS = ("/completions",)  # pass-through endpoints that take strea
 class _Call:
     """One pass-through call as the request log will see it."""
 
-    values: dict[str, Any]
+    owner: str
+    request_id: str
+    endpoint: str
+    created_at: float
     started: float
     sent: BodyCapture | None
+    upstream_request_id: str | None = None
     received: BodyCapture | None = None
     recorded: bool = True
     body: dict[str, Any] | None = None  # the JSON request, when the gateway read it (gateway-key mode)
@@ -100,8 +105,8 @@ def _estimate(call: _Call, model: str | None) -> Usage | None:
     return estimated_usage(prompt, "".join(call.meter.text) if call.meter else "", model)
 
 
-def _attempt(svc: Services, call: _Call, status: int, error: str | None) -> dict[str, Any]:
-    """The request-log row: usage and the returned model from a JSON answer, when it has them."""
+def _attempt(svc: Services, call: _Call, status: int, error: str | None) -> AttemptRecord:
+    """The request-log record: usage and the returned model from a JSON answer, when it has them."""
     asked, answered = _asked(call), _answered(call)
     usage = parse_usage(answered)
     model = answered["model"] if isinstance(answered["model"], str) else asked["model"]
@@ -111,19 +116,25 @@ def _attempt(svc: Services, call: _Call, status: int, error: str | None) -> dict
         usage = _estimate(call, model)
         estimated = usage is not None
     cost = svc.pricer.cost(model, usage, 0)
-    return {
-        **call.values,
-        "model": _text(asked["model"]),
-        "response_model": _text(answered["model"]),
-        "stream": asked["stream"] is True,
-        "status": status,
-        "error": error,
-        "latency_ms": (time.monotonic() - call.started) * 1000,
-        **usage_columns(usage, cost),
-        "history_tokens": 0,  # the gateway adds no history to a pass-through call
-        "history_messages": 0,
-        "estimated": estimated,
-    }
+    return attempt_record(
+        owner=call.owner,
+        conversation_id=None,
+        request_id=call.request_id,
+        upstream_request_id=call.upstream_request_id,
+        endpoint=call.endpoint,
+        model=_text(asked["model"]),
+        response_model=_text(answered["model"]),
+        stream=asked["stream"] is True,
+        status=status,
+        error=error,
+        latency_ms=(time.monotonic() - call.started) * 1000,
+        created_at=call.created_at,
+        usage=usage,
+        cost=cost,
+        history_tokens=0,  # the gateway adds no history to a pass-through call
+        history_messages=0,
+        estimated=estimated,
+    )
 
 
 async def _log(svc: Services, call: _Call, status: int, error: str | None) -> None:
@@ -133,11 +144,11 @@ async def _log(svc: Services, call: _Call, status: int, error: str | None) -> No
     with anyio.CancelScope(shield=True):
         try:
             size = _counting_size(call)
-            values = await run_sized(size, functools.partial(_attempt, svc, call, status, error))
+            attempt = await run_sized(size, functools.partial(_attempt, svc, call, status, error))
             reservation, call.reservation = call.reservation, None
 
             def record(connection: Any) -> None:
-                insert_attempt(connection, values)
+                insert_attempt(connection, attempt)
                 release_budget(connection, reservation)
 
             await svc.db.run(record)
@@ -308,15 +319,14 @@ async def proxy(request: Request) -> Response:
     has_body = (
         request.method not in ("GET", "HEAD", "OPTIONS", "DELETE") or "content-length" in request.headers
     )
-    values: dict[str, Any] = {
-        "owner": caller.identity,
-        "conversation_id": None,
-        "request_id": getattr(request.state, "request_id", secrets.token_hex(8)),
-        "upstream_request_id": None,
-        "endpoint": request.scope["path"][:200],
-        "created_at": time.time(),
-    }
-    call = _Call(values, time.monotonic(), None)
+    call = _Call(
+        owner=caller.identity,
+        request_id=getattr(request.state, "request_id", secrets.token_hex(8)),
+        endpoint=request.scope["path"][:200],
+        created_at=time.time(),
+        started=time.monotonic(),
+        sent=None,
+    )
     content = await _content(svc, request, limited, call, headers) if has_body else None
     if tracking and call.body is not None:  # a JSON body may name objects, which must be the caller's
         await tracked.require_owned(svc, caller.identity, references(call.body))
@@ -339,7 +349,7 @@ async def proxy(request: Request) -> Response:
         raise limited.error()
     # In pass-through mode a token the upstream rejects is no caller at all: record nothing for it.
     call.recorded = key_mode or upstream.status_code not in (401, 403)
-    values["upstream_request_id"] = (upstream.headers.get(h.REQUEST_ID) or "")[:200] or None
+    call.upstream_request_id = (upstream.headers.get(h.REQUEST_ID) or "")[:200] or None
     if _is_event_stream(upstream):
         call.meter = UsageMeter()
     else:

@@ -29,7 +29,7 @@ from gateway.errors import ConversationBusy, ConversationLimitReached
 from gateway.history import Budget, BudgetRule, StoredMessage, window_bounds
 from gateway.store import statements
 from gateway.store.rows import load_all, load_first
-from gateway.store.tables import Attempt, Conversation, Message, StoredResponse
+from gateway.store.tables import Attempt, Conversation, Message, StoredResponse, read_conversation
 
 _CONVERSATIONS = cast(Table, Conversation.__table__)
 _BY_ID = select(_CONVERSATIONS).where(
@@ -203,7 +203,7 @@ def load_turn_state(
     if not rows:
         check_conversation_room(connection, owner, max_conversations)
         return LoadedTurn(None, [])
-    conversation = Conversation(**dict(zip(_BY_ID_COLUMNS, rows[0], strict=True)))
+    conversation = read_conversation(dict(zip(_BY_ID_COLUMNS, rows[0], strict=True)))
     candidates = read_window(connection, conversation, budget_for(conversation))
     loaded = loaded_turn(conversation, candidates, anchored(conversation))
     if loaded is not None:

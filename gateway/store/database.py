@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from gateway.attempts import AttemptRecord
 from gateway.errors import ConversationBusy, DatabaseUnavailable
 from gateway.history import BudgetRule, StoredMessage
 from gateway.store.conversations import (
@@ -32,7 +33,7 @@ from gateway.store.conversations import (
 )
 from gateway.store.lane import SqliteLane
 from gateway.store.locks import ConversationLocks, KeptLease, Leases, new_holder, poll, release_lease
-from gateway.store.postgres import TAKE, parse_take, read_is_enough, store_arguments
+from gateway.store.postgres import TAKE, parse_take, read_is_enough, store_arguments, take_anchor
 from gateway.store.tables import Conversation
 from gateway.store.usage import attempt_row, insert_attempt
 
@@ -198,8 +199,8 @@ class Database:
         max_conversations: int,
         load: Callable[[Connection], LoadedTurn],
     ) -> LoadedTurn:
-        """The TAKE statement's read, or `load` under the lease where that read may be stale, too short,
-        or lack what the turn needs (the stable anchor's probe, the caller's conversation count)."""
+        """The TAKE statement's read (the stable anchor's probe included), or `load` under the lease where
+        that read may be stale or too short."""
         _, current, conversation, candidates = parse_take(row, holder)
         if current and conversation is None:
             refuse_past_limit(row["owned"] or 0, max_conversations)
@@ -211,8 +212,8 @@ class Database:
             and read_is_enough(row, budget_for(budget, conversation), conversation)
         ):
             loaded = loaded_turn(conversation, candidates, anchored(conversation))
-            if loaded is not None:
-                return loaded
+            # the anchor lies before the window (this turn cuts it): the statement probed for it too
+            return loaded if loaded is not None else LoadedTurn(conversation, candidates, take_anchor(row))
         return await self.run(load)
 
     async def run(self, unit: Callable[[Connection], T]) -> T:
@@ -272,7 +273,7 @@ class OpenTurn:
         return self.loaded.candidates
 
     async def store(
-        self, write: TurnWrite, attempt: dict[str, Any], *, extra: Callable[[Connection], None] | None = None
+        self, write: TurnWrite, attempt: AttemptRecord, *, extra: Callable[[Connection], None] | None = None
     ) -> int:
         """Store the turn and its request-log row in one transaction; returns the conversation pk.
 

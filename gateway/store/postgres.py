@@ -4,9 +4,11 @@ Through SQLAlchemy a turn made four pool checkouts (each paying `pool_pre_ping`'
 BEGIN and COMMIT around each unit and one round trip per statement: some fifteen round trips and three
 durable commits. Here a turn is two statements, each one round trip and its own (implicit) transaction:
 
-1. `TAKE`: take the conversation's lease and, if it was free, read the conversation row and its budgeted
-   history window in the same statement; its commit does not wait for the WAL flush (a lease is
-   coordination, not data: `set_config('synchronous_commit', 'off', true)` for this transaction only).
+1. `TAKE`: take the conversation's lease and, if it was free, read the conversation row, its budgeted
+   history window and, when the stable window's start lies before that window (the turn that cuts it),
+   the stable anchor (the first user message from the start on) in the same statement; its commit does
+   not wait for the WAL flush (a lease is coordination, not data: `set_config('synchronous_commit',
+   'off', true)` for this transaction only).
 2. `STORE_*`: the fenced conversation update (or insert), the turn's messages, its request-log row and the
    lease's release, one durable commit.
 
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Table
 
 from gateway.history import Budget, StoredMessage, window_bounds
-from gateway.store.tables import Attempt, Conversation
+from gateway.store.tables import Attempt, Conversation, read_conversation
 
 if TYPE_CHECKING:
     import asyncpg
@@ -66,7 +68,9 @@ SELECT (SELECT holder FROM lease) AS taken, (SELECT holder FROM seen) AS seen, {
         SELECT count(*) FROM (SELECT FROM conversations WHERE owner = $1 LIMIT $9::int) AS bounded
     ) END AS owned,
     {", ".join(f"c.{name}" for name in _CONVERSATION_COLUMNS)}, c.min_seq, c.min_tokens, c.empty,
-    w.seqs, w.bodies, w.roles, w.tokens, w.turn_start_seqs, w.turn_start_tokens
+    w.seqs, w.bodies, w.roles, w.tokens, w.turn_start_seqs, w.turn_start_tokens,
+    a.seq AS anchor_seq, a.body AS anchor_body, a.tokens AS anchor_tokens,
+    a.turn_start_seq AS anchor_turn_start_seq, a.turn_start_tokens AS anchor_turn_start_tokens
 FROM (SELECT) AS one
 LEFT JOIN conversation c ON true
 LEFT JOIN LATERAL (
@@ -83,6 +87,13 @@ LEFT JOIN LATERAL (
                 ORDER BY p.turn_start_tokens LIMIT 1
             ), c.message_count)) ELSE c.min_seq END
 ) w ON true
+LEFT JOIN LATERAL (
+    SELECT m.seq, m.body, m.tokens, m.turn_start_seq, m.turn_start_tokens
+    FROM messages m
+    WHERE c.window_start < coalesce(w.seqs[1], c.message_count) AND m.conversation_pk = c.pk
+        AND m.seq >= c.window_start AND m.role = 'user'
+    ORDER BY m.seq LIMIT 1
+) a ON true
 """
 
 # The lease alone (the conversations API's lock): $1 owner, $2 conversation id, $3 holder, $4 seconds.
@@ -210,6 +221,20 @@ def _window(row: asyncpg.Record) -> list[StoredMessage]:
     ]
 
 
+def take_anchor(row: asyncpg.Record) -> StoredMessage | None:
+    """The stable anchor a TAKE row read (only when it lies before the window), else None."""
+    if row["anchor_seq"] is None:
+        return None
+    return StoredMessage.from_json(
+        row["anchor_seq"],
+        row["anchor_body"],
+        "user",
+        row["anchor_tokens"],
+        row["anchor_turn_start_seq"],
+        row["anchor_turn_start_tokens"],
+    )
+
+
 def read_is_enough(row: asyncpg.Record, budget: Budget, conversation: Conversation) -> bool:
     """True when the statement's window (read with the usual budget rule) holds the one `budget` needs."""
     if budget.max_messages == 0 or budget.max_tokens == 0 or conversation.message_count == 0:
@@ -235,7 +260,7 @@ def parse_take(
     current = row["seen"] is None or row["seen"] == holder
     if row["pk"] is None:
         return True, current, None, []
-    conversation = Conversation(**{name: row[name] for name in _CONVERSATION_COLUMNS})
+    conversation = read_conversation({name: row[name] for name in _CONVERSATION_COLUMNS})
     return True, current, conversation, _window(row)
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm.attributes import manager_of_class
 from sqlalchemy.sql import expression
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
@@ -211,3 +215,20 @@ class UpstreamObject(Base):
     owner: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[float] = mapped_column(Float)
+
+
+# Instrument the mapped classes now (the ORM otherwise does it at the first construction, which
+# `read_conversation` skips).
+Base.registry.configure()
+
+
+def read_conversation(values: Mapping[str, Any]) -> Conversation:
+    """A `Conversation` holding a row as read (column name -> value; the names are its attributes).
+
+    Built without the ORM's per-attribute instrumentation, which made `Conversation(**values)` the
+    costliest step of reading a turn's state (some ten times this). Like that object it is transient and
+    read-only: the turn reads it and writes with statements of its own; never add it to a session.
+    """
+    conversation: Conversation = manager_of_class(Conversation).new_instance()
+    conversation.__dict__.update(values)
+    return conversation

@@ -20,6 +20,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from gateway.attempts import ATTEMPT_FIELDS, AttemptRecord
 from gateway.reports import CallStats, Group, Totals, UsageQuery, day_key, fold, rank_index
 from gateway.store import statements
 from gateway.store.rows import load_first
@@ -62,19 +63,19 @@ def _utc_day_postgres(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str
 _INSERT_ATTEMPT = cast(Table, Attempt.__table__).insert()
 
 
-def attempt_row(values: dict[str, Any]) -> dict[str, Any]:
-    """The request-log row to insert: `values` with the upstream's texts made to fit their columns."""
-    row = dict(values)
+def attempt_row(record: AttemptRecord) -> dict[str, Any]:
+    """The request-log row to insert for `record` (which stays as it is), texts made to fit their columns."""
+    row = {name: getattr(record, name) for name in ATTEMPT_FIELDS}
     for name in _UNTRUSTED_TEXT:
-        value = row.get(name)
+        value = row[name]
         if isinstance(value, str):
             row[name] = _fit(value, _LENGTHS.get(name))
     return row
 
 
-def insert_attempt(connection: Connection, values: dict[str, Any]) -> None:
+def insert_attempt(connection: Connection, record: AttemptRecord) -> None:
     """Insert one request-log row (the caller's unit of work decides when it commits)."""
-    statements.execute(connection, _INSERT_ATTEMPT, attempt_row(values))
+    statements.execute(connection, _INSERT_ATTEMPT, attempt_row(record))
 
 
 # The model reports use: the one the upstream returned (a dated name), else the one asked for.

@@ -16,8 +16,8 @@ from gateway.store.conversations import create_conversation, update_conversation
 from gateway.store.database import Database
 from gateway.store.tables import UiSession
 from gateway.store.ui_sessions import delete_session, find_session, insert_session
-from gateway.store.usage import call_stats, insert_attempt, usage_groups
-from tests.helpers import migrated_database
+from gateway.store.usage import call_stats, usage_groups
+from tests.helpers import insert_log_rows, migrated_database
 
 LATER = 2_000_000.0
 
@@ -53,7 +53,7 @@ def attempt(owner: str, conversation: str | None, **values: Any) -> dict[str, An
 
 def record(connection: Connection, *rows: dict[str, Any]) -> None:
     for values in rows:
-        insert_attempt(connection, values)
+        insert_log_rows(connection, values)
 
 
 async def test_call_stats_count_failures_and_take_nearest_rank_latencies(db: Database) -> None:

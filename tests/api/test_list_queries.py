@@ -15,10 +15,9 @@ from sqlalchemy import Connection, Engine, event
 from gateway.api.conversations import list_page as api_page
 from gateway.store.conversations import create_conversation, list_conversations
 from gateway.store.database import Database
-from gateway.store.usage import insert_attempt
 from gateway.ui.conversations import list_page as dashboard_page
 from gateway.ui.signin import Viewer
-from tests.helpers import migrated_database
+from tests.helpers import insert_log_rows, migrated_database
 
 
 @pytest.fixture
@@ -48,7 +47,7 @@ def seed(connection: Connection, owner: str, conversations: int) -> None:
         conversation_id = f"conv-{n}"
         create_conversation(connection, owner, conversation_id, {}, 100.0 + n)
         for model in ("m-a", "m-b"):
-            insert_attempt(
+            insert_log_rows(
                 connection,
                 {
                     "owner": owner,

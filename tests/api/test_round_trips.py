@@ -123,6 +123,25 @@ async def test_a_stable_window_between_cuts_costs_two_statements(
     assert len(statements.seen) == 2, [q[:80] for q in statements.seen]
 
 
+async def test_the_turn_that_cuts_a_stable_window_costs_two_statements_too(
+    harness: tuple[httpx.AsyncClient, Statements],
+) -> None:
+    client, statements = harness
+    await turn(client, "warm-up", "hello")  # the first checkout connects and prepares
+    budget = {"X-Max-History-Messages": "6", "X-History-Strategy": "stable"}
+    sent, counts = [], []
+    for n in range(8):
+        statements.seen.clear()
+        statements.counting = True
+        reply = await turn(client, "cutting", f"message {n}", **budget)
+        statements.counting = False
+        counts.append(len(statements.seen))
+        sent.append(int(reply["choices"][0]["message"]["content"].split()[0].lstrip("[")))
+    # the window grows by a turn each time until it would pass the limit, then the cut shrinks it
+    assert sent == [1, 3, 5, 7, 3, 5, 7, 3], sent
+    assert counts == [2] * 8, counts
+
+
 async def test_connections_the_server_closed_are_replaced_without_an_error(
     harness: tuple[httpx.AsyncClient, Statements], postgres_url: str
 ) -> None:

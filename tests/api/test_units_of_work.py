@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import secrets
 import threading
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import cast
 
 import pytest
 from sqlalchemy import Connection, select, text
@@ -18,27 +19,13 @@ from gateway.store.conversations import LoadedTurn, TurnWrite, load_turn_state, 
 from gateway.store.database import Database, create_engine
 from gateway.store.tables import Attempt
 from gateway.store.usage import insert_attempt
-from tests.helpers import migrated_database
+from tests.helpers import logged_call, migrated_database
 
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     async with migrated_database(database_url) as database:
         yield database
-
-
-def attempt(owner: str, conversation_id: str | None = None) -> dict[str, Any]:
-    return {
-        "owner": owner,
-        "conversation_id": conversation_id,
-        "request_id": secrets.token_hex(8),
-        "endpoint": "/v1/chat/completions",
-        "model": "gpt-4o-mini",
-        "stream": False,
-        "status": 200,
-        "latency_ms": 1.0,
-        "created_at": 1.0,
-    }
 
 
 def turn(owner: str, conversation_id: str, texts: list[str], start: int = 0, tokens: int = 0) -> TurnWrite:
@@ -56,7 +43,7 @@ async def count_attempts(db: Database, owner: str) -> int:
 
 async def test_a_unit_commits_what_it_wrote(db: Database) -> None:
     owner = secrets.token_hex(32)
-    await db.run(functools.partial(insert_attempt, values=attempt(owner)))
+    await db.run(functools.partial(insert_attempt, record=logged_call(owner)))
     # Visible through the async engine's own connections (on SQLite: another connection to the file).
     assert await count_attempts(db, owner) == 1
 
@@ -65,7 +52,7 @@ async def test_a_failing_unit_writes_nothing(db: Database) -> None:
     owner = secrets.token_hex(32)
 
     def unit(connection: Connection) -> None:
-        insert_attempt(connection, attempt(owner))
+        insert_attempt(connection, logged_call(owner))
         raise RuntimeError("after the insert")
 
     with pytest.raises(RuntimeError):
@@ -81,16 +68,16 @@ async def test_a_database_error_is_unavailable(db: Database) -> None:
         await db.run(unit)
     # The lane (or pool) still works after the failed unit.
     owner = secrets.token_hex(32)
-    await db.run(functools.partial(insert_attempt, values=attempt(owner)))
+    await db.run(functools.partial(insert_attempt, record=logged_call(owner)))
     assert await count_attempts(db, owner) == 1
 
 
 async def test_a_constraint_violation_is_unavailable_and_rolls_back(db: Database) -> None:
     owner = secrets.token_hex(32)
-    incomplete = {key: value for key, value in attempt(owner).items() if key != "request_id"}
+    incomplete = dataclasses.replace(logged_call(owner), request_id=cast(str, None))
 
     def unit(connection: Connection) -> None:
-        insert_attempt(connection, attempt(owner))
+        insert_attempt(connection, logged_call(owner))
         insert_attempt(connection, incomplete)  # request_id is NOT NULL
 
     with pytest.raises(DatabaseUnavailable):
@@ -111,7 +98,7 @@ async def test_a_turn_round_trips_through_load_turn_state(db: Database) -> None:
 
     def store(connection: Connection, write: TurnWrite) -> None:
         write_turn(connection, None, write)
-        insert_attempt(connection, attempt(owner, conversation_id))
+        insert_attempt(connection, logged_call(owner, conversation_id))
 
     await db.run(functools.partial(store, write=turn(owner, conversation_id, ["a", "b", "c", "d"])))
     loaded = await db.run(unit)

@@ -16,8 +16,8 @@ from gateway.reports import Report, Totals, UsageQuery, usage_object
 from gateway.store.conversations import create_conversation, delete_conversation
 from gateway.store.database import Database
 from gateway.store.tables import Conversation
-from gateway.store.usage import conversation_usage, insert_attempt, usage_groups
-from tests.helpers import migrated_database
+from gateway.store.usage import conversation_usage, usage_groups
+from tests.helpers import insert_log_rows, migrated_database
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ NO_USAGE: dict[str, Any] = {
 async def insert(db: Database, *rows: dict[str, Any]) -> None:
     def unit(connection: Connection) -> None:
         for values in rows:
-            insert_attempt(connection, values)
+            insert_log_rows(connection, values)
 
     await db.run(unit)
 

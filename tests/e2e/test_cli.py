@@ -16,17 +16,14 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import create_postgres_database, drop_postgres_database
-from tests.helpers import auth, turn
+from tests.helpers import CommandResult, auth, run_command, turn
 from tests.servers import ServerProcess, base_env, free_port, upstream_requests, wait_until_up
 
 # Two entries where one is a prefix of the other: the longest prefix must win.
 
 
-def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = base_env() | {"GATEWAY_DATABASE_URL": database_url}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args], env=env, capture_output=True, text=True, timeout=60
-    )
+def run_cli(database_url: str, *args: str) -> CommandResult:
+    return run_command(*args, GATEWAY_DATABASE_URL=database_url)
 
 
 # ---------------------------------------------------------------- Usage and cost
@@ -177,16 +174,16 @@ def test_serve_reads_env_vars_and_defaults_to_gateway_db_in_cwd(
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_migrate_creates_the_schema_and_is_repeatable(database_url: str, tmp_path: Path) -> None:
+def test_migrate_creates_the_schema_and_is_repeatable(empty_database_url: str) -> None:
     for how in ("flag", "env", "flag"):
         args, env = [GATEWAY, "migrate"], base_env()
         if how == "flag":
-            args += ["--database-url", database_url]
+            args += ["--database-url", empty_database_url]
         else:
-            env["GATEWAY_DATABASE_URL"] = database_url
+            env["GATEWAY_DATABASE_URL"] = empty_database_url
         result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
-    assert {"alembic_version", "conversations", "messages"} <= _tables(database_url)
+    assert {"alembic_version", "conversations", "messages"} <= _tables(empty_database_url)
 
 
 def test_serve_with_an_unreachable_database_fails_clearly(

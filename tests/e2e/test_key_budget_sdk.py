@@ -1,6 +1,7 @@
 """Key budgets as a user sees them with the official SDK: streams without include_usage, abandoned streams.
 
-The real gateway (gateway-key mode, a prices file) in front of the mock upstream process, per backend.
+The gateway (gateway-key mode, a prices file; served in the test process) in front of the mock upstream
+process, per backend.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.servers import ServerProcess, gateway_server
+from tests.servers import AppServer, ServerProcess, gateway_app
 
 ADMIN = "admin-key-budget-sdk"
 MODEL = "gpt-4o-mini"
@@ -27,7 +28,7 @@ WAIT = 30.0
 @pytest.fixture(scope="module")
 def keyed(
     upstream: ServerProcess, database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+) -> Iterator[AppServer]:
     """A gateway holding the upstream key, with gpt-4o-mini at 1 USD per 1M tokens either way."""
     tmp = tmp_path_factory.mktemp("key-budget-sdk")
     prices = tmp / "prices.json"
@@ -38,14 +39,14 @@ def keyed(
         "prices_file": str(prices),
         "key_cache_seconds": "0",
     }
-    server = gateway_server(tmp, upstream.url, database_url, **settings).start()
+    server = gateway_app(upstream.url, database_url, **settings).start()
     try:
         yield server
     finally:
         server.stop()
 
 
-def new_key(server: ServerProcess, budget_usd: str) -> str:
+def new_key(server: AppServer, budget_usd: str) -> str:
     """A fresh gateway key with this budget."""
     body = {"name": f"sdk-{secrets.token_hex(4)}", "budget_usd": float(budget_usd)}
     response = httpx.post(server.url + "/admin/keys", json=body, headers={"authorization": f"Bearer {ADMIN}"})
@@ -54,20 +55,20 @@ def new_key(server: ServerProcess, budget_usd: str) -> str:
     return secret
 
 
-def usage(server: ServerProcess, secret: str) -> Any:
+def usage(server: AppServer, secret: str) -> Any:
     """The key's usage report."""
     response = httpx.get(server.url + "/v1/usage", headers={"authorization": f"Bearer {secret}"})
     assert response.status_code == 200, response.text
     return json.loads(response.text, parse_float=Decimal)
 
 
-def client(server: ServerProcess, secret: str, conversation_id: str | None = None) -> OpenAI:
+def client(server: AppServer, secret: str, conversation_id: str | None = None) -> OpenAI:
     """The official SDK pointed at the gateway, without retries."""
     headers = {"X-Conversation-Id": conversation_id} if conversation_id else {}
     return OpenAI(base_url=server.url + "/v1", api_key=secret, default_headers=headers, max_retries=0)
 
 
-def test_streams_without_include_usage_spend_the_budget(keyed: ServerProcess) -> None:
+def test_streams_without_include_usage_spend_the_budget(keyed: AppServer) -> None:
     secret = new_key(keyed, "0.000001")  # one token's worth
     with client(keyed, secret) as sdk:
         chunks = list(
@@ -90,7 +91,7 @@ def test_streams_without_include_usage_spend_the_budget(keyed: ServerProcess) ->
 
 
 @pytest.mark.parametrize("stateful", [False, True], ids=["stateless", "stateful"])
-def test_an_abandoned_stream_is_charged_an_estimate(keyed: ServerProcess, stateful: bool) -> None:
+def test_an_abandoned_stream_is_charged_an_estimate(keyed: AppServer, stateful: bool) -> None:
     secret = new_key(keyed, "10")
     conversation = f"abandon-{secrets.token_hex(4)}" if stateful else None
     with client(keyed, secret, conversation) as sdk:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,9 +15,9 @@ import pytest
 from openai import OpenAI
 
 from gateway.identity import caller_identity
-from tests.helpers import auth
+from tests.helpers import CommandResult, auth, run_command
 from tests.hostile import row_counts
-from tests.servers import ServerProcess, base_env, gateway_app, upstream_requests
+from tests.servers import ServerProcess, gateway_app, upstream_requests
 
 UPSTREAM_KEY = "sk-upstream-held-by-the-gateway"
 ADMIN_KEY = "admin-" + secrets.token_hex(8)
@@ -70,15 +68,9 @@ def new_key(server: ServerProcess, budget_usd: float | None = None) -> str:
     return secret
 
 
-def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(database_url: str, *args: str) -> CommandResult:
     """Run `gateway keys ...` against the database."""
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "keys", *args, "--database-url", database_url],
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_command("keys", *args, "--database-url", database_url)
 
 
 def chat(

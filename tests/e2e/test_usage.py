@@ -20,7 +20,7 @@ import pytest
 
 from gateway.mock_upstream.replies import mock_reply, mock_usage, response_model
 from gateway.tokens import count_message_tokens
-from tests.helpers import MODEL, auth, sdk, user
+from tests.helpers import MODEL, auth, run_command, sdk, user
 from tests.servers import ServerProcess, base_env, gateway_app, upstream_requests
 
 PRICES = {
@@ -258,7 +258,7 @@ def test_csv_parses_and_matches_the_json(priced: ServerProcess, api_key: str, co
 
 
 def run_gateway(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run `python -m gateway ARGS` with extra environment variables; return the finished process."""
+    """Run `python -m gateway ARGS` as a process with extra environment variables (for `serve`)."""
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
         env=base_env() | env,
@@ -271,7 +271,7 @@ def run_gateway(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 def cli(database_url: str, *args: str) -> str:
     """Run `python -m gateway usage ...` against the gateway's database; return what it printed."""
-    result = run_gateway("usage", "--database-url", database_url, *args)
+    result = run_command("usage", "--database-url", database_url, *args)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -309,9 +309,9 @@ def test_the_cli_agrees_with_the_api(
 
 def test_cli_rejects_bad_options(tmp_path: Any) -> None:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
-    result = run_gateway("usage", "--database-url", database_url, "--since", "soon")
+    result = run_command("usage", "--database-url", database_url, "--since", "soon")
     assert result.returncode == 2 and "--since" in result.stderr
-    missing = run_gateway("usage", "--database-url", database_url)
+    missing = run_command("usage", "--database-url", database_url)
     assert missing.returncode == 1 and "no gateway database" in missing.stderr
     assert not (tmp_path / "gateway.db").exists()  # never creates an empty database
 
@@ -643,23 +643,23 @@ def test_the_usage_cli_flags(prefix_priced: ServerProcess, database_url: str, co
     with sdk(prefix_priced, api_key, conversation_id, max_retries=0) as client:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "cli"}])
     api = report(prefix_priced, api_key, f"/v1/conversations/{conversation_id}/usage")
-    as_json = run_gateway(
+    as_json = run_command(
         "usage", "--conversation", conversation_id, "--format", "json", GATEWAY_DATABASE_URL=database_url
     )
     assert as_json.returncode == 0, as_json.stderr
     assert json.loads(as_json.stdout, parse_float=Decimal)["requests"] == api["requests"] == 1
-    as_csv = run_gateway(
+    as_csv = run_command(
         "usage", "--group-by", "conversation", "--format", "csv", GATEWAY_DATABASE_URL=database_url
     )
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     mine = [row for row in rows if row["key"] == conversation_id]
     assert len(mine) == 1 and Decimal(mine[0]["cost_usd"]) == api["cost_usd"]
     future = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
-    later = run_gateway(
+    later = run_command(
         "usage", "--group-by", "day", "--since", future, "--format", "json", GATEWAY_DATABASE_URL=database_url
     )
     assert later.returncode == 0 and json.loads(later.stdout)["data"] == []
-    table = run_gateway("usage", "--group-by", "model", GATEWAY_DATABASE_URL=database_url)
+    table = run_command("usage", "--group-by", "model", GATEWAY_DATABASE_URL=database_url)
     assert table.returncode == 0 and "gpt-4o-mini-2024-07-18" in table.stdout
     assert not table.stdout.lstrip().startswith(("{", "["))
 
@@ -671,7 +671,7 @@ def test_the_usage_cli_for_one_conversation_by_day(
     api_key = f"sk-cliday-{secrets.token_hex(6)}"
     with sdk(prefix_priced, api_key, conversation_id, max_retries=0) as client:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "d"}])
-    result = run_gateway(
+    result = run_command(
         "usage",
         "--conversation",
         conversation_id,

@@ -1,4 +1,5 @@
-"""Simon Willison's `llm` CLI, unmodified, against the real gateway (an extra-openai-models.yaml entry).
+"""Simon Willison's `llm` CLI, unmodified, against the gateway (an extra-openai-models.yaml entry),
+run through its own click command in the test process.
 
 `llm -c` continues a conversation by resending its whole history from llm's own log, and a tool chain
 (`--functions`) resends `[user, assistant(tool_calls), tool]` with the arguments re-serialized by llm.
@@ -8,11 +9,10 @@ Needs the `frameworks` extra (requirements/frameworks.txt).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from tests.servers import ServerProcess, upstream_requests
 
@@ -43,15 +43,11 @@ def llm_home(tmp_path: Path, gateway: ServerProcess, conversation_id: str) -> Pa
 
 
 def run_llm(home: Path, api_key: str, *args: str) -> str:
-    """Run `llm ARGS --key API_KEY`; returns what it printed."""
-    result = subprocess.run(
-        [sys.executable, "-m", "llm", *args, "--key", api_key],
-        env={"LLM_USER_PATH": str(home), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    """Run `llm ARGS --key API_KEY` (llm's own click command, in this process); returns what it printed."""
+    from llm.cli import cli
+
+    result = CliRunner().invoke(cli, [*args, "--key", api_key], env={"LLM_USER_PATH": str(home)})
+    assert result.exit_code == 0, (result.stderr[-3000:], result.exception)
     return result.stdout.strip()
 
 

@@ -24,8 +24,10 @@ def test_the_newest_file_number_is_alembics_single_head_and_each_file_holds_its_
         assert revision is not None and path.name.startswith(f"{revision.group(1)}_"), path.name
 
 
-async def test_upgrade_records_the_head_and_a_second_upgrade_changes_nothing(database_url: str) -> None:
-    engine = create_engine(database_url)
+async def test_upgrade_records_the_head_and_a_second_upgrade_changes_nothing(
+    empty_database_url: str,
+) -> None:
+    engine = create_engine(empty_database_url)
     try:
         await migrate.upgrade(engine)
         assert await migrate.current_revision(engine) == migrate.head_revision()

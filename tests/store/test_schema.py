@@ -59,8 +59,8 @@ def _nullability(connection: Connection) -> dict[str, dict[str, bool]]:
     }
 
 
-async def test_migrations_build_exactly_the_declared_tables(database_url: str) -> None:
-    engine = create_async_engine(database_url)
+async def test_migrations_build_exactly_the_declared_tables(empty_database_url: str) -> None:
+    engine = create_async_engine(empty_database_url)
     try:
         await migrate.upgrade(engine)
         async with engine.connect() as connection:

@@ -16,7 +16,7 @@ from gateway.store.conversations import TurnWrite, conversation_budget, load_tur
 from gateway.store.database import Database
 from gateway.store.postgres import TAKE, parse_take, read_is_enough
 from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
-from tests.helpers import migrated_database
+from tests.helpers import logged_call, migrated_database
 
 pytestmark = [
     pytest.mark.postgres,
@@ -157,13 +157,7 @@ async def test_open_turn_stores_and_releases_in_one_write(db: Database) -> None:
             numbered = number_messages(
                 bodies, [5, 5], next_seq=start, token_total=5 * start, last_user_seq=0, last_user_tokens=0
             )
-            attempt = {"owner": owner, "conversation_id": conversation_id, "request_id": f"r{turn}"}
-            attempt |= {
-                "endpoint": "/v1/chat/completions",
-                "status": 200,
-                "latency_ms": 1.0,
-                "created_at": 1.0,
-            }
+            attempt = logged_call(owner, conversation_id, request_id=f"r{turn}", model=None)
             write = TurnWrite(owner, conversation_id, None, False, numbered, turn, f"d{turn}", 1.0)
             await opened.store(write, attempt)
             assert opened.lease is not None and opened.lease.released

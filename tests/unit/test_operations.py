@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.config import ConfigError, Settings
 from gateway.logs import JsonFormatter, TextFormatter
 from gateway.metrics import Metrics
+from tests.helpers import logged_call
 
 
 def record(fields: dict[str, object] | None = None, exc: bool = False) -> logging.LogRecord:
@@ -61,17 +62,18 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
 
 def test_an_attempt_adds_its_tokens_and_cost_by_response_model() -> None:
     metrics = Metrics()
-    attempt = {
-        "model": "gpt-4o-mini",
-        "response_model": "gpt-4o-mini-2024-07-18",
-        "prompt_tokens": 100,
-        "completion_tokens": 20,
-        "cached_tokens": 64,
-        "reasoning_tokens": 0,
-        "history_tokens": 30,
-        "cost_pusd": 2_500_000,
-        "history_cost_pusd": 500_000,
-    }
+    attempt = logged_call(
+        "owner",
+        model="gpt-4o-mini",
+        response_model="gpt-4o-mini-2024-07-18",
+        prompt_tokens=100,
+        completion_tokens=20,
+        cached_tokens=64,
+        reasoning_tokens=0,
+        history_tokens=30,
+        cost_pusd=2_500_000,
+        history_cost_pusd=500_000,
+    )
     metrics.observe_attempt(attempt)
     metrics.observe_attempt(attempt)
     model = "gpt-4o-mini-2024-07-18"
@@ -84,8 +86,8 @@ def test_an_attempt_adds_its_tokens_and_cost_by_response_model() -> None:
 
 def test_an_attempt_without_usage_or_price_counts_nothing_unknown() -> None:
     metrics = Metrics()
-    metrics.observe_attempt({"model": "x", "response_model": None, "prompt_tokens": None, "cost_pusd": None})
-    metrics.observe_attempt({"model": "mystery", "prompt_tokens": 7, "cost_pusd": None})
+    metrics.observe_attempt(logged_call("owner", model="x"))
+    metrics.observe_attempt(logged_call("owner", model="mystery", prompt_tokens=7))
     assert sample(metrics, "gateway_tokens_total", model="x", kind="prompt") is None
     assert sample(metrics, "gateway_tokens_total", model="mystery", kind="prompt") == 7
     assert sample(metrics, "gateway_cost_usd_total", model="mystery") is None  # unknown price: not 0

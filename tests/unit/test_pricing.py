@@ -19,7 +19,6 @@ from gateway.pricing import (
     cost_usd,
     load_prices_file,
     parse_usage,
-    usage_columns,
 )
 
 D = Decimal
@@ -407,24 +406,6 @@ def test_parse_usage_ignores_malformed_details() -> None:
         "completion_tokens_details": {"reasoning_tokens": None},
     }
     assert parse_usage({"usage": usage}) == Usage(10, 0)
-
-
-def test_usage_columns() -> None:
-    pricer = Pricer({"gpt-4o-mini": MINI})
-    columns = usage_columns(USAGE, pricer.cost("gpt-4o-mini-2024-07-18", USAGE, history_tokens=600))
-    assert columns == {
-        "prompt_tokens": 1000,
-        "completion_tokens": 500,
-        "cached_tokens": 400,
-        "reasoning_tokens": 0,
-        "cache_write_tokens": 0,
-        "cost_pusd": 420_000_000,
-        "history_cost_pusd": 72_000_000,
-        "full_replay_cost_pusd": 450_000_000,
-    }
-    unpriced = usage_columns(USAGE, Pricer({}).cost("my-local-llama", USAGE, 10))
-    assert unpriced["prompt_tokens"] == 1000 and unpriced["cost_pusd"] is None
-    assert set(usage_columns(None, CallCost(None, None)).values()) == {None}
 
 
 # --- cache writes and full replay ---------------------------------------------------------------

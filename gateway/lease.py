@@ -1,0 +1,53 @@
+"""The hold of one turn on its conversation, with one owner and one release.
+
+`Database.open_turn` is a context manager, but a streamed turn outlives the call that opened it: the hold
+ends in the stream's generator, after the turn is stored. A `TurnLease` is that context held open: the
+turn's owner (`TurnService.chat`, or the stream it hands the lease to) calls `release()` once, in a
+`finally`; a second call does nothing, and the release runs shielded, so a client that leaves (a
+cancelled task) cannot leave the conversation locked.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Generic, TypeVar
+
+import anyio
+
+T = TypeVar("T")
+
+
+class TurnLease(Generic[T]):
+    """An entered async context (the conversation's hold) that `release()` exits exactly once."""
+
+    def __init__(self, context: AbstractAsyncContextManager[T], held: T) -> None:
+        self._context = context
+        self.held = held
+        self.released = False
+        self.handed_over = False  # a stream owns the release now, not the caller that acquired it
+
+    @classmethod
+    async def acquire(cls, context: AbstractAsyncContextManager[T]) -> TurnLease[T]:
+        """Enter `context` (wait for the hold) and keep it until `release()`."""
+        return cls(context, await context.__aenter__())
+
+    def hand_over(self) -> TurnLease[T]:
+        """Pass the release to a stream's generator: the acquirer's `release_unless_handed_over` skips it."""
+        self.handed_over = True
+        return self
+
+    async def release(self) -> None:
+        """Exit the context, once, shielded from cancellation; later calls do nothing."""
+        if self.released:
+            return
+        self.released = True
+        with anyio.CancelScope(shield=True):
+            await self._context.__aexit__(None, None, None)
+
+    async def release_unless_handed_over(self) -> None:
+        """The acquirer's release: done here, unless a stream took the lease over."""
+        if not self.handed_over:
+            await self.release()
+
+
+__all__ = ["TurnLease"]
