@@ -7,7 +7,7 @@ name are imported for type checking only; the modules that use them (turns, repl
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -63,13 +63,23 @@ class Reply:
     body: bytes
 
 
+async def _nothing_held() -> None:
+    """The close of a stream that holds nothing (a recorded answer replayed)."""
+
+
 @dataclass
 class StreamReply:
-    """A streamed response: status and headers now, body events as they come."""
+    """A streamed response: status and headers now, body events as they come.
+
+    `close` releases what the stream holds (the upstream response, the conversation) and logs it as a
+    disconnect if it never ended, even when `events` never started (an async generator that never ran
+    skips its `finally`): the response that sends it calls `close` once sending is over. Idempotent.
+    """
 
     status: int
     headers: dict[str, str]
     events: AsyncIterator[bytes]
+    close: Callable[[], Awaitable[None]] = _nothing_held
 
 
 @dataclass

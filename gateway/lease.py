@@ -1,10 +1,11 @@
 """The hold of one turn on its conversation, with one owner and one release.
 
 `Database.open_turn` is a context manager, but a streamed turn outlives the call that opened it: the hold
-ends in the stream's generator, after the turn is stored. A `TurnLease` is that context held open: the
-turn's owner (`TurnService.chat`, or the stream it hands the lease to) calls `release()` once, in a
-`finally`; a second call does nothing, and the release runs shielded, so a client that leaves (a
-cancelled task) cannot leave the conversation locked.
+ends with the stream, after the turn is stored (`turns.StreamEnd`, run by the stream's generator or, if
+that never ran, by the response's close). A `TurnLease` is that context held open: the turn's owner
+(`TurnService.chat`, or the stream's end it hands the lease to) calls `release()` once, in a `finally`;
+a second call does nothing, and the release runs shielded, so a client that leaves (a cancelled task)
+cannot leave the conversation locked.
 """
 
 from __future__ import annotations

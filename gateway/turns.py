@@ -7,7 +7,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -303,8 +303,10 @@ class TurnService:
             raise
         if stream and response.status_code == 200:
             reply_headers = response_headers(response) | turn.history_headers()
-            events = self._relay(turn, response, lease.hand_over() if lease is not None else None)
-            return StreamReply(200, reply_headers, events)
+            relay = StreamRelay(max_bytes=self.settings.max_response_bytes, hide_usage=turn.usage_added)
+            held = lease.hand_over() if lease is not None else None
+            end = StreamEnd(relay, functools.partial(self._finish_stream, turn, response, relay, held))
+            return StreamReply(200, reply_headers, self._relay(turn, response, relay, end), end.close)
         try:
             payload = await read_body(response, self.settings.max_response_bytes)
         except UpstreamError as exc:
@@ -340,7 +342,7 @@ class TurnService:
             return Reply(response.status_code, reply_headers, payload)
         try:
             await self._store_turn(turn, assistant_message(message), parsed, response, payload)
-        except UpstreamUnreachable as exc:
+        except (UpstreamUnreachable, ConversationBusy) as exc:  # busy: fenced, the call is still logged
             await self._log_failure(turn, exc.status_code, str(exc), response, parsed)
             raise
         return Reply(response.status_code, reply_headers | turn.history_headers(), payload)
@@ -350,10 +352,9 @@ class TurnService:
         return self.settings.upstream_api_key is None and status in (401, 403)
 
     async def _relay(
-        self, turn: PendingTurn, response: httpx.Response, lease: TurnLease[OpenTurn] | None
+        self, turn: PendingTurn, response: httpx.Response, relay: StreamRelay, end: StreamEnd
     ) -> AsyncIterator[bytes]:
         """Forward events as they arrive (see relay.py); store the turn, then the held finish and [DONE]."""
-        relay = StreamRelay(max_bytes=self.settings.max_response_bytes, hide_usage=turn.usage_added)
         try:
             with translate_errors():
                 async for chunk in response.aiter_raw():
@@ -371,13 +372,22 @@ class TurnService:
             relay.fail(StreamFailure(499, "client disconnected"))
             raise
         finally:  # stored or logged, the upstream closed and the conversation released, even on disconnect
-            with anyio.CancelScope(shield=True):
-                try:
-                    last = await self._end_stream(turn, response, relay)
-                finally:
-                    if lease is not None:
-                        await lease.release()
+            last = await end()
         yield last
+
+    async def _finish_stream(
+        self,
+        turn: PendingTurn,
+        response: httpx.Response,
+        relay: StreamRelay,
+        lease: TurnLease[OpenTurn] | None,
+    ) -> bytes:
+        """A stream's end (see StreamEnd): the turn stored or logged, then the conversation released."""
+        try:
+            return await self._end_stream(turn, response, relay)
+        finally:
+            if lease is not None:
+                await lease.release()
 
     async def _end_stream(self, turn: PendingTurn, response: httpx.Response, relay: StreamRelay) -> bytes:
         """Store the finished turn or log the failed one; the stream's last bytes ([DONE] or the error)."""
@@ -512,7 +522,6 @@ class TurnService:
             response_body = await run_sized(size, functools.partial(json.dumps, completion))
         stored = StoredReply(turn_number, fingerprint(turn.new), response_body)
         attempt = self._attempt(turn, response.status_code, None, response, completion, stored)
-        self._observe(turn, attempt)
         write = TurnWrite(
             owner=call.owner,
             conversation_id=call.conversation_id,
@@ -537,10 +546,42 @@ class TurnService:
         assert turn.opened is not None
         try:
             await turn.opened.store(write, attempt, extra=extra)
-            turn.reservation = None
-        except ConversationBusy as exc:  # fenced: the conversation moved on; the call is still logged
-            await self._log_failure(turn, exc.status_code, str(exc), response, completion)
+        except ConversationBusy:  # fenced, nothing written: the caller logs (and counts) the call, once
             raise
+        except BaseException:
+            self._observe(turn, attempt)  # counted even when storing it failed
+            raise
+        self._observe(turn, attempt)
+        turn.reservation = None
+
+
+class StreamEnd:
+    """The one end of a streamed turn: stored or logged, the upstream closed, the conversation released.
+
+    It runs once, shielded: from the stream's generator, or from `close` (the response is over) when the
+    generator never got there, as when the client left before the body was first iterated: a generator
+    that never started skips its `finally`.
+    """
+
+    def __init__(self, relay: StreamRelay, finish: Callable[[], Awaitable[bytes]]) -> None:
+        self._relay = relay
+        self._finish = finish
+        self.ended = False
+
+    async def __call__(self) -> bytes:
+        """Run the end, once; the stream's last bytes ([DONE] or the error event; nothing after the first)."""
+        if self.ended:
+            return b""
+        self.ended = True
+        with anyio.CancelScope(shield=True):
+            last = await self._finish()
+        return last
+
+    async def close(self) -> None:
+        """The response is over: a stream that has not ended (or never started) ends as a disconnect."""
+        if not self.ended:
+            self._relay.fail(StreamFailure(499, "client disconnected"))
+            await self()
 
 
 def turn_attempt(
@@ -599,4 +640,4 @@ async def count_off_loop(message: dict[str, Any], model: str | None) -> int:
     return count_message_tokens(message, model)
 
 
-__all__ = ["TurnService", "count_off_loop", "turn_attempt"]
+__all__ = ["StreamEnd", "TurnService", "count_off_loop", "turn_attempt"]

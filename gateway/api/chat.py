@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -31,7 +31,21 @@ from gateway.ownership import made_ids, message_file_ids
 
 
 class RelayResponse(StreamingResponse):
-    """A streaming response that stops (and so releases the conversation) as soon as the client leaves."""
+    """A streaming response that stops (and so releases the conversation) as soon as the client leaves.
+
+    `on_close` runs once sending is over, however it ended: it releases what the stream holds even when
+    the body was never iterated (the client left first, or sending the status failed).
+    """
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(content, status_code=status_code, headers=headers)
+        self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Stream the body while watching for the client's disconnect; always close the body iterator."""
@@ -45,13 +59,17 @@ class RelayResponse(StreamingResponse):
                 group.start_soon(stream)
                 await self.listen_for_disconnect(receive)
                 group.cancel_scope.cancel()
-        except OSError:
+        except* OSError:  # the task group wraps what its tasks raise
             pass  # the client went away while we were sending
         finally:
             with anyio.CancelScope(shield=True):
-                iterator = self.body_iterator
-                if isinstance(iterator, AsyncIterator) and hasattr(iterator, "aclose"):
-                    await iterator.aclose()
+                try:
+                    iterator = self.body_iterator
+                    if isinstance(iterator, AsyncIterator) and hasattr(iterator, "aclose"):
+                        await iterator.aclose()
+                finally:
+                    if self.on_close is not None:
+                        await self.on_close()
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
@@ -115,7 +133,7 @@ async def chat_completions(request: Request) -> Response:
     events = reply.events
     if stored:
         events = _recording(events, tracked.StreamIds(svc, caller.identity, "chat.completion"))
-    return RelayResponse(events, status_code=reply.status, headers=reply.headers)
+    return RelayResponse(events, status_code=reply.status, headers=reply.headers, on_close=reply.close)
 
 
 def _json(body: bytes) -> object:

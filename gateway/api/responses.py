@@ -92,7 +92,9 @@ async def create(request: Request) -> Response:
     outcome = await svc.responses.create(call)
     if outcome.events is None:
         return Response(outcome.body, status_code=outcome.status, headers=outcome.headers)
-    return RelayResponse(outcome.events, status_code=outcome.status, headers=outcome.headers)
+    return RelayResponse(
+        outcome.events, status_code=outcome.status, headers=outcome.headers, on_close=outcome.close
+    )
 
 
 async def _stored(request: Request) -> StoredResponse:

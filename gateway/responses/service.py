@@ -22,7 +22,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +92,7 @@ class Outcome:
     headers: dict[str, str]
     body: bytes = b""
     events: AsyncIterator[bytes] | None = None
+    close: Callable[[], Awaitable[None]] | None = None  # releases what `events` holds, even if never started
 
 
 @dataclass
@@ -397,11 +398,13 @@ class ResponseService:
                 if isinstance(reply, StreamReply):
                     with contextlib.suppress(AttributeError):
                         await reply.events.aclose()  # type: ignore[attr-defined]
+                    await reply.close()
                 return self._stored_outcome(found, call.request.stream, headers)
         if isinstance(reply, Reply):
             final = state.stored or completed_response(state.ctx, json_or_none(reply.body), int(time.time()))
             return Outcome(200, headers | JSON_HEADERS, _json(final))
-        return Outcome(200, headers | SSE_HEADERS, events=self._relay(state, reply.events))
+        events = self._relay(state, reply.events)
+        return Outcome(200, headers | SSE_HEADERS, events=events, close=reply.close)
 
     def _stored_outcome(self, stored: StoredResponse, stream: bool, headers: dict[str, str]) -> Outcome:
         final = json.loads(stored.body)

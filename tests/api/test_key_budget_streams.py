@@ -1,4 +1,5 @@
-"""Every call made with a gateway key counts against its budget: streamed, abandoned, concurrent, proxied.
+"""Every call made with a gateway key counts against its budget, once: streamed, abandoned, refused as
+stale, concurrent, proxied.
 
 In process: the app on ASGITransport in front of a scripted upstream (httpx transport) or the mock upstream.
 Abandoned streams are driven through the ASGI interface directly, so that the client really leaves mid-stream.
@@ -17,13 +18,13 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.mock_upstream.app import create_mock_app
-from gateway.store.tables import Attempt, BudgetReservation
+from gateway.store.tables import Attempt, BudgetReservation, Conversation
 
 ADMIN = "admin-key-budget-tests"
 MODEL = "test-model"
@@ -412,3 +413,152 @@ async def test_translated_responses_calls_spend_the_key_budget(mocked: Gateway, 
     refused = await mocked.client.post("/v1/responses", json=body, headers=bearer(secret))
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
     assert await mocked.reservations() == 0
+
+
+def with_usage(_: httpx.Request) -> httpx.Response:
+    """A whole chat stream reporting 10 prompt and 5 completion tokens."""
+    usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    usage_only = {"object": "chat.completion.chunk", "choices": [], "usage": usage}
+    return sse(
+        [
+            chunk({"role": "assistant", "content": "hello"}),
+            chunk({}, "stop"),
+            b"data: " + json.dumps(usage_only).encode() + b"\n\n",
+            b"data: [DONE]\n\n",
+        ]
+    )
+
+
+class MovingOn(httpx.AsyncBaseTransport):
+    """Answers `with_usage`, but while the call runs another writer moves the conversation on (if it exists):
+    the turn that made the call is stale when it comes to store."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Change the conversation under the turn, then answer."""
+        await request.aread()
+        engine = create_async_engine(self.database_url)
+        try:
+            async with engine.begin() as connection:
+                moved = Conversation.message_count + 1
+                await connection.execute(update(Conversation).values(message_count=moved))
+        finally:
+            await engine.dispose()
+        return with_usage(request)
+
+
+async def test_a_stream_refused_as_stale_when_stored_is_logged_and_charged_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    async for gateway in start(tmp_path, MovingOn(database_url), database_url):
+        secret = await gateway.key("10")
+        headers = bearer(secret, **{"x-conversation-id": "moved"})
+        first = await gateway.client.post("/v1/chat/completions", json=CHAT, headers=headers)
+        assert first.status_code == 200 and first.text.endswith("data: [DONE]\n\n")  # nothing to move yet
+        stale = await gateway.client.post("/v1/chat/completions", json=CHAT, headers=headers)
+        assert stale.status_code == 200 and b"conversation_busy" in stale.content  # fenced at store time
+        assert not stale.text.endswith("data: [DONE]\n\n")
+        rows = [row for row in await gateway.attempts() if row.conversation_id == "moved"]
+        assert [row.status for row in rows] == [200, 409]
+        assert rows[-1].cost_pusd == 15 * 10**6  # the reported usage, charged once
+        assert await gateway.reservations() == 0
+
+
+class Stalling(httpx.AsyncByteStream):
+    """An upstream body that sends `first`, then waits until the gateway closes it."""
+
+    def __init__(self, first: list[bytes]) -> None:
+        self.first = first
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for event in self.first:
+            yield event
+        await asyncio.Event().wait()
+
+    async def aclose(self) -> None:
+        """Remember that the gateway closed the upstream response."""
+        self.closed = True
+
+
+class StallsFirst(httpx.AsyncBaseTransport):
+    """The first call's stream stalls (see `Stalling`); later calls get whole answers."""
+
+    def __init__(self) -> None:
+        self.stalled = Stalling([chunk({"role": "assistant", "content": ""})])
+        self.calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Answer the call."""
+        await request.aread()
+        self.calls += 1
+        if self.calls > 1:
+            return with_usage(request)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=self.stalled)
+
+
+async def leave_before_the_body(
+    app: Any, path: str, body: dict[str, Any], headers: dict[str, str], how: str
+) -> None:
+    """Send a request through ASGI; the client is gone before the response body is first iterated:
+    `disconnect` reports it while the status line waits to be sent (a full socket), `send_fails` fails
+    the sending of the status line."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
+        if how == "send_fails":
+            await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            if how == "send_fails":
+                raise OSError("the client went away")
+            await asyncio.Event().wait()  # until the gateway stops sending
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (k.encode(), v.encode()) for k, v in {**headers, "content-type": "application/json"}.items()
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("gw", 80),
+    }
+    await asyncio.wait_for(app(scope, receive, send), 30)
+
+
+@pytest.mark.parametrize("how", ["disconnect", "send_fails"])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/v1/chat/completions", CHAT), ("/v1/responses", {"model": MODEL, "input": "hi", "stream": True})],
+)
+async def test_a_stream_the_client_left_before_its_body_started_releases_the_conversation(
+    tmp_path: Path, how: str, path: str, body: dict[str, Any]
+) -> None:
+    upstream = StallsFirst()
+    async for gateway in start(tmp_path, upstream, lock_timeout=1.0):
+        secret = await gateway.key("10")
+        headers = bearer(secret, **{"x-conversation-id": "gone"})
+        await leave_before_the_body(gateway.app, path, body, headers, how)
+        assert upstream.stalled.closed
+        rows = [row for row in await gateway.attempts() if row.conversation_id == "gone"]
+        assert [row.status for row in rows] == [499]  # logged once, as the client leaving
+        assert rows[0].estimated and rows[0].cost_pusd
+        assert await gateway.reservations() == 0
+        # the conversation is free at once: the next turn is answered, not refused after the lock wait
+        again = await gateway.client.post("/v1/chat/completions", json=CHAT, headers=headers)
+        assert again.status_code == 200 and again.text.endswith("data: [DONE]\n\n")
