@@ -9,7 +9,8 @@ on one already migrated. The CPU seconds the process (and its finished children)
 reported too: on a shared machine they move far less than the wall-clock time. Resident memory (VmRSS) is
 read right after ready, 3 s later (the gpt-4o tokenizer is built in the background after ready), at its
 peak (sampled every 100 ms) under the benchmark's load (new conversation per request, concurrency 32) and
-at the end of that load. It stops every process it started.
+at the end of that load, with the process's CPU time per request under that load. It stops every process it
+started.
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ def main() -> None:
                 settled = rss_mb(pid)
                 scenario = Scenario(mode="new", tag=f"mem{pid}")
                 pin = pinning.wrap(pinning.load, [])
+                cpu_before = cpu_seconds(pid)
                 with PeakRss(pid) as peak:
                     result = run_load(
                         server.url,
@@ -170,6 +172,7 @@ def main() -> None:
                         use_wrk=wrk_available(),
                     )
                 at_end = rss_mb(pid)
+                cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / max(result.requests, 1)
                 server.stop()
                 name = "gateway (SQLite)" if server.name.startswith("gateway") else "bare pass-through"
                 rows.append(
@@ -180,6 +183,7 @@ def main() -> None:
                         f"{settled:.0f}",
                         f"{peak.peak:.0f} ({result.rps:,.0f} req/s, {result.errors} errors)",
                         f"{at_end:.0f}",
+                        f"{cpu_ms:.2f}",
                     )
                 )
         finally:
@@ -197,8 +201,9 @@ def main() -> None:
         values = [ready for ready, _ in starts]
         median, cpu = statistics.median(values), statistics.median(used for _, used in starts)
         print(f"| {label} | {median:.2f} | {min(values):.2f} | {max(values):.2f} | {cpu:.2f} |")
-    print("\n| process | ready s | RSS at ready MB | RSS 3 s later MB | peak under load MB | after load MB |")
-    print("|---|---:|---:|---:|---:|---:|")
+    columns = "RSS at ready MB | RSS 3 s later MB | peak under load MB | after load MB | CPU ms per request"
+    print(f"\n| process | ready s | {columns} |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import headers as h
-from gateway import migrate
+from gateway import heap, migrate
 from gateway.access import AccessLog, route_paths
 from gateway.api import admin, chat, conversations, ops, proxy, responses, usage
 from gateway.api.common import Services, json_response
@@ -37,7 +37,7 @@ from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.proxy_paths import check_raw_path
 from gateway.responses.service import ResponseService
-from gateway.store.database import DATABASE_ERRORS, Database, create_engine
+from gateway.store.database import Database, create_engine, database_errors
 from gateway.token_check import TokenCheck
 from gateway.tokens import warm_up
 from gateway.turns import TurnService
@@ -105,7 +105,6 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 ERROR_HANDLERS: dict[Any, Any] = {
     GatewayError: _gateway_error,
     HTTPException: _http_error,
-    **dict.fromkeys(DATABASE_ERRORS, _database_error),
     Exception: _unexpected,
 }
 
@@ -116,6 +115,7 @@ def _warm_up_tokenizer(model: str) -> None:
         warm_up(model)
     except Exception:  # a broken installation must not take the running server down: the log says why
         log.exception("could not build the tokenizer for %s", model)
+    heap.release()  # the build's rank table (~25 MB of Python objects) is garbage now
 
 
 def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
@@ -156,7 +156,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
                     )
                     # Everything loaded so far lives as long as the process: keep it out of the
                     # collector's full passes (each one walked it, ~65 ms, every few seconds under load).
-                    gc.collect()
+                    heap.release()  # collects, and returns what start-up freed (migrations) to the system
                     gc.freeze()
                     try:
                         yield {"services": services}
@@ -169,6 +169,6 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
             await engine.dispose()
 
     middleware = [Middleware(AccessLog, routes=route_paths(ROUTES))]
-    return Starlette(
-        routes=ROUTES, lifespan=lifespan, exception_handlers=ERROR_HANDLERS, middleware=middleware
-    )
+    # The database's own errors (asyncpg's only on Postgres: a server on SQLite never imports asyncpg).
+    handlers = {**dict.fromkeys(database_errors(settings.database_url), _database_error), **ERROR_HANDLERS}
+    return Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)

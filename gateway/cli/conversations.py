@@ -26,7 +26,7 @@ from gateway.store.conversations import (
     list_conversations,
     list_messages,
 )
-from gateway.store.database import DB_ERRORS, Database
+from gateway.store.database import Database, db_errors
 from gateway.store.tables import Conversation
 from gateway.views import conversation_object, render_json
 
@@ -40,9 +40,10 @@ OWNER_OPTION = click.option(
 def _run(database_url: str | None, work: Callable[[Database], Awaitable[T]]) -> T:
     """Open the database, run `work(db)`, close it; database errors become a clean CLI error."""
     settings = load_settings(database_url=database_url)
+    failures: tuple[type[BaseException], ...] = (GatewayError, *db_errors(settings.database_url))
     try:
         return run_on_database(settings, work)
-    except (GatewayError, *DB_ERRORS) as exc:  # broad: an outage and a lock held by a turn alike
+    except failures as exc:  # broad: an outage and a lock held by a turn alike
         raise click.ClickException(
             f"{exc} (is {settings.database_url} a migrated gateway database?)"
         ) from exc

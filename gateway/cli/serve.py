@@ -177,7 +177,7 @@ class _Unreachable:
 def _migrated(settings: Settings, *, apply: bool) -> _Revision | _Unreachable:
     """The database's revision after applying the migrations (or only reading it, when `apply` is false)."""
     from gateway import migrate as migrations
-    from gateway.store.database import DB_ERRORS, create_engine
+    from gateway.store.database import create_engine, db_errors
 
     async def run() -> str | None:
         engine = create_engine(settings.database_url, transaction_pooling=settings.db_transaction_pooling)
@@ -190,7 +190,7 @@ def _migrated(settings: Settings, *, apply: bool) -> _Revision | _Unreachable:
 
     try:
         return _Revision(asyncio.run(run()))
-    except DB_ERRORS as exc:
+    except db_errors(settings.database_url) as exc:
         return _Unreachable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import asyncpg
 from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -34,32 +33,39 @@ from gateway.store.conversations import (
 )
 from gateway.store.lane import SqliteLane
 from gateway.store.locks import ConversationLocks, KeptLease, Leases, new_holder, poll, release_lease
-from gateway.store.postgres import (
-    TAKE,
-    RawConnections,
-    parse_take,
-    read_is_enough,
-    store_arguments,
-    take_anchor,
-)
+from gateway.store.postgres import TAKE, parse_take, read_is_enough, store_arguments, take_anchor
 from gateway.store.tables import Conversation
 from gateway.store.usage import attempt_row, insert_attempt
 
 log = logging.getLogger("gateway.database")
 
-# What only the database layer raises: SQLAlchemy's wrapped driver errors, the pool's checkout timeout, and
-# what asyncpg raises unwrapped while connecting ("the database system is starting up", a connection closed
-# under a statement). The app renders these as 503 wherever they escape.
-DATABASE_ERRORS = (
-    DBAPIError,
-    DisconnectionError,
-    PoolTimeout,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
-# ... plus the socket errors of a refused or dropped connection, caught around database calls.
-DB_ERRORS = (*DATABASE_ERRORS, OSError)
+# What only the database layer raises: SQLAlchemy's wrapped driver errors and the pool's checkout timeout;
+# on Postgres also what asyncpg raises unwrapped (`database_errors`). The app renders these as 503 wherever
+# they escape.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, DisconnectionError, PoolTimeout)
+
+
+def database_errors(url: str) -> tuple[type[BaseException], ...]:
+    """DATABASE_ERRORS for the database at `url`, with asyncpg's own errors when it is Postgres.
+
+    asyncpg is imported only here and by the Postgres engine, so a process on SQLite never loads it (~2 MB).
+    """
+    return _errors(postgres=not url.startswith("sqlite"))
+
+
+def _errors(*, postgres: bool) -> tuple[type[BaseException], ...]:
+    if not postgres:
+        return DATABASE_ERRORS
+    from gateway.store.pg_driver import POSTGRES_ERRORS
+
+    return (*DATABASE_ERRORS, *POSTGRES_ERRORS)
+
+
+def db_errors(url: str) -> tuple[type[BaseException], ...]:
+    """`database_errors(url)` plus the socket errors of a refused or dropped connection, caught around
+    database calls."""
+    return (*database_errors(url), OSError)
+
 
 T = TypeVar("T")
 
@@ -116,8 +122,13 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.leases: Leases | None = None
-        if self.dialect == "postgresql":
-            errors = (*DB_ERRORS, engine.dialect.loaded_dbapi.Error)
+        postgres = self.dialect == "postgresql"
+        self.errors: tuple[type[BaseException], ...] = (*_errors(postgres=postgres), OSError)  # db_errors
+        self._unit_errors: tuple[type[BaseException], ...] = (*self.errors, sqlite3.Error)  # the lane's own
+        if postgres:
+            from gateway.store.pg_driver import RawConnections
+
+            errors = (*self.errors, engine.dialect.loaded_dbapi.Error)
             self.leases = Leases(RawConnections(engine), lease_seconds, errors)
         self.locks = ConversationLocks(self.leases)
         database = engine.url.database
@@ -222,7 +233,7 @@ class Database:
                 return await self._lane.run(unit)
             async with self.engine.begin() as connection:
                 return await connection.run_sync(unit)
-        except (*DB_ERRORS, sqlite3.Error) as exc:  # the lane runs some statements on sqlite3 itself
+        except self._unit_errors as exc:  # the lane runs some statements on sqlite3 itself
             raise DatabaseUnavailable(f"The database is unavailable: {type(exc).__name__}") from exc
 
     async def close(self) -> None:
@@ -237,7 +248,7 @@ class Database:
         try:
             async with self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
-        except DB_ERRORS:
+        except self.errors:
             return False
         return True
 

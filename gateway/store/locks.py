@@ -21,13 +21,16 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Connection, delete
 
 from gateway.errors import ConversationBusy, DatabaseUnavailable
-from gateway.store.postgres import LEASE, RELEASE, RENEW, RawConnections
+from gateway.store.postgres import LEASE, RELEASE, RENEW
 from gateway.store.tables import Lease
+
+if TYPE_CHECKING:
+    from gateway.store.pg_driver import RawConnections
 
 log = logging.getLogger("gateway.database")
 

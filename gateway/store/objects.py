@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Insert, select
+from sqlalchemy.dialects import sqlite
 
 from gateway.store.tables import UpstreamObject
 
@@ -22,8 +22,11 @@ def record_objects(connection: Connection, owner: str, kind: str, ids: Iterable[
     ]
     if not rows:
         return
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(UpstreamObject).on_conflict_do_nothing(index_elements=["object_id"])
+    statement: Insert = sqlite.insert(UpstreamObject).on_conflict_do_nothing(index_elements=["object_id"])
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql  # loaded by the Postgres engine already: free here
+
+        statement = postgresql.insert(UpstreamObject).on_conflict_do_nothing(index_elements=["object_id"])
     connection.execute(statement, rows)
 
 

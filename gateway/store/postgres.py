@@ -21,18 +21,16 @@ statement retried once where that is safe (the lease statements are idempotent f
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
-import asyncpg
 from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import await_only, greenlet_spawn
 
 from gateway.history import Budget, StoredMessage, window_bounds
 from gateway.store.tables import Attempt, Conversation, read_conversation
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    import asyncpg
 
 _CONVERSATIONS = cast(Table, Conversation.__table__)
 _ATTEMPTS = cast(Table, Attempt.__table__)
@@ -308,62 +306,3 @@ def store_arguments(
         row.get("window_start"),
     ]
     return STORE_EXISTING, [owner, conversation_id, holder, *fenced, turn, now, *arrays, *attempt_values]
-
-
-# A pooled connection that died (server restart or shutdown, network), as asyncpg reports it: the server's
-# "terminating connection" errors can arrive before asyncpg has seen the socket close.
-CONNECTION_LOST = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    ConnectionError,
-    OSError,
-)
-
-
-class RawConnections:
-    """Runs a statement on the asyncpg connection of a pooled SQLAlchemy connection."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._pool = engine.sync_engine.pool
-
-    async def run(self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, idempotent: bool) -> T:
-        """Run `work` on a pooled connection; on a dead one, once more on a fresh one if that is safe.
-
-        Safe means `work` is idempotent, or the connection was found closed before anything was sent.
-        """
-        return cast(T, await greenlet_spawn(self._run, work, idempotent))
-
-    def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]], idempotent: bool) -> T:
-        for attempt in (1, 2):
-            fairy = self._pool.connect()
-            connection = cast(asyncpg.Connection, fairy.driver_connection)
-            try:
-                result = await_only(work(connection))
-            except CONNECTION_LOST as exc:
-                unsent = isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
-                _discard(fairy, exc)
-                if attempt == 2 or not (idempotent or unsent):
-                    raise
-                continue
-            except asyncpg.PostgresError:
-                if connection.is_closed():
-                    _discard(fairy, None)
-                else:
-                    fairy.close()  # the statement's own error: its implicit transaction was rolled back
-                raise
-            except BaseException as exc:  # cancelled mid-statement: the connection's state is unknown
-                _discard(fairy, exc)
-                raise
-            fairy.close()
-            return result
-        raise AssertionError("unreachable")
-
-
-def _discard(fairy: Any, exc: BaseException | None) -> None:
-    """Invalidate a pooled connection (the pool opens a new one when needed)."""
-    try:
-        fairy.invalidate(exc if isinstance(exc, Exception) else None)
-    except Exception:  # closing a dead connection may fail in its own ways; it is dropped either way
-        fairy.close()

@@ -36,6 +36,10 @@ LATE_IMPORTS: dict[str, dict[str, str]] = {
         "uvicorn": "the multiprocess supervisor only for --workers above 1",
         "sqlalchemy": "URL parsing only when a database URL must be shown without its password",
     },
+    "gateway.store.database": {
+        "gateway.store.pg_driver": "asyncpg is loaded only for a Postgres database, never on SQLite",
+    },
+    "gateway.store.objects": {"sqlalchemy": "SQLAlchemy's Postgres dialect only on Postgres"},
     "gateway.tokens": {"tiktoken": "a process that never counts tokens never loads the tokenizer"},
     "gateway.migrate": {"alembic": "loaded only when there is something to migrate"},
     "gateway.upstream": {"httpx_aiohttp": "only the real transport needs it; tests inject their own"},
