@@ -16,6 +16,12 @@ from gateway import headers as h
 from gateway.config import Settings
 from gateway.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
 
+# How long an idle upstream connection is kept for reuse: under the 5 s after which uvicorn (behind vLLM,
+# LiteLLM and most self-hosted OpenAI-compatible servers) closes idle connections. Kept longer, a turn could
+# be written on a connection the upstream was closing at that moment and fail with 502 upstream_unreachable
+# ("Can not write request body"), a request that cannot safely be retried.
+IDLE_UPSTREAM_CONNECTION_SECONDS = 4.0
+
 
 def create_http_client(
     settings: Settings, transport: httpx.AsyncBaseTransport | None = None
@@ -24,7 +30,11 @@ def create_http_client(
     if transport is None:
         from httpx_aiohttp import AiohttpTransport
 
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+        limits = httpx.Limits(
+            max_connections=1000,
+            max_keepalive_connections=200,
+            keepalive_expiry=IDLE_UPSTREAM_CONNECTION_SECONDS,
+        )
         transport = AiohttpTransport(limits=limits, trust_env=False, client=_cookieless_session)
     timeout = httpx.Timeout(settings.upstream_timeout, connect=settings.upstream_connect_timeout)
     # One client serves every caller: a cookie one caller's upstream answer sets must never ride along on
@@ -36,7 +46,7 @@ def create_http_client(
 def _cookieless_session() -> aiohttp.ClientSession:
     """The aiohttp session behind the transport (made in the running loop), without a cookie jar."""
     ssl = httpx.create_ssl_context(trust_env=False)  # certifi's CA bundle, as httpx and the transport use
-    connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=30, ssl=ssl)
+    connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=IDLE_UPSTREAM_CONNECTION_SECONDS, ssl=ssl)
     session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
     # httpx_aiohttp hands aiohttp the URL as a string, which yarl would normalize (decode %3A to ':', %41 to
     # 'A', upper-case %ff): the gateway forwards paths exactly as received, so the string is taken as encoded.
