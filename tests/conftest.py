@@ -110,22 +110,26 @@ def _admin_url() -> str | None:
     return os.environ.get(POSTGRES_ENV) or None
 
 
+async def _admin_connection() -> Any:
+    """An asyncpg connection to the test server's maintenance database."""
+    import asyncpg
+
+    base = make_url(_admin_url() or "")
+    return await asyncpg.connect(
+        host=base.host,
+        port=base.port or 5432,
+        user=base.username,
+        password=base.password,
+        database=base.database or "postgres",
+    )
+
+
 def _admin_sql(statement: str) -> None:
     """Run one statement on the test server's maintenance database (CREATE/DROP DATABASE)."""
     import asyncio
 
-    import asyncpg
-
-    base = make_url(_admin_url() or "")
-
     async def run() -> None:
-        connection = await asyncpg.connect(
-            host=base.host,
-            port=base.port or 5432,
-            user=base.username,
-            password=base.password,
-            database=base.database or "postgres",
-        )
+        connection = await _admin_connection()
         try:
             await connection.execute(statement)
         finally:
@@ -179,24 +183,15 @@ def ensure_postgres_template() -> str:
     """
     import asyncio
 
-    import asyncpg
-
     from gateway import migrate
     from gateway.store.database import create_engine
 
     name = os.environ.setdefault(TEMPLATE_ENV, f"gw_template_{secrets.token_hex(6)}")
     if name in _READY_TEMPLATES:
         return name
-    base = make_url(_admin_url() or "")
 
     async def run() -> None:
-        connection = await asyncpg.connect(
-            host=base.host,
-            port=base.port or 5432,
-            user=base.username,
-            password=base.password,
-            database=base.database or "postgres",
-        )
+        connection = await _admin_connection()
         try:
             await connection.execute("SELECT pg_advisory_lock(hashtext($1))", name)
             if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
