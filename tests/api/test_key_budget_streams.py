@@ -231,7 +231,13 @@ async def abandon(app: Any, path: str, body: dict[str, Any], headers: dict[str, 
             received.append(message["body"])
             gone.set()
 
-    scope = {
+    await asyncio.wait_for(app(post_scope(path, headers), receive, send), 30)
+    return received
+
+
+def post_scope(path: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The ASGI scope of a JSON POST to `path` with `headers`, driven straight through the app."""
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -247,8 +253,6 @@ async def abandon(app: Any, path: str, body: dict[str, Any], headers: dict[str, 
         "client": ("127.0.0.1", 50000),
         "server": ("gw", 80),
     }
-    await asyncio.wait_for(app(scope, receive, send), 30)
-    return received
 
 
 def stalling(first: list[bytes]) -> Script:
@@ -522,23 +526,7 @@ async def leave_before_the_body(
                 raise OSError("the client went away")
             await asyncio.Event().wait()  # until the gateway stops sending
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (k.encode(), v.encode()) for k, v in {**headers, "content-type": "application/json"}.items()
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("gw", 80),
-    }
-    await asyncio.wait_for(app(scope, receive, send), 30)
+    await asyncio.wait_for(app(post_scope(path, headers), receive, send), 30)
 
 
 @pytest.mark.parametrize("how", ["disconnect", "send_fails"])
