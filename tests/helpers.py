@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -23,7 +24,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from gateway import migrate
 from gateway.attempts import AttemptRecord, attempt_record
 from gateway.cli import main as gateway_command
+from gateway.history import BudgetRule
 from gateway.pricing import CallCost
+from gateway.store.conversations import LoadedTurn, conversation_budget, load_turn_state
 from gateway.store.database import Database, create_engine
 from gateway.store.tables import Attempt, Conversation, Message
 from tests.servers import upstream_requests
@@ -404,3 +407,16 @@ def insert_log_rows(connection: Connection, *rows: dict[str, Any]) -> None:
     """Write request-log rows column by column (report fixtures: any column, a deleted conversation's too)."""
     for row in rows:
         connection.execute(insert(Attempt), row)
+
+
+async def load_state(db: Database, owner: str, conversation_id: str, rule: BudgetRule) -> LoadedTurn:
+    """What a turn of `conversation_id` under `rule` reads through the store's unit of work (no anchor)."""
+    return await db.run(
+        functools.partial(
+            load_turn_state,
+            owner=owner,
+            conversation_id=conversation_id,
+            budget_for=functools.partial(conversation_budget, rule),
+            anchored=lambda c: False,
+        )
+    )

@@ -16,7 +16,7 @@ from gateway.store.conversations import TurnWrite, conversation_budget, load_tur
 from gateway.store.database import Database
 from gateway.store.postgres import TAKE, parse_take, read_is_enough
 from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
-from tests.helpers import logged_call, migrated_database
+from tests.helpers import load_state, logged_call, migrated_database
 
 pytestmark = [
     pytest.mark.postgres,
@@ -103,15 +103,7 @@ async def test_the_statement_reads_what_the_generic_read_reads(db: Database, rul
     taken, current, conversation, candidates = parse_take(row, holder)
     assert taken and current and conversation is not None
     assert read_is_enough(row, conversation_budget(rule, conversation), conversation)
-    loaded = await db.run(
-        functools.partial(
-            load_turn_state,
-            owner=owner,
-            conversation_id=conversation_id,
-            budget_for=functools.partial(conversation_budget, rule),
-            anchored=lambda c: False,
-        )
-    )
+    loaded = await load_state(db, owner, conversation_id, rule)
     expected_conversation, expected = loaded.conversation, loaded.candidates
     assert (
         expected_conversation is not None
@@ -172,15 +164,7 @@ async def test_open_turn_stores_and_releases_in_one_write(db: Database) -> None:
     leases = await db.run(functools.partial(count, table="conversation_leases"))
     attempts = await db.run(functools.partial(count, table="attempts"))
     assert (leases, attempts) == (0, 2)
-    loaded = await db.run(
-        functools.partial(
-            load_turn_state,
-            owner=owner,
-            conversation_id=conversation_id,
-            budget_for=functools.partial(conversation_budget, rule),
-            anchored=lambda c: False,
-        )
-    )
+    loaded = await load_state(db, owner, conversation_id, rule)
     conversation, window = loaded.conversation, loaded.candidates
     assert conversation is not None and conversation.turn_count == 2
     assert [m.body["content"] for m in window] == ["u1", "a1", "u2", "a2"]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import secrets
 from collections.abc import AsyncIterator
 
 import pytest
 
 from gateway.history import BudgetRule
-from gateway.store.conversations import conversation_budget, get_conversation, load_turn_state, read_window
+from gateway.store.conversations import conversation_budget, get_conversation, read_window
 from gateway.store.database import Database
-from tests.helpers import migrated_database
+from tests.helpers import load_state, migrated_database
 from tests.store.test_take import RULES, store_turns
 
 
@@ -25,15 +24,7 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 async def test_the_unit_of_work_reads_the_same_window(db: Database, rule: BudgetRule) -> None:
     owner, conversation_id = secrets.token_hex(8), "window"
     await store_turns(db, owner, conversation_id, 8)
-    loaded = await db.run(
-        functools.partial(
-            load_turn_state,
-            owner=owner,
-            conversation_id=conversation_id,
-            budget_for=functools.partial(conversation_budget, rule),
-            anchored=lambda c: False,
-        )
-    )
+    loaded = await load_state(db, owner, conversation_id, rule)
     conversation, window = loaded.conversation, loaded.candidates
     assert conversation is not None
     same = await db.run(lambda c: get_conversation(c, owner, conversation_id))
