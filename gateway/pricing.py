@@ -1,9 +1,11 @@
 """Prices and the cost of a call, in exact Decimal USD.
 
 A price comes from the `GATEWAY_PRICES_FILE` first (the exact model name, then the longest entry
-that is a prefix of it), and otherwise from the `genai-prices` package's bundled snapshot. The
-package is only ever read: this module never starts its background updater, so no network call
-happens. A model with no known price has a cost of None, never 0.
+that is a prefix of it), and otherwise from the `genai-prices` package's data: from the snapshot of its
+flat prices that ships with the gateway (gateway/price_snapshot.py) where that has the model, else from
+genai-prices itself, loaded on first need (gateway/library_prices.py). The package is only ever read:
+its background updater is never started, so no network call happens. A model with no known price has
+a cost of None, never 0.
 """
 
 from __future__ import annotations
@@ -11,16 +13,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any
-
-import genai_prices
-import genai_prices.data_snapshot
-from genai_prices.types import TieredPrices
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import ConfigError
+from gateway.price_snapshot import LIBRARY, PriceSnapshot
+
+if TYPE_CHECKING:
+    from gateway.library_prices import LibraryPrices
 
 __all__ = [
     "CallCost",
@@ -275,154 +276,28 @@ def _history_cost(input_cost: Decimal, prompt_tokens: int, history_tokens: int |
     return input_cost * share / prompt_tokens
 
 
-def _library_refs(model: str) -> list[tuple[str, str | None]]:
-    """The (model_ref, provider_id) lookups to try in genai-prices, most specific first."""
-    refs: list[tuple[str, str | None]] = []
-    if "/" in model:
-        provider, rest = model.split("/", 1)
-        if provider and rest:
-            refs.append((rest, provider))
-        model = model.rsplit("/", 1)[1]
-        if not model:
-            return refs
-    refs.append((model, "openai"))
-    refs.append((model, None))
-    return refs
+_SNAPSHOT = PriceSnapshot()
+"""The bundled snapshot of genai-prices' flat prices, shared by every Pricer of the process."""
 
 
-def _library_cost(model: str, usage: Usage) -> tuple[Decimal, Decimal] | None:
-    """Return (total, input part) of the call from genai-prices' bundled snapshot, or None if unknown."""
-    prompt, cached, completion = _clamped(usage)
-    # genai-prices' input_tokens include the cache reads and writes (it bills the rest at the input
-    # price), exactly like OpenAI's prompt_tokens include cached_tokens.
-    library_usage = genai_prices.Usage(
-        input_tokens=prompt,
-        cache_read_tokens=cached,
-        cache_write_tokens=_written(usage),
-        output_tokens=completion,
-    )
-    for model_ref, provider_id in _library_refs(model):
-        try:
-            calc = genai_prices.calc_price(library_usage, model_ref, provider_id=provider_id)
-        except (LookupError, ValueError):
-            continue
-        return calc.total_price, calc.input_price
-    return None
-
-
-_MTOK = 1_000_000
-
-
-@dataclass(frozen=True)
-class _Affine:
-    """A genai-prices price without tiers, as what it costs per 1M tokens of each kind (and per call)."""
-
-    total: tuple[Decimal, Decimal, Decimal, Decimal]  # per call, per 1M uncached, cached, completion
-    input: tuple[Decimal, Decimal, Decimal]  # per call, per 1M uncached, cached
-    write: tuple[Decimal, Decimal]  # per 1M cache-write tokens: in the total, in the input part
-
-    def cost(self, prompt: int, cached: int, completion: int, written: int = 0) -> tuple[Decimal, Decimal]:
-        """(total, input part), as genai-prices computes them: each token kind times its price, summed."""
-        uncached = prompt - cached - written
-        base, per_uncached, per_cached, per_output = self.total
-        total = (
-            base
-            + (
-                uncached * per_uncached
-                + cached * per_cached
-                + written * self.write[0]
-                + completion * per_output
-            )
-            / _PER_TOKENS
-        )
-        base_in, in_uncached, in_cached = self.input
-        input_part = (uncached * in_uncached + cached * in_cached + written * self.write[1]) / _PER_TOKENS
-        return total, base_in + input_part
-
-
-def _affine(info: Any, provider: Any, model_price: Any, now: datetime) -> _Affine | None:
-    """The per-kind prices of an untiered genai-prices price, measured with genai-prices itself.
-
-    Without tiers, genai-prices' price is affine in the uncached, cached and completion token counts
-    (each priced unit costs price x count), so four calls at 0 and 1M tokens give it exactly.
-    """
-    if any(isinstance(value, TieredPrices) for value in vars(model_price).values()):
-        return None
-
-    def calc(prompt: int, cached: int, completion: int, written: int = 0) -> tuple[Decimal, Decimal]:
-        usage = genai_prices.Usage(
-            input_tokens=prompt,
-            cache_read_tokens=cached,
-            cache_write_tokens=written,
-            output_tokens=completion,
-        )
-        result = info.calc_price(usage, provider, genai_request_timestamp=now)
-        return result.total_price, result.input_price
-
-    (zero, zero_in), (fresh, fresh_in) = calc(0, 0, 0), calc(_MTOK, 0, 0)
-    (hit, hit_in), (out, _) = calc(_MTOK, _MTOK, 0), calc(0, 0, _MTOK)
-    write, write_in = calc(_MTOK, 0, 0, _MTOK)
-    return _Affine(
-        total=(zero, fresh - zero, hit - zero, out - zero),
-        input=(zero_in, fresh_in - zero_in, hit_in - zero_in),
-        write=(write - zero, write_in - zero_in),
-    )
-
-
-class _LibraryPrices:
-    """genai-prices, memoized: the model found once per name, untiered prices applied as per-kind prices.
-
-    A genai-prices call spends ~0.1 ms on its unit bookkeeping; on the hot path a turn only needs the
-    (date-dependent) price of its model applied to three counts. Tiered prices still go through
-    genai-prices on every call; anything unusual falls back to the plain `_library_cost`.
-    """
-
-    def __init__(self) -> None:
-        self._models: dict[str, tuple[Any, Any] | None] = {}
-        self._affine: dict[int, tuple[Any, _Affine | None]] = {}
-
-    def _find(self, model: str) -> tuple[Any, Any] | None:
-        if model not in self._models:
-            snapshot = genai_prices.data_snapshot.get_snapshot()
-            found = None
-            for model_ref, provider_id in _library_refs(model):
-                try:
-                    found = snapshot.find_provider_model(model_ref, None, provider_id, None)
-                except LookupError:
-                    continue
-                break
-            self._models[model] = found
-        return self._models[model]
-
-    def cost(self, model: str, usage: Usage) -> tuple[Decimal, Decimal] | None:
-        """(total, input part) of the call, equal to what `_library_cost` returns."""
-        found = self._find(model)
-        if found is None:
-            return None
-        provider, info = found
-        now = datetime.now(tz=UTC)
-        try:
-            model_price = info.get_prices(now)
-            known = self._affine.get(id(model_price))
-            if known is None or known[0] is not model_price:
-                known = (model_price, _affine(info, provider, model_price, now))
-                self._affine[id(model_price)] = known
-        except ValueError:
-            return _library_cost(model, usage)
-        affine = known[1]
-        if affine is None:
-            return _library_cost(model, usage)
-        return affine.cost(*_clamped(usage), _written(usage))
+def library_counts(usage: Usage) -> tuple[int, int, int, int]:
+    """(prompt, cached, completion, cache-write) tokens, clamped, as genai-prices' prices take them."""
+    return (*_clamped(usage), _written(usage))
 
 
 class Pricer:
     """Prices calls: the prices file first, then genai-prices; unknown models cost None."""
 
-    def __init__(self, overrides: Mapping[str, Price]) -> None:
+    def __init__(self, overrides: Mapping[str, Price], snapshot: PriceSnapshot = _SNAPSHOT) -> None:
         """Keep a private copy of the file's prices, indexed for the longest-prefix lookup."""
         self._overrides: Mapping[str, Price] = MappingProxyType(dict(overrides))
         self._by_length: tuple[str, ...] = tuple(sorted(self._overrides, key=len, reverse=True))
-        self._library = _LibraryPrices()
+        self._snapshot = snapshot
+        self._library: LibraryPrices | None = None
+
+    def warm_up(self) -> None:
+        """Read the price snapshot now (a few ms), not on the first call that needs a price."""
+        self._snapshot.lookup("")
 
     @classmethod
     def from_file(cls, path: str | None) -> Pricer:
@@ -454,7 +329,16 @@ class Pricer:
         price = self.price_for(model)
         if price is not None:
             return cost_usd(usage, price) or Decimal(0), _input_cost(usage, price)
-        return self._library.cost(model, usage)
+        answer = self._snapshot.lookup(model)
+        if answer is None:
+            return None
+        if answer != LIBRARY:
+            return answer.cost(*library_counts(usage))
+        if self._library is None:
+            from gateway.library_prices import LibraryPrices  # genai-prices: ~15 MB, only when needed
+
+            self._library = LibraryPrices()
+        return self._library.cost(model, library_counts(usage))
 
     def cost(
         self,

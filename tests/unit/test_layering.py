@@ -40,6 +40,9 @@ LATE_IMPORTS: dict[str, dict[str, str]] = {
         "gateway.store.pg_driver": "asyncpg is loaded only for a Postgres database, never on SQLite",
     },
     "gateway.store.objects": {"sqlalchemy": "SQLAlchemy's Postgres dialect only on Postgres"},
+    "gateway.pricing": {
+        "gateway.library_prices": "genai-prices (~15 MB) loads only for a model its bundled snapshot lacks",
+    },
     "gateway.tokens": {"tiktoken": "a process that never counts tokens never loads the tokenizer"},
     "gateway.migrate": {"alembic": "loaded only when there is something to migrate"},
     "gateway.upstream": {"httpx_aiohttp": "only the real transport needs it; tests inject their own"},

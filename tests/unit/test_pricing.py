@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -10,13 +12,15 @@ import genai_prices
 import pytest
 
 from gateway.config import ConfigError
+from gateway.library_prices import build_snapshot, library_cost, snapshot_path
+from gateway.price_snapshot import LIBRARY, AffinePrice, PriceSnapshot, decode, installed_version
 from gateway.pricing import (
     CallCost,
     Price,
     Pricer,
     Usage,
-    _library_cost,  # the reference the memoized path must equal
     cost_usd,
+    library_counts,
     load_prices_file,
     parse_usage,
 )
@@ -278,13 +282,13 @@ def test_memoized_library_prices_equal_genai_prices(model: str) -> None:
         # The whole prompt as history: the history cost is then the input part of the cost.
         first = pricer.cost(model, usage, history_tokens=usage.prompt_tokens)
         second = pricer.cost(model, usage, history_tokens=usage.prompt_tokens)  # from the memo
-        reference = _library_cost(model, usage)
+        reference = library_cost(model, library_counts(usage))  # genai-prices itself
         assert first == second
         if reference is None:
             assert first == CallCost(None, None, None)
         else:
             expected_history = reference[1] if usage.prompt_tokens else 0
-            replay = _library_cost(model, Usage(usage.prompt_tokens, usage.completion_tokens))
+            replay = library_cost(model, library_counts(Usage(usage.prompt_tokens, usage.completion_tokens)))
             assert replay is not None
             assert first == CallCost(reference[0], expected_history, replay[0])
 
@@ -331,6 +335,81 @@ def test_history_cost_through_the_library() -> None:
     assert result.history_cost_usd == input_part
     half = Pricer({}).cost("gpt-4o-mini-2024-07-18", USAGE, history_tokens=500).history_cost_usd
     assert half == input_part / 2
+
+
+# --- the bundled snapshot of genai-prices' flat prices -------------------------------------------
+
+
+def test_the_bundled_snapshot_is_the_installed_genai_prices() -> None:
+    # Fails after genai-prices is upgraded without `python -m gateway.library_prices` (requirements/upgrade
+    # runs it): the snapshot would then be ignored, and every process would load genai-prices again.
+    assert snapshot_path().read_text(encoding="utf-8") == build_snapshot(), (
+        "gateway/prices_snapshot.json is stale: run `python -m gateway.library_prices`"
+    )
+
+
+def test_every_name_of_the_snapshot_prices_as_genai_prices_does() -> None:
+    version, answers = decode(snapshot_path().read_text(encoding="utf-8"))
+    assert version == installed_version()
+    assert len(answers) > 1000 and sum(isinstance(a, AffinePrice) for a in answers.values()) > 500
+    usages = (Usage(0, 0), Usage(1000, 500, 400), Usage(1000, 10, 200, cache_write_tokens=300), Usage(7, 3))
+    pricer = Pricer({})
+    for name in sorted(answers):
+        for usage in usages:
+            reference = library_cost(name, library_counts(usage))
+            found = pricer.cost(name, usage, history_tokens=usage.prompt_tokens, left_out_tokens=None)
+            if reference is None:
+                assert (found.cost_usd, found.history_cost_usd) == (None, None), name
+            else:
+                history = reference[1] if usage.prompt_tokens else 0
+                assert (found.cost_usd, found.history_cost_usd) == (reference[0], history), name
+
+
+def test_a_name_is_looked_up_case_blind_and_unlisted_names_ask_the_library() -> None:
+    snapshot = PriceSnapshot()
+    assert isinstance(snapshot.lookup("GPT-4o-mini-2024-07-18"), AffinePrice)
+    assert snapshot.lookup("GPT-4o-mini-2024-07-18") == snapshot.lookup("gpt-4o-mini-2024-07-18")
+    assert snapshot.lookup("no-such-model-anywhere") == LIBRARY
+    assert snapshot.lookup("claude-opus-4-6") == LIBRARY  # prices that change with the date
+
+
+def test_a_snapshot_of_another_genai_prices_version_is_not_used() -> None:
+    text = snapshot_path().read_text(encoding="utf-8")
+    assert PriceSnapshot(text, version="0.0.1").lookup("gpt-4o-mini") == LIBRARY
+    # ... and the pricer then asks genai-prices itself, with the same result
+    stale = Pricer({}, snapshot=PriceSnapshot(text, version="0.0.1"))
+    assert stale.cost("gpt-4o-mini", USAGE) == Pricer({}).cost("gpt-4o-mini", USAGE)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"genai_prices": "1", "prices": [], "names": {"a": 0}}',
+        '{"genai_prices": "1", "prices": [["1"]], "names": {}}',
+        '{"genai_prices": 1, "prices": [], "names": {}}',
+        '{"genai_prices": "1", "prices": [], "names": {"a": true}}',
+    ],
+)
+def test_a_malformed_snapshot_is_refused(text: str) -> None:
+    with pytest.raises((ValueError, KeyError)):
+        decode(text)
+    # a broken installation's snapshot is not used: genai-prices itself prices every call
+    assert PriceSnapshot(text, version="1").lookup("a") == LIBRARY
+    assert PriceSnapshot("not json", version="1").lookup("gpt-4o-mini") == LIBRARY
+
+
+def test_pricing_a_model_of_the_snapshot_does_not_load_genai_prices() -> None:
+    script = (
+        "import sys\n"
+        "from gateway.pricing import Pricer, Usage\n"
+        "cost = Pricer({}).cost('gpt-4o-mini-2024-07-18', Usage(1000, 500, 400), 600)\n"
+        "assert cost.cost_usd is not None, cost\n"
+        "assert 'genai_prices' not in sys.modules and 'pydantic' not in sys.modules, 'loaded'\n"
+        "Pricer({}).cost('a-model-genai-prices-does-not-list', Usage(1, 1))\n"
+        "assert 'genai_prices' in sys.modules, 'not loaded for an unlisted name'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 # --- offline -----------------------------------------------------------------------------------
