@@ -264,6 +264,23 @@ def empty_database_url(
         drop_postgres_database(url)
 
 
+@pytest.fixture(params=BACKENDS)
+def empty_database_pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two fresh, empty databases of each backend (to compare two ways of building the schema)."""
+    if request.param == "sqlite":
+        yield (f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", f"sqlite+aiosqlite:///{tmp_path / 'b.db'}")
+        return
+    first = create_postgres_database()
+    try:
+        second = create_postgres_database()
+        try:
+            yield first, second
+        finally:
+            drop_postgres_database(second)
+    finally:
+        drop_postgres_database(first)
+
+
 @pytest.fixture(scope="session")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The mock upstream, one process for the whole session."""

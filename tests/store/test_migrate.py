@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
@@ -37,7 +38,7 @@ async def test_upgrade_records_the_head_and_a_second_upgrade_changes_nothing(
         await engine.dispose()
 
 
-def test_a_database_at_the_head_is_opened_without_importing_alembic(tmp_path: Path) -> None:
+def test_a_new_database_and_one_at_the_head_are_opened_without_importing_alembic(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'ready.db'}"
     script = (
         "import asyncio, sys\n"
@@ -46,11 +47,24 @@ def test_a_database_at_the_head_is_opened_without_importing_alembic(tmp_path: Pa
         "async def main(url):\n"
         "    engine = create_engine(url)\n"
         "    await migrate.upgrade(engine)\n"
+        "    assert await migrate.current_revision(engine) == migrate.head_revision()\n"
         "    await engine.dispose()\n"
         "asyncio.run(main(sys.argv[1]))\n"
         "print('alembic' in sys.modules)\n"
     )
     first = subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, check=True)
-    assert first.stdout.strip() == "True"  # an empty database: Alembic migrates it
+    assert first.stdout.strip() == "False"  # an empty database: created from tables.py, no Alembic
     second = subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, check=True)
     assert second.stdout.strip() == "False"  # already at the head: one query, no Alembic
+
+
+async def test_a_database_behind_the_head_is_migrated_by_alembic(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(functools.partial(migrate.run_alembic, revision="0006"))
+        assert await migrate.current_revision(engine) == "0006"
+        await migrate.upgrade(engine)  # tables exist: Alembic applies the later revisions
+        assert await migrate.current_revision(engine) == migrate.head_revision()
+    finally:
+        await engine.dispose()

@@ -1,4 +1,5 @@
-"""The Alembic migrations build exactly the tables of gateway/store/tables.py, on SQLite and Postgres."""
+"""The Alembic migrations build exactly the tables of gateway/store/tables.py, on SQLite and Postgres; a new
+database created from tables.py (without Alembic) is the same database."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def _nullability(connection: Connection) -> dict[str, dict[str, bool]]:
 async def test_migrations_build_exactly_the_declared_tables(empty_database_url: str) -> None:
     engine = create_async_engine(empty_database_url)
     try:
-        await migrate.upgrade(engine)
+        async with engine.begin() as connection:
+            await connection.run_sync(migrate.run_alembic)  # every revision, as on an existing database
         async with engine.connect() as connection:
             # tables, columns, types, nullability, indexes and unique constraints (alembic's autogenerate)
             assert await connection.run_sync(_differences) == []
@@ -75,3 +77,51 @@ async def test_migrations_build_exactly_the_declared_tables(empty_database_url: 
             assert await connection.run_sync(_nullability) == declared
     finally:
         await engine.dispose()
+
+
+def _schema(connection: Connection) -> dict[str, Any]:
+    """Everything the database reports of the gateway's tables and Alembic's: columns with their types,
+    nullability and server defaults, keys, indexes, unique constraints and foreign keys."""
+    inspector = inspect(connection)
+    schema: dict[str, Any] = {}
+    for table in sorted(inspector.get_table_names()):
+        schema[table] = {
+            "columns": [
+                (c["name"], str(c["type"]), c["nullable"], str(c.get("default")), c.get("autoincrement"))
+                for c in inspector.get_columns(table)
+            ],
+            "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), i["unique"]) for i in inspector.get_indexes(table)
+            ),
+            "unique": sorted(
+                (u["name"], tuple(u["column_names"])) for u in inspector.get_unique_constraints(table)
+            ),
+            "foreign_keys": sorted(
+                (
+                    tuple(f["constrained_columns"]),
+                    f["referred_table"],
+                    tuple(f["referred_columns"]),
+                    str(f["options"]),
+                )
+                for f in inspector.get_foreign_keys(table)
+            ),
+        }
+    return schema
+
+
+async def test_a_new_database_is_created_as_the_migrations_build_it(
+    empty_database_pair: tuple[str, str],
+) -> None:
+    migrated_url, created_url = empty_database_pair
+    migrated, created = create_async_engine(migrated_url), create_async_engine(created_url)
+    try:
+        async with migrated.begin() as connection:
+            await connection.run_sync(migrate.run_alembic)
+        await migrate.upgrade(created)  # an empty database: created from tables.py, stamped at the head
+        assert await migrate.current_revision(created) == migrate.head_revision()
+        async with migrated.connect() as a, created.connect() as b:
+            assert await b.run_sync(_schema) == await a.run_sync(_schema)
+    finally:
+        await migrated.dispose()
+        await created.dispose()
