@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -157,14 +156,12 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
                         token_check=TokenCheck(upstream, settings.token_check_seconds),
                         responses=ResponseService(db, turns, settings),
                     )
-                    # Everything loaded so far lives as long as the process: keep it out of the
-                    # collector's full passes (each one walked it, ~65 ms, every few seconds under load).
                     heap.release()  # collects, and returns what start-up freed (migrations) to the system
-                    gc.freeze()
+                    heap.freeze()  # everything loaded so far lives as long as the process
                     try:
                         yield {"services": services}
                     finally:
-                        gc.unfreeze()
+                        heap.unfreeze()
             finally:
                 await db.close()
         finally:
