@@ -6,23 +6,24 @@ compact from the parsed object. Needs the `frameworks` extra (requirements/frame
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.inprocess import InProcess, inprocess_gateway
 
-pytest.importorskip(
-    "pydantic_ai",
+if TYPE_CHECKING:
+    from pydantic_ai import Agent
+
+# pydantic-ai is imported by the tests that use it (~1 s): collecting the suite does not load it.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("pydantic_ai") is None,
     reason="pydantic-ai is not installed: pip install --require-hashes -r requirements/frameworks.txt",
 )
-
-from pydantic_ai import Agent
-from pydantic_ai.models.openai import OpenAIChatModel
-from pydantic_ai.providers.openai import OpenAIProvider
 
 KEY = "sk-pydantic-ai"
 
@@ -34,9 +35,14 @@ async def gw(tmp_path: Path) -> AsyncIterator[InProcess]:
         yield running
 
 
-def model(gw: InProcess, conversation_id: str) -> OpenAIChatModel:
-    """pydantic-ai's OpenAI chat model pointed at the gateway with `X-Conversation-Id`, as documented."""
-    return OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(openai_client=gw.sdk(KEY, conversation_id)))
+def agent(gw: InProcess, conversation_id: str) -> Agent:
+    """pydantic-ai's agent on its OpenAI chat model, at the gateway with `X-Conversation-Id`."""
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    provider = OpenAIProvider(openai_client=gw.sdk(KEY, conversation_id))
+    return Agent(OpenAIChatModel("gpt-4o-mini", provider=provider))
 
 
 def conversation() -> str:
@@ -48,38 +54,38 @@ def roles(messages: list[dict[str, Any]]) -> list[str]:
 
 
 async def test_two_turn_memory_sending_only_the_new_message_and_a_streamed_turn(gw: InProcess) -> None:
-    agent = Agent(model(gw, conversation()))
-    first = await agent.run("My name is Ada.")
+    helper = agent(gw, conversation())
+    first = await helper.run("My name is Ada.")
     assert first.output == "[1 messages] My name is Ada."
-    second = await agent.run("What is my name?")  # no message_history: the gateway remembers
+    second = await helper.run("What is my name?")  # no message_history: the gateway remembers
     assert second.output == "[3 messages] What is my name?"
-    async with agent.run_stream("Stream it.") as streamed:
+    async with helper.run_stream("Stream it.") as streamed:
         assert await streamed.get_output() == "[5 messages] Stream it."
     assert roles(gw.last_upstream_messages()) == ["user", "assistant"] * 2 + ["user"]
 
 
 async def test_a_tool_loop_continues_across_turns_with_the_full_history_resent(gw: InProcess) -> None:
     calls: list[str] = []
-    agent = Agent(model(gw, conversation()))
+    helper = agent(gw, conversation())
 
-    @agent.tool_plain
+    @helper.tool_plain
     def weather(input: str) -> str:  # the mock calls the first tool with {"input": <user text>}
         """The weather for a question."""
         calls.append(input)
         return "sunny"
 
-    first = await agent.run("Weather in Paris?")
+    first = await helper.run("Weather in Paris?")
     assert first.output == "[3 messages] tool result: sunny"
     sent = gw.last_upstream_messages()
     assert roles(sent) == ["user", "assistant", "tool"]  # not the tool call twice (an upstream 400)
     # the stored copy of the call (spaced, as the upstream sent it), not pydantic-ai's compact one
     assert sent[1]["tool_calls"][0]["function"]["arguments"] == '{"input": "Weather in Paris?"}'
     # the next run resends everything pydantic-ai holds: the gateway dedupes it
-    second = await agent.run("And in Rome?", message_history=first.all_messages())
+    second = await helper.run("And in Rome?", message_history=first.all_messages())
     assert second.output == "[7 messages] tool result: sunny"
     assert calls == ["Weather in Paris?", "And in Rome?"]
     turn = ["user", "assistant", "tool", "assistant"]
     assert roles(gw.last_upstream_messages()) == [*turn, *turn[:3]]
-    third = await agent.run("Thanks", message_history=second.all_messages())
+    third = await helper.run("Thanks", message_history=second.all_messages())
     assert third.output == "[11 messages] tool result: sunny"
     assert len(gw.upstream_bodies()) == 6  # two calls per run, none rejected
