@@ -37,10 +37,13 @@ async def run_load(
     api_key: str,
     conversations: list[str],
     during: Callable[[], object],
+    outcomes: dict[str, list[Outcome]] | None = None,
     **options: int,
 ) -> dict[str, list[Outcome]]:
-    """Run a turn loop per conversation, call `during()` (blocking, in a thread) meanwhile, then stop them."""
-    outcomes: dict[str, list[Outcome]] = {c: [] for c in conversations}
+    """Run a turn loop per conversation, call `during()` (blocking, in a thread) meanwhile, then stop them.
+
+    The loops append to `outcomes` (made here when not given), which `during` may watch."""
+    outcomes = {c: [] for c in conversations} if outcomes is None else outcomes
     stop = asyncio.Event()
     async with httpx.AsyncClient(timeout=30) as client:
         loops = [
@@ -59,12 +62,19 @@ async def test_sigkill_under_load_loses_no_acknowledged_turn(
     # a short lease, so that the killed process's leases (Postgres) expire quickly after the restart
     server = start_gateway(database_url, process=True, lock_lease="1")
     conversations = [f"kill-{secrets.token_hex(4)}-{n}" for n in range(8)]
+    outcomes: dict[str, list[Outcome]] = {c: [] for c in conversations}
 
     def kill_mid_load() -> None:
-        time.sleep(1.5)
+        # Mid-load: once as many turns as conversations were acknowledged (however busy the machine), and
+        # a little more, so that turns are in flight at the kill.
+        deadline = time.monotonic() + 60
+        while sum(o.acknowledged for runs in list(outcomes.values()) for o in runs[:]) < len(conversations):
+            assert time.monotonic() < deadline, "no turn was acknowledged in 60 s"
+            time.sleep(0.05)
+        time.sleep(0.3)
         server.stop(signal.SIGKILL)
 
-    outcomes = await run_load(server, api_key, conversations, kill_mid_load)
+    await run_load(server, api_key, conversations, kill_mid_load, outcomes)
     assert sum(o.acknowledged for runs in outcomes.values() for o in runs) >= len(conversations)
     await asyncio.to_thread(server.start)
     async with httpx.AsyncClient(timeout=30) as client:
