@@ -154,7 +154,7 @@ def growth_table(growth: dict[str, Any]) -> str:
 
 def rss_table(rss: dict[str, float]) -> str:
     """Resident memory of each gateway configuration (all its processes), after its measurements."""
-    lines = ["| gateway configuration | resident memory (MB, all processes) |", "|---|---:|"]
+    lines = ["| gateway configuration | resident memory (MiB, all processes) |", "|---|---:|"]
     lines += [f"| {label} | {mb:,.0f} |" for label, mb in rss.items()]
     return "\n".join(lines)
 

@@ -122,7 +122,7 @@ class Bench:
         self.run_id = secrets.token_hex(3)
         self.servers: list[Server] = []  # everything this script runs, to tell its CPU from others'
         self.foreign: list[float] = []  # CPUs' worth of other work on the machine during each run
-        self.rss: dict[str, float] = {}  # resident memory (MB) of each gateway configuration
+        self.rss: dict[str, float] = {}  # resident memory (MiB) of each gateway configuration
         self.growth: dict[str, Growth] = {}  # database growth per backend
 
     def _own_cpu(self) -> float:
@@ -208,8 +208,8 @@ class Bench:
         log(f"  {case}: p50 {single.p50_ms:.3f} ms, {rps:,.0f} req/s")
 
     def record_rss(self, label: str, servers: list[Server]) -> None:
-        """Resident memory of a configuration's gateway processes (all their workers), in MB."""
-        self.rss[label] = sum(server.rss_bytes() for server in servers) / 1e6
+        """Resident memory of a configuration's gateway processes (all their workers), in MiB."""
+        self.rss[label] = sum(server.rss_bytes() for server in servers) / 2**20
 
     def measure_single(self, case: str, server: Server, scenario: Scenario) -> None:
         """Concurrency 1 only (the flat-cost case), with the proxy's CPU per request."""

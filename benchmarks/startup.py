@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of one process, in MB (VmRSS)."""
+    """Resident memory of one process, in MiB (VmRSS; the tables' "MB" are MiB, as in run.py)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
