@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import secrets
+import subprocess
+import sys
 import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -170,6 +172,11 @@ class CommandResult:
     returncode: int
     stdout: str
     stderr: str
+
+
+def fresh_python(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` (with `args`) in a new interpreter of this venv: what a module loads shows only there."""
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=False)
 
 
 def run_command(*args: str, **env: str) -> CommandResult:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from alembic.config import Config
@@ -13,6 +11,7 @@ from alembic.script import ScriptDirectory
 
 from gateway import migrate
 from gateway.store.database import create_engine
+from tests.helpers import fresh_python
 
 
 def test_the_newest_file_number_is_alembics_single_head_and_each_file_holds_its_own_revision() -> None:
@@ -52,9 +51,11 @@ def test_a_new_database_and_one_at_the_head_are_opened_without_importing_alembic
         "asyncio.run(main(sys.argv[1]))\n"
         "print('alembic' in sys.modules)\n"
     )
-    first = subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, check=True)
+    first = fresh_python(script, url)
+    assert first.returncode == 0, first.stderr
     assert first.stdout.strip() == "False"  # an empty database: created from tables.py, no Alembic
-    second = subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, check=True)
+    second = fresh_python(script, url)
+    assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "False"  # already at the head: one query, no Alembic
 
 

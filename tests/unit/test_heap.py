@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import gc
-import subprocess
-import sys
 
 import pytest
 
 from gateway import heap
+from tests.helpers import fresh_python
 
 
 @pytest.fixture
@@ -45,5 +44,5 @@ def test_gateway_serve_applies_the_policy() -> None:
         "keep_process_small()\n"
         "assert heap._serving\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    done = fresh_python(script)
     assert done.returncode == 0, done.stderr

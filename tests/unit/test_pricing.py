@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from gateway.pricing import (
     load_prices_file,
     parse_usage,
 )
+from tests.helpers import fresh_python
 
 D = Decimal
 
@@ -408,7 +407,7 @@ def test_pricing_a_model_of_the_snapshot_does_not_load_genai_prices() -> None:
         "Pricer({}).cost('a-model-genai-prices-does-not-list', Usage(1, 1))\n"
         "assert 'genai_prices' in sys.modules, 'not loaded for an unlisted name'\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    done = fresh_python(script)
     assert done.returncode == 0, done.stderr
 
 
