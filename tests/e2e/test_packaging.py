@@ -24,6 +24,7 @@ def test_wheel_carries_the_migrations_and_migrates_outside_the_checkout(tmp_path
     assets = {f"gateway/ui/static/{p.name}" for p in (ROOT / "gateway" / "ui" / "static").iterdir()}
     assert {"gateway/ui/static/dashboard.js", "gateway/ui/static/dashboard.css"} <= assets <= names
     assert {"gateway/encodings/o200k_base.tiktoken.gz", "gateway/encodings/cl100k_base.tiktoken.gz"} <= names
+    assert "gateway/prices_snapshot.json" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith((".db", ".pyc"))]
 
     # Install only the gateway (its dependencies come from this environment) and run it from elsewhere.
@@ -34,6 +35,8 @@ def test_wheel_carries_the_migrations_and_migrates_outside_the_checkout(tmp_path
     database = tmp_path / "fresh.db"
     script = (
         "import gateway, sys; from gateway.ui.routes import asset; assert asset('dashboard.js'); "
+        "from gateway.price_snapshot import LIBRARY, PriceSnapshot; "
+        "assert PriceSnapshot().lookup('gpt-4o') != LIBRARY; "  # the wheel's price snapshot is in use
         "from gateway.cli import main; print(gateway.__file__); sys.exit(main())"
     )
     result = subprocess.run(
