@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -28,22 +29,26 @@ def node_openai(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         pytest.skip("node and npm are needed for the Node SDK check")
     cache = getattr(request.config, "cache", None)
     folder = Path(cache.mkdir("node-openai")) if cache is not None else tmp_path_factory.mktemp("node-openai")
-    if not (folder / "node_modules" / "openai" / "package.json").exists():
-        (folder / "package.json").write_text(
-            '{"name": "gateway-node-check", "private": true, "type": "module"}'
-        )
-        try:
-            result = subprocess.run(
-                ["npm", "install", "--no-audit", "--no-fund", "--silent", "--fetch-retries=1", "openai"],
-                cwd=folder,
-                capture_output=True,
-                text=True,
-                timeout=120,
+    # The cache folder is shared by the xdist workers: one installs while the others wait for it, so that none
+    # runs its script against a half-written node_modules.
+    with (folder.parent / "node-openai.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "node_modules" / "openai" / "package.json").exists():
+            (folder / "package.json").write_text(
+                '{"name": "gateway-node-check", "private": true, "type": "module"}'
             )
-        except subprocess.TimeoutExpired:
-            pytest.skip("npm install openai took over 120 s (no registry access?)")
-        if result.returncode != 0:
-            pytest.skip(f"npm install openai failed: {result.stderr[-500:]}")
+            try:
+                result = subprocess.run(
+                    ["npm", "install", "--no-audit", "--no-fund", "--silent", "--fetch-retries=1", "openai"],
+                    cwd=folder,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+            except subprocess.TimeoutExpired:
+                pytest.skip("npm install openai took over 120 s (no registry access?)")
+            if result.returncode != 0:
+                pytest.skip(f"npm install openai failed: {result.stderr[-500:]}")
     return folder
 
 
