@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import fcntl
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,33 +20,21 @@ def scripted() -> Iterator[ScriptedUpstream]:
     server.stop()
 
 
+NODE_OPENAI = Path(__file__).parent / "node_openai"
+"""The official `openai` npm package, at the version its package-lock.json pins (`npm ci --prefix` it)."""
+
+
 @pytest.fixture(scope="session")
-def node_openai(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory with the official `openai` npm package installed (cached between runs when possible)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed for the Node SDK check")
-    cache = getattr(request.config, "cache", None)
-    folder = Path(cache.mkdir("node-openai")) if cache is not None else tmp_path_factory.mktemp("node-openai")
-    # The cache folder is shared by the xdist workers: one installs while the others wait for it, so that none
-    # runs its script against a half-written node_modules.
-    with (folder.parent / "node-openai.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (folder / "node_modules" / "openai" / "package.json").exists():
-            (folder / "package.json").write_text(
-                '{"name": "gateway-node-check", "private": true, "type": "module"}'
-            )
-            try:
-                result = subprocess.run(
-                    ["npm", "install", "--no-audit", "--no-fund", "--silent", "--fetch-retries=1", "openai"],
-                    cwd=folder,
-                    capture_output=True,
-                    text=True,
-                    timeout=120,
-                )
-            except subprocess.TimeoutExpired:
-                pytest.skip("npm install openai took over 120 s (no registry access?)")
-            if result.returncode != 0:
-                pytest.skip(f"npm install openai failed: {result.stderr[-500:]}")
+def node_openai(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder where a test writes its Node script: it imports the locked `openai` package of NODE_OPENAI."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: the Node SDK checks need it")
+    installed = NODE_OPENAI / "node_modules"
+    if not (installed / "openai" / "package.json").exists():
+        pytest.skip(f"the Node SDK is not installed: run `npm ci --prefix {NODE_OPENAI}`")
+    folder = tmp_path_factory.mktemp("node-openai")
+    (folder / "package.json").write_text('{"private": true, "type": "module"}')
+    (folder / "node_modules").symlink_to(installed, target_is_directory=True)
     return folder
 
 
