@@ -138,10 +138,10 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
                 async with create_http_client(settings, transport) as http, anyio.create_task_group() as bg:
                     # The most used encoding (gpt-4o and later) is built, and the snapshot of genai-prices'
                     # flat prices read, in the background, so that the server answers (/healthz included)
-                    # as soon as its port is bound; a request that
-                    # counts gpt-4o tokens before that waits for the build in a worker thread. tiktoken
-                    # holds the GIL while it builds (~0.2 s): requests in flight then may pause once.
-                    # Others (cl100k_base for gpt-4 and gpt-3.5) are built on first use (see turns.py).
+                    # as soon as its port is bound; a request that counts gpt-4o tokens before that waits
+                    # for the build in a worker thread. tiktoken holds the GIL while it builds (~0.2 s):
+                    # requests in flight then may pause once. Others (cl100k_base for gpt-4 and gpt-3.5)
+                    # are built on first use (see turns.py).
                     bg.start_soon(functools.partial(anyio.to_thread.run_sync, _warm_up, "gpt-4o", pricer))
                     upstream = UpstreamClient(http, settings)
                     turns = TurnService(db, upstream, settings, pricer, metrics=metrics)

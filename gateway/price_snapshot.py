@@ -143,7 +143,8 @@ class PriceSnapshot:
         self._answers: dict[str, Answer] | None = None
         self._lock = threading.Lock()
 
-    def _load(self) -> dict[str, Answer]:
+    def load(self) -> dict[str, Answer]:
+        """Read the snapshot now (once; a few ms), not on the first lookup."""
         with self._lock:
             if self._answers is None:
                 try:
@@ -160,5 +161,5 @@ class PriceSnapshot:
 
     def lookup(self, model: str) -> Answer:
         """What genai-prices answers for `model`: its flat price, None (no price) or LIBRARY (ask it)."""
-        answers = self._answers if self._answers is not None else self._load()
+        answers = self._answers if self._answers is not None else self.load()
         return answers.get(model.lower(), LIBRARY)

@@ -297,7 +297,7 @@ class Pricer:
 
     def warm_up(self) -> None:
         """Read the price snapshot now (a few ms), not on the first call that needs a price."""
-        self._snapshot.lookup("")
+        self._snapshot.load()
 
     @classmethod
     def from_file(cls, path: str | None) -> Pricer:
