@@ -21,7 +21,7 @@ from gateway.history import history_digest, number_messages
 from gateway.identity import caller_identity
 from gateway.store.conversations import TurnWrite, write_turn
 from gateway.store.database import Database, create_engine
-from gateway.store.tables import Attempt, Conversation, Message
+from gateway.store.tables import ATTEMPTS, CONVERSATIONS, MESSAGES
 from gateway.tokens import count_message_tokens
 
 MODEL = "gpt-4o-mini"
@@ -41,8 +41,8 @@ def conversation_messages(count: int) -> list[dict[str, str]]:
 def _store(connection: Connection, write: TurnWrite) -> None:
     pk = write_turn(connection, None, write)
     # One write stored every message with the last turn's number: give each its own.
-    turn = Message.seq // 2 + 1
-    connection.execute(update(Message).where(Message.conversation_pk == pk).values(turn=turn))
+    turn = MESSAGES.c.seq // 2 + 1
+    connection.execute(update(MESSAGES).where(MESSAGES.c.conversation_pk == pk).values(turn=turn))
 
 
 async def seed_conversations(database_url: str, token: str, ids: list[str], message_count: int) -> None:
@@ -158,7 +158,7 @@ def _attempt(owner: str, conversation_id: str, turn: int, now: float) -> dict[st
 
 def _columns(table: Any) -> list[str]:
     """The columns the growth rows fill: those the gateway's own rows set (the rest keep their defaults)."""
-    sample = _attempt("o", "c", 1, 0.0) if table is Attempt.__table__ else {**_CONVERSATION_KEYS}
+    sample = _attempt("o", "c", 1, 0.0) if table is ATTEMPTS else {**_CONVERSATION_KEYS}
     return [column.name for column in table.columns if column.name in sample]
 
 
@@ -175,11 +175,11 @@ def _growth_tables(owner: str, prefix: str, conversations: int, turns: int) -> d
     conversation, messages = _growth_rows(owner, prefix, conversations, turns)
     ids = [f"{prefix}-{n}" for n in range(conversations)]
     now = time.time()
-    attempt_columns = _columns(Attempt.__table__)
+    attempt_columns = _columns(ATTEMPTS)
     return {
         "ids": ids,
         "conversations": [
-            tuple(row.get(c) for c in _columns(Conversation.__table__))
+            tuple(row.get(c) for c in _columns(CONVERSATIONS))
             for row in ({**conversation, "id": i} for i in ids)
         ],
         "messages": messages,
@@ -211,7 +211,7 @@ async def _grow_postgres(dsn: str, owner: str, prefix: str, rows: dict[str, Any]
         size = "SELECT pg_database_size(current_database())"
         before = int(await connection.fetchval(size))
         async with connection.transaction():
-            columns = _columns(Conversation.__table__)
+            columns = _columns(CONVERSATIONS)
             await connection.copy_records_to_table(
                 "conversations", records=rows["conversations"], columns=columns
             )
@@ -224,9 +224,7 @@ async def _grow_postgres(dsn: str, owner: str, prefix: str, rows: dict[str, Any]
                 "messages", records=messages, columns=[*_MESSAGE_COLUMNS, "created_at"]
             )
             attempts = rows["attempts"]
-            await connection.copy_records_to_table(
-                "attempts", records=attempts, columns=_columns(Attempt.__table__)
-            )
+            await connection.copy_records_to_table("attempts", records=attempts, columns=_columns(ATTEMPTS))
         await connection.execute("VACUUM ANALYZE")
         return before, int(await connection.fetchval(size))
     finally:
@@ -244,7 +242,7 @@ def _grow_sqlite(path: str, owner: str, prefix: str, rows: dict[str, Any]) -> tu
     try:
         before = size(connection)
         with connection:
-            columns = _columns(Conversation.__table__)
+            columns = _columns(CONVERSATIONS)
             marks = ", ".join("?" * len(columns))
             connection.executemany(
                 f"INSERT INTO conversations ({', '.join(columns)}) VALUES ({marks})", rows["conversations"]
@@ -259,7 +257,7 @@ def _grow_sqlite(path: str, owner: str, prefix: str, rows: dict[str, Any]) -> tu
             connection.executemany(
                 f"INSERT INTO messages ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", messages
             )
-            columns = _columns(Attempt.__table__)
+            columns = _columns(ATTEMPTS)
             connection.executemany(
                 f"INSERT INTO attempts ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                 rows["attempts"],

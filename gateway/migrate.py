@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import gateway
-from gateway.store.tables import Base
+from gateway.store.tables import metadata
 
 # Revision files are named NNNN_<slug>.py and each one's revision id is its NNNN (a test checks both,
 # and that the newest number is Alembic's single head).
@@ -54,7 +54,7 @@ _VERSION = Table(
 
 def create_new(connection: Connection) -> None:
     """Create the gateway's tables in an empty database and record the newest revision."""
-    Base.metadata.create_all(connection)
+    metadata.create_all(connection)
     _VERSION.create(connection)
     connection.execute(_VERSION.insert().values(version_num=head_revision()))
 

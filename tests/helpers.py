@@ -30,7 +30,7 @@ from gateway.history import BudgetRule
 from gateway.pricing import CallCost
 from gateway.store.conversations import LoadedTurn, conversation_budget, load_turn_state
 from gateway.store.database import Database, create_engine
-from gateway.store.tables import Attempt, Conversation, Message
+from gateway.store.tables import ATTEMPTS, CONVERSATIONS, MESSAGES
 from tests.servers import upstream_requests
 
 MODEL = "gpt-4o-mini"
@@ -268,13 +268,13 @@ def request_log(
     request_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Request-log rows (every column), oldest first: of one caller, conversation or request id."""
-    statement = select(Attempt.__table__).order_by(Attempt.created_at, Attempt.pk)
+    statement = select(ATTEMPTS).order_by(ATTEMPTS.c.created_at, ATTEMPTS.c.pk)
     if key is not None:
-        statement = statement.where(Attempt.owner == identity(key))
+        statement = statement.where(ATTEMPTS.c.owner == identity(key))
     if conversation_id is not None:
-        statement = statement.where(Attempt.conversation_id == conversation_id)
+        statement = statement.where(ATTEMPTS.c.conversation_id == conversation_id)
     if request_id is not None:
-        statement = statement.where(Attempt.request_id == request_id)
+        statement = statement.where(ATTEMPTS.c.request_id == request_id)
     return [dict(row._mapping) for row in read_database(database_url, statement)]
 
 
@@ -291,10 +291,10 @@ def attempt_count(database_url: str, api_key: str, conversation_id: str) -> int:
 def stored_in_database(database_url: str, api_key: str, conversation_id: str) -> list[dict[str, Any]]:
     """The conversation's stored messages read straight from the database (no gateway needed)."""
     statement = (
-        select(Message.body)
-        .join(Conversation, Conversation.pk == Message.conversation_pk)
-        .where(Conversation.owner == identity(api_key), Conversation.id == conversation_id)
-        .order_by(Message.seq)
+        select(MESSAGES.c.body)
+        .join(CONVERSATIONS, CONVERSATIONS.c.pk == MESSAGES.c.conversation_pk)
+        .where(CONVERSATIONS.c.owner == identity(api_key), CONVERSATIONS.c.id == conversation_id)
+        .order_by(MESSAGES.c.seq)
     )
     return [json.loads(row[0]) for row in read_database(database_url, statement)]
 
@@ -413,7 +413,7 @@ def logged_call(owner: str, conversation_id: str | None = None, **changes: Any) 
 def insert_log_rows(connection: Connection, *rows: dict[str, Any]) -> None:
     """Write request-log rows column by column (report fixtures: any column, a deleted conversation's too)."""
     for row in rows:
-        connection.execute(insert(Attempt), row)
+        connection.execute(insert(ATTEMPTS), row)
 
 
 async def load_state(db: Database, owner: str, conversation_id: str, rule: BudgetRule) -> LoadedTurn:

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from gateway.store.tables import ApiKey, Attempt, Conversation, Message
+from gateway.store.tables import API_KEYS, ATTEMPTS, CONVERSATIONS, MESSAGES
 
-TABLES = {"conversations": Conversation, "messages": Message, "attempts": Attempt, "api_keys": ApiKey}
+TABLES = {"conversations": CONVERSATIONS, "messages": MESSAGES, "attempts": ATTEMPTS, "api_keys": API_KEYS}
 ROLES = ["system", "developer", "user", "assistant", "tool", "function", "robot", "", "USER"]
 
 # Header values a real client can send: visible latin-1, no CR/LF (the HTTP layer refuses those itself).

@@ -6,14 +6,13 @@ import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Connection,
     Integer,
     Select,
-    Table,
     and_,
     bindparam,
     case,
@@ -29,9 +28,9 @@ from gateway.errors import ConversationBusy, ConversationLimitReached
 from gateway.history import Budget, BudgetRule, StoredMessage, window_bounds
 from gateway.store import statements
 from gateway.store.rows import load_all, load_first
-from gateway.store.tables import Attempt, Conversation, Message, StoredResponse, read_conversation
+from gateway.store.tables import ATTEMPTS, CONVERSATIONS, MESSAGES, RESPONSES, Conversation
 
-_CONVERSATIONS = cast(Table, Conversation.__table__)
+_CONVERSATIONS = CONVERSATIONS
 _BY_ID = select(_CONVERSATIONS).where(
     _CONVERSATIONS.c.owner == bindparam("owner"), _CONVERSATIONS.c.id == bindparam("conversation_id")
 )
@@ -42,7 +41,7 @@ _UPDATE_CONVERSATION = _CONVERSATIONS.update().where(
     _CONVERSATIONS.c.pk == bindparam("conversation_pk_"),
     _CONVERSATIONS.c.message_count == bindparam("expected_count_"),
 )
-_INSERT_MESSAGES = cast(Table, Message.__table__).insert()
+_INSERT_MESSAGES = MESSAGES.insert()
 # How many conversations a caller has, counted up to a bound (so never more than that many index entries).
 _OWNED = select(func.count()).select_from(
     select(_CONVERSATIONS.c.pk)
@@ -71,7 +70,9 @@ def refuse_past_limit(owned: int, limit: int) -> None:
 
 def get_conversation(connection: Connection, owner: str, conversation_id: str) -> Conversation | None:
     """The caller's conversation with this id, or None."""
-    statement = select(Conversation).where(Conversation.owner == owner, Conversation.id == conversation_id)
+    statement = select(CONVERSATIONS).where(
+        CONVERSATIONS.c.owner == owner, CONVERSATIONS.c.id == conversation_id
+    )
     return load_first(connection, Conversation, statement)
 
 
@@ -82,31 +83,31 @@ def _window_statement(by_seq: bool, by_tokens: bool) -> Select[int, str, int, in
     min_seq = bindparam("min_seq", type_=Integer)
     min_tokens = bindparam("min_tokens", type_=BigInteger)
     statement = select(
-        Message.seq,
-        Message.body,
-        Message.tokens,
-        Message.turn_start_seq,
-        Message.turn_start_tokens,
-        Message.role,
-    ).where(Message.conversation_pk == pk)
+        MESSAGES.c.seq,
+        MESSAGES.c.body,
+        MESSAGES.c.tokens,
+        MESSAGES.c.turn_start_seq,
+        MESSAGES.c.turn_start_tokens,
+        MESSAGES.c.role,
+    ).where(MESSAGES.c.conversation_pk == pk)
     start: Any = min_seq if by_seq else None
     if by_seq:
-        statement = statement.where(Message.turn_start_seq >= min_seq)
+        statement = statement.where(MESSAGES.c.turn_start_seq >= min_seq)
     if by_tokens:
         first_fitting_turn = (
-            select(Message.turn_start_seq)
-            .where(Message.conversation_pk == pk, Message.turn_start_tokens >= min_tokens)
+            select(MESSAGES.c.turn_start_seq)
+            .where(MESSAGES.c.conversation_pk == pk, MESSAGES.c.turn_start_tokens >= min_tokens)
             # Every message costs at least 3 tokens, so one turn_start_tokens value is one turn.
-            .order_by(Message.turn_start_tokens)
+            .order_by(MESSAGES.c.turn_start_tokens)
             .limit(1)
             .scalar_subquery()
         )
         token_start = func.coalesce(first_fitting_turn, bindparam("message_count", type_=Integer))
         start = token_start if start is None else case((token_start > min_seq, token_start), else_=min_seq)
-        statement = statement.where(Message.turn_start_tokens >= min_tokens)
+        statement = statement.where(MESSAGES.c.turn_start_tokens >= min_tokens)
     if start is not None:
-        statement = statement.where(Message.seq >= start)
-    return statement.order_by(Message.seq)
+        statement = statement.where(MESSAGES.c.seq >= start)
+    return statement.order_by(MESSAGES.c.seq)
 
 
 def _window(
@@ -164,20 +165,20 @@ class LoadedTurn:
 
 
 _MESSAGE_COLUMNS = (
-    Message.seq,
-    Message.body,
-    Message.tokens,
-    Message.turn_start_seq,
-    Message.turn_start_tokens,
+    MESSAGES.c.seq,
+    MESSAGES.c.body,
+    MESSAGES.c.tokens,
+    MESSAGES.c.turn_start_seq,
+    MESSAGES.c.turn_start_tokens,
 )
 _ANCHOR = (
     select(*_MESSAGE_COLUMNS)
     .where(
-        Message.conversation_pk == bindparam("conversation_pk"),
-        Message.seq >= bindparam("start"),
-        Message.role == "user",
+        MESSAGES.c.conversation_pk == bindparam("conversation_pk"),
+        MESSAGES.c.seq >= bindparam("start"),
+        MESSAGES.c.role == "user",
     )
-    .order_by(Message.seq)
+    .order_by(MESSAGES.c.seq)
     .limit(1)
 )
 
@@ -203,7 +204,7 @@ def load_turn_state(
     if not rows:
         check_conversation_room(connection, owner, max_conversations)
         return LoadedTurn(None, [])
-    conversation = read_conversation(dict(zip(_BY_ID_COLUMNS, rows[0], strict=True)))
+    conversation = Conversation(**dict(zip(_BY_ID_COLUMNS, rows[0], strict=True)))
     candidates = read_window(connection, conversation, budget_for(conversation))
     loaded = loaded_turn(conversation, candidates, anchored(conversation))
     if loaded is not None:
@@ -232,9 +233,9 @@ def read_bodies(connection: Connection, conversation_pk: int, first: int, end: i
     """The stored messages with `first <= seq < end`, oldest first (what a summary call folds in, or the
     newest messages the dedupe compares a request with)."""
     statement = (
-        select(Message.body)
-        .where(Message.conversation_pk == conversation_pk, Message.seq >= first, Message.seq < end)
-        .order_by(Message.seq)
+        select(MESSAGES.c.body)
+        .where(MESSAGES.c.conversation_pk == conversation_pk, MESSAGES.c.seq >= first, MESSAGES.c.seq < end)
+        .order_by(MESSAGES.c.seq)
     )
     return [json.loads(row[0]) for row in connection.execute(statement).all()]
 
@@ -369,12 +370,12 @@ def list_messages(
 
     `after` excludes that seq and everything before it in the chosen order.
     """
-    statement = select(Message.seq, Message.body, Message.created_at).where(
-        Message.conversation_pk == conversation.pk
+    statement = select(MESSAGES.c.seq, MESSAGES.c.body, MESSAGES.c.created_at).where(
+        MESSAGES.c.conversation_pk == conversation.pk
     )
     if after is not None:
-        statement = statement.where(Message.seq < after if descending else Message.seq > after)
-    statement = statement.order_by(Message.seq.desc() if descending else Message.seq)
+        statement = statement.where(MESSAGES.c.seq < after if descending else MESSAGES.c.seq > after)
+    statement = statement.order_by(MESSAGES.c.seq.desc() if descending else MESSAGES.c.seq)
     if limit is not None:
         statement = statement.limit(limit)
     return [(row[0], json.loads(row[1]), row[2]) for row in connection.execute(statement).all()]
@@ -400,7 +401,7 @@ def create_conversation(
     }
     key = connection.execute(_INSERT_CONVERSATION, created).inserted_primary_key
     assert key is not None
-    found = load_first(connection, Conversation, select(Conversation).where(Conversation.pk == key[0]))
+    found = load_first(connection, Conversation, select(CONVERSATIONS).where(CONVERSATIONS.c.pk == key[0]))
     assert found is not None
     return found
 
@@ -410,7 +411,7 @@ def update_conversation(
 ) -> None:
     """Set settings columns and updated_at, in the database and on the `conversation` object."""
     values = {**values, "updated_at": now}
-    connection.execute(update(Conversation).where(Conversation.pk == conversation.pk).values(**values))
+    connection.execute(update(CONVERSATIONS).where(CONVERSATIONS.c.pk == conversation.pk).values(**values))
     for name, value in values.items():
         setattr(conversation, name, value)
 
@@ -425,19 +426,19 @@ def list_conversations(
 ) -> list[Conversation]:
     """Conversations newest activity first, of one owner (or, for the operator, of all or of owners
     whose identity starts with `owner_prefix`); `after` is the previous page's last conversation."""
-    statement = select(Conversation)
+    statement = select(CONVERSATIONS)
     if owner is not None:
-        statement = statement.where(Conversation.owner == owner)
+        statement = statement.where(CONVERSATIONS.c.owner == owner)
     if owner_prefix:
-        statement = statement.where(Conversation.owner.startswith(owner_prefix, autoescape=True))
+        statement = statement.where(CONVERSATIONS.c.owner.startswith(owner_prefix, autoescape=True))
     if after is not None:
         statement = statement.where(
             or_(
-                Conversation.updated_at < after.updated_at,
-                and_(Conversation.updated_at == after.updated_at, Conversation.pk < after.pk),
+                CONVERSATIONS.c.updated_at < after.updated_at,
+                and_(CONVERSATIONS.c.updated_at == after.updated_at, CONVERSATIONS.c.pk < after.pk),
             )
         )
-    statement = statement.order_by(Conversation.updated_at.desc(), Conversation.pk.desc()).limit(limit)
+    statement = statement.order_by(CONVERSATIONS.c.updated_at.desc(), CONVERSATIONS.c.pk.desc()).limit(limit)
     return load_all(connection, Conversation, statement)
 
 
@@ -445,18 +446,20 @@ def find_conversations(
     connection: Connection, conversation_id: str, owner_prefix: str | None = None
 ) -> list[Conversation]:
     """Every owner's conversation with this id (the operator's view), oldest first."""
-    statement = select(Conversation).where(Conversation.id == conversation_id).order_by(Conversation.pk)
+    statement = (
+        select(CONVERSATIONS).where(CONVERSATIONS.c.id == conversation_id).order_by(CONVERSATIONS.c.pk)
+    )
     if owner_prefix:
-        statement = statement.where(Conversation.owner.startswith(owner_prefix, autoescape=True))
+        statement = statement.where(CONVERSATIONS.c.owner.startswith(owner_prefix, autoescape=True))
     return load_all(connection, Conversation, statement)
 
 
 def turn_messages(connection: Connection, conversation: Conversation, turn: int) -> list[dict[str, Any]]:
     """The stored messages of one turn (its new messages, then the reply), oldest first."""
     statement = (
-        select(Message.body)
-        .where(Message.conversation_pk == conversation.pk, Message.turn == turn)
-        .order_by(Message.seq)
+        select(MESSAGES.c.body)
+        .where(MESSAGES.c.conversation_pk == conversation.pk, MESSAGES.c.turn == turn)
+        .order_by(MESSAGES.c.seq)
     )
     return [json.loads(row[0]) for row in connection.execute(statement).all()]
 
@@ -470,8 +473,8 @@ def stored_range(
 
 def messages_before_turn(connection: Connection, conversation: Conversation, turn: int) -> int | None:
     """How many messages were stored before a turn (its first message's 0-based seq); None if it has none."""
-    statement = select(func.min(Message.seq)).where(
-        Message.conversation_pk == conversation.pk, Message.turn == turn
+    statement = select(func.min(MESSAGES.c.seq)).where(
+        MESSAGES.c.conversation_pk == conversation.pk, MESSAGES.c.turn == turn
     )
     value = connection.execute(statement).scalar_one_or_none()
     return None if value is None else int(value)
@@ -479,16 +482,16 @@ def messages_before_turn(connection: Connection, conversation: Conversation, tur
 
 def delete_conversation(connection: Connection, conversation: Conversation) -> None:
     """Remove a conversation and its messages; its request-log rows keep usage but lose their content."""
-    connection.execute(delete(Message).where(Message.conversation_pk == conversation.pk))
-    connection.execute(delete(Conversation).where(Conversation.pk == conversation.pk))
+    connection.execute(delete(MESSAGES).where(MESSAGES.c.conversation_pk == conversation.pk))
+    connection.execute(delete(CONVERSATIONS).where(CONVERSATIONS.c.pk == conversation.pk))
     connection.execute(  # its responses lose their history: they can be neither continued nor read
-        delete(StoredResponse).where(
-            StoredResponse.owner == conversation.owner, StoredResponse.conversation_id == conversation.id
+        delete(RESPONSES).where(
+            RESPONSES.c.owner == conversation.owner, RESPONSES.c.conversation_id == conversation.id
         )
     )
     connection.execute(
-        update(Attempt)
-        .where(Attempt.owner == conversation.owner, Attempt.conversation_id == conversation.id)
+        update(ATTEMPTS)
+        .where(ATTEMPTS.c.owner == conversation.owner, ATTEMPTS.c.conversation_id == conversation.id)
         .values(
             response_body=None, fingerprint=None, error=None, idempotency_key=None, conversation_deleted=True
         )

@@ -9,7 +9,7 @@ from gateway.errors import KeyExists
 from gateway.keys import KeyInfo
 from gateway.store.rows import load_all, load_first
 from gateway.store.spend import spent_by_owners
-from gateway.store.tables import ApiKey
+from gateway.store.tables import API_KEYS, ApiKey
 
 
 def _info(row: ApiKey, spent: int = 0) -> KeyInfo:
@@ -27,33 +27,42 @@ def insert_key(
     connection: Connection, name: str, secret_hash: str, budget_pusd: int | None, now: float
 ) -> KeyInfo:
     """Store a new key; a name already taken (even by a revoked key) is a 409."""
-    taken = connection.execute(select(ApiKey.pk).where(ApiKey.name == name))
+    taken = connection.execute(select(API_KEYS.c.pk).where(API_KEYS.c.name == name))
     if taken.first() is not None:
         raise KeyExists(f"A key named '{name}' already exists; key names are never reused.", param="name")
     row = {"name": name, "secret_hash": secret_hash, "budget_pusd": budget_pusd, "created_at": now}
     try:
-        connection.execute(insert(ApiKey), row)
+        pk = connection.execute(insert(API_KEYS).returning(API_KEYS.c.pk), row).scalar_one()
     except IntegrityError:  # a concurrent create of the same name won the race
         raise KeyExists(f"A key named '{name}' already exists.", param="name") from None
-    return _info(ApiKey(**row, revoked_at=None))
+    return _info(
+        ApiKey(
+            pk=pk,
+            name=name,
+            secret_hash=secret_hash,
+            budget_pusd=budget_pusd,
+            created_at=now,
+            revoked_at=None,
+        )
+    )
 
 
 def find_active_key(connection: Connection, secret_hash: str) -> KeyInfo | None:
     """The unrevoked key whose secret hashes to `secret_hash` (one unique-index lookup), or None."""
-    statement = select(ApiKey).where(ApiKey.secret_hash == secret_hash, ApiKey.revoked_at.is_(None))
+    statement = select(API_KEYS).where(API_KEYS.c.secret_hash == secret_hash, API_KEYS.c.revoked_at.is_(None))
     row = load_first(connection, ApiKey, statement)
     return _info(row) if row is not None else None
 
 
 def has_active_keys(connection: Connection) -> bool:
     """True when at least one unrevoked key exists."""
-    statement = select(ApiKey.pk).where(ApiKey.revoked_at.is_(None)).limit(1)
+    statement = select(API_KEYS.c.pk).where(API_KEYS.c.revoked_at.is_(None)).limit(1)
     return connection.execute(statement).first() is not None
 
 
 def list_keys(connection: Connection) -> list[KeyInfo]:
     """Every key, oldest first, each with what its caller has spent so far."""
-    rows = load_all(connection, ApiKey, select(ApiKey).order_by(ApiKey.created_at, ApiKey.pk))
+    rows = load_all(connection, ApiKey, select(API_KEYS).order_by(API_KEYS.c.created_at, API_KEYS.c.pk))
     spent = spent_by_owners(connection, [row.secret_hash for row in rows])
     return [_info(row, spent.get(row.secret_hash, 0)) for row in rows]
 
@@ -61,9 +70,11 @@ def list_keys(connection: Connection) -> list[KeyInfo]:
 def revoke_key(connection: Connection, name: str, now: float) -> KeyInfo | None:
     """Mark the key revoked (idempotent: an already revoked key keeps its time); None when unknown."""
     connection.execute(
-        update(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None)).values(revoked_at=now)
+        update(API_KEYS)
+        .where(API_KEYS.c.name == name, API_KEYS.c.revoked_at.is_(None))
+        .values(revoked_at=now)
     )
-    row = load_first(connection, ApiKey, select(ApiKey).where(ApiKey.name == name))
+    row = load_first(connection, ApiKey, select(API_KEYS).where(API_KEYS.c.name == name))
     if row is None:
         return None
     spent = spent_by_owners(connection, [row.secret_hash])

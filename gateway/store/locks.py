@@ -27,7 +27,7 @@ from sqlalchemy import Connection, delete
 
 from gateway.errors import ConversationBusy, DatabaseUnavailable
 from gateway.store.postgres import LEASE, RELEASE, RENEW
-from gateway.store.tables import Lease
+from gateway.store.tables import LEASES
 
 if TYPE_CHECKING:
     from gateway.store.pg_driver import RawConnections
@@ -73,8 +73,8 @@ async def poll(attempt: Callable[[], Awaitable[T | None]], deadline: float, wait
 def release_lease(connection: Connection, owner: str, conversation_id: str, holder: str) -> None:
     """Delete the lease row of this holder within a unit of work (its turn's transaction)."""
     connection.execute(
-        delete(Lease).where(
-            Lease.owner == owner, Lease.conversation_id == conversation_id, Lease.holder == holder
+        delete(LEASES).where(
+            LEASES.c.owner == owner, LEASES.c.conversation_id == conversation_id, LEASES.c.holder == holder
         )
     )
 

@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable
 from sqlalchemy import Connection, Insert, select
 from sqlalchemy.dialects import sqlite
 
-from gateway.store.tables import UpstreamObject
+from gateway.store.tables import UPSTREAM_OBJECTS
 
 ID_LENGTH = 200
 _CHUNK = 500  # ids per IN (...) query: well below every database's parameter limit
@@ -22,11 +22,11 @@ def record_objects(connection: Connection, owner: str, kind: str, ids: Iterable[
     ]
     if not rows:
         return
-    statement: Insert = sqlite.insert(UpstreamObject).on_conflict_do_nothing(index_elements=["object_id"])
+    statement: Insert = sqlite.insert(UPSTREAM_OBJECTS).on_conflict_do_nothing(index_elements=["object_id"])
     if connection.dialect.name == "postgresql":
         from sqlalchemy.dialects import postgresql  # loaded by the Postgres engine already: free here
 
-        statement = postgresql.insert(UpstreamObject).on_conflict_do_nothing(index_elements=["object_id"])
+        statement = postgresql.insert(UPSTREAM_OBJECTS).on_conflict_do_nothing(index_elements=["object_id"])
     connection.execute(statement, rows)
 
 
@@ -36,8 +36,8 @@ def owned_ids(connection: Connection, owner: str, ids: Collection[str]) -> set[s
     found: set[str] = set()
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
-        query = select(UpstreamObject.object_id).where(
-            UpstreamObject.owner == owner, UpstreamObject.object_id.in_(chunk)
+        query = select(UPSTREAM_OBJECTS.c.object_id).where(
+            UPSTREAM_OBJECTS.c.owner == owner, UPSTREAM_OBJECTS.c.object_id.in_(chunk)
         )
         found.update(connection.scalars(query).all())
     return found

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Table
 
 from gateway.history import Budget, StoredMessage, window_bounds
-from gateway.store.tables import Attempt, Conversation, read_conversation
+from gateway.store.tables import ATTEMPTS, CONVERSATIONS, Conversation
 
 if TYPE_CHECKING:
     import asyncpg
 
-_CONVERSATIONS = cast(Table, Conversation.__table__)
-_ATTEMPTS = cast(Table, Attempt.__table__)
+_CONVERSATIONS = CONVERSATIONS
+_ATTEMPTS = ATTEMPTS
 _CONVERSATION_COLUMNS = tuple(column.name for column in _CONVERSATIONS.columns)
 
 _NOW = "extract(epoch FROM clock_timestamp())::float8"  # the database server's clock: one for every replica
@@ -260,7 +260,7 @@ def parse_take(
     current = row["seen"] is None or row["seen"] == holder
     if row["pk"] is None:
         return True, current, None, []
-    conversation = read_conversation({name: row[name] for name in _CONVERSATION_COLUMNS})
+    conversation = Conversation(**{name: row[name] for name in _CONVERSATION_COLUMNS})
     return True, current, conversation, _window(row)
 
 

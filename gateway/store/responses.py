@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from gateway.history import StoredMessage, history_digest
 from gateway.store import statements
 from gateway.store.rows import load_all, load_first
-from gateway.store.tables import Conversation, Message, StoredResponse
+from gateway.store.tables import CONVERSATIONS, MESSAGES, RESPONSES, Conversation, Message, StoredResponse
 
-_INSERT = cast(Table, StoredResponse.__table__).insert()
+_INSERT = RESPONSES.insert()
 
 
 def insert_response(connection: Connection, values: dict[str, Any]) -> None:
@@ -22,7 +22,7 @@ def insert_response(connection: Connection, values: dict[str, Any]) -> None:
 
 def get_response(connection: Connection, owner: str, response_id: str) -> StoredResponse | None:
     """The caller's stored response with this id, or None (another caller's is None too)."""
-    statement = select(StoredResponse).where(StoredResponse.owner == owner, StoredResponse.id == response_id)
+    statement = select(RESPONSES).where(RESPONSES.c.owner == owner, RESPONSES.c.id == response_id)
     return load_first(connection, StoredResponse, statement)
 
 
@@ -30,14 +30,14 @@ def find_retried(
     connection: Connection, owner: str, request_hash: str, idempotency_key: str | None, since: float
 ) -> StoredResponse | None:
     """The newest response stored since `since` for the same request body (and the same key, if any)."""
-    statement = select(StoredResponse).where(
-        StoredResponse.owner == owner,
-        StoredResponse.request_hash == request_hash,
-        StoredResponse.created_at >= since,
+    statement = select(RESPONSES).where(
+        RESPONSES.c.owner == owner,
+        RESPONSES.c.request_hash == request_hash,
+        RESPONSES.c.created_at >= since,
     )
     if idempotency_key is not None:
-        statement = statement.where(StoredResponse.idempotency_key == idempotency_key)
-    statement = statement.order_by(StoredResponse.created_at.desc()).limit(1)
+        statement = statement.where(RESPONSES.c.idempotency_key == idempotency_key)
+    statement = statement.order_by(RESPONSES.c.created_at.desc()).limit(1)
     return load_first(connection, StoredResponse, statement)
 
 
@@ -45,25 +45,31 @@ def find_turn_response(
     connection: Connection, owner: str, conversation_id: str, turn: int
 ) -> StoredResponse | None:
     """The response stored as this turn of the conversation, if the turn was a response."""
-    statement = select(StoredResponse).where(
-        StoredResponse.owner == owner,
-        StoredResponse.conversation_id == conversation_id,
-        StoredResponse.turn == turn,
+    statement = select(RESPONSES).where(
+        RESPONSES.c.owner == owner,
+        RESPONSES.c.conversation_id == conversation_id,
+        RESPONSES.c.turn == turn,
     )
     return load_first(connection, StoredResponse, statement.limit(1))
 
 
 def delete_response(connection: Connection, response: StoredResponse) -> None:
     """Forget a response (its turn stays in the conversation)."""
-    connection.execute(delete(StoredResponse).where(StoredResponse.pk == response.pk))
+    connection.execute(delete(RESPONSES).where(RESPONSES.c.pk == response.pk))
 
 
 def read_prefix(connection: Connection, conversation: Conversation, end: int) -> list[StoredMessage]:
     """The conversation's stored messages before seq `end`, oldest first."""
     statement = (
-        select(Message.seq, Message.body, Message.tokens, Message.turn_start_seq, Message.turn_start_tokens)
-        .where(Message.conversation_pk == conversation.pk, Message.seq < end)
-        .order_by(Message.seq)
+        select(
+            MESSAGES.c.seq,
+            MESSAGES.c.body,
+            MESSAGES.c.tokens,
+            MESSAGES.c.turn_start_seq,
+            MESSAGES.c.turn_start_tokens,
+        )
+        .where(MESSAGES.c.conversation_pk == conversation.pk, MESSAGES.c.seq < end)
+        .order_by(MESSAGES.c.seq)
     )
     rows = connection.execute(statement).all()
     return [StoredMessage(row[0], json.loads(row[1]), row[2], row[3], row[4]) for row in rows]
@@ -76,8 +82,8 @@ def fork_conversation(
 
     It takes the source's system prompt and history limits; the source is left untouched.
     """
-    statement = select(Message).where(Message.conversation_pk == source.pk, Message.seq < end)
-    rows = load_all(connection, Message, statement.order_by(Message.seq))
+    statement = select(MESSAGES).where(MESSAGES.c.conversation_pk == source.pk, MESSAGES.c.seq < end)
+    rows = load_all(connection, Message, statement.order_by(MESSAGES.c.seq))
     bodies = [json.loads(row.body) for row in rows]
     last_user = next((row for row in reversed(rows) if row.role == "user"), None)
     values = {
@@ -98,12 +104,12 @@ def fork_conversation(
         "created_at": now,
         "updated_at": now,
     }
-    key = connection.execute(insert(Conversation), values).inserted_primary_key
+    key = connection.execute(insert(CONVERSATIONS), values).inserted_primary_key
     assert key is not None
     pk = int(key[0])
     if rows:
         connection.execute(
-            insert(Message),
+            insert(MESSAGES),
             [
                 {
                     "conversation_pk": pk,
@@ -119,6 +125,6 @@ def fork_conversation(
                 for row in rows
             ],
         )
-    forked = load_first(connection, Conversation, select(Conversation).where(Conversation.pk == pk))
+    forked = load_first(connection, Conversation, select(CONVERSATIONS).where(CONVERSATIONS.c.pk == pk))
     assert forked is not None
     return forked

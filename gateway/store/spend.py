@@ -7,21 +7,21 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, delete, func, insert, select, text
 
-from gateway.store.tables import Attempt, BudgetReservation
+from gateway.store.tables import ATTEMPTS, BUDGET_RESERVATIONS
 
 
 def caller_spent_pusd(connection: Connection, owner: str) -> int:
     """What one caller has spent, in picodollars (calls without a known price count 0)."""
-    statement = select(func.coalesce(func.sum(Attempt.cost_pusd), 0)).where(Attempt.owner == owner)
+    statement = select(func.coalesce(func.sum(ATTEMPTS.c.cost_pusd), 0)).where(ATTEMPTS.c.owner == owner)
     return int(connection.execute(statement).scalar_one() or 0)
 
 
 def conversation_spent_pusd(connection: Connection, owner: str, conversation_id: str) -> int:
     """What the caller's current conversation with this id spent (a deleted namesake's calls don't count)."""
-    statement = select(func.coalesce(func.sum(Attempt.cost_pusd), 0)).where(
-        Attempt.owner == owner,
-        Attempt.conversation_id == conversation_id,
-        Attempt.conversation_deleted.is_(False),
+    statement = select(func.coalesce(func.sum(ATTEMPTS.c.cost_pusd), 0)).where(
+        ATTEMPTS.c.owner == owner,
+        ATTEMPTS.c.conversation_id == conversation_id,
+        ATTEMPTS.c.conversation_deleted.is_(False),
     )
     return int(connection.execute(statement).scalar_one() or 0)
 
@@ -31,9 +31,9 @@ def spent_by_owners(connection: Connection, owners: Sequence[str]) -> dict[str, 
     if not owners:
         return {}
     statement = (
-        select(Attempt.owner, func.coalesce(func.sum(Attempt.cost_pusd), 0))
-        .where(Attempt.owner.in_(list(owners)))
-        .group_by(Attempt.owner)
+        select(ATTEMPTS.c.owner, func.coalesce(func.sum(ATTEMPTS.c.cost_pusd), 0))
+        .where(ATTEMPTS.c.owner.in_(list(owners)))
+        .group_by(ATTEMPTS.c.owner)
     )
     return {owner: int(total or 0) for owner, total in connection.execute(statement).all()}
 
@@ -61,17 +61,21 @@ def reserve_budget(
     """
     _lock_owner(connection, owner)
     connection.execute(
-        delete(BudgetReservation).where(BudgetReservation.owner == owner, BudgetReservation.expires_at < now)
+        delete(BUDGET_RESERVATIONS).where(
+            BUDGET_RESERVATIONS.c.owner == owner, BUDGET_RESERVATIONS.c.expires_at < now
+        )
     )
     spent = connection.execute(
-        select(func.coalesce(func.sum(Attempt.cost_pusd), 0)).where(Attempt.owner == owner)
+        select(func.coalesce(func.sum(ATTEMPTS.c.cost_pusd), 0)).where(ATTEMPTS.c.owner == owner)
     ).scalar_one()
     reserved = connection.execute(
-        select(func.coalesce(func.sum(BudgetReservation.pusd), 0)).where(BudgetReservation.owner == owner)
+        select(func.coalesce(func.sum(BUDGET_RESERVATIONS.c.pusd), 0)).where(
+            BUDGET_RESERVATIONS.c.owner == owner
+        )
     ).scalar_one()
     if int(spent or 0) + int(reserved or 0) >= budget_pusd:
         return None
-    statement = insert(BudgetReservation).values(
+    statement = insert(BUDGET_RESERVATIONS).values(
         owner=owner, pusd=pusd, created_at=now, expires_at=now + lifetime
     )
     key = connection.execute(statement).inserted_primary_key
@@ -81,4 +85,4 @@ def reserve_budget(
 def release_budget(connection: Connection, reservation: int | None) -> None:
     """Drop a reservation (in the unit of work that records the call's cost, so none is counted twice)."""
     if reservation is not None:
-        connection.execute(delete(BudgetReservation).where(BudgetReservation.pk == reservation))
+        connection.execute(delete(BUDGET_RESERVATIONS).where(BUDGET_RESERVATIONS.c.pk == reservation))

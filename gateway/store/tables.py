@@ -1,234 +1,341 @@
-"""SQLAlchemy 2 table definitions; migrations/versions spell the same schema out by hand."""
+"""The gateway's tables (SQLAlchemy Core) and the plain row objects the store reads some of them into.
+
+migrations/versions spell the same schema out by hand; tests/store/test_schema.py checks that both agree.
+Core `Table`s rather than ORM classes: the gateway reads and writes with statements of its own and never
+uses a session, and the ORM (with the asyncio extension that imports it) costs a serving process ~7 MB.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import dataclasses
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.orm.attributes import manager_of_class
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.sql import expression
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-
-class Base(DeclarativeBase):
-    """Declarative base of the gateway's tables."""
+metadata = MetaData()
 
 
-class Conversation(Base):
-    """One conversation of one caller, with its running totals and settings."""
+def _pk() -> Column[int]:
+    return Column("pk", BigId, primary_key=True, autoincrement=True)
 
-    __tablename__ = "conversations"
-    __table_args__ = (
-        UniqueConstraint("owner", "id", name="uq_conversations_owner_id"),
-        Index("ix_conversations_owner_updated", "owner", "updated_at"),
-    )
 
-    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    owner: Mapped[str] = mapped_column(String(64))
-    id: Mapped[str] = mapped_column(String(128))
-    system_messages: Mapped[str | None] = mapped_column(Text)
-    metadata_json: Mapped[str | None] = mapped_column(Text)
-    max_history_messages: Mapped[int | None] = mapped_column(Integer)
-    max_history_tokens: Mapped[int | None] = mapped_column(Integer)
-    max_cost_pusd: Mapped[int | None] = mapped_column(BigInteger)
-    message_count: Mapped[int] = mapped_column(Integer, default=0)
-    token_count: Mapped[int] = mapped_column(BigInteger, default=0)
-    turn_count: Mapped[int] = mapped_column(Integer, default=0)
-    history_hash: Mapped[str] = mapped_column(String(64), default="")
-    last_user_seq: Mapped[int] = mapped_column(Integer, default=0)
-    last_user_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    created_at: Mapped[float] = mapped_column(Float)
-    updated_at: Mapped[float] = mapped_column(Float)
-    history_strategy: Mapped[str | None] = mapped_column(String(16))
-    summary_model: Mapped[str | None] = mapped_column(String(200))
+# One conversation of one caller, with its running totals and settings.
+CONVERSATIONS = Table(
+    "conversations",
+    metadata,
+    _pk(),
+    Column("owner", String(64), nullable=False),
+    Column("id", String(128), nullable=False),
+    Column("system_messages", Text),
+    Column("metadata_json", Text),
+    Column("max_history_messages", Integer),
+    Column("max_history_tokens", Integer),
+    Column("max_cost_pusd", BigInteger),
+    Column("message_count", Integer, nullable=False, default=0),
+    Column("token_count", BigInteger, nullable=False, default=0),
+    Column("turn_count", Integer, nullable=False, default=0),
+    Column("history_hash", String(64), nullable=False, default=""),
+    Column("last_user_seq", Integer, nullable=False, default=0),
+    Column("last_user_tokens", BigInteger, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("history_strategy", String(16)),
+    Column("summary_model", String(200)),
     # The stable window's start: the seq from which whole turns are replayed (moves forward at cuts only).
-    window_start: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    summary_text: Mapped[str | None] = mapped_column(Text)
-    summary_tokens: Mapped[int | None] = mapped_column(Integer)
-    summary_through: Mapped[int | None] = mapped_column(Integer)  # stored messages the summary covers
-    summary_updated_at: Mapped[float | None] = mapped_column(Float)
+    Column("window_start", Integer, nullable=False, default=0, server_default="0"),
+    Column("summary_text", Text),
+    Column("summary_tokens", Integer),
+    Column("summary_through", Integer),  # stored messages the summary covers
+    Column("summary_updated_at", Float),
+    UniqueConstraint("owner", "id", name="uq_conversations_owner_id"),
+    Index("ix_conversations_owner_updated", "owner", "updated_at"),
+)
 
+# One stored OpenAI message, with the precomputed columns trimming needs.
+MESSAGES = Table(
+    "messages",
+    metadata,
+    _pk(),
+    Column("conversation_pk", BigInteger, ForeignKey("conversations.pk", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("turn", Integer, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("tokens", Integer, nullable=False),
+    Column("turn_start_seq", Integer, nullable=False),
+    Column("turn_start_tokens", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("conversation_pk", "seq", name="uq_messages_conversation_seq"),
+    Index("ix_messages_conversation_turn_tokens", "conversation_pk", "turn_start_tokens"),
+)
 
-class Message(Base):
-    """One stored OpenAI message, with the precomputed columns trimming needs."""
-
-    __tablename__ = "messages"
-    __table_args__ = (
-        UniqueConstraint("conversation_pk", "seq", name="uq_messages_conversation_seq"),
-        Index("ix_messages_conversation_turn_tokens", "conversation_pk", "turn_start_tokens"),
-    )
-
-    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    conversation_pk: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("conversations.pk", ondelete="CASCADE")
-    )
-    seq: Mapped[int] = mapped_column(Integer)
-    turn: Mapped[int] = mapped_column(Integer)
-    role: Mapped[str] = mapped_column(String(16))
-    body: Mapped[str] = mapped_column(Text)
-    tokens: Mapped[int] = mapped_column(Integer)
-    turn_start_seq: Mapped[int] = mapped_column(Integer)
-    turn_start_tokens: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[float] = mapped_column(Float)
-
-
-class Attempt(Base):
-    """One upstream call (the request log), recorded whether it succeeded or not."""
-
-    __tablename__ = "attempts"
-    __table_args__ = (
-        Index("ix_attempts_owner_created", "owner", "created_at"),
-        Index("ix_attempts_owner_conversation", "owner", "conversation_id", "pk"),
-        Index("ix_attempts_owner_idempotency", "owner", "idempotency_key"),
-        Index("ix_attempts_created", "created_at"),
-    )
-
-    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    owner: Mapped[str] = mapped_column(String(64))
-    conversation_id: Mapped[str | None] = mapped_column(String(128))
-    request_id: Mapped[str] = mapped_column(String(64))
-    upstream_request_id: Mapped[str | None] = mapped_column(String(200))
-    endpoint: Mapped[str] = mapped_column(String(200))
-    model: Mapped[str | None] = mapped_column(String(200))
-    response_model: Mapped[str | None] = mapped_column(String(200))
-    stream: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[int] = mapped_column(Integer)
-    error: Mapped[str | None] = mapped_column(Text)
-    latency_ms: Mapped[float] = mapped_column(Float)
-    ttfb_ms: Mapped[float | None] = mapped_column(Float)
-    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
-    completion_tokens: Mapped[int | None] = mapped_column(Integer)
-    cached_tokens: Mapped[int | None] = mapped_column(Integer)
-    reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
-    history_tokens: Mapped[int | None] = mapped_column(Integer)
-    history_messages: Mapped[int | None] = mapped_column(Integer)
-    cost_pusd: Mapped[int | None] = mapped_column(BigInteger)
-    history_cost_pusd: Mapped[int | None] = mapped_column(BigInteger)
-    turn: Mapped[int | None] = mapped_column(Integer)
-    fingerprint: Mapped[str | None] = mapped_column(String(64))
-    idempotency_key: Mapped[str | None] = mapped_column(String(256))
-    response_body: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[float] = mapped_column(Float)
+# One upstream call (the request log), recorded whether it succeeded or not.
+ATTEMPTS = Table(
+    "attempts",
+    metadata,
+    _pk(),
+    Column("owner", String(64), nullable=False),
+    Column("conversation_id", String(128)),
+    Column("request_id", String(64), nullable=False),
+    Column("upstream_request_id", String(200)),
+    Column("endpoint", String(200), nullable=False),
+    Column("model", String(200)),
+    Column("response_model", String(200)),
+    Column("stream", Boolean, nullable=False, default=False),
+    Column("status", Integer, nullable=False),
+    Column("error", Text),
+    Column("latency_ms", Float, nullable=False),
+    Column("ttfb_ms", Float),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
+    Column("cached_tokens", Integer),
+    Column("reasoning_tokens", Integer),
+    Column("history_tokens", Integer),
+    Column("history_messages", Integer),
+    Column("cost_pusd", BigInteger),
+    Column("history_cost_pusd", BigInteger),
+    Column("turn", Integer),
+    Column("fingerprint", String(64)),
+    Column("idempotency_key", String(256)),
+    Column("response_body", Text),
+    Column("created_at", Float, nullable=False),
     # Set when the conversation is deleted: its usage stays in reports but not in a new conversation's.
-    conversation_deleted: Mapped[bool] = mapped_column(
-        Boolean, default=False, server_default=expression.false()
-    )
+    Column("conversation_deleted", Boolean, nullable=False, default=False, server_default=expression.false()),
     # "call" (a client's request) or "summary" (the gateway's own summary call for a conversation).
-    kind: Mapped[str] = mapped_column(String(16), default="call", server_default="call")
-    cache_write_tokens: Mapped[int | None] = mapped_column(Integer)
+    Column("kind", String(16), nullable=False, default="call", server_default="call"),
+    Column("cache_write_tokens", Integer),
     # What the call would have cost with the whole stored history sent uncached (0 for summary calls).
-    full_replay_cost_pusd: Mapped[int | None] = mapped_column(BigInteger)
+    Column("full_replay_cost_pusd", BigInteger),
     # A stored turn's strategy and the stored messages its summary covered (for X-History-* on replays).
-    history_strategy: Mapped[str | None] = mapped_column(String(16))
-    history_summarized: Mapped[int | None] = mapped_column(Integer)
+    Column("history_strategy", String(16)),
+    Column("history_summarized", Integer),
     # Set when the tokens are the gateway's own count (a stream that ended without the upstream's usage).
-    estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=expression.false())
+    Column("estimated", Boolean, nullable=False, default=False, server_default=expression.false()),
+    Index("ix_attempts_owner_created", "owner", "created_at"),
+    Index("ix_attempts_owner_conversation", "owner", "conversation_id", "pk"),
+    Index("ix_attempts_owner_idempotency", "owner", "idempotency_key"),
+    Index("ix_attempts_created", "created_at"),
+)
+
+# What one in-flight call of a key with a budget may cost, until its request-log row is written.
+BUDGET_RESERVATIONS = Table(
+    "budget_reservations",
+    metadata,
+    _pk(),
+    Column("owner", String(64), nullable=False),
+    Column("pusd", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_budget_reservations_owner", "owner", "expires_at"),
+)
+
+# A gateway key: only its SHA-256 is stored.
+API_KEYS = Table(
+    "api_keys",
+    metadata,
+    _pk(),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("budget_pusd", BigInteger),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
+
+# A time-bounded lock on one conversation, shared by every gateway process.
+LEASES = Table(
+    "conversation_leases",
+    metadata,
+    Column("owner", String(64), primary_key=True),
+    Column("conversation_id", String(128), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+# A Responses-API response stored as one turn of a conversation (`POST /v1/responses`, translated).
+RESPONSES = Table(
+    "responses",
+    metadata,
+    _pk(),
+    Column("owner", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("conversation_id", String(128), nullable=False),
+    Column("turn", Integer, nullable=False),
+    Column("message_end", Integer, nullable=False),  # the conversation's message count after the turn
+    Column("previous_response_id", String(64)),
+    Column("request_hash", String(64), nullable=False),
+    Column("idempotency_key", String(256)),
+    Column("body", Text, nullable=False),
+    Column("input_items", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("owner", "id", name="uq_responses_owner_id"),
+    Index("ix_responses_owner_conversation_turn", "owner", "conversation_id", "turn"),
+    Index("ix_responses_owner_request", "owner", "request_hash", "created_at"),
+)
+
+# A dashboard sign-in: the SHA-256 of its cookie value (never the cookie, never the key).
+UI_SESSIONS = Table(
+    "ui_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("identity", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_ui_sessions_expires", "expires_at"),
+)
+
+# An upstream object (file, batch, stored response, ...) created through the gateway, and its caller.
+# Recorded in gateway-key mode, where every caller shares the gateway's upstream account: only the
+# caller that created an object may see or use it.
+UPSTREAM_OBJECTS = Table(
+    "upstream_objects",
+    metadata,
+    Column("object_id", String(200), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
 
 
-class BudgetReservation(Base):
-    """What one in-flight call of a key with a budget may cost, until its request-log row is written."""
-
-    __tablename__ = "budget_reservations"
-    __table_args__ = (Index("ix_budget_reservations_owner", "owner", "expires_at"),)
-
-    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    owner: Mapped[str] = mapped_column(String(64))
-    pusd: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[float] = mapped_column(Float)
-    expires_at: Mapped[float] = mapped_column(Float)
+# The row objects: one attribute per column of their table, in the table's order (a test checks it), built
+# from a row's mapping (`Conversation(**row._mapping)`). Plain data: reading or setting an attribute never
+# touches the database.
 
 
-class ApiKey(Base):
-    """A gateway key: only its SHA-256 is stored."""
+@dataclasses.dataclass(kw_only=True)
+class Conversation:
+    """A row of CONVERSATIONS; every column has a default (what a new row gets, else None) so that a
+    caller may build one from the columns it knows."""
 
-    __tablename__ = "api_keys"
-
-    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(128), unique=True)
-    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    budget_pusd: Mapped[int | None] = mapped_column(BigInteger)
-    created_at: Mapped[float] = mapped_column(Float)
-    revoked_at: Mapped[float | None] = mapped_column(Float)
-
-
-class Lease(Base):
-    """A time-bounded lock on one conversation, shared by every gateway process."""
-
-    __tablename__ = "conversation_leases"
-
-    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    holder: Mapped[str] = mapped_column(String(64))
-    expires_at: Mapped[float] = mapped_column(Float)
-
-
-class StoredResponse(Base):
-    """A Responses-API response stored as one turn of a conversation (`POST /v1/responses`, translated)."""
-
-    __tablename__ = "responses"
-    __table_args__ = (
-        UniqueConstraint("owner", "id", name="uq_responses_owner_id"),
-        Index("ix_responses_owner_conversation_turn", "owner", "conversation_id", "turn"),
-        Index("ix_responses_owner_request", "owner", "request_hash", "created_at"),
-    )
-
-    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    owner: Mapped[str] = mapped_column(String(64))
-    id: Mapped[str] = mapped_column(String(64))
-    conversation_id: Mapped[str] = mapped_column(String(128))
-    turn: Mapped[int] = mapped_column(Integer)
-    message_end: Mapped[int] = mapped_column(Integer)  # the conversation's message count after the turn
-    previous_response_id: Mapped[str | None] = mapped_column(String(64))
-    request_hash: Mapped[str] = mapped_column(String(64))
-    idempotency_key: Mapped[str | None] = mapped_column(String(256))
-    body: Mapped[str] = mapped_column(Text)
-    input_items: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[float] = mapped_column(Float)
+    pk: int = 0
+    owner: str = ""
+    id: str = ""
+    system_messages: str | None = None
+    metadata_json: str | None = None
+    max_history_messages: int | None = None
+    max_history_tokens: int | None = None
+    max_cost_pusd: int | None = None
+    message_count: int = 0
+    token_count: int = 0
+    turn_count: int = 0
+    history_hash: str = ""
+    last_user_seq: int = 0
+    last_user_tokens: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    history_strategy: str | None = None
+    summary_model: str | None = None
+    window_start: int = 0
+    summary_text: str | None = None
+    summary_tokens: int | None = None
+    summary_through: int | None = None
+    summary_updated_at: float | None = None
 
 
-class UiSession(Base):
-    """A dashboard sign-in: the SHA-256 of its cookie value (never the cookie, never the key)."""
+@dataclasses.dataclass(kw_only=True)
+class Message:
+    """A row of MESSAGES."""
 
-    __tablename__ = "ui_sessions"
-    __table_args__ = (Index("ix_ui_sessions_expires", "expires_at"),)
-
-    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    identity: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[float] = mapped_column(Float)
-    expires_at: Mapped[float] = mapped_column(Float)
-
-
-class UpstreamObject(Base):
-    """An upstream object (file, batch, stored response, ...) created through the gateway, and its caller.
-
-    Recorded in gateway-key mode, where every caller shares the gateway's upstream account: only the
-    caller that created an object may see or use it.
-    """
-
-    __tablename__ = "upstream_objects"
-
-    object_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    owner: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(32))
-    created_at: Mapped[float] = mapped_column(Float)
+    pk: int
+    conversation_pk: int
+    seq: int
+    turn: int
+    role: str
+    body: str
+    tokens: int
+    turn_start_seq: int
+    turn_start_tokens: int
+    created_at: float
 
 
-# Instrument the mapped classes now (the ORM otherwise does it at the first construction, which
-# `read_conversation` skips).
-Base.registry.configure()
+@dataclasses.dataclass(kw_only=True)
+class Attempt:
+    """A row of ATTEMPTS (the request log)."""
+
+    pk: int
+    owner: str
+    conversation_id: str | None
+    request_id: str
+    upstream_request_id: str | None
+    endpoint: str
+    model: str | None
+    response_model: str | None
+    stream: bool
+    status: int
+    error: str | None
+    latency_ms: float
+    ttfb_ms: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cached_tokens: int | None
+    reasoning_tokens: int | None
+    history_tokens: int | None
+    history_messages: int | None
+    cost_pusd: int | None
+    history_cost_pusd: int | None
+    turn: int | None
+    fingerprint: str | None
+    idempotency_key: str | None
+    response_body: str | None
+    created_at: float
+    conversation_deleted: bool
+    kind: str
+    cache_write_tokens: int | None
+    full_replay_cost_pusd: int | None
+    history_strategy: str | None
+    history_summarized: int | None
+    estimated: bool
 
 
-def read_conversation(values: Mapping[str, Any]) -> Conversation:
-    """A `Conversation` holding a row as read (column name -> value; the names are its attributes).
+@dataclasses.dataclass(kw_only=True)
+class ApiKey:
+    """A row of API_KEYS."""
 
-    Built without the ORM's per-attribute instrumentation, which made `Conversation(**values)` the
-    costliest step of reading a turn's state (some ten times this). Like that object it is transient and
-    read-only: the turn reads it and writes with statements of its own; never add it to a session.
-    """
-    conversation: Conversation = manager_of_class(Conversation).new_instance()
-    conversation.__dict__.update(values)
-    return conversation
+    pk: int
+    name: str
+    secret_hash: str
+    budget_pusd: int | None
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclasses.dataclass(kw_only=True)
+class StoredResponse:
+    """A row of RESPONSES."""
+
+    pk: int
+    owner: str
+    id: str
+    conversation_id: str
+    turn: int
+    message_end: int
+    previous_response_id: str | None
+    request_hash: str
+    idempotency_key: str | None
+    body: str
+    input_items: str
+    created_at: float
+
+
+ROW_CLASSES: dict[type, Table] = {
+    Conversation: CONVERSATIONS,
+    Message: MESSAGES,
+    Attempt: ATTEMPTS,
+    ApiKey: API_KEYS,
+    StoredResponse: RESPONSES,
+}

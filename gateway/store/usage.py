@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Integer,
     SQLColumnExpression,
-    Table,
     and_,
     case,
     func,
@@ -24,11 +23,11 @@ from gateway.attempts import ATTEMPT_FIELDS, AttemptRecord
 from gateway.reports import CallStats, Group, Totals, UsageQuery, day_key, fold, rank_index
 from gateway.store import statements
 from gateway.store.rows import load_first
-from gateway.store.tables import Attempt, Conversation
+from gateway.store.tables import ATTEMPTS, Attempt, Conversation
 
 # Texts taken from the upstream's answer (model name, request id, error message) are not the gateway's to
 # trust: they are made to fit their columns so that a strange answer cannot fail the write.
-_LENGTHS = {column.name: getattr(column.type, "length", None) for column in Attempt.__table__.columns}
+_LENGTHS = {column.name: getattr(column.type, "length", None) for column in ATTEMPTS.columns}
 _UNTRUSTED_TEXT = ("response_model", "upstream_request_id", "error", "endpoint", "model")
 
 
@@ -60,7 +59,7 @@ def _utc_day_postgres(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str
     return f"CAST(FLOOR({compiler.process(element.clauses, **kw)} / 86400) AS INTEGER)"
 
 
-_INSERT_ATTEMPT = cast(Table, Attempt.__table__).insert()
+_INSERT_ATTEMPT = ATTEMPTS.insert()
 
 
 def attempt_row(record: AttemptRecord) -> dict[str, Any]:
@@ -79,9 +78,9 @@ def insert_attempt(connection: Connection, record: AttemptRecord) -> None:
 
 
 # The model reports use: the one the upstream returned (a dated name), else the one asked for.
-_MODEL = func.coalesce(Attempt.response_model, Attempt.model)
-_REPORTED = Attempt.prompt_tokens.is_not(None)
-_SUMMARY = Attempt.kind == "summary"
+_MODEL = func.coalesce(ATTEMPTS.c.response_model, ATTEMPTS.c.model)
+_REPORTED = ATTEMPTS.c.prompt_tokens.is_not(None)
+_SUMMARY = ATTEMPTS.c.kind == "summary"
 
 
 def _count_where(condition: ColumnElement[bool]) -> ColumnElement[Any]:
@@ -95,60 +94,62 @@ def _sum(column: SQLColumnExpression[Any]) -> ColumnElement[Any]:
 # In the order of reports.Totals' fields.
 _TOTALS: tuple[ColumnElement[Any], ...] = (
     func.count(),
-    func.count(Attempt.prompt_tokens),
-    func.count(Attempt.cost_pusd),
-    _count_where(and_(_REPORTED, Attempt.cost_pusd.is_(None))),
-    _sum(Attempt.prompt_tokens),
-    _sum(Attempt.completion_tokens),
-    _sum(Attempt.cached_tokens),
-    _sum(Attempt.reasoning_tokens),
+    func.count(ATTEMPTS.c.prompt_tokens),
+    func.count(ATTEMPTS.c.cost_pusd),
+    _count_where(and_(_REPORTED, ATTEMPTS.c.cost_pusd.is_(None))),
+    _sum(ATTEMPTS.c.prompt_tokens),
+    _sum(ATTEMPTS.c.completion_tokens),
+    _sum(ATTEMPTS.c.cached_tokens),
+    _sum(ATTEMPTS.c.reasoning_tokens),
     # History tokens count where usage was reported, so that they stay a part of prompt_tokens.
-    _sum(case((_REPORTED, Attempt.history_tokens), else_=None)),
-    _sum(Attempt.cost_pusd),
-    func.count(Attempt.history_cost_pusd),
-    _sum(Attempt.history_cost_pusd),
-    _sum(Attempt.cache_write_tokens),
+    _sum(case((_REPORTED, ATTEMPTS.c.history_tokens), else_=None)),
+    _sum(ATTEMPTS.c.cost_pusd),
+    func.count(ATTEMPTS.c.history_cost_pusd),
+    _sum(ATTEMPTS.c.history_cost_pusd),
+    _sum(ATTEMPTS.c.cache_write_tokens),
     _count_where(_SUMMARY),
-    _sum(case((and_(_SUMMARY, _REPORTED), Attempt.prompt_tokens + Attempt.completion_tokens), else_=None)),
-    _count_where(and_(_SUMMARY, Attempt.cost_pusd.is_not(None))),
-    _sum(case((_SUMMARY, Attempt.cost_pusd), else_=None)),
-    func.count(Attempt.full_replay_cost_pusd),
-    _sum(Attempt.full_replay_cost_pusd),
-    _count_where(Attempt.estimated.is_(True)),
+    _sum(
+        case((and_(_SUMMARY, _REPORTED), ATTEMPTS.c.prompt_tokens + ATTEMPTS.c.completion_tokens), else_=None)
+    ),
+    _count_where(and_(_SUMMARY, ATTEMPTS.c.cost_pusd.is_not(None))),
+    _sum(case((_SUMMARY, ATTEMPTS.c.cost_pusd), else_=None)),
+    func.count(ATTEMPTS.c.full_replay_cost_pusd),
+    _sum(ATTEMPTS.c.full_replay_cost_pusd),
+    _count_where(ATTEMPTS.c.estimated.is_(True)),
 )
 
 
 def _key(group_by: str | None) -> SQLColumnExpression[Any] | None:
     if group_by == "conversation":
-        return Attempt.conversation_id
+        return ATTEMPTS.c.conversation_id
     if group_by == "model":
         return _MODEL
     if group_by == "day":
-        return utc_day(Attempt.created_at)
+        return utc_day(ATTEMPTS.c.created_at)
     if group_by == "caller":
-        return Attempt.owner
+        return ATTEMPTS.c.owner
     # The dashboard's own groupings (not offered by the API): a caller's conversation, a turn.
     if group_by == "caller_conversation":
-        return Attempt.owner + ":" + Attempt.conversation_id
+        return ATTEMPTS.c.owner + ":" + ATTEMPTS.c.conversation_id
     if group_by == "turn":
-        return Attempt.turn
+        return ATTEMPTS.c.turn
     return None
 
 
 def _filters(query: UsageQuery) -> list[ColumnElement[bool]]:
     filters: list[ColumnElement[bool]] = []
     if query.owner is not None:
-        filters.append(Attempt.owner == query.owner)
+        filters.append(ATTEMPTS.c.owner == query.owner)
     if query.conversation_id is not None:
-        filters.append(Attempt.conversation_id == query.conversation_id)
+        filters.append(ATTEMPTS.c.conversation_id == query.conversation_id)
     if query.conversation_ids is not None:
-        filters.append(Attempt.conversation_id.in_(query.conversation_ids))
+        filters.append(ATTEMPTS.c.conversation_id.in_(query.conversation_ids))
     if query.current_only:
-        filters.append(Attempt.conversation_deleted.is_(False))
+        filters.append(ATTEMPTS.c.conversation_deleted.is_(False))
     if query.since is not None:
-        filters.append(Attempt.created_at >= query.since)
+        filters.append(ATTEMPTS.c.created_at >= query.since)
     if query.until is not None:
-        filters.append(Attempt.created_at < query.until)
+        filters.append(ATTEMPTS.c.created_at < query.until)
     return filters
 
 
@@ -195,7 +196,7 @@ def conversation_usage(
 def call_stats(connection: Connection, query: UsageQuery) -> CallStats:
     """Requests, failed requests (status 400 and up) and the latency percentiles of the matching rows."""
     filters = _filters(query)
-    counts = select(func.count(), _count_where(Attempt.status >= 400)).where(*filters)
+    counts = select(func.count(), _count_where(ATTEMPTS.c.status >= 400)).where(*filters)
     requests, errors = connection.execute(counts).one()
     percentiles: list[float | None] = []
     for percent in (50, 95):
@@ -203,9 +204,9 @@ def call_stats(connection: Connection, query: UsageQuery) -> CallStats:
             percentiles.append(None)
             continue
         statement = (
-            select(Attempt.latency_ms)
+            select(ATTEMPTS.c.latency_ms)
             .where(*filters)
-            .order_by(Attempt.latency_ms)
+            .order_by(ATTEMPTS.c.latency_ms)
             .offset(rank_index(int(requests), percent))
             .limit(1)
         )
@@ -216,14 +217,14 @@ def call_stats(connection: Connection, query: UsageQuery) -> CallStats:
 def latest_attempt(connection: Connection, owner: str, conversation_id: str) -> Attempt | None:
     """The conversation's most recent request-log row (stored turn or failure), or None."""
     statement = (
-        select(Attempt)
+        select(ATTEMPTS)
         .where(
-            Attempt.owner == owner,
-            Attempt.conversation_id == conversation_id,
-            Attempt.conversation_deleted.is_(False),
-            Attempt.kind != "summary",  # the gateway's own calls are never a turn to replay
+            ATTEMPTS.c.owner == owner,
+            ATTEMPTS.c.conversation_id == conversation_id,
+            ATTEMPTS.c.conversation_deleted.is_(False),
+            ATTEMPTS.c.kind != "summary",  # the gateway's own calls are never a turn to replay
         )
-        .order_by(Attempt.pk.desc())
+        .order_by(ATTEMPTS.c.pk.desc())
         .limit(1)
     )
     return load_first(connection, Attempt, statement)
@@ -234,16 +235,16 @@ def keyed_turn(
 ) -> Attempt | None:
     """The newest stored turn of the conversation recorded with this Idempotency-Key since `since`."""
     statement = (
-        select(Attempt)
+        select(ATTEMPTS)
         .where(
-            Attempt.owner == owner,
-            Attempt.idempotency_key == key,
-            Attempt.conversation_id == conversation_id,
-            Attempt.turn.is_not(None),
-            Attempt.response_body.is_not(None),
-            Attempt.created_at >= since,
+            ATTEMPTS.c.owner == owner,
+            ATTEMPTS.c.idempotency_key == key,
+            ATTEMPTS.c.conversation_id == conversation_id,
+            ATTEMPTS.c.turn.is_not(None),
+            ATTEMPTS.c.response_body.is_not(None),
+            ATTEMPTS.c.created_at >= since,
         )
-        .order_by(Attempt.pk.desc())
+        .order_by(ATTEMPTS.c.pk.desc())
         .limit(1)
     )
     return load_first(connection, Attempt, statement)
@@ -252,14 +253,14 @@ def keyed_turn(
 def turn_attempt(connection: Connection, owner: str, conversation_id: str, turn: int) -> Attempt | None:
     """The request-log row that stored this turn of the caller's current conversation, or None."""
     statement = (
-        select(Attempt)
+        select(ATTEMPTS)
         .where(
-            Attempt.owner == owner,
-            Attempt.conversation_id == conversation_id,
-            Attempt.conversation_deleted.is_(False),
-            Attempt.turn == turn,
+            ATTEMPTS.c.owner == owner,
+            ATTEMPTS.c.conversation_id == conversation_id,
+            ATTEMPTS.c.conversation_deleted.is_(False),
+            ATTEMPTS.c.turn == turn,
         )
-        .order_by(Attempt.pk.desc())
+        .order_by(ATTEMPTS.c.pk.desc())
         .limit(1)
     )
     return load_first(connection, Attempt, statement)
@@ -267,5 +268,5 @@ def turn_attempt(connection: Connection, owner: str, conversation_id: str, turn:
 
 def has_calls(connection: Connection, owner: str) -> bool:
     """True when the caller has at least one request-log row (an upstream accepted its token once)."""
-    statement = select(Attempt.pk).where(Attempt.owner == owner).limit(1)
+    statement = select(ATTEMPTS.c.pk).where(ATTEMPTS.c.owner == owner).limit(1)
     return connection.execute(statement).first() is not None

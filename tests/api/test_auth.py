@@ -16,7 +16,7 @@ from gateway.errors import AuthenticationFailed, BudgetExceeded
 from gateway.identity import caller_identity
 from gateway.store.database import Database, create_engine
 from gateway.store.keys import insert_key, revoke_key
-from gateway.store.tables import ApiKey, Attempt
+from gateway.store.tables import API_KEYS, ATTEMPTS
 
 
 class Clock:
@@ -83,7 +83,9 @@ async def test_forget_takes_effect_at_once_and_zero_disables_the_cache(db: Datab
     uncached = Authenticator(db, Settings(upstream_api_key="sk-up", key_cache_seconds=0))
     await add_key(db, "other", "gw-other")
     await uncached.identify("gw-other")
-    await db.run(lambda c: c.execute(update(ApiKey).where(ApiKey.name == "other").values(revoked_at=1.0)))
+    await db.run(
+        lambda c: c.execute(update(API_KEYS).where(API_KEYS.c.name == "other").values(revoked_at=1.0))
+    )
     with pytest.raises(AuthenticationFailed):
         await uncached.identify("gw-other")
 
@@ -97,7 +99,7 @@ async def test_budget_counts_recorded_cost_of_the_key(db: Database) -> None:
     async def spend(owner: str, pusd: int | None) -> None:
         await db.run(
             lambda c: c.execute(
-                insert(Attempt),
+                insert(ATTEMPTS),
                 [
                     {
                         "owner": owner,

@@ -20,7 +20,7 @@ from gateway.config import Settings
 from gateway.identity import caller_identity
 from gateway.mock_upstream.app import create_mock_app
 from gateway.store.database import create_engine
-from gateway.store.tables import UiSession
+from gateway.store.tables import UI_SESSIONS
 from gateway.ui import security
 from tests.dashboard_data import PRIVATE_A, SYSTEM_A, TURNS_A, TURNS_B, XSS
 
@@ -109,7 +109,7 @@ async def test_sign_in_sets_an_httponly_strict_expiring_cookie_that_is_not_the_k
         engine = create_engine(gateway.database_url)
         try:
             async with engine.begin() as connection:
-                rows = (await connection.execute(select(UiSession))).all()
+                rows = (await connection.execute(select(UI_SESSIONS))).all()
         finally:
             await engine.dispose()
         assert [r.token_hash for r in rows] == [security.token_hash(value)]  # the hash, never the cookie
@@ -292,7 +292,7 @@ async def test_an_expired_session_or_a_revoked_key_ends_the_session(gateway: Gat
         engine = create_engine(gateway.database_url)
         try:
             async with engine.begin() as connection:
-                await connection.execute(update(UiSession).values(expires_at=time.time() - 1))
+                await connection.execute(update(UI_SESSIONS).values(expires_at=time.time() - 1))
         finally:
             await engine.dispose()
         assert (await browser.get("/ui/overview")).status_code == 303

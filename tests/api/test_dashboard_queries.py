@@ -14,7 +14,7 @@ from gateway.reports import CallStats, Group, UsageQuery
 from gateway.store.browse import browse_conversations
 from gateway.store.conversations import create_conversation, update_conversation
 from gateway.store.database import Database
-from gateway.store.tables import UiSession
+from gateway.store.tables import UI_SESSIONS
 from gateway.store.ui_sessions import delete_session, find_session, insert_session
 from gateway.store.usage import call_stats, usage_groups
 from tests.helpers import insert_log_rows, migrated_database
@@ -149,7 +149,9 @@ async def test_sessions_are_found_until_they_expire_and_a_sign_in_clears_expired
         assert find_session(connection, "a" * 64, now=200.0) is None  # expired
         assert find_session(connection, "c" * 64, now=150.0) is None
         insert_session(connection, "c" * 64, identity, now=300.0, expires_at=500.0)  # drops "a"
-        remaining = connection.execute(select(UiSession.token_hash).order_by(UiSession.token_hash)).all()
+        remaining = connection.execute(
+            select(UI_SESSIONS.c.token_hash).order_by(UI_SESSIONS.c.token_hash)
+        ).all()
         assert [row[0][0] for row in remaining] == ["b", "c"]
         delete_session(connection, "b" * 64)
         assert find_session(connection, "b" * 64, now=301.0) is None

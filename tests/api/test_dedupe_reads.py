@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import gateway.turns
 from gateway.store.conversations import read_bodies
-from gateway.store.tables import Conversation
+from gateway.store.tables import CONVERSATIONS
 from tests.inprocess import InProcess, inprocess_gateway
 
 KEY = "sk-dedupe-reads"
@@ -89,7 +89,9 @@ async def test_a_digest_of_an_older_form_is_healed_by_the_first_full_resend(
     try:
         async with engine.begin() as connection:
             await connection.execute(
-                update(Conversation).where(Conversation.id == conversation).values(history_hash="older-form")
+                update(CONVERSATIONS)
+                .where(CONVERSATIONS.c.id == conversation)
+                .values(history_hash="older-form")
             )
     finally:
         await engine.dispose()

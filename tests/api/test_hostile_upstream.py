@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.store.tables import Attempt, Message
+from gateway.store.tables import ATTEMPTS, MESSAGES
 
 MODEL = "gpt-4o-mini"
 
@@ -28,8 +28,8 @@ async def rows(database_url: str) -> tuple[list[Any], int]:
     engine = create_async_engine(database_url)
     try:
         async with engine.connect() as connection:
-            attempts = list((await connection.execute(select(Attempt).order_by(Attempt.pk))).all())
-            messages = (await connection.execute(select(func.count()).select_from(Message))).scalar_one()
+            attempts = list((await connection.execute(select(ATTEMPTS).order_by(ATTEMPTS.c.pk))).all())
+            messages = (await connection.execute(select(func.count()).select_from(MESSAGES))).scalar_one()
             return attempts, int(messages)
     finally:
         await engine.dispose()

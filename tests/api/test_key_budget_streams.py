@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.mock_upstream.app import create_mock_app
-from gateway.store.tables import Attempt, BudgetReservation, Conversation
+from gateway.store.tables import ATTEMPTS, BUDGET_RESERVATIONS, CONVERSATIONS, Attempt
 
 ADMIN = "admin-key-budget-tests"
 MODEL = "test-model"
@@ -70,7 +70,7 @@ class Gateway:
         engine = create_async_engine(self.database_url)
         try:
             async with engine.connect() as connection:
-                result = await connection.execute(select(Attempt).order_by(Attempt.pk))
+                result = await connection.execute(select(ATTEMPTS).order_by(ATTEMPTS.c.pk))
                 return list(result.all())  # type: ignore[arg-type]
         finally:
             await engine.dispose()
@@ -80,7 +80,7 @@ class Gateway:
         engine = create_async_engine(self.database_url)
         try:
             async with engine.connect() as connection:
-                return len((await connection.execute(select(BudgetReservation.pk))).all())
+                return len((await connection.execute(select(BUDGET_RESERVATIONS.c.pk))).all())
         finally:
             await engine.dispose()
 
@@ -446,8 +446,8 @@ class MovingOn(httpx.AsyncBaseTransport):
         engine = create_async_engine(self.database_url)
         try:
             async with engine.begin() as connection:
-                moved = Conversation.message_count + 1
-                await connection.execute(update(Conversation).values(message_count=moved))
+                moved = CONVERSATIONS.c.message_count + 1
+                await connection.execute(update(CONVERSATIONS).values(message_count=moved))
         finally:
             await engine.dispose()
         return with_usage(request)

@@ -17,7 +17,7 @@ from gateway.errors import DatabaseUnavailable
 from gateway.history import Budget, number_messages
 from gateway.store.conversations import LoadedTurn, TurnWrite, load_turn_state, write_turn
 from gateway.store.database import Database, create_engine
-from gateway.store.tables import Attempt
+from gateway.store.tables import ATTEMPTS
 from gateway.store.usage import insert_attempt
 from tests.helpers import logged_call, migrated_database
 
@@ -37,7 +37,7 @@ def turn(owner: str, conversation_id: str, texts: list[str], start: int = 0, tok
 
 
 async def count_attempts(db: Database, owner: str) -> int:
-    rows = await db.run(lambda c: c.execute(select(Attempt.pk).where(Attempt.owner == owner)).all())
+    rows = await db.run(lambda c: c.execute(select(ATTEMPTS.c.pk).where(ATTEMPTS.c.owner == owner)).all())
     return len(rows)
 
 

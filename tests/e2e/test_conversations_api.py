@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from gateway.cli import main
 from gateway.identity import caller_identity
-from gateway.store.tables import Attempt, Conversation, Message
+from gateway.store.tables import ATTEMPTS, CONVERSATIONS, MESSAGES
 from tests.helpers import (
     MODEL,
     auth,
@@ -60,7 +60,9 @@ def call(gateway: ServerProcess, api_key: str, method: str, path: str, **kwargs:
 
 
 ORPHAN_MESSAGES = (
-    select(func.count()).select_from(Message).where(Message.conversation_pk.not_in(select(Conversation.pk)))
+    select(func.count())
+    .select_from(MESSAGES)
+    .where(MESSAGES.c.conversation_pk.not_in(select(CONVERSATIONS.c.pk)))
 )
 
 
@@ -450,7 +452,9 @@ def test_delete_removes_everything_and_the_next_turn_starts_empty(
     )
     chat(client, conversation_id, "secret two")
     client.conversations.delete(conversation_id)
-    attempts = read_database(database_url, select(Attempt).where(Attempt.conversation_id == conversation_id))
+    attempts = read_database(
+        database_url, select(ATTEMPTS).where(ATTEMPTS.c.conversation_id == conversation_id)
+    )
     assert len(attempts) == 2
     for attempt in attempts:  # the request log keeps usage, loses content
         assert attempt.prompt_tokens > 0 and attempt.completion_tokens > 0 and attempt.status == 200

@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 
 from gateway import migrate
 from gateway.store.database import create_engine
-from gateway.store.tables import Base
+from gateway.store.tables import metadata
 
 
 async def test_the_migrated_responses_table_matches_tables_py(tmp_path: Path) -> None:
@@ -21,7 +21,7 @@ async def test_the_migrated_responses_table_matches_tables_py(tmp_path: Path) ->
 
         def differences(connection: Connection) -> list[object]:
             context = MigrationContext.configure(connection)
-            return [d for d in compare_metadata(context, Base.metadata) if "responses" in repr(d)]
+            return [d for d in compare_metadata(context, metadata) if "responses" in repr(d)]
 
         async with engine.connect() as connection:
             assert await connection.run_sync(differences) == []

@@ -11,14 +11,14 @@ from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway import migrate
-from gateway.store.tables import Base
+from gateway.store.tables import metadata
 
 
 def _differences(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(
         connection, opts={"compare_type": True, "compare_server_default": False}
     )
-    return list(compare_metadata(context, Base.metadata))
+    return list(compare_metadata(context, metadata))
 
 
 def _foreign_keys(connection: Connection) -> dict[str, list[tuple[Any, ...]]]:
@@ -33,7 +33,7 @@ def _foreign_keys(connection: Connection) -> dict[str, list[tuple[Any, ...]]]:
             )
             for fk in inspector.get_foreign_keys(table)
         )
-        for table in sorted(Base.metadata.tables)
+        for table in sorted(metadata.tables)
     }
 
 
@@ -48,7 +48,7 @@ def _declared_foreign_keys() -> dict[str, list[tuple[Any, ...]]]:
             )
             for fk in table.foreign_key_constraints
         )
-        for name, table in sorted(Base.metadata.tables.items())
+        for name, table in sorted(metadata.tables.items())
     }
 
 
@@ -56,7 +56,7 @@ def _nullability(connection: Connection) -> dict[str, dict[str, bool]]:
     inspector = inspect(connection)
     return {
         table: {column["name"]: bool(column["nullable"]) for column in inspector.get_columns(table)}
-        for table in sorted(Base.metadata.tables)
+        for table in sorted(metadata.tables)
     }
 
 
@@ -72,7 +72,7 @@ async def test_migrations_build_exactly_the_declared_tables(empty_database_url: 
             assert await connection.run_sync(_foreign_keys) == _declared_foreign_keys()
             declared = {
                 name: {c.name: bool(c.nullable) for c in table.columns}
-                for name, table in sorted(Base.metadata.tables.items())
+                for name, table in sorted(metadata.tables.items())
             }
             assert await connection.run_sync(_nullability) == declared
     finally:

@@ -9,7 +9,7 @@ from gateway.attempts import ATTEMPT_FIELDS, AttemptRecord, StoredReply, attempt
 from gateway.exchange import ChatCall, PendingTurn
 from gateway.history import StoredMessage
 from gateway.pricing import CallCost, Price, Pricer, Usage
-from gateway.store.tables import Attempt, Conversation
+from gateway.store.tables import ATTEMPTS, Conversation
 from gateway.store.usage import attempt_row
 from gateway.turns import turn_attempt
 
@@ -91,7 +91,7 @@ def test_the_row_has_every_column_the_gateway_writes_and_leaves_the_record_alone
     written = record(error="bad\x00byte", upstream_request_id="x" * 300)
     row = attempt_row(written)
     assert set(row) == set(ATTEMPT_FIELDS)
-    assert set(ATTEMPT_FIELDS) <= {column.name for column in Attempt.__table__.columns}
+    assert set(ATTEMPT_FIELDS) <= {column.name for column in ATTEMPTS.columns}
     assert row["error"] == "badbyte" and len(row["upstream_request_id"]) == 200
     assert written.error == "bad\x00byte"
 
