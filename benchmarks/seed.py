@@ -20,7 +20,7 @@ from gateway import migrate
 from gateway.history import history_digest, number_messages
 from gateway.identity import caller_identity
 from gateway.store.conversations import TurnWrite, write_turn
-from gateway.store.database import Database, create_engine
+from gateway.store.database import open_database
 from gateway.store.tables import ATTEMPTS, CONVERSATIONS, MESSAGES
 from gateway.tokens import count_message_tokens
 
@@ -47,10 +47,9 @@ def _store(connection: Connection, write: TurnWrite) -> None:
 
 async def seed_conversations(database_url: str, token: str, ids: list[str], message_count: int) -> None:
     """Create each conversation in `ids` with `message_count` stored messages, owned by `token`'s caller."""
-    engine = create_engine(database_url)
-    db = Database(engine, lease_seconds=60)
+    db = open_database(database_url, lease_seconds=60)
     try:
-        await migrate.upgrade(engine)
+        await migrate.upgrade(db)
         owner = caller_identity(token)
         bodies = conversation_messages(message_count)
         counts = [count_message_tokens(body, MODEL) for body in bodies]
@@ -72,7 +71,6 @@ async def seed_conversations(database_url: str, token: str, ids: list[str], mess
             await db.run(functools.partial(_store, write=write))
     finally:
         await db.close()
-        await engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -272,11 +270,11 @@ async def seed_growth(
     database_url: str, token: str, prefix: str, *, conversations: int = 10_000, turns: int = 10
 ) -> Growth:
     """Add `conversations` conversations of `turns` turns each (messages and request-log rows) in bulk."""
-    engine = create_engine(database_url)
+    db = open_database(database_url, lease_seconds=60, pool_size=1)
     try:
-        await migrate.upgrade(engine)
+        await migrate.upgrade(db)
     finally:
-        await engine.dispose()
+        await db.close()
     owner = caller_identity(token)
     rows = _growth_tables(owner, prefix, conversations, turns)
     url = make_url(database_url)

@@ -36,7 +36,7 @@ from gateway.metrics import Metrics
 from gateway.pricing import Pricer
 from gateway.proxy_paths import check_raw_path
 from gateway.responses.service import ResponseService
-from gateway.store.database import Database, create_engine, database_errors
+from gateway.store.database import database_errors, open_database
 from gateway.token_check import TokenCheck
 from gateway.tokens import warm_up
 from gateway.turns import TurnService
@@ -124,49 +124,48 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        engine = create_engine(
+        db = open_database(
             settings.database_url,
+            lease_seconds=settings.lock_lease,
             pool_size=settings.db_pool_size,
             transaction_pooling=settings.db_transaction_pooling,
         )
         metrics = Metrics(settings.metrics_dir)
         try:
-            await migrate.upgrade(engine)
-            db = Database(engine, lease_seconds=settings.lock_lease)
+            await migrate.upgrade(db)
             pricer = Pricer.from_file(settings.prices_file)
-            try:
-                async with create_http_client(settings, transport) as http, anyio.create_task_group() as bg:
-                    # The most used encoding (gpt-4o and later) is built, and the snapshot of genai-prices'
-                    # flat prices read, in the background, so that the server answers (/healthz included)
-                    # as soon as its port is bound; a request that counts gpt-4o tokens before that waits
-                    # for the build in a worker thread. tiktoken holds the GIL while it builds (~0.2 s):
-                    # requests in flight then may pause once. Others (cl100k_base for gpt-4 and gpt-3.5)
-                    # are built on first use (see turns.py).
-                    bg.start_soon(functools.partial(anyio.to_thread.run_sync, _warm_up, "gpt-4o", pricer))
-                    upstream = UpstreamClient(http, settings)
-                    turns = TurnService(db, upstream, settings, pricer, metrics=metrics)
-                    services = Services(
-                        settings=settings,
-                        db=db,
-                        upstream=upstream,
-                        turns=turns,
-                        pricer=pricer,
-                        auth=Authenticator(db, settings),
-                        metrics=metrics,
-                        token_check=TokenCheck(upstream, settings.token_check_seconds),
-                        responses=ResponseService(db, turns, settings),
-                    )
-                    heap.release()  # collects, and returns what start-up freed (migrations) to the system
-                    heap.freeze()  # everything loaded so far lives as long as the process
-                    try:
-                        yield {"services": services}
-                    finally:
-                        heap.unfreeze()
-            finally:
-                await db.close()
+            async with create_http_client(settings, transport) as http, anyio.create_task_group() as bg:
+                # The most used encoding (gpt-4o and later) is built, and the snapshot of genai-prices'
+                # flat prices read, in the background, so that the server answers (/healthz included)
+                # as soon as its port is bound; a request that counts gpt-4o tokens before that waits
+                # for the build in a worker thread. tiktoken holds the GIL while it builds (~0.2 s):
+                # requests in flight then may pause once. Others (cl100k_base for gpt-4 and gpt-3.5)
+                # are built on first use (see turns.py).
+                bg.start_soon(functools.partial(anyio.to_thread.run_sync, _warm_up, "gpt-4o", pricer))
+                upstream = UpstreamClient(http, settings)
+                turns = TurnService(db, upstream, settings, pricer, metrics=metrics)
+                services = Services(
+                    settings=settings,
+                    db=db,
+                    upstream=upstream,
+                    turns=turns,
+                    pricer=pricer,
+                    auth=Authenticator(db, settings),
+                    metrics=metrics,
+                    token_check=TokenCheck(upstream, settings.token_check_seconds),
+                    responses=ResponseService(db, turns, settings),
+                )
+                heap.release()  # collects, and returns what start-up freed (migrations) to the system
+                heap.freeze()  # everything loaded so far lives as long as the process
+                try:
+                    yield {"services": services}
+                finally:
+                    heap.unfreeze()
         finally:
-            metrics.close()
-            await engine.dispose()
+            try:
+                await db.close()
+            finally:
+                metrics.close()
 
     middleware = [Middleware(AccessLog, routes=route_paths(ROUTES))]
     # The database's own errors (asyncpg's only on Postgres: a server on SQLite never imports asyncpg).

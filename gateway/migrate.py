@@ -1,6 +1,6 @@
-"""Apply the Alembic migrations on an async engine (used by `gateway migrate`, `serve` and tests).
+"""Apply the Alembic migrations as a unit of work of a `Database` (used by `gateway migrate`, `serve`, tests).
 
-A database already at the newest revision is recognised with one query, without importing Alembic:
+A database already at the newest revision is recognised with two cheap reads, without importing Alembic:
 that keeps `gateway serve` quick to start and its memory small (Alembic is ~9 MB once imported).
 A database without any table is created from store/tables.py and stamped at the newest revision, as
 Alembic's own docs suggest for new databases: the same schema the migrations build (a test compares the
@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, String, Table, inspect, text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, String, Table, inspect, select
 
 import gateway
 from gateway.store.tables import metadata
+
+if TYPE_CHECKING:
+    from gateway.store.database import Database
 
 # Revision files are named NNNN_<slug>.py and each one's revision id is its NNNN (a test checks both,
 # and that the newest number is Alembic's single head).
@@ -77,29 +79,30 @@ def run_alembic(connection: Connection, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
-async def _stored_revision(engine: AsyncEngine) -> str | None:
+def stored_revision(connection: Connection) -> str | None:
     """The revision recorded in the database, or None (empty database, no version table yet)."""
-    async with engine.connect() as connection:
-        try:
-            row = (await connection.execute(text("SELECT version_num FROM alembic_version"))).first()
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise  # the database itself is unreachable: not "no table"
-            return None
+    if not inspect(connection).has_table(_VERSION.name):
+        return None
+    row = connection.execute(select(_VERSION.c.version_num)).first()
     return None if row is None else str(row[0])
 
 
-async def upgrade(engine: AsyncEngine) -> None:
-    """Bring the database schema to the newest revision (idempotent; one query when already there)."""
-    if await _stored_revision(engine) == head_revision():
+def upgrade_unit(connection: Connection) -> None:
+    """Bring the schema to the newest revision, in the caller's transaction (a unit of work)."""
+    if stored_revision(connection) == head_revision():
         return
-    async with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            # Several replicas may start at once: one migrates, the others wait for it.
-            await connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7261002)")
-        await connection.run_sync(_create_or_upgrade)
+    if connection.dialect.name == "postgresql":
+        # Several replicas may start at once: one migrates, the others wait for it and then find the
+        # tables it made (Alembic then has nothing left to apply).
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7261002)")
+    _create_or_upgrade(connection)
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
+async def upgrade(db: Database) -> None:
+    """Bring the database schema to the newest revision (idempotent; two cheap reads when already there)."""
+    await db.run(upgrade_unit)
+
+
+async def current_revision(db: Database) -> str | None:
     """Return the revision the database is at, or None for an empty database."""
-    return await _stored_revision(engine)
+    return await db.run(stored_revision)

@@ -211,7 +211,7 @@ def ensure_postgres_template() -> str:
     import asyncio
 
     from gateway import migrate
-    from gateway.store.database import create_engine
+    from gateway.store.database import open_database
 
     name = os.environ.setdefault(TEMPLATE_ENV, f"gw_template_{secrets.token_hex(6)}")
     if name in _READY_TEMPLATES:
@@ -223,11 +223,11 @@ def ensure_postgres_template() -> str:
             await connection.execute("SELECT pg_advisory_lock(hashtext($1))", name)
             if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
                 await connection.execute(f'CREATE DATABASE "{name}"')
-                engine = create_engine(_postgres_url(name), pool_size=1)
+                database = open_database(_postgres_url(name), lease_seconds=60, pool_size=1)
                 try:
-                    await migrate.upgrade(engine)
+                    await migrate.upgrade(database)
                 finally:
-                    await engine.dispose()
+                    await database.close()
             await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", name)
         finally:
             await connection.close()
@@ -246,16 +246,16 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import asyncio
 
     from gateway import migrate
-    from gateway.store.database import create_engine
+    from gateway.store.database import open_database
 
     path = tmp_path_factory.mktemp("template") / "migrated.db"
 
     async def run() -> None:
-        engine = create_engine(f"sqlite+aiosqlite:///{path}", pool_size=1)
+        database = open_database(f"sqlite+aiosqlite:///{path}", lease_seconds=60, pool_size=1)
         try:
-            await migrate.upgrade(engine)
+            await migrate.upgrade(database)
         finally:
-            await engine.dispose()  # the last connection checkpoints the WAL into the file
+            await database.close()  # the last connection checkpoints the WAL into the file
 
     asyncio.run(run())
     return path

@@ -29,7 +29,7 @@ from gateway.cli import main as gateway_command
 from gateway.history import BudgetRule
 from gateway.pricing import CallCost
 from gateway.store.conversations import LoadedTurn, conversation_budget, load_turn_state
-from gateway.store.database import Database, create_engine
+from gateway.store.database import Database, open_database
 from gateway.store.tables import ATTEMPTS, CONVERSATIONS, MESSAGES
 from tests.servers import upstream_requests
 
@@ -381,14 +381,12 @@ def check_conversation(messages: list[dict[str, Any]], outcomes: list[Outcome]) 
 @contextlib.asynccontextmanager
 async def migrated_database(url: str, *, lease_seconds: float = 60) -> AsyncIterator[Database]:
     """A migrated database on a small pool, closed afterwards (its SQLite lane thread and its engine)."""
-    engine = create_engine(url, pool_size=2)
-    await migrate.upgrade(engine)
-    database = Database(engine, lease_seconds=lease_seconds)
+    database = open_database(url, lease_seconds=lease_seconds, pool_size=2)
     try:
+        await migrate.upgrade(database)
         yield database
     finally:
         await database.close()
-        await engine.dispose()
 
 
 def logged_call(owner: str, conversation_id: str | None = None, **changes: Any) -> AttemptRecord:

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 
 from gateway import migrate
 from gateway.config import Settings
-from gateway.store.database import Database, create_engine
+from gateway.store.database import Database, open_database
 
 T = TypeVar("T")
 
@@ -23,15 +23,18 @@ def run_on_database(
     """Open the configured database (migrating it first when `migrated`), run `work(db)`, close it."""
 
     async def run() -> T:
-        engine = create_engine(
-            settings.database_url, pool_size=2, transaction_pooling=settings.db_transaction_pooling
+        db = open_database(
+            settings.database_url,
+            lease_seconds=settings.lock_timeout + 60,
+            pool_size=2,
+            transaction_pooling=settings.db_transaction_pooling,
         )
         try:
             if migrated:
-                await migrate.upgrade(engine)
-            return await work(Database(engine, lease_seconds=settings.lock_timeout + 60))
+                await migrate.upgrade(db)
+            return await work(db)
         finally:
-            await engine.dispose()
+            await db.close()
 
     return asyncio.run(run())
 

@@ -17,6 +17,7 @@ import uvicorn
 from gateway import heap
 from gateway.cli.settings import DATABASE_OPTION, check_prices_file, check_summary_prompt, load_settings
 from gateway.config import Settings
+from gateway.errors import DatabaseUnavailable
 from gateway.redaction import protect_logs
 
 SETTINGS_ENV = "GATEWAY_SETTINGS_JSON"
@@ -183,21 +184,28 @@ class _Unreachable:
 def _migrated(settings: Settings, *, apply: bool) -> _Revision | _Unreachable:
     """The database's revision after applying the migrations (or only reading it, when `apply` is false)."""
     from gateway import migrate as migrations
-    from gateway.store.database import create_engine, db_errors
+    from gateway.store.database import db_errors, open_database
 
     async def run() -> str | None:
-        engine = create_engine(settings.database_url, transaction_pooling=settings.db_transaction_pooling)
+        db = open_database(
+            settings.database_url,
+            lease_seconds=settings.lock_lease,
+            pool_size=1,
+            transaction_pooling=settings.db_transaction_pooling,
+        )
         try:
             if apply:
-                await migrations.upgrade(engine)
-            return await migrations.current_revision(engine)
+                await migrations.upgrade(db)
+            return await migrations.current_revision(db)
         finally:
-            await engine.dispose()
+            await db.close()
 
+    unreachable: tuple[type[BaseException], ...] = (DatabaseUnavailable, *db_errors(settings.database_url))
     try:
         return _Revision(asyncio.run(run()))
-    except db_errors(settings.database_url) as exc:
-        return _Unreachable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except unreachable as exc:
+        cause = exc.__cause__ or exc  # a unit of work wraps the driver's error: report the driver's
+        return _Unreachable(str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
 
 
 def _in_child(

@@ -9,12 +9,12 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from gateway.attempts import AttemptRecord
@@ -36,6 +36,9 @@ from gateway.store.locks import ConversationLocks, KeptLease, Leases, new_holder
 from gateway.store.postgres import TAKE, parse_take, read_is_enough, store_arguments, take_anchor
 from gateway.store.tables import Conversation
 from gateway.store.usage import attempt_row, insert_attempt
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("gateway.database")
 
@@ -97,7 +100,12 @@ def create_engine(url: str, *, pool_size: int = 10, transaction_pooling: bool = 
     `transaction_pooling` (GATEWAY_DB_TRANSACTION_POOLING, for PgBouncer in transaction mode): no
     prepared statements kept on a server connection (asyncpg's and SQLAlchemy's statement caches off),
     and no session state across transactions.
+
+    SQLAlchemy's asyncio extension (which imports its ORM, ~7 MB) is imported here, on first use: a
+    serving process on an SQLite file never needs it (`open_database`).
     """
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     if url.startswith("sqlite"):
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -115,12 +123,45 @@ def create_engine(url: str, *, pool_size: int = 10, transaction_pooling: bool = 
     return engine
 
 
-class Database:
-    """The engine, the one way to run units of work on it, and the conversation locks."""
+def _is_sqlite_file(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
 
-    def __init__(self, engine: AsyncEngine, *, lease_seconds: float) -> None:
-        self.engine = engine
-        self.dialect = engine.dialect.name
+
+def open_database(
+    url: str, *, lease_seconds: float, pool_size: int = 10, transaction_pooling: bool = False
+) -> Database:
+    """Open the database at `url` for a process's lifetime; `Database.close()` closes all of it.
+
+    An SQLite file is served by the SQLite lane alone (store/lane.py): no async engine, so neither
+    aiosqlite nor SQLAlchemy's asyncio extension and ORM is loaded. Postgres (and an in-memory SQLite
+    database) get the pooled async engine of `create_engine`.
+    """
+    if _is_sqlite_file(make_url(url)):
+        return Database(None, lease_seconds=lease_seconds, url=url)
+    engine = create_engine(url, pool_size=pool_size, transaction_pooling=transaction_pooling)
+    return Database(engine, lease_seconds=lease_seconds, owns_engine=True)
+
+
+class Database:
+    """The engine, the one way to run units of work on it, and the conversation locks.
+
+    Built on an async engine (`create_engine`), which the caller disposes of, or by `open_database`,
+    whose `close()` closes everything it opened. On an SQLite file every unit of work runs on the
+    SQLite lane; the async engine is then made only if something asks for `engine`.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine | None,
+        *,
+        lease_seconds: float,
+        url: str | None = None,
+        owns_engine: bool = False,
+    ) -> None:
+        self._engine = engine
+        self._owns_engine = owns_engine or engine is None  # one made on demand is this object's to dispose
+        self.url: URL = engine.url if engine is not None else make_url(str(url))
+        self.dialect = self.url.get_backend_name()
         self.leases: Leases | None = None
         postgres = self.dialect == "postgresql"
         self.errors: tuple[type[BaseException], ...] = (*_errors(postgres=postgres), OSError)  # db_errors
@@ -128,12 +169,18 @@ class Database:
         if postgres:
             from gateway.store.pg_driver import RawConnections
 
-            errors = (*self.errors, engine.dialect.loaded_dbapi.Error)
-            self.leases = Leases(RawConnections(engine), lease_seconds, errors)
+            errors = (*self.errors, self.engine.dialect.loaded_dbapi.Error)
+            self.leases = Leases(RawConnections(self.engine), lease_seconds, errors)
         self.locks = ConversationLocks(self.leases)
-        database = engine.url.database
-        self._lane_wanted = self.dialect == "sqlite" and bool(database) and database != ":memory:"
+        self._lane_wanted = _is_sqlite_file(self.url)
         self._lane: SqliteLane | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The async engine (made now, on an SQLite file opened by `open_database`)."""
+        if self._engine is None:
+            self._engine = create_engine(self.url.render_as_string(hide_password=False), pool_size=2)
+        return self._engine
 
     @contextlib.asynccontextmanager
     async def open_turn(
@@ -229,7 +276,7 @@ class Database:
         try:
             if self._lane_wanted:
                 if self._lane is None:
-                    self._lane = SqliteLane(self.engine.url, _sqlite_pragmas)
+                    self._lane = SqliteLane(self.url, _sqlite_pragmas)
                 return await self._lane.run(unit)
             async with self.engine.begin() as connection:
                 return await connection.run_sync(unit)
@@ -237,20 +284,25 @@ class Database:
             raise DatabaseUnavailable(f"The database is unavailable: {type(exc).__name__}") from exc
 
     async def close(self) -> None:
-        """Stop the SQLite lane, if one was started (the lifespan disposes of the engine itself)."""
+        """Stop the SQLite lane, if one was started, and dispose of the engine if this object owns it."""
         lane, self._lane = self._lane, None
         self._lane_wanted = False  # a late unit (shutdown) takes the engine's path, never a new thread
         if lane is not None:
             await lane.close()
+        if self._owns_engine and self._engine is not None:
+            await self._engine.dispose()
 
     async def ping(self) -> bool:
         """Return True when the database answers a trivial query."""
         try:
-            async with self.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-        except self.errors:
+            await self.run(_select_one)
+        except DatabaseUnavailable:
             return False
         return True
+
+
+def _select_one(connection: Connection) -> None:
+    connection.execute(text("SELECT 1"))
 
 
 @dataclass

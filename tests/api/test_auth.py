@@ -14,7 +14,7 @@ from gateway.auth import Authenticator
 from gateway.config import Settings
 from gateway.errors import AuthenticationFailed, BudgetExceeded
 from gateway.identity import caller_identity
-from gateway.store.database import Database, create_engine
+from gateway.store.database import Database, open_database
 from gateway.store.keys import insert_key, revoke_key
 from gateway.store.tables import API_KEYS, ATTEMPTS
 
@@ -33,12 +33,12 @@ class Clock:
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     """A migrated, empty SQLite database."""
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}")
-    await migrate.upgrade(engine)
+    database = open_database(f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}", lease_seconds=60)
     try:
-        yield Database(engine, lease_seconds=60)
+        await migrate.upgrade(database)
+        yield database
     finally:
-        await engine.dispose()
+        await database.close()
 
 
 async def add_key(db: Database, name: str, secret: str, budget_pusd: int | None = None) -> None:

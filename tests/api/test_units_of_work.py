@@ -16,7 +16,7 @@ from gateway import migrate
 from gateway.errors import DatabaseUnavailable
 from gateway.history import Budget, number_messages
 from gateway.store.conversations import LoadedTurn, TurnWrite, load_turn_state, write_turn
-from gateway.store.database import Database, create_engine
+from gateway.store.database import Database, open_database
 from gateway.store.tables import ATTEMPTS
 from gateway.store.usage import insert_attempt
 from tests.helpers import logged_call, migrated_database
@@ -117,10 +117,8 @@ async def test_a_turn_round_trips_through_load_turn_state(db: Database) -> None:
 
 
 async def test_close_stops_the_sqlite_thread(database_url: str) -> None:
-    engine = create_engine(database_url, pool_size=2)
-    await migrate.upgrade(engine)
-    database = Database(engine, lease_seconds=60)
+    database = open_database(database_url, lease_seconds=60, pool_size=2)
+    await migrate.upgrade(database)
     await database.run(lambda connection: connection.execute(text("SELECT 1")).scalar())
     await database.close()
-    await engine.dispose()
     assert not [t for t in threading.enumerate() if t.name.startswith("gateway-sqlite")]

@@ -10,7 +10,7 @@ from gateway import migrate
 from gateway.errors import ConversationBusy
 from gateway.history import StoredMessage
 from gateway.store.conversations import TurnWrite, get_conversation, list_messages, write_turn
-from gateway.store.database import Database, create_engine
+from gateway.store.database import open_database
 
 
 def write(turn: int, first_seq: int, text: str) -> TurnWrite:
@@ -23,9 +23,8 @@ def write(turn: int, first_seq: int, text: str) -> TurnWrite:
 
 
 async def test_a_stale_turn_is_refused(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'fence.db'}")
-    await migrate.upgrade(engine)
-    db = Database(engine, lease_seconds=30)
+    db = open_database(f"sqlite+aiosqlite:///{tmp_path / 'fence.db'}", lease_seconds=30)
+    await migrate.upgrade(db)
     try:
         await db.run(lambda c: write_turn(c, None, write(1, 0, "one")))
         stale = await db.run(lambda c: get_conversation(c, "owner", "conv"))
@@ -40,4 +39,4 @@ async def test_a_stale_turn_is_refused(tmp_path: Path) -> None:
         rows = await db.run(lambda c: list_messages(c, conversation))
         assert [body["content"] for _, body, _ in rows] == ["one", "re: one", "two", "re: two"]
     finally:
-        await engine.dispose()
+        await db.close()

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway import migrate
+from gateway.store.database import Database
 from gateway.store.tables import metadata
 
 
@@ -118,8 +119,10 @@ async def test_a_new_database_is_created_as_the_migrations_build_it(
     try:
         async with migrated.begin() as connection:
             await connection.run_sync(migrate.run_alembic)
-        await migrate.upgrade(created)  # an empty database: created from tables.py, stamped at the head
-        assert await migrate.current_revision(created) == migrate.head_revision()
+        database = Database(created, lease_seconds=60)
+        await migrate.upgrade(database)  # an empty database: created from tables.py, stamped at the head
+        assert await migrate.current_revision(database) == migrate.head_revision()
+        await database.close()
         async with migrated.connect() as a, created.connect() as b:
             assert await b.run_sync(_schema) == await a.run_sync(_schema)
     finally:

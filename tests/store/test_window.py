@@ -17,7 +17,7 @@ from sqlalchemy import text
 from gateway import migrate
 from gateway.history import Budget, StoredMessage, number_messages, select_window, trim_history
 from gateway.store.conversations import TurnWrite, get_conversation, read_window, window_query, write_turn
-from gateway.store.database import Database, create_engine
+from gateway.store.database import Database, open_database
 from gateway.store.tables import Conversation
 from tests.history_strategies import budgets, stored_histories
 
@@ -32,12 +32,10 @@ def runner() -> Iterator[asyncio.Runner]:
 @pytest.fixture(scope="module")
 def db(database_url: str, runner: asyncio.Runner) -> Iterator[Database]:
     """A migrated database of each backend."""
-    engine = create_engine(database_url, pool_size=2)
-    runner.run(migrate.upgrade(engine))
-    database = Database(engine, lease_seconds=60)
+    database = open_database(database_url, lease_seconds=60, pool_size=2)
+    runner.run(migrate.upgrade(database))
     yield database
-    runner.run(database.close())  # its SQLite lane thread
-    runner.run(engine.dispose())
+    runner.run(database.close())  # its SQLite lane thread, its engine
 
 
 async def read_conversation(db: Database, owner: str, conversation_id: str) -> Conversation | None:

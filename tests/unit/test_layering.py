@@ -38,6 +38,8 @@ LATE_IMPORTS: dict[str, dict[str, str]] = {
     },
     "gateway.store.database": {
         "gateway.store.pg_driver": "asyncpg is loaded only for a Postgres database, never on SQLite",
+        "sqlalchemy": "the asyncio extension (and the ORM it imports, ~7 MB) only for an async engine, "
+        "which a serving process on an SQLite file never makes",
     },
     "gateway.store.objects": {"sqlalchemy": "SQLAlchemy's Postgres dialect only on Postgres"},
     "gateway.pricing": {
