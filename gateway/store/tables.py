@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import expression
 
+from gateway.attempts import AttemptRecord
+
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -212,7 +214,7 @@ UPSTREAM_OBJECTS = Table(
 )
 
 
-# The row objects: one attribute per column of their table, in the table's order (a test checks it), built
+# The row objects: one attribute per column of their table (a test checks it), built
 # from a row's mapping (`Conversation(**row._mapping)`). Plain data: reading or setting an attribute never
 # touches the database.
 
@@ -263,43 +265,13 @@ class Message:
     created_at: float
 
 
-@dataclasses.dataclass(kw_only=True)
-class Attempt:
-    """A row of ATTEMPTS (the request log)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Attempt(AttemptRecord):
+    """A row of ATTEMPTS: the request-log record as it was written, with its key and whether its
+    conversation has been deleted since."""
 
     pk: int
-    owner: str
-    conversation_id: str | None
-    request_id: str
-    upstream_request_id: str | None
-    endpoint: str
-    model: str | None
-    response_model: str | None
-    stream: bool
-    status: int
-    error: str | None
-    latency_ms: float
-    ttfb_ms: float | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    cached_tokens: int | None
-    reasoning_tokens: int | None
-    history_tokens: int | None
-    history_messages: int | None
-    cost_pusd: int | None
-    history_cost_pusd: int | None
-    turn: int | None
-    fingerprint: str | None
-    idempotency_key: str | None
-    response_body: str | None
-    created_at: float
     conversation_deleted: bool
-    kind: str
-    cache_write_tokens: int | None
-    full_replay_cost_pusd: int | None
-    history_strategy: str | None
-    history_summarized: int | None
-    estimated: bool
 
 
 @dataclasses.dataclass(kw_only=True)
