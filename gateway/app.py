@@ -41,7 +41,7 @@ from gateway.token_check import TokenCheck
 from gateway.tokens import warm_up
 from gateway.turns import TurnService
 from gateway.ui.routes import ROUTES as UI_ROUTES
-from gateway.upstream import UpstreamClient, create_http_client
+from gateway.upstream import UpstreamClient, create_http_client, load_aiohttp
 
 log = logging.getLogger("gateway")
 
@@ -108,14 +108,16 @@ ERROR_HANDLERS: dict[Any, Any] = {
 }
 
 
-def _warm_up(model: str, pricer: Pricer) -> None:
-    """Build the encoding of `model` and read the price snapshot (in a worker thread); a failure is logged,
-    and raised again on first use."""
+def _warm_up(model: str, pricer: Pricer, *, transport: bool) -> None:
+    """Import the upstream transport's library (`transport`), build the encoding of `model` and read the
+    price snapshot (in a worker thread); a failure is logged, and raised again on first use."""
     try:
+        if transport:
+            load_aiohttp()
         pricer.warm_up()
         warm_up(model)
     except Exception:  # a broken installation must not take the running server down: the log says why
-        log.exception("could not build the tokenizer for %s or read the price snapshot", model)
+        log.exception("could not load aiohttp, build the tokenizer for %s or read the price snapshot", model)
     heap.release()  # the build's rank table (~25 MB of Python objects) is garbage now
 
 
@@ -135,13 +137,14 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
             await migrate.upgrade(db)
             pricer = Pricer.from_file(settings.prices_file)
             async with create_http_client(settings, transport) as http, anyio.create_task_group() as bg:
-                # The most used encoding (gpt-4o and later) is built, and the snapshot of genai-prices'
-                # flat prices read, in the background, so that the server answers (/healthz included)
-                # as soon as its port is bound; a request that counts gpt-4o tokens before that waits
-                # for the build in a worker thread. tiktoken holds the GIL while it builds (~0.2 s):
-                # requests in flight then may pause once. Others (cl100k_base for gpt-4 and gpt-3.5)
-                # are built on first use (see turns.py).
-                bg.start_soon(functools.partial(anyio.to_thread.run_sync, _warm_up, "gpt-4o", pricer))
+                # aiohttp is imported (~0.25 s), the most used encoding (gpt-4o and later) built, and the
+                # snapshot of genai-prices' flat prices read, in the background, so that the server
+                # answers (/healthz included) as soon as its port is bound; a request that needs one of
+                # them before that waits for it in a worker thread (upstream.DeferredAiohttpTransport,
+                # tokens.py). tiktoken holds the GIL while it builds (~0.2 s): requests in flight then
+                # may pause once. Others (cl100k_base for gpt-4 and gpt-3.5) are built on first use.
+                warming = functools.partial(_warm_up, "gpt-4o", pricer, transport=transport is None)
+                bg.start_soon(anyio.to_thread.run_sync, warming)
                 upstream = UpstreamClient(http, settings)
                 turns = TurnService(db, upstream, settings, pricer, metrics=metrics)
                 services = Services(

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
+import anyio.to_thread
 import httpx
-import yarl
 
 from gateway import headers as h
 from gateway.config import Settings
 from gateway.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+
+if TYPE_CHECKING:
+    import aiohttp
 
 # How long an idle upstream connection is kept for reuse: under the 5 s after which uvicorn (behind vLLM,
 # LiteLLM and most self-hosted OpenAI-compatible servers) closes idle connections. Kept longer, a turn could
@@ -28,14 +32,7 @@ def create_http_client(
 ) -> httpx.AsyncClient:
     """The process-wide upstream client: aiohttp transport (fast pooling), generous read timeout."""
     if transport is None:
-        from httpx_aiohttp import AiohttpTransport
-
-        limits = httpx.Limits(
-            max_connections=1000,
-            max_keepalive_connections=200,
-            keepalive_expiry=IDLE_UPSTREAM_CONNECTION_SECONDS,
-        )
-        transport = AiohttpTransport(limits=limits, trust_env=False, client=_cookieless_session)
+        transport = DeferredAiohttpTransport()
     timeout = httpx.Timeout(settings.upstream_timeout, connect=settings.upstream_connect_timeout)
     # One client serves every caller: a cookie one caller's upstream answer sets must never ride along on
     # another caller's request, so neither httpx nor aiohttp may keep cookies.
@@ -43,8 +40,55 @@ def create_http_client(
     return httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False, cookies=no_cookies)
 
 
+def load_aiohttp() -> None:
+    """Import aiohttp and its httpx transport (blocking: call it from a worker thread).
+
+    ~0.25 s, most of it the two TLS contexts aiohttp builds at import, each loading the system's CA
+    certificates: the app's warm-up does it once the server is up, so start-up does not wait for it.
+    """
+    import aiohttp  # noqa: F401
+    import httpx_aiohttp  # noqa: F401
+
+
+class DeferredAiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx_aiohttp's transport, made at its first request, once aiohttp is imported (`load_aiohttp`).
+
+    A request that comes before the warm-up has imported aiohttp waits for the import in a worker thread,
+    never on the event loop.
+    """
+
+    def __init__(self) -> None:
+        self._transport: httpx.AsyncBaseTransport | None = None
+        self._making = asyncio.Lock()
+
+    async def _made(self) -> httpx.AsyncBaseTransport:
+        async with self._making:
+            if self._transport is None:
+                if "httpx_aiohttp" not in sys.modules:
+                    await anyio.to_thread.run_sync(load_aiohttp)
+                from httpx_aiohttp import AiohttpTransport
+
+                limits = httpx.Limits(
+                    max_connections=1000,
+                    max_keepalive_connections=200,
+                    keepalive_expiry=IDLE_UPSTREAM_CONNECTION_SECONDS,
+                )
+                self._transport = AiohttpTransport(limits=limits, trust_env=False, client=_cookieless_session)
+            return self._transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self._transport or await self._made()
+        return await transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            await self._transport.aclose()
+
+
 def _cookieless_session() -> aiohttp.ClientSession:
     """The aiohttp session behind the transport (made in the running loop), without a cookie jar."""
+    import aiohttp
+
     ssl = httpx.create_ssl_context(trust_env=False)  # certifi's CA bundle, as httpx and the transport use
     connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=IDLE_UPSTREAM_CONNECTION_SECONDS, ssl=ssl)
     session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
@@ -56,6 +100,8 @@ def _cookieless_session() -> aiohttp.ClientSession:
 
 def _exact_url_request(send: Any, method: str, url: Any, **options: Any) -> Any:
     """aiohttp's `ClientSession.request` with a string URL taken as already percent-encoded."""
+    import yarl  # loaded with aiohttp
+
     return send(method, yarl.URL(url, encoded=True) if isinstance(url, str) else url, **options)
 
 
@@ -72,10 +118,19 @@ def translate_errors() -> Iterator[None]:
         raise UpstreamUnreachable(f"Could not reach the upstream: {exc or 'connection failed'}") from exc
     except httpx.TimeoutException as exc:
         raise UpstreamTimeout("The upstream did not answer in time.") from exc
-    except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+    except _transport_errors() as exc:
         raise UpstreamUnreachable(
             f"The upstream connection failed: {type(exc).__name__}: {exc}".rstrip(": ")
         ) from exc
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What a failed transport raises: httpx's and the socket's errors, and aiohttp's own once it is
+    loaded (before that nothing can raise them; read when an error is caught, as the first request
+    may be the one that loads aiohttp)."""
+    aiohttp = sys.modules.get("aiohttp")
+    extra = (aiohttp.ClientError,) if aiohttp is not None else ()
+    return (httpx.TransportError, OSError, *extra)
 
 
 class UpstreamClient:
