@@ -20,8 +20,10 @@ from typing import Any, Protocol
 import httpx
 from click.testing import CliRunner
 from openai import OpenAI
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Engine, create_engine, insert, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from gateway import migrate
 from gateway.attempts import AttemptRecord, attempt_record
@@ -246,8 +248,17 @@ def identity(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+@functools.cache
+def _sqlite_reader(database_url: str) -> Engine:
+    """A synchronous engine on an SQLite file, without a pool: kept for its compiled statements."""
+    return create_engine(make_url(database_url).set(drivername="sqlite+pysqlite"), poolclass=NullPool)
+
+
 def read_database(database_url: str, statement: Any) -> list[Any]:
     """Run one SELECT on the gateway's database from a synchronous test; the rows."""
+    if make_url(database_url).get_backend_name() == "sqlite":
+        with _sqlite_reader(database_url).connect() as connection:
+            return list(connection.execute(statement).all())
 
     async def run() -> list[Any]:
         engine = create_async_engine(database_url)
