@@ -30,22 +30,21 @@ from gateway.store import statements
 from gateway.store.rows import load_all, load_first
 from gateway.store.tables import ATTEMPTS, CONVERSATIONS, MESSAGES, RESPONSES, Conversation
 
-_CONVERSATIONS = CONVERSATIONS
-_BY_ID = select(_CONVERSATIONS).where(
-    _CONVERSATIONS.c.owner == bindparam("owner"), _CONVERSATIONS.c.id == bindparam("conversation_id")
+_BY_ID = select(CONVERSATIONS).where(
+    CONVERSATIONS.c.owner == bindparam("owner"), CONVERSATIONS.c.id == bindparam("conversation_id")
 )
 _BY_ID_COLUMNS = tuple(str(column.key) for column in _BY_ID.selected_columns)
-_INSERT_CONVERSATION = _CONVERSATIONS.insert()
+_INSERT_CONVERSATION = CONVERSATIONS.insert()
 # Fencing: a turn writes only over the state it was composed from (its message_count).
-_UPDATE_CONVERSATION = _CONVERSATIONS.update().where(
-    _CONVERSATIONS.c.pk == bindparam("conversation_pk_"),
-    _CONVERSATIONS.c.message_count == bindparam("expected_count_"),
+_UPDATE_CONVERSATION = CONVERSATIONS.update().where(
+    CONVERSATIONS.c.pk == bindparam("conversation_pk_"),
+    CONVERSATIONS.c.message_count == bindparam("expected_count_"),
 )
 _INSERT_MESSAGES = MESSAGES.insert()
 # How many conversations a caller has, counted up to a bound (so never more than that many index entries).
 _OWNED = select(func.count()).select_from(
-    select(_CONVERSATIONS.c.pk)
-    .where(_CONVERSATIONS.c.owner == bindparam("owner"))
+    select(CONVERSATIONS.c.pk)
+    .where(CONVERSATIONS.c.owner == bindparam("owner"))
     .limit(bindparam("bound"))
     .subquery()
 )

@@ -32,9 +32,7 @@ from gateway.store.tables import ATTEMPTS, CONVERSATIONS, Conversation
 if TYPE_CHECKING:
     import asyncpg
 
-_CONVERSATIONS = CONVERSATIONS
-_ATTEMPTS = ATTEMPTS
-_CONVERSATION_COLUMNS = tuple(column.name for column in _CONVERSATIONS.columns)
+_CONVERSATION_COLUMNS = tuple(column.name for column in CONVERSATIONS.columns)
 
 _NOW = "extract(epoch FROM clock_timestamp())::float8"  # the database server's clock: one for every replica
 _NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
@@ -141,10 +139,10 @@ def _defaults(table: Table) -> dict[str, Any]:
     return found
 
 
-_NEW_CONVERSATION = _insert_columns(_CONVERSATIONS)
-_ATTEMPT_COLUMNS = _insert_columns(_ATTEMPTS)
-_CONVERSATION_DEFAULTS = _defaults(_CONVERSATIONS)
-_ATTEMPT_DEFAULTS = _defaults(_ATTEMPTS)
+_NEW_CONVERSATION = _insert_columns(CONVERSATIONS)
+_ATTEMPT_COLUMNS = _insert_columns(ATTEMPTS)
+_CONVERSATION_DEFAULTS = _defaults(CONVERSATIONS)
+_ATTEMPT_DEFAULTS = _defaults(ATTEMPTS)
 
 
 def _store_statement(conversation_cte: str, first: int) -> str:
