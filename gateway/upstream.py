@@ -64,8 +64,9 @@ class DeferredAiohttpTransport(httpx.AsyncBaseTransport):
     async def _made(self) -> httpx.AsyncBaseTransport:
         async with self._making:
             if self._transport is None:
-                if "httpx_aiohttp" not in sys.modules:
-                    await anyio.to_thread.run_sync(load_aiohttp)
+                # In a worker thread even when the warm-up has begun the import: a module that another
+                # thread is still importing would make the event loop wait for it.
+                await anyio.to_thread.run_sync(load_aiohttp)
                 from httpx_aiohttp import AiohttpTransport
 
                 limits = httpx.Limits(
