@@ -89,21 +89,21 @@ class DeferredAiohttpTransport(httpx.AsyncBaseTransport):
 def _cookieless_session() -> aiohttp.ClientSession:
     """The aiohttp session behind the transport (made in the running loop), without a cookie jar."""
     import aiohttp
+    import yarl
 
     ssl = httpx.create_ssl_context(trust_env=False)  # certifi's CA bundle, as httpx and the transport use
     connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=IDLE_UPSTREAM_CONNECTION_SECONDS, ssl=ssl)
     session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
     # httpx_aiohttp hands aiohttp the URL as a string, which yarl would normalize (decode %3A to ':', %41 to
     # 'A', upper-case %ff): the gateway forwards paths exactly as received, so the string is taken as encoded.
-    object.__setattr__(session, "request", functools.partial(_exact_url_request, session.request))
+    object.__setattr__(session, "request", functools.partial(_exact_url_request, session.request, yarl.URL))
     return session
 
 
-def _exact_url_request(send: Any, method: str, url: Any, **options: Any) -> Any:
-    """aiohttp's `ClientSession.request` with a string URL taken as already percent-encoded."""
-    import yarl  # loaded with aiohttp
-
-    return send(method, yarl.URL(url, encoded=True) if isinstance(url, str) else url, **options)
+def _exact_url_request(send: Any, url_type: Any, method: str, url: Any, **options: Any) -> Any:
+    """aiohttp's `ClientSession.request` with a string URL taken as already percent-encoded (`url_type`:
+    yarl's URL, passed in as aiohttp is imported only after start-up)."""
+    return send(method, url_type(url, encoded=True) if isinstance(url, str) else url, **options)
 
 
 @contextlib.contextmanager

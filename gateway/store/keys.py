@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -30,21 +32,17 @@ def insert_key(
     taken = connection.execute(select(API_KEYS.c.pk).where(API_KEYS.c.name == name))
     if taken.first() is not None:
         raise KeyExists(f"A key named '{name}' already exists; key names are never reused.", param="name")
-    row = {"name": name, "secret_hash": secret_hash, "budget_pusd": budget_pusd, "created_at": now}
+    row: dict[str, Any] = {
+        "name": name,
+        "secret_hash": secret_hash,
+        "budget_pusd": budget_pusd,
+        "created_at": now,
+    }
     try:
         pk = connection.execute(insert(API_KEYS).returning(API_KEYS.c.pk), row).scalar_one()
     except IntegrityError:  # a concurrent create of the same name won the race
         raise KeyExists(f"A key named '{name}' already exists.", param="name") from None
-    return _info(
-        ApiKey(
-            pk=pk,
-            name=name,
-            secret_hash=secret_hash,
-            budget_pusd=budget_pusd,
-            created_at=now,
-            revoked_at=None,
-        )
-    )
+    return _info(ApiKey(pk=pk, revoked_at=None, **row))
 
 
 def find_active_key(connection: Connection, secret_hash: str) -> KeyInfo | None:
