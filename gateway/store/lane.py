@@ -1,4 +1,4 @@
-"""The SQLite lane: one connection on one thread that runs a whole unit of work per hand-off.
+"""The SQLite lane: one connection on one thread that runs whole units of work, and commits them in groups.
 
 Through aiosqlite, every DBAPI call (cursor, execute, fetch, close, commit) is one trip to a worker
 thread and back, plus SQLAlchemy's async adaptation around each; a turn made some 25 of them and
@@ -6,15 +6,27 @@ spent over a millisecond of CPU on its two transactions. Here a unit of work is 
 synchronous SQLAlchemy `Connection`: it crosses to the thread once, runs its statements and commits
 there, and crosses back once. The event loop never waits on SQLite (busy waits and checkpoints stay
 on the thread), as with aiosqlite.
+
+Group commit: units that queue up while the thread is busy run as one batch, in one transaction
+(`BEGIN IMMEDIATE`), each inside its own savepoint, and the batch commits once. A commit writes every page
+the transaction changed to the WAL, so turns that touch the same pages (the request log's indexes, the
+conversations table) write them once per batch instead of once each, and the batch's callers are woken
+with one call. Each unit still commits or rolls back as a whole: one that raises is rolled back to its
+savepoint and gets its error, the others are unaffected; if the commit itself fails, every unit of the
+batch gets that error (nothing of the batch is stored, and none of it was acknowledged). A unit that waits
+alone runs in a transaction of its own, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL
@@ -23,8 +35,49 @@ from sqlalchemy.pool import NullPool
 T = TypeVar("T")
 
 
+MAX_BATCH = 64  # units committed together at most: a bound on what one failed commit takes with it
+
+
+@dataclass
+class _Job(Generic[T]):
+    """A unit of work queued for the lane, and where its caller waits for the outcome."""
+
+    unit: Callable[[Connection], T]
+    future: asyncio.Future[T]
+    loop: asyncio.AbstractEventLoop
+    result: Any = None
+    error: BaseException | None = field(default=None)
+
+
+def _resolve(jobs: list[_Job[Any]]) -> None:
+    """On the event loop: hand each job's outcome to its caller (unless it stopped waiting)."""
+    for job in jobs:
+        if job.future.cancelled():
+            continue
+        if job.error is not None:
+            job.future.set_exception(job.error)
+        else:
+            job.future.set_result(job.result)
+
+
+def _end_transaction(connection: Connection) -> None:
+    """After a failed unit or batch: leave no transaction open on the connection.
+
+    A COMMIT that SQLite refuses (a deferred foreign key, a full disk) leaves its transaction open, and the
+    next unit would run inside it. Roll it back; a connection that cannot even do that is closed, and the
+    next unit opens a new one.
+    """
+    try:
+        raw = connection.connection.dbapi_connection
+        if raw is not None and raw.in_transaction:
+            raw.rollback()
+    except Exception:  # the connection is unusable: start again on a new one
+        connection.invalidate()
+        connection.close()
+
+
 class SqliteLane:
-    """Runs units of work, one at a time and in order, on a dedicated SQLite connection and thread."""
+    """Runs units of work in order on a dedicated SQLite connection and thread, committing them in groups."""
 
     def __init__(self, url: URL, on_connect: Callable[..., None]) -> None:
         # The lane keeps one connection for its whole life, on its one thread: no pool to manage.
@@ -32,6 +85,9 @@ class SqliteLane:
         event.listen(self._engine, "connect", on_connect)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-sqlite")
         self._local = threading.local()
+        self._queue: deque[_Job[Any]] = deque()
+        self._guard = threading.Lock()
+        self._draining = False  # a drain is submitted or running: new jobs join its queue
 
     def _connection(self) -> Connection:
         connection: Connection | None = getattr(self._local, "connection", None)
@@ -40,14 +96,67 @@ class SqliteLane:
             self._local.connection = connection
         return connection
 
-    def _run(self, unit: Callable[[Connection], T]) -> T:
-        connection = self._connection()
-        with connection.begin():
-            return unit(connection)
-
     async def run(self, unit: Callable[[Connection], T]) -> T:
-        """Run `unit` in one transaction on the lane's thread (commit on return, rollback on error)."""
-        return await asyncio.wrap_future(self._executor.submit(self._run, unit))
+        """Run `unit` in a transaction on the lane's thread (committed on return, rolled back on error).
+
+        The outcome is known once the transaction has committed: a unit that returns is durable. A caller
+        cancelled before its unit started leaves it unrun.
+        """
+        loop = asyncio.get_running_loop()
+        job: _Job[T] = _Job(unit, loop.create_future(), loop)
+        with self._guard:
+            self._queue.append(job)
+            if not self._draining:
+                self._draining = True
+                self._executor.submit(self._drain)
+        return await job.future
+
+    def _drain(self) -> None:
+        """On the lane's thread: run queued jobs, a batch at a time, until the queue is empty."""
+        while True:
+            with self._guard:
+                if not self._queue:
+                    self._draining = False
+                    return
+                count = min(len(self._queue), MAX_BATCH)
+                batch = [self._queue.popleft() for _ in range(count)]
+            batch = [job for job in batch if not job.future.cancelled()]
+            if not batch:
+                continue
+            self._run_batch(batch)
+            for loop in {job.loop for job in batch}:  # one wake-up per event loop (there is one in a server)
+                with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting any more
+                    loop.call_soon_threadsafe(_resolve, [job for job in batch if job.loop is loop])
+
+    def _run_batch(self, batch: list[_Job[Any]]) -> None:
+        connection = self._connection()
+        if len(batch) == 1:
+            job = batch[0]
+            try:
+                with connection.begin():
+                    job.result = job.unit(connection)
+            except BaseException as exc:  # handed to the caller, as a direct call would raise it
+                job.error = exc
+                _end_transaction(connection)
+            return
+        try:
+            with connection.begin():
+                # IMMEDIATE: the write lock up front, so a batch that reads and then writes cannot meet
+                # another process's commit in between (SQLITE_BUSY_SNAPSHOT, which no busy wait cures).
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                for job in batch:
+                    connection.exec_driver_sql("SAVEPOINT unit")
+                    try:
+                        job.result = job.unit(connection)
+                    except BaseException as exc:
+                        job.error = exc
+                        connection.exec_driver_sql("ROLLBACK TO unit")
+                    connection.exec_driver_sql("RELEASE unit")
+        except BaseException as exc:  # the batch did not commit: none of it is stored
+            for job in batch:
+                if job.error is None:  # a unit that raised keeps its own error
+                    job.error = exc
+            _end_transaction(connection)
 
     def _close(self) -> None:
         connection: Connection | None = getattr(self._local, "connection", None)

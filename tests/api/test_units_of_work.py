@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import secrets
+import shutil
 import threading
-from collections.abc import AsyncIterator
-from typing import cast
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, event, select, text
 
 from gateway import migrate
 from gateway.errors import DatabaseUnavailable
@@ -122,3 +125,119 @@ async def test_close_stops_the_sqlite_thread(database_url: str) -> None:
     await database.run(lambda connection: connection.execute(text("SELECT 1")).scalar())
     await database.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("gateway-sqlite")]
+
+
+# Group commit on the SQLite lane: units that queue up behind a busy lane run as one batch and commit once.
+
+
+@pytest.fixture
+def lane_url(tmp_path: Path, sqlite_template: Path) -> str:
+    shutil.copyfile(sqlite_template, tmp_path / "gateway.db")
+    return f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+
+
+@pytest.fixture
+async def lane_db(lane_url: str) -> AsyncIterator[Database]:
+    async with migrated_database(lane_url) as database:
+        yield database
+
+
+async def queued_behind_a_busy_lane(db: Database, units: list[Callable[[Connection], Any]]) -> list[Any]:
+    """Run `units` as one batch: the lane is held busy until all of them are queued behind it.
+
+    Returns each unit's result or the exception it ended with, and counts the lane's commits meanwhile.
+    """
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(db.run(lambda _connection: gate.wait(10)))
+    await asyncio.sleep(0.05)  # the blocker is running on the lane's thread
+    waiting = [asyncio.ensure_future(db.run(unit)) for unit in units]
+    await asyncio.sleep(0.05)  # every unit is queued
+    gate.set()
+    await blocker
+    return list(await asyncio.gather(*waiting, return_exceptions=True))
+
+
+def commits_of(db: Database) -> list[int]:
+    """A list that grows by one at each commit of the lane's connection."""
+    commits: list[int] = []
+    lane = db._lane  # the lane exists once a unit has run
+    assert lane is not None
+    event.listen(lane._engine, "commit", lambda _connection: commits.append(1))
+    return commits
+
+
+async def test_queued_units_commit_together_and_each_keeps_its_outcome(lane_db: Database) -> None:
+    owners = [secrets.token_hex(32) for _ in range(4)]
+    await count_attempts(lane_db, owners[0])  # the lane is up
+    commits = commits_of(lane_db)
+
+    def failing(connection: Connection) -> None:
+        insert_attempt(connection, logged_call(owners[2]))
+        raise RuntimeError("after the insert")
+
+    units: list[Callable[[Connection], Any]] = [
+        functools.partial(insert_attempt, record=logged_call(owners[0])),
+        functools.partial(insert_attempt, record=logged_call(owners[1])),
+        failing,
+        lambda connection: connection.execute(text("SELECT 7")).scalar_one(),
+        functools.partial(insert_attempt, record=logged_call(owners[3])),
+    ]
+    outcomes = await queued_behind_a_busy_lane(lane_db, units)
+
+    assert isinstance(outcomes[2], RuntimeError)
+    assert outcomes[3] == 7
+    assert len(commits) == 2  # the blocker's transaction, then the batch's one commit
+    counts = [await count_attempts(lane_db, owner) for owner in owners]
+    assert counts == [1, 1, 0, 1]  # the failing unit's insert was rolled back, alone
+
+
+def break_the_commit(connection: Connection) -> None:
+    """A unit that succeeds but whose transaction cannot commit: a foreign key checked only at COMMIT."""
+    connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+    connection.exec_driver_sql(
+        "INSERT INTO messages (conversation_pk, seq, turn, role, body, tokens, turn_start_seq, "
+        "turn_start_tokens, created_at) VALUES (999999999, 0, 1, 'user', '{}', 1, 0, 0, 0)"
+    )
+
+
+async def test_a_unit_whose_commit_fails_leaves_no_transaction_open(lane_db: Database) -> None:
+    # SQLite keeps a transaction open when it refuses its COMMIT: the next unit must not run inside it.
+    with pytest.raises(DatabaseUnavailable):
+        await lane_db.run(break_the_commit)
+    owner = secrets.token_hex(32)
+    await lane_db.run(functools.partial(insert_attempt, record=logged_call(owner)))
+    assert await count_attempts(lane_db, owner) == 1
+
+
+async def test_a_batch_whose_commit_fails_stores_nothing_and_fails_every_unit(lane_db: Database) -> None:
+    owners = [secrets.token_hex(32) for _ in range(2)]
+    await count_attempts(lane_db, owners[0])
+
+    units: list[Callable[[Connection], Any]] = [
+        functools.partial(insert_attempt, record=logged_call(owners[0])),
+        break_the_commit,
+        functools.partial(insert_attempt, record=logged_call(owners[1])),
+    ]
+    outcomes = await queued_behind_a_busy_lane(lane_db, units)
+
+    assert all(isinstance(outcome, DatabaseUnavailable) for outcome in outcomes), outcomes
+    assert [await count_attempts(lane_db, owner) for owner in owners] == [0, 0]
+    # The lane goes on: a unit alone commits as before.
+    await lane_db.run(functools.partial(insert_attempt, record=logged_call(owners[0])))
+    assert await count_attempts(lane_db, owners[0]) == 1
+
+
+async def test_a_caller_that_stopped_waiting_before_its_unit_ran_leaves_it_unrun(lane_db: Database) -> None:
+    owner = secrets.token_hex(32)
+    await count_attempts(lane_db, owner)
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(lane_db.run(lambda _connection: gate.wait(10)))
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(lane_db.run(functools.partial(insert_attempt, record=logged_call(owner))))
+    await asyncio.sleep(0.05)
+    queued.cancel()
+    gate.set()
+    await blocker
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert await count_attempts(lane_db, owner) == 0
