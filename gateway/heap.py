@@ -41,11 +41,20 @@ def release() -> None:
         trim(0)
 
 
+# The collector's first threshold while serving (CPython's default: 700). A request allocates a few hundred
+# container objects, almost all freed by reference counting when it ends; at 700 the collector ran a young
+# pass every request or two, ~3% of a turn's CPU under load (measured: 0.82 -> 0.80 ms per turn).
+SERVING_GEN0_THRESHOLD = 20_000
+
+
 def freeze() -> None:
     """Keep everything alive now (what start-up loaded, which lives as long as the process) out of the
-    collector's full passes: each walked it, ~65 ms every few seconds under load. Serving processes only."""
+    collector's full passes: each walked it, ~65 ms every few seconds under load. The young generation is
+    collected less often too (`SERVING_GEN0_THRESHOLD`). Serving processes only."""
     if _serving:
         gc.freeze()
+        _, *older = gc.get_threshold()
+        gc.set_threshold(SERVING_GEN0_THRESHOLD, *older)
 
 
 def unfreeze() -> None:

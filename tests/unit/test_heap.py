@@ -17,6 +17,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(gc, "collect", lambda *args: made.append("collect") or 0)
     monkeypatch.setattr(gc, "freeze", lambda: made.append("freeze"))
     monkeypatch.setattr(gc, "unfreeze", lambda: made.append("unfreeze"))
+    monkeypatch.setattr(gc, "set_threshold", lambda *limits: made.append(f"threshold{limits}"))
     monkeypatch.setattr(heap, "_malloc_trim", lambda: lambda pad: made.append(f"trim({pad})") or 1)
     return made
 
@@ -33,7 +34,9 @@ def test_a_serving_process_collects_trims_and_freezes(calls: list[str]) -> None:
     heap.release()
     heap.freeze()
     heap.unfreeze()
-    assert calls == ["collect", "trim(0)", "freeze", "unfreeze"]
+    _, *older = gc.get_threshold()
+    young = f"threshold{(heap.SERVING_GEN0_THRESHOLD, *older)}"
+    assert calls == ["collect", "trim(0)", "freeze", young, "unfreeze"]
 
 
 def test_gateway_serve_applies_the_policy() -> None:
