@@ -113,8 +113,8 @@ def gateway(name: str, database: Path, upstream: str) -> Server:
     port = free_port()
     argv = python_argv("-m", "gateway", "serve", "--port", str(port), "--upstream", upstream)
     argv += ["--database-url", f"sqlite+aiosqlite:///{database}"]
-    # One token makes every load conversation: past the default per-caller bound within seconds, and a 429 costs
-    # far less than a turn, so the memory peak would be measured on rejections.
+    # One token makes every load conversation: past the default per-caller bound within seconds, and a 429
+    # costs far less than a turn, so the memory peak would be measured on rejections.
     env = {"GATEWAY_LOG_LEVEL": "WARNING", "GATEWAY_MAX_CONVERSATIONS_PER_CALLER": "0"}
     return Server(name, argv, port, env=env)
 

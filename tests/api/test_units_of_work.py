@@ -44,6 +44,13 @@ async def count_attempts(db: Database, owner: str) -> int:
     return len(rows)
 
 
+async def assert_a_unit_commits(db: Database) -> None:
+    """A unit that writes a row commits it (after a failure: the lane or pool was left usable)."""
+    owner = secrets.token_hex(32)
+    await db.run(functools.partial(insert_attempt, record=logged_call(owner)))
+    assert await count_attempts(db, owner) == 1
+
+
 async def test_a_unit_commits_what_it_wrote(db: Database) -> None:
     owner = secrets.token_hex(32)
     await db.run(functools.partial(insert_attempt, record=logged_call(owner)))
@@ -69,10 +76,7 @@ async def test_a_database_error_is_unavailable(db: Database) -> None:
 
     with pytest.raises(DatabaseUnavailable):
         await db.run(unit)
-    # The lane (or pool) still works after the failed unit.
-    owner = secrets.token_hex(32)
-    await db.run(functools.partial(insert_attempt, record=logged_call(owner)))
-    assert await count_attempts(db, owner) == 1
+    await assert_a_unit_commits(db)  # the lane (or pool) still works after the failed unit
 
 
 async def test_a_constraint_violation_is_unavailable_and_rolls_back(db: Database) -> None:
@@ -204,9 +208,7 @@ async def test_a_unit_whose_commit_fails_leaves_no_transaction_open(lane_db: Dat
     # SQLite keeps a transaction open when it refuses its COMMIT: the next unit must not run inside it.
     with pytest.raises(DatabaseUnavailable):
         await lane_db.run(break_the_commit)
-    owner = secrets.token_hex(32)
-    await lane_db.run(functools.partial(insert_attempt, record=logged_call(owner)))
-    assert await count_attempts(lane_db, owner) == 1
+    await assert_a_unit_commits(lane_db)
 
 
 async def test_a_batch_whose_commit_fails_stores_nothing_and_fails_every_unit(lane_db: Database) -> None:
@@ -222,9 +224,7 @@ async def test_a_batch_whose_commit_fails_stores_nothing_and_fails_every_unit(la
 
     assert all(isinstance(outcome, DatabaseUnavailable) for outcome in outcomes), outcomes
     assert [await count_attempts(lane_db, owner) for owner in owners] == [0, 0]
-    # The lane goes on: a unit alone commits as before.
-    await lane_db.run(functools.partial(insert_attempt, record=logged_call(owners[0])))
-    assert await count_attempts(lane_db, owners[0]) == 1
+    await assert_a_unit_commits(lane_db)  # the lane goes on: a unit alone commits as before
 
 
 async def test_a_caller_that_stopped_waiting_before_its_unit_ran_leaves_it_unrun(lane_db: Database) -> None:
