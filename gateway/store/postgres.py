@@ -39,6 +39,10 @@ _NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
 
 # $1 owner, $2 conversation id, $3 holder, $4 lease seconds; $5/$6 the header's budget, $7/$8 the default's;
 # $9 the caller's conversation limit (0: none), counted (up to it) only when the conversation is new.
+# The window is one range of the (conversation_pk, seq) index, from the seq bound on: its turn-start filters
+# are written `+ 0` so that the planner cannot pick the (conversation_pk, turn_start_tokens) index for them.
+# It did, and with no token budget (min_tokens 0) that range is the whole conversation: a turn's read grew
+# with the conversation's length (2,000 stored messages: 0.46 ms against 0.13 for 20; now 0.16).
 TAKE = f"""
 WITH seen AS (
     SELECT holder FROM conversation_leases WHERE owner = $1 AND conversation_id = $2
@@ -78,7 +82,7 @@ LEFT JOIN LATERAL (
         array_agg(m.turn_start_tokens ORDER BY m.seq) AS turn_start_tokens
     FROM messages m
     WHERE NOT c.empty AND m.conversation_pk = c.pk
-        AND m.turn_start_seq >= c.min_seq AND m.turn_start_tokens >= c.min_tokens
+        AND m.turn_start_seq + 0 >= c.min_seq AND m.turn_start_tokens + 0 >= c.min_tokens
         AND m.seq >= CASE WHEN c.min_tokens > 0 THEN greatest(c.min_seq, coalesce((
                 SELECT p.turn_start_seq FROM messages p
                 WHERE p.conversation_pk = c.pk AND p.turn_start_tokens >= c.min_tokens

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -168,3 +169,30 @@ async def test_open_turn_stores_and_releases_in_one_write(db: Database) -> None:
     conversation, window = loaded.conversation, loaded.candidates
     assert conversation is not None and conversation.turn_count == 2
     assert [m.body["content"] for m in window] == ["u1", "a1", "u2", "a2"]
+
+
+async def blocks_read(db: Database, owner: str, conversation_id: str, rule: BudgetRule) -> int:
+    """The buffer blocks one TAKE of the conversation touches (EXPLAIN ANALYZE); its lease is released."""
+    assert db.leases is not None
+    arguments = (rule.header.max_messages, rule.header.max_tokens, rule.default.max_messages)
+    explain = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {TAKE}"
+    row = await db.leases.fetchrow(
+        explain, owner, conversation_id, secrets.token_hex(16), 30.0, *arguments, None, 0, idempotent=True
+    )
+    assert row is not None
+    document = row[0]  # json, decoded by the driver or not
+    plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+    await db.run(lambda c: c.execute(text("DELETE FROM conversation_leases")))
+    return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
+
+
+async def test_a_long_conversations_turn_reads_no_more_than_a_short_ones(db: Database) -> None:
+    # The window is a range of the (conversation, seq) index: a turn reads its window, not the conversation.
+    owner = secrets.token_hex(8)
+    await store_turns(db, owner, "short", 10)
+    await store_turns(db, owner, "long", 400)
+    await db.run(lambda c: c.execute(text("ANALYZE messages")))
+    rule = BudgetRule(header=Budget(max_messages=20))
+    short = await blocks_read(db, owner, "short", rule)
+    long = await blocks_read(db, owner, "long", rule)
+    assert long <= short + 10, (short, long)
