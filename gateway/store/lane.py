@@ -123,7 +123,11 @@ class SqliteLane:
             batch = [job for job in batch if not job.future.cancelled()]
             if not batch:
                 continue
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            except BaseException as exc:  # no connection (the file cannot be opened): each caller gets why
+                for job in batch:
+                    job.error = job.error or exc
             for loop in {job.loop for job in batch}:  # one wake-up per event loop (there is one in a server)
                 with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting any more
                     loop.call_soon_threadsafe(_resolve, [job for job in batch if job.loop is loop])

@@ -241,3 +241,13 @@ async def test_a_caller_that_stopped_waiting_before_its_unit_ran_leaves_it_unrun
     with pytest.raises(asyncio.CancelledError):
         await queued
     assert await count_attempts(lane_db, owner) == 0
+
+
+async def test_a_database_the_lane_cannot_open_is_unavailable_every_time(tmp_path: Path) -> None:
+    database = open_database(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'gateway.db'}", lease_seconds=5)
+    try:
+        for _ in range(2):  # the lane still answers after a failed connect (it did not stop draining)
+            with pytest.raises(DatabaseUnavailable):
+                await asyncio.wait_for(database.run(lambda c: c.execute(text("SELECT 1"))), timeout=10)
+    finally:
+        await database.close()
