@@ -38,7 +38,8 @@ _NOW = "extract(epoch FROM clock_timestamp())::float8"  # the database server's 
 _NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
 
 # $1 owner, $2 conversation id, $3 holder, $4 lease seconds; $5/$6 the header's budget, $7/$8 the default's;
-# $9 the caller's conversation limit (0: none), counted (up to it) only when the conversation is new.
+# $9 the caller's conversation limit (0: none), counted (up to it) only when the conversation is new, by a
+# function the planner cannot see into (tables.OWNED_CONVERSATIONS says why).
 # The window is one range of the (conversation_pk, seq) index, from the seq bound on: its turn-start filters
 # are written `+ 0` so that the planner cannot pick the (conversation_pk, turn_start_tokens) index for them.
 # It did, and with no token budget (min_tokens 0) that range is the whole conversation: a turn's read grew
@@ -66,9 +67,8 @@ WITH seen AS (
     WHERE c.owner = $1 AND c.id = $2 AND EXISTS (SELECT FROM lease)
 )
 SELECT (SELECT holder FROM lease) AS taken, (SELECT holder FROM seen) AS seen, {_NOT_DURABLE} AS durability,
-    CASE WHEN $9::int > 0 AND EXISTS (SELECT FROM lease) AND NOT EXISTS (SELECT FROM conversation) THEN (
-        SELECT count(*) FROM (SELECT FROM conversations WHERE owner = $1 LIMIT $9::int) AS bounded
-    ) END AS owned,
+    CASE WHEN $9::int > 0 AND EXISTS (SELECT FROM lease) AND NOT EXISTS (SELECT FROM conversation)
+        THEN gateway_owned_conversations($1, $9::int) END AS owned,
     {", ".join(f"c.{name}" for name in _CONVERSATION_COLUMNS)}, c.min_seq, c.min_tokens, c.empty,
     w.seqs, w.bodies, w.roles, w.tokens, w.turn_start_seqs, w.turn_start_tokens,
     a.seq AS anchor_seq, a.body AS anchor_body, a.tokens AS anchor_tokens,

@@ -82,7 +82,8 @@ async def test_migrations_build_exactly_the_declared_tables(empty_database_url: 
 
 def _schema(connection: Connection) -> dict[str, Any]:
     """Everything the database reports of the gateway's tables and Alembic's: columns with their types,
-    nullability and server defaults, keys, indexes, unique constraints and foreign keys."""
+    nullability and server defaults, keys, indexes, unique constraints and foreign keys; on Postgres also the
+    gateway's functions, with their whole definitions."""
     inspector = inspect(connection)
     schema: dict[str, Any] = {}
     for table in sorted(inspector.get_table_names()):
@@ -108,6 +109,11 @@ def _schema(connection: Connection) -> dict[str, Any]:
                 for f in inspector.get_foreign_keys(table)
             ),
         }
+    if connection.dialect.name == "postgresql":  # the functions the statements call (tables.py)
+        rows = connection.exec_driver_sql(
+            "SELECT proname, pg_get_functiondef(oid) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+        )
+        schema["functions"] = sorted(tuple(row) for row in rows)
     return schema
 
 
@@ -124,7 +130,10 @@ async def test_a_new_database_is_created_as_the_migrations_build_it(
         assert await migrate.current_revision(database) == migrate.head_revision()
         await database.close()
         async with migrated.connect() as a, created.connect() as b:
-            assert await b.run_sync(_schema) == await a.run_sync(_schema)
+            expected = await a.run_sync(_schema)
+            assert await b.run_sync(_schema) == expected
+        if "functions" in expected:
+            assert [name for name, _ in expected["functions"]] == ["gateway_owned_conversations"]
     finally:
         await migrated.dispose()
         await created.dispose()

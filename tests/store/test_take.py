@@ -9,6 +9,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import Connection, text
 
@@ -16,6 +17,7 @@ from gateway.history import Budget, BudgetRule, number_messages
 from gateway.store.conversations import TurnWrite, conversation_budget, load_turn_state, write_turn
 from gateway.store.database import Database
 from gateway.store.postgres import TAKE, parse_take, read_is_enough
+from gateway.store.tables import CONVERSATIONS
 from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
 from tests.helpers import load_state, logged_call, migrated_database
 
@@ -196,3 +198,33 @@ async def test_a_long_conversations_turn_reads_no_more_than_a_short_ones(db: Dat
     short = await blocks_read(db, owner, "short", rule)
     long = await blocks_read(db, owner, "long", rule)
     assert long <= short + 10, (short, long)
+
+
+@pytest.mark.parametrize("limit", [0, 10_000], ids=["no conversation limit", "limit"])
+async def test_the_statement_keeps_a_generic_plan_for_a_caller_with_many_conversations(
+    db: Database, postgres_url: str, limit: int
+) -> None:
+    # Postgres plans a prepared statement anew at every execution when its generic plan looks costlier than
+    # the plans made for the actual values; the caller's conversation count once made it so (tables.py).
+    owner = secrets.token_hex(8)
+    await store_turns(db, owner, "first", 2)
+    columns = ", ".join(c.name for c in CONVERSATIONS.columns if c.name not in ("pk", "id"))
+    copies = text(
+        f"INSERT INTO conversations (id, {columns}) SELECT 'copy-' || g, {columns} "
+        "FROM conversations, generate_series(1, 20000) AS g WHERE owner = :owner AND id = 'first'"
+    )
+    await db.run(lambda c: c.execute(copies, {"owner": owner}))
+    await db.run(lambda c: c.execute(text("ANALYZE conversations")))
+    connection = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        statement = await connection.prepare(TAKE)
+        for _ in range(10):  # Postgres decides after five executions
+            holder = secrets.token_hex(16)
+            await statement.fetchrow(owner, "first", holder, 30.0, 20, None, None, None, limit)
+            await connection.execute("DELETE FROM conversation_leases WHERE holder = $1", holder)
+        plans = await connection.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", TAKE
+        )
+    finally:
+        await connection.close()
+    assert plans is not None and plans["generic_plans"] >= 5, dict(plans or {})
