@@ -209,8 +209,8 @@ def load_turn_state(
     if loaded is not None:
         return loaded
     parameters = {"conversation_pk": conversation.pk, "start": conversation.window_start}
-    found = connection.execute(_ANCHOR, parameters).first()
-    return LoadedTurn(conversation, candidates, _stored(found) if found is not None else None)
+    found = statements.fetch(connection, _ANCHOR, parameters)
+    return LoadedTurn(conversation, candidates, _stored(found[0]) if found else None)
 
 
 def loaded_turn(

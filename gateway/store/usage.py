@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -60,11 +61,12 @@ def _utc_day_postgres(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str
 
 
 _INSERT_ATTEMPT = ATTEMPTS.insert()
+_ATTEMPT_VALUES = operator.attrgetter(*ATTEMPT_FIELDS)
 
 
 def attempt_row(record: AttemptRecord) -> dict[str, Any]:
     """The request-log row to insert for `record` (which stays as it is), texts made to fit their columns."""
-    row = {name: getattr(record, name) for name in ATTEMPT_FIELDS}
+    row = dict(zip(ATTEMPT_FIELDS, _ATTEMPT_VALUES(record), strict=True))
     for name in _UNTRUSTED_TEXT:
         value = row[name]
         if isinstance(value, str):
