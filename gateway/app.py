@@ -140,7 +140,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
                 # aiohttp is imported (~0.25 s), the most used encoding (gpt-4o and later) built, and the
                 # snapshot of genai-prices' flat prices read, in the background, so that the server
                 # answers (/healthz included) as soon as its port is bound; a request that needs one of
-                # them before that waits for it in a worker thread (upstream.DeferredAiohttpTransport,
+                # them before that waits for it in a worker thread (upstream_transport.AiohttpTransport,
                 # tokens.py). tiktoken holds the GIL while it builds (~0.2 s): requests in flight then
                 # may pause once. Others (cl100k_base for gpt-4 and gpt-3.5) are built on first use.
                 warming = functools.partial(_warm_up, "gpt-4o", pricer, transport=transport is None)

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import TYPE_CHECKING, Any
 
-import anyio.to_thread
 import httpx
 
 from gateway import headers as h
 from gateway.config import Settings
 from gateway.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+from gateway.upstream_transport import AiohttpTransport, load_aiohttp
 
-if TYPE_CHECKING:
-    import aiohttp
-
-# How long an idle upstream connection is kept for reuse: under the 5 s after which uvicorn (behind vLLM,
-# LiteLLM and most self-hosted OpenAI-compatible servers) closes idle connections. Kept longer, a turn could
-# be written on a connection the upstream was closing at that moment and fail with 502 upstream_unreachable
-# ("Can not write request body"), a request that cannot safely be retried.
-IDLE_UPSTREAM_CONNECTION_SECONDS = 4.0
+__all__ = [
+    "UpstreamClient",
+    "connection_nominated",
+    "create_http_client",
+    "load_aiohttp",
+    "read_body",
+    "response_headers",
+    "translate_errors",
+]
 
 
 def create_http_client(
@@ -32,7 +30,7 @@ def create_http_client(
 ) -> httpx.AsyncClient:
     """The process-wide upstream client: aiohttp transport (fast pooling), generous read timeout."""
     if transport is None:
-        transport = DeferredAiohttpTransport()
+        transport = AiohttpTransport()
     timeout = httpx.Timeout(settings.upstream_timeout, connect=settings.upstream_connect_timeout)
     # One client serves every caller: a cookie one caller's upstream answer sets must never ride along on
     # another caller's request, so neither httpx nor aiohttp may keep cookies.
@@ -40,78 +38,13 @@ def create_http_client(
     return httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False, cookies=no_cookies)
 
 
-def load_aiohttp() -> None:
-    """Import aiohttp and its httpx transport (blocking: call it from a worker thread).
-
-    ~0.25 s, most of it the two TLS contexts aiohttp builds at import, each loading the system's CA
-    certificates: the app's warm-up does it once the server is up, so start-up does not wait for it.
-    """
-    import aiohttp  # noqa: F401
-    import httpx_aiohttp  # noqa: F401
-
-
-class DeferredAiohttpTransport(httpx.AsyncBaseTransport):
-    """httpx_aiohttp's transport, made at its first request, once aiohttp is imported (`load_aiohttp`).
-
-    A request that comes before the warm-up has imported aiohttp waits for the import in a worker thread,
-    never on the event loop.
-    """
-
-    def __init__(self) -> None:
-        self._transport: httpx.AsyncBaseTransport | None = None
-        self._making = asyncio.Lock()
-
-    async def _made(self) -> httpx.AsyncBaseTransport:
-        async with self._making:
-            if self._transport is None:
-                # In a worker thread even when the warm-up has begun the import: a module that another
-                # thread is still importing would make the event loop wait for it.
-                await anyio.to_thread.run_sync(load_aiohttp)
-                from httpx_aiohttp import AiohttpTransport
-
-                limits = httpx.Limits(
-                    max_connections=1000,
-                    max_keepalive_connections=200,
-                    keepalive_expiry=IDLE_UPSTREAM_CONNECTION_SECONDS,
-                )
-                self._transport = AiohttpTransport(limits=limits, trust_env=False, client=_cookieless_session)
-            return self._transport
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        transport = self._transport or await self._made()
-        return await transport.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        if self._transport is not None:
-            await self._transport.aclose()
-
-
-def _cookieless_session() -> aiohttp.ClientSession:
-    """The aiohttp session behind the transport (made in the running loop), without a cookie jar."""
-    import aiohttp
-    import yarl
-
-    ssl = httpx.create_ssl_context(trust_env=False)  # certifi's CA bundle, as httpx and the transport use
-    connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=IDLE_UPSTREAM_CONNECTION_SECONDS, ssl=ssl)
-    session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
-    # httpx_aiohttp hands aiohttp the URL as a string, which yarl would normalize (decode %3A to ':', %41 to
-    # 'A', upper-case %ff): the gateway forwards paths exactly as received, so the string is taken as encoded.
-    object.__setattr__(session, "request", functools.partial(_exact_url_request, session.request, yarl.URL))
-    return session
-
-
-def _exact_url_request(send: Any, url_type: Any, method: str, url: Any, **options: Any) -> Any:
-    """aiohttp's `ClientSession.request` with a string URL taken as already percent-encoded (`url_type`:
-    yarl's URL, passed in as aiohttp is imported only after start-up)."""
-    return send(method, url_type(url, encoded=True) if isinstance(url, str) else url, **options)
-
-
 @contextlib.contextmanager
 def translate_errors() -> Iterator[None]:
     """Map transport failures to 502/504.
 
     The aiohttp transport reports every connection error (refused, closed after reading the request) as
-    httpx.ConnectTimeout, so that one is "unreachable" (502), while read/write/pool timeouts are 504.
+    httpx.ConnectTimeout (upstream_transport.httpx_errors), so that one is "unreachable" (502), while
+    read/write/pool timeouts are 504.
     """
     try:
         yield
@@ -151,7 +84,8 @@ class UpstreamClient:
         # What `build_request` would merge into every request, taken once: the client's default headers
         # and timeouts (its cookie jar accepts nothing, so it never adds a Cookie header).
         self._default_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in http.headers.raw]
-        self._extensions = {"timeout": http.timeout.as_dict()}
+        self._timeout = http.timeout.as_dict()
+        self._direct = self._transport if isinstance(self._transport, AiohttpTransport) else None
 
     def raw_url(self, below_base: bytes) -> httpx.URL:
         """The upstream URL for a raw path and query below the base (`/files/x?y=1`), bytes kept as sent."""
@@ -191,14 +125,13 @@ class UpstreamClient:
         content: bytes | AsyncIterator[bytes] | None,
     ) -> httpx.Response:
         """Send a request and return the response with its body not yet read (caller closes it)."""
-        request = httpx.Request(
-            method,
-            url,
-            headers=self._with_defaults(headers),
-            content=content,
-            extensions=dict(self._extensions),
-        )
+        merged = self._with_defaults(headers)
         with translate_errors():
+            if self._direct is not None:  # the real transport: no httpx.Request to build (see its module)
+                return await self._direct.send(method, url, merged, content, self._timeout)
+            request = httpx.Request(
+                method, url, headers=merged, content=content, extensions={"timeout": dict(self._timeout)}
+            )
             return await self._transport.handle_async_request(request)
 
     def _with_defaults(self, headers: Mapping[str, str]) -> list[tuple[str, str]]:

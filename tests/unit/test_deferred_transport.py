@@ -8,7 +8,8 @@ from tests.helpers import fresh_python
 SCRIPT = """
 import asyncio, sys
 import httpx
-from gateway.upstream import DeferredAiohttpTransport, translate_errors
+from gateway.upstream import translate_errors
+from gateway.upstream_transport import AiohttpTransport
 import gateway.app  # everything a serving process imports before its port is bound
 
 async def answer(reader, writer):
@@ -21,7 +22,7 @@ async def main():
     print("before", "aiohttp" in sys.modules)
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    async with httpx.AsyncClient(transport=DeferredAiohttpTransport()) as client:
+    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
         response = await client.get(f"http://127.0.0.1:{port}/v1/models")
         print("answer", response.status_code, response.text)
         server.close()

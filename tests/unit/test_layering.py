@@ -47,8 +47,7 @@ LATE_IMPORTS: dict[str, dict[str, str]] = {
     },
     "gateway.tokens": {"tiktoken": "a process that never counts tokens never loads the tokenizer"},
     "gateway.migrate": {"alembic": "loaded only when there is something to migrate"},
-    "gateway.upstream": {
-        "httpx_aiohttp": "only the real transport needs it; tests inject their own",
+    "gateway.upstream_transport": {
         "aiohttp": "imported by the warm-up once the server is up (~0.25 s of start-up otherwise)",
         "yarl": "loaded with aiohttp, used only by the real transport",
     },

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 
 from gateway.config import Settings
+from gateway.errors import UpstreamTimeout, UpstreamUnreachable
 from gateway.upstream import UpstreamClient, create_http_client
 
 
@@ -35,3 +39,106 @@ async def test_the_request_has_the_client_defaults_headers_and_timeouts(headers:
     assert seen[0].extensions == expected.extensions and seen[0].extensions["timeout"]["read"] == 42.0
     assert seen[0].url == expected.url and seen[0].content == expected.content
     await http.aclose()
+
+
+class WireUpstream:
+    """A raw HTTP/1.1 server that records each request as it arrived (request line, headers, body)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bytes, list[tuple[bytes, bytes]], bytes]] = []
+        self.server: asyncio.Server | None = None
+        self.connections: list[asyncio.Task[None]] = []
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await self._exchanges(reader, writer)
+        finally:
+            writer.close()
+
+    async def _exchanges(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:  # the client closed the connection
+                return
+            line, *fields = head[:-4].split(b"\r\n")
+            headers = [
+                (name.strip().lower(), value.strip()) for name, value in (f.split(b":", 1) for f in fields)
+            ]
+            found = dict(headers)
+            if b"content-length" in found:
+                body = await reader.readexactly(int(found[b"content-length"]))
+            elif found.get(b"transfer-encoding") == b"chunked":
+                body = b""
+                while size := int((await reader.readline()).strip(), 16):
+                    body += await reader.readexactly(size)
+                    await reader.readline()
+                await reader.readline()
+            else:
+                body = b""
+            self.seen.append((line, sorted(headers), body))
+            writer.write(
+                b"HTTP/1.1 201 Made\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+            )
+            await writer.drain()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await asyncio.wait_for(asyncio.gather(*self.connections), 5)  # the clients closed theirs
+
+
+async def _chunks() -> AsyncIterator[bytes]:
+    yield b'{"model":'
+    yield b'"m"}'
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_the_real_transport_sends_what_httpx_would(streamed: bool) -> None:
+    """`open` on the real transport skips httpx.Request; the upstream gets the same request line, headers and
+    body as from httpx's own transport sending the request `build_request` makes (a streamed body chunked)."""
+    headers = {"content-type": "application/json", "authorization": "Bearer sk-x", "x-custom": "a b"}
+    wire = WireUpstream()
+    async with wire as base:
+        settings = Settings(upstream_url=base)
+        async with create_http_client(settings) as http:
+            upstream = UpstreamClient(http, settings)
+            url = upstream.raw_url(b"/files/a%3Ab%2F?x=%41")  # a path kept exactly as sent
+            response = await upstream.open("POST", url, headers, _chunks() if streamed else b'{"model":"m"}')
+            assert (response.status_code, await response.aread()) == (201, b"{}")
+            assert response.headers["content-type"] == "application/json"
+            assert response.reason_phrase == "Made"
+        async with httpx.AsyncClient(headers=http.headers) as plain:
+            sent = await plain.send(
+                plain.build_request(
+                    "POST", url, headers=headers, content=_chunks() if streamed else b'{"model":"m"}'
+                )
+            )
+            await sent.aread()
+    (line, got, body), (expected_line, expected, expected_body) = wire.seen
+    assert line == expected_line == b"POST /v1/files/a%3Ab%2F?x=%41 HTTP/1.1"
+    assert (got, body) == (expected, expected_body)
+    assert (b"transfer-encoding", b"chunked") in got if streamed else (b"content-length", b"13") in got
+
+
+async def test_a_refused_connection_and_a_silent_upstream_are_502_and_504() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads the request, never answers, until the client gives up
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = Settings(upstream_url=f"http://127.0.0.1:{port}/v1", upstream_timeout=0.2)
+    async with create_http_client(settings) as http:
+        upstream = UpstreamClient(http, settings)
+        with pytest.raises(UpstreamTimeout):
+            await upstream.open("POST", upstream.chat_url, {}, b"{}")
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(UpstreamUnreachable):
+            await upstream.open("POST", upstream.chat_url, {}, b"{}")
