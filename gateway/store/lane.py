@@ -87,7 +87,8 @@ class SqliteLane:
         self._local = threading.local()
         self._queue: deque[_Job[Any]] = deque()
         self._guard = threading.Lock()
-        self._draining = False  # a drain is submitted or running: new jobs join its queue
+        self._draining = False  # a drain is starting, submitted or running: new jobs join its queue
+        self._starting: asyncio.AbstractEventLoop | None = None  # the loop whose pass ends with the start
 
     def _connection(self) -> Connection:
         connection: Connection | None = getattr(self._local, "connection", None)
@@ -106,10 +107,34 @@ class SqliteLane:
         job: _Job[T] = _Job(unit, loop.create_future(), loop)
         with self._guard:
             self._queue.append(job)
-            if not self._draining:
+            # A start left pending on a loop that closed before running it would leave the queue unrun.
+            start = not self._draining or (self._starting is not None and self._starting.is_closed())
+            if start:
                 self._draining = True
-                self._executor.submit(self._drain)
+                self._starting = loop
+        if start:
+            # The thread is handed the queue at the end of this pass of the event loop, so the units that the
+            # other tasks woken in the same pass queue (other conversations' turns) join the same batch: one
+            # hand-off to the thread and one commit for all of them. Handed over at once, the thread took the
+            # GIL at the event loop's next release: three batches in four were one unit, each its own hand-off.
+            loop.call_soon(self._start_drain)
         return await job.future
+
+    def _start_drain(self) -> None:
+        """On the event loop, once its current pass is over: hand the queue to the lane's thread."""
+        with self._guard:
+            self._starting = None
+        try:
+            self._executor.submit(self._drain)
+        except RuntimeError as exc:  # the lane was closed meanwhile: its queue will never run
+            with self._guard:
+                jobs = list(self._queue)
+                self._queue.clear()
+                self._draining = False
+            for job in jobs:
+                job.error = exc
+                with contextlib.suppress(RuntimeError):  # that job's loop has closed: nobody waits
+                    job.loop.call_soon_threadsafe(_resolve, [job])
 
     def _drain(self) -> None:
         """On the lane's thread: run queued jobs, a batch at a time, until the queue is empty."""

@@ -8,18 +8,21 @@ import functools
 import secrets
 import shutil
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from sqlalchemy import Connection, event, select, text
+from sqlalchemy.engine import make_url
 
 from gateway import migrate
 from gateway.errors import DatabaseUnavailable
 from gateway.history import Budget, number_messages
 from gateway.store.conversations import LoadedTurn, TurnWrite, load_turn_state, write_turn
 from gateway.store.database import Database, open_database
+from gateway.store.lane import SqliteLane
 from gateway.store.tables import ATTEMPTS
 from gateway.store.usage import insert_attempt
 from tests.helpers import logged_call, migrated_database
@@ -193,6 +196,52 @@ async def test_queued_units_commit_together_and_each_keeps_its_outcome(lane_db: 
     assert len(commits) == 2  # the blocker's transaction, then the batch's one commit
     counts = [await count_attempts(lane_db, owner) for owner in owners]
     assert counts == [1, 1, 0, 1]  # the failing unit's insert was rolled back, alone
+
+
+async def test_units_queued_in_one_pass_of_the_event_loop_go_to_the_lane_together(lane_db: Database) -> None:
+    """The lane's thread gets the queue once the event loop's pass is over, not at the first unit: the turns
+    that one pass wakes (other conversations') share a hand-off and a commit, even when the event loop's
+    thread lets the GIL go between them (handed over at once, the thread took the first unit alone)."""
+    owners = [secrets.token_hex(32) for _ in range(3)]
+    await count_attempts(lane_db, owners[0])  # the lane is up, and idle
+    commits = commits_of(lane_db)
+
+    async def queued(owner: str) -> None:
+        time.sleep(0.02)  # noqa: ASYNC251 - the GIL let go between two tasks of the same pass
+        await lane_db.run(functools.partial(insert_attempt, record=logged_call(owner)))
+
+    await asyncio.gather(*(queued(owner) for owner in owners))
+
+    assert len(commits) == 1
+    assert [await count_attempts(lane_db, owner) for owner in owners] == [1, 1, 1]
+
+
+def test_a_hand_over_left_pending_by_a_closed_event_loop_does_not_stop_the_lane(lane_url: str) -> None:
+    owner = secrets.token_hex(32)
+    database = open_database(lane_url, lease_seconds=5)
+    closed = asyncio.new_event_loop()
+    stranded = closed.create_task(database.run(functools.partial(insert_attempt, record=logged_call(owner))))
+    closed.call_soon(closed.stop)  # the task queues its unit; the loop stops before the hand-over runs
+    closed.run_forever()
+    stranded.cancel()
+    closed.close()
+
+    async def still_served() -> int:
+        try:
+            await asyncio.wait_for(assert_a_unit_commits(database), timeout=10)
+            return await count_attempts(database, owner)
+        finally:
+            await database.close()
+
+    assert asyncio.run(still_served()) == 0  # its caller was cancelled: the stranded unit was dropped unrun
+
+
+async def test_a_unit_sent_to_a_closed_lane_gets_an_error(lane_url: str) -> None:
+    lane = SqliteLane(make_url(lane_url), lambda *_: None)
+    assert await lane.run(lambda connection: connection.execute(text("SELECT 3")).scalar_one()) == 3
+    await lane.close()
+    with pytest.raises(RuntimeError):  # the executor's own "cannot schedule new futures after shutdown"
+        await asyncio.wait_for(lane.run(lambda connection: connection.execute(text("SELECT 4"))), timeout=10)
 
 
 def break_the_commit(connection: Connection) -> None:
