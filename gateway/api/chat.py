@@ -89,20 +89,22 @@ def retry_count(value: str | None) -> int:
 async def chat_completions(request: Request) -> Response:
     """Prepend the stored history, forward, relay the reply, record the turn."""
     svc = services(request)
-    caller = await svc.auth.identify(bearer_token(request.headers.get("authorization")))
-    conversation_id = request.headers.get(h.CONVERSATION_ID)
+    # One dict of the headers (first value of each, as Starlette's `get`), instead of a scan per lookup.
+    headers = dict(request.headers)
+    caller = await svc.auth.identify(bearer_token(headers.get("authorization")))
+    conversation_id = headers.get(h.CONVERSATION_ID)
     if conversation_id is not None:
         validate_conversation_id(conversation_id)
     budget = Budget(
         max_messages=parse_limit_header(
-            "X-Max-History-Messages", request.headers.get(h.MAX_HISTORY_MESSAGES)
+            "X-Max-History-Messages", headers.get(h.MAX_HISTORY_MESSAGES)
         ),
-        max_tokens=parse_limit_header("X-Max-History-Tokens", request.headers.get(h.MAX_HISTORY_TOKENS)),
+        max_tokens=parse_limit_header("X-Max-History-Tokens", headers.get(h.MAX_HISTORY_TOKENS)),
     )
-    strategy = parse_strategy_header(request.headers.get(h.HISTORY_STRATEGY))
+    strategy = parse_strategy_header(headers.get(h.HISTORY_STRATEGY))
     raw = await read_limited_body(request, svc.settings.max_body_bytes)
     body = await run_sized(len(raw), functools.partial(_parse, raw))
-    idempotency_key = check_idempotency_key(request.headers.get(h.IDEMPOTENCY_KEY))
+    idempotency_key = check_idempotency_key(headers.get(h.IDEMPOTENCY_KEY))
     check_header_values(request)  # after the gateway's own headers, which have their own errors
     if svc.settings.upstream_api_key is not None:  # one upstream account: only the key's own files
         await tracked.require_owned(svc, caller.identity, message_file_ids(body["messages"]))
@@ -113,10 +115,10 @@ async def chat_completions(request: Request) -> Response:
         conversation_id=conversation_id,
         body=body,
         raw=raw,
-        headers=dict(request.headers),
+        headers=headers,
         request_id=request.state.request_id if hasattr(request.state, "request_id") else secrets.token_hex(8),
         header_budget=budget,
-        retry_count=retry_count(request.headers.get(h.RETRY_COUNT)),
+        retry_count=retry_count(headers.get(h.RETRY_COUNT)),
         idempotency_key=idempotency_key,
         key_name=caller.key_name,
         budget_pusd=caller.budget_pusd,
