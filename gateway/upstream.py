@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
@@ -12,7 +12,7 @@ import httpx
 from gateway import headers as h
 from gateway.config import Settings
 from gateway.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
-from gateway.upstream_transport import AiohttpTransport, load_aiohttp
+from gateway.upstream_transport import AiohttpBody, AiohttpTransport, load_aiohttp
 
 __all__ = [
     "UpstreamClient",
@@ -38,24 +38,39 @@ def create_http_client(
     return httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False, cookies=no_cookies)
 
 
-@contextlib.contextmanager
-def translate_errors() -> Iterator[None]:
+class _TranslateErrors:
+    """The context manager `translate_errors` returns (a class: a generator-based one costs several times
+    as much, and every upstream call enters a few)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        if exc is None or not isinstance(exc, Exception):
+            return
+        if isinstance(exc, httpx.ConnectTimeout):
+            raise UpstreamUnreachable(f"Could not reach the upstream: {exc or 'connection failed'}") from exc
+        if isinstance(exc, httpx.TimeoutException):
+            raise UpstreamTimeout("The upstream did not answer in time.") from exc
+        if isinstance(exc, _transport_errors()):
+            raise UpstreamUnreachable(
+                f"The upstream connection failed: {type(exc).__name__}: {exc}".rstrip(": ")
+            ) from exc
+
+
+_TRANSLATE_ERRORS = _TranslateErrors()
+
+
+def translate_errors() -> contextlib.AbstractContextManager[None]:
     """Map transport failures to 502/504.
 
     The aiohttp transport reports every connection error (refused, closed after reading the request) as
     httpx.ConnectTimeout (upstream_transport.httpx_errors), so that one is "unreachable" (502), while
     read/write/pool timeouts are 504.
     """
-    try:
-        yield
-    except httpx.ConnectTimeout as exc:
-        raise UpstreamUnreachable(f"Could not reach the upstream: {exc or 'connection failed'}") from exc
-    except httpx.TimeoutException as exc:
-        raise UpstreamTimeout("The upstream did not answer in time.") from exc
-    except _transport_errors() as exc:
-        raise UpstreamUnreachable(
-            f"The upstream connection failed: {type(exc).__name__}: {exc}".rstrip(": ")
-        ) from exc
+    return _TRANSLATE_ERRORS
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -143,6 +158,12 @@ class UpstreamClient:
 
 async def read_body(response: httpx.Response, limit: int | None = None) -> bytes:
     """Read a whole (identity-encoded) upstream body, mapping transport failures."""
+    if isinstance(response.stream, AiohttpBody):  # the real transport: read from aiohttp, no layers between
+        with translate_errors():
+            body = await response.stream.read(limit)
+        if body is None:
+            raise _too_large(limit)
+        return body
     chunks = []
     size = 0
     with translate_errors():
@@ -150,11 +171,14 @@ async def read_body(response: httpx.Response, limit: int | None = None) -> bytes
             chunks.append(chunk)
             size += len(chunk)
             if limit is not None and size > limit:
-                raise UpstreamProtocolError(
-                    f"The upstream response exceeded the size limit of {limit} bytes "
-                    "(GATEWAY_MAX_RESPONSE_BYTES)."
-                )
+                raise _too_large(limit)
     return b"".join(chunks)
+
+
+def _too_large(limit: int | None) -> UpstreamProtocolError:
+    return UpstreamProtocolError(
+        f"The upstream response exceeded the size limit of {limit} bytes (GATEWAY_MAX_RESPONSE_BYTES)."
+    )
 
 
 def response_headers(upstream: httpx.Response) -> dict[str, str]:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio.to_thread
 import httpx
@@ -50,19 +51,30 @@ def load_aiohttp() -> None:
     import aiohttp  # noqa: F401
 
 
-@contextlib.contextmanager
-def httpx_errors() -> Iterator[None]:
+class _HttpxErrors:
+    """The context manager `httpx_errors` returns (a class: cheaper than a generator-based one)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        loaded = sys.modules.get("aiohttp")  # nothing raises its errors before it is imported
+        if exc is not None and loaded is not None and isinstance(exc, loaded.ClientError):
+            raise _as_httpx_error(cast("aiohttp.ClientError", exc)) from exc
+
+
+_HTTPX_ERRORS = _HttpxErrors()
+
+
+def httpx_errors() -> contextlib.AbstractContextManager[None]:
     """aiohttp's errors as the httpx errors an httpx transport raises (what `translate_errors` maps).
 
     Every failure to connect or to keep the connection (refused, reset, closed by the peer) is a
     ConnectTimeout, which the gateway answers as 502 upstream_unreachable; timeouts are 504.
     """
-    import aiohttp
-
-    try:
-        yield
-    except aiohttp.ClientError as exc:
-        raise _as_httpx_error(exc) from exc
+    return _HTTPX_ERRORS
 
 
 def _as_httpx_error(exc: aiohttp.ClientError) -> Exception:
@@ -84,7 +96,7 @@ def _as_httpx_error(exc: aiohttp.ClientError) -> Exception:
     return exc  # any other aiohttp error (translate_errors knows aiohttp's base class)
 
 
-class _Body(httpx.AsyncByteStream):
+class AiohttpBody(httpx.AsyncByteStream):
     """An aiohttp response's body as httpx reads it: chunks as they come; closing releases the connection."""
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
@@ -94,6 +106,22 @@ class _Body(httpx.AsyncByteStream):
         with httpx_errors():
             async for chunk in self._response.content.iter_chunked(CHUNK_BYTES):
                 yield chunk
+
+    async def read(self, limit: int | None) -> bytes | None:
+        """The whole body, or None as soon as it passes `limit` bytes (read no further).
+
+        What `upstream.read_body` calls instead of iterating through httpx's layers (a whole reply).
+        """
+        chunks = []
+        size = 0
+        with httpx_errors():
+            content = self._response.content
+            while chunk := await content.readany():
+                chunks.append(chunk)
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    return None
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         with httpx_errors():
@@ -172,7 +200,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
         return httpx.Response(
-            response.status, headers=response.raw_headers, stream=_Body(response), extensions=extensions
+            response.status, headers=response.raw_headers, stream=AiohttpBody(response), extensions=extensions
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from gateway.config import Settings
-from gateway.errors import UpstreamTimeout, UpstreamUnreachable
-from gateway.upstream import UpstreamClient, create_http_client
+from gateway.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+from gateway.upstream import UpstreamClient, create_http_client, read_body
+from gateway.upstream_transport import AiohttpBody
 
 
 @pytest.mark.parametrize(
@@ -142,3 +144,37 @@ async def test_a_refused_connection_and_a_silent_upstream_are_502_and_504() -> N
         await server.wait_closed()
         with pytest.raises(UpstreamUnreachable):
             await upstream.open("POST", upstream.chat_url, {}, b"{}")
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_a_body_past_the_size_limit_is_refused(direct: bool) -> None:
+    """read_body stops once the body passes its limit (502), on the real transport's direct read and through
+    httpx's layers alike; a body of exactly the limit is read whole."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        size = 100_000
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):  # until the client closes
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"x" * size)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    settings = Settings(upstream_url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+    async with create_http_client(settings) as http:
+        upstream = UpstreamClient(http, settings)
+        if not direct:
+            upstream._direct = None  # through httpx.Request and the transport's httpx interface
+        # Refused after part of the body (its connection is not reused), then after all of it, then accepted.
+        for limit, refused in ((1_000, True), (99_999, True), (100_000, False)):
+            response = await upstream.open("GET", upstream.url("/models"), {}, None)
+            assert isinstance(response.stream, AiohttpBody)
+            try:
+                if refused:
+                    with pytest.raises(UpstreamProtocolError, match=f"size limit of {limit} bytes"):
+                        await read_body(response, limit)
+                else:
+                    assert await read_body(response, limit) == b"x" * limit
+            finally:
+                await response.aclose()
+    server.close()
