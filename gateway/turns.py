@@ -307,8 +307,10 @@ class TurnService:
             held = lease.hand_over() if lease is not None else None
             end = StreamEnd(relay, functools.partial(self._finish_stream, turn, response, relay, held))
             return StreamReply(200, reply_headers, self._relay(turn, response, relay, end), end.close)
+        read = False
         try:
             payload = await read_body(response, self.settings.max_response_bytes)
+            read = True
         except UpstreamError as exc:
             await self._log_failure(turn, exc.status_code, str(exc), response)
             raise
@@ -318,8 +320,11 @@ class TurnService:
                 await self._log_failure(turn, 499, "client disconnected", response, estimate)
             raise
         finally:
-            with anyio.CancelScope(shield=True):
+            if read:  # the whole body is in: closing hands the connection back before it could be cancelled
                 await response.aclose()
+            else:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
         return await self._finish_plain(turn, response, payload)
 
     async def _finish_plain(self, turn: PendingTurn, response: httpx.Response, payload: bytes) -> Reply:
