@@ -96,9 +96,7 @@ async def chat_completions(request: Request) -> Response:
     if conversation_id is not None:
         validate_conversation_id(conversation_id)
     budget = Budget(
-        max_messages=parse_limit_header(
-            "X-Max-History-Messages", headers.get(h.MAX_HISTORY_MESSAGES)
-        ),
+        max_messages=parse_limit_header("X-Max-History-Messages", headers.get(h.MAX_HISTORY_MESSAGES)),
         max_tokens=parse_limit_header("X-Max-History-Tokens", headers.get(h.MAX_HISTORY_TOKENS)),
     )
     strategy = parse_strategy_header(headers.get(h.HISTORY_STRATEGY))

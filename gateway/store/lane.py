@@ -116,7 +116,7 @@ class SqliteLane:
             # The thread is handed the queue at the end of this pass of the event loop, so the units that the
             # other tasks woken in the same pass queue (other conversations' turns) join the same batch: one
             # hand-off to the thread and one commit for all of them. Handed over at once, the thread took the
-            # GIL at the event loop's next release: three batches in four were one unit, each its own hand-off.
+            # GIL at the event loop's next release: three batches in four were one unit, each alone.
             loop.call_soon(self._start_drain)
         return await job.future
 
