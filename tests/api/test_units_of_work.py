@@ -244,6 +244,12 @@ async def test_a_unit_sent_to_a_closed_lane_gets_an_error(lane_url: str) -> None
         await asyncio.wait_for(lane.run(lambda connection: connection.execute(text("SELECT 4"))), timeout=10)
 
 
+async def test_the_lane_keeps_its_statement_journals_in_memory(lane_db: Database) -> None:
+    """A batch gives each unit a savepoint, whose statement journal would otherwise be a temporary file
+    written page by page (two system calls each)."""
+    assert await lane_db.run(lambda connection: connection.exec_driver_sql("PRAGMA temp_store").scalar()) == 2
+
+
 def break_the_commit(connection: Connection) -> None:
     """A unit that succeeds but whose transaction cannot commit: a foreign key checked only at COMMIT."""
     connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
