@@ -126,7 +126,8 @@ class TurnService:
                 budget=BudgetRule(header=call.header_budget, default=self._default_budget()),
                 anchored=lambda c: self._strategy(call, c) != "sliding",
                 max_conversations=self.settings.max_conversations_per_caller,
-            )
+            ),
+            exit_waits=self.db.turn_exit_waits,
         )
         turn.opened = lease.held
         try:

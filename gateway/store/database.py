@@ -181,6 +181,12 @@ class Database:
         self._lane: SqliteLane | None = None
 
     @property
+    def turn_exit_waits(self) -> bool:
+        """Whether leaving `open_turn` may wait on the database (Postgres: its lease row). On SQLite it only
+        releases the in-process lock, without suspending, so no cancellation can interrupt it."""
+        return self.leases is not None
+
+    @property
     def engine(self) -> AsyncEngine:
         """The async engine (made now, on an SQLite file opened by `open_database`)."""
         if self._engine is None:

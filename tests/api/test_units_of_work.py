@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
 import pytest
 from sqlalchemy import Connection, event, select, text
 from sqlalchemy.engine import make_url
 
 from gateway import migrate
 from gateway.errors import DatabaseUnavailable
-from gateway.history import Budget, number_messages
+from gateway.history import Budget, BudgetRule, number_messages
 from gateway.store.conversations import LoadedTurn, TurnWrite, load_turn_state, write_turn
 from gateway.store.database import Database, open_database
 from gateway.store.lane import SqliteLane
@@ -248,6 +249,27 @@ async def test_the_lane_keeps_its_statement_journals_in_memory(lane_db: Database
     """A batch gives each unit a savepoint, whose statement journal would otherwise be a temporary file
     written page by page (two system calls each)."""
     assert await lane_db.run(lambda connection: connection.exec_driver_sql("PRAGMA temp_store").scalar()) == 2
+
+
+async def test_leaving_a_turn_on_sqlite_never_waits(lane_db: Database) -> None:
+    """`open_turn`'s exit on SQLite only releases the in-process lock, without suspending: a cancelled task
+    runs it to the end unshielded, and the conversation is free again (`Database.turn_exit_waits`, which lets
+    `TurnLease` skip its shield)."""
+    assert not lane_db.turn_exit_waits
+    rule = BudgetRule(header=Budget(None, None), default=Budget(None, None))
+    turn_context = lane_db.open_turn("owner", "conversation", wait=1, budget=rule)
+    await turn_context.__aenter__()
+
+    async def next_turn() -> float:
+        async with lane_db.open_turn("owner", "conversation", wait=2, budget=rule) as opened:
+            return opened.waited
+
+    queued = asyncio.ensure_future(next_turn())
+    await asyncio.sleep(0.05)  # the next turn waits for the first
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await turn_context.__aexit__(None, None, None)
+    assert await queued < 1  # it got the conversation when the first hold ended, not at its timeout
 
 
 def break_the_commit(connection: Connection) -> None:

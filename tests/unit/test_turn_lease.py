@@ -52,3 +52,26 @@ async def test_a_cancelled_task_still_releases() -> None:
         scope.cancel()
         await lease.release()
     assert hold.exited == 1
+
+
+class InstantHold:
+    """A hold whose exit never suspends (an in-process lock), like `Database.open_turn` on SQLite."""
+
+    def __init__(self) -> None:
+        self.exited = 0
+
+    @contextlib.asynccontextmanager
+    async def context(self) -> AsyncIterator[str]:
+        try:
+            yield "held"
+        finally:
+            self.exited += 1
+
+
+async def test_an_exit_that_never_waits_is_released_by_a_cancelled_task_without_a_shield() -> None:
+    hold = InstantHold()
+    lease = await TurnLease.acquire(hold.context(), exit_waits=False)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await lease.release()
+    assert hold.exited == 1 and lease.released
