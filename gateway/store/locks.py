@@ -172,10 +172,13 @@ class ConversationLocks:
         waiters.users += 1
         started = time.monotonic()
         try:
-            try:
-                await asyncio.wait_for(waiters.lock.acquire(), wait)
-            except TimeoutError:
-                raise ConversationBusy(busy_message(wait)) from None
+            if waiters.users == 1:  # no other turn of it here, holding or queued: the lock is taken at once
+                await waiters.lock.acquire()  # (wait_for would run the acquire in a task of its own)
+            else:
+                try:
+                    await asyncio.wait_for(waiters.lock.acquire(), wait)
+                except TimeoutError:
+                    raise ConversationBusy(busy_message(wait)) from None
             try:
                 yield time.monotonic() - started
             finally:
