@@ -62,7 +62,9 @@ class _HttpxErrors:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
         loaded = sys.modules.get("aiohttp")  # nothing raises its errors before it is imported
         if exc is not None and loaded is not None and isinstance(exc, loaded.ClientError):
-            raise _as_httpx_error(cast("aiohttp.ClientError", exc)) from exc
+            mapped = _as_httpx_error(cast("aiohttp.ClientError", exc))
+            if mapped is not exc:  # another aiohttp error goes on as it is (translate_errors knows them)
+                raise mapped from exc
 
 
 _HTTPX_ERRORS = _HttpxErrors()
