@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import AsyncIterator, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -158,16 +159,16 @@ class UpstreamClient:
 
 async def read_body(response: httpx.Response, limit: int | None = None) -> bytes:
     """Read a whole (identity-encoded) upstream body, mapping transport failures."""
-    if isinstance(response.stream, AiohttpBody):  # the real transport: read from aiohttp, no layers between
-        with translate_errors():
-            body = await response.stream.read(limit)
-        if body is None:
-            raise _too_large(limit)
-        return body
+    stream = response.stream
+    if isinstance(stream, AiohttpBody):  # the real transport: from aiohttp itself, no generators between
+        next_chunk = stream.next_chunk
+    else:
+        chunks_in = response.aiter_raw()
+        next_chunk = functools.partial(anext, chunks_in, b"")
     chunks = []
     size = 0
     with translate_errors():
-        async for chunk in response.aiter_raw():
+        while chunk := await next_chunk():
             chunks.append(chunk)
             size += len(chunk)
             if limit is not None and size > limit:

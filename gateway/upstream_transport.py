@@ -109,21 +109,11 @@ class AiohttpBody(httpx.AsyncByteStream):
             async for chunk in self._response.content.iter_chunked(CHUNK_BYTES):
                 yield chunk
 
-    async def read(self, limit: int | None) -> bytes | None:
-        """The whole body, or None as soon as it passes `limit` bytes (read no further).
-
-        What `upstream.read_body` calls instead of iterating through httpx's layers (a whole reply).
-        """
-        chunks = []
-        size = 0
+    async def next_chunk(self) -> bytes:
+        """The next bytes of the body as they come (b"" at its end): what `upstream.read_body` reads a whole
+        reply with, instead of iterating through httpx's layers."""
         with httpx_errors():
-            content = self._response.content
-            while chunk := await content.readany():
-                chunks.append(chunk)
-                size += len(chunk)
-                if limit is not None and size > limit:
-                    return None
-        return b"".join(chunks)
+            return await self._response.content.readany()
 
     async def aclose(self) -> None:
         with httpx_errors():
