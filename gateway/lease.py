@@ -10,6 +10,7 @@ suspends), so a client that leaves (a cancelled task) cannot leave the conversat
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import AbstractAsyncContextManager
 from typing import Generic, TypeVar
 
@@ -49,10 +50,7 @@ class TurnLease(Generic[T]):
         if self.released:
             return
         self.released = True
-        if not self._exit_waits:
-            await self._context.__aexit__(None, None, None)
-            return
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True) if self._exit_waits else contextlib.nullcontext():
             await self._context.__aexit__(None, None, None)
 
     async def release_unless_handed_over(self) -> None:

@@ -320,12 +320,9 @@ class TurnService:
                 estimate = await self.charges.estimate(turn, None, "")
                 await self._log_failure(turn, 499, "client disconnected", response, estimate)
             raise
-        finally:
-            if read:  # the whole body is in: closing hands the connection back before it could be cancelled
+        finally:  # the whole body in, closing hands the connection back before it could be cancelled
+            with contextlib.nullcontext() if read else anyio.CancelScope(shield=True):
                 await response.aclose()
-            else:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
         return await self._finish_plain(turn, response, payload)
 
     async def _finish_plain(self, turn: PendingTurn, response: httpx.Response, payload: bytes) -> Reply:
