@@ -11,7 +11,6 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -34,31 +33,12 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields if isinstance(fields, dict) else {}
 
 
-class _Stamps:
-    """A record's time to the second, rendered once per second (the access log writes a line per request)."""
-
-    def __init__(self, render: Callable[[float], str]) -> None:
-        self._render = render
-        self._second = -1
-        self._stamp = ""
-
-    def __call__(self, created: float) -> str:
-        second = int(created)
-        if second != self._second:  # handlers format under their lock: one record at a time
-            self._stamp, self._second = self._render(created), second
-        return self._stamp
-
-
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, then the record's fields."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._seconds = _Stamps(lambda created: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)))
-
     def format(self, record: logging.LogRecord) -> str:
         """Render `record` as a compact JSON line."""
-        seconds = self._seconds(record.created)
+        seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         line: dict[str, Any] = {
             "time": f"{seconds}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
@@ -78,16 +58,6 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
-        self._seconds = _Stamps(self._render_seconds)
-
-    def _render_seconds(self, created: float) -> str:
-        return time.strftime(self.default_time_format, self.converter(created))
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        """`logging.Formatter`'s default time (`2026-12-07 10:01:02,345`), its seconds rendered once each."""
-        if datefmt is not None:
-            return super().formatTime(record, datefmt)
-        return f"{self._seconds(record.created)},{int(record.msecs):03d}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         """The message line, fields appended; values with spaces or quotes are JSON-quoted."""
