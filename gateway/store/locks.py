@@ -164,29 +164,10 @@ class ConversationLocks:
         self.leases = leases
         self._local: dict[tuple[str, str], _Waiters] = {}
 
-    @contextlib.asynccontextmanager
-    async def queue(self, owner: str, conversation_id: str, wait: float) -> AsyncIterator[float]:
-        """Wait for this process's earlier turns of the conversation; yields the seconds spent waiting."""
-        key = (owner, conversation_id)
-        waiters = self._local.setdefault(key, _Waiters())
-        waiters.users += 1
-        started = time.monotonic()
-        try:
-            if waiters.users == 1:  # no other turn of it here, holding or queued: the lock is taken at once
-                await waiters.lock.acquire()  # (wait_for would run the acquire in a task of its own)
-            else:
-                try:
-                    await asyncio.wait_for(waiters.lock.acquire(), wait)
-                except TimeoutError:
-                    raise ConversationBusy(busy_message(wait)) from None
-            try:
-                yield time.monotonic() - started
-            finally:
-                waiters.lock.release()
-        finally:
-            waiters.users -= 1
-            if waiters.users == 0:
-                self._local.pop(key, None)
+    def queue(self, owner: str, conversation_id: str, wait: float) -> QueuedTurn:
+        """Wait for this process's earlier turns of the conversation (an async context manager); entering
+        it gives the seconds spent waiting. Busy (409) past `wait` seconds."""
+        return QueuedTurn(self._local, (owner, conversation_id), wait)
 
     @contextlib.asynccontextmanager
     async def hold(self, owner: str, conversation_id: str, wait: float) -> AsyncIterator[float]:
@@ -203,3 +184,48 @@ class ConversationLocks:
                 yield time.monotonic() - started
             finally:
                 await kept.close()
+
+
+class QueuedTurn:
+    """One turn's place in its conversation's in-process queue (`ConversationLocks.queue`).
+
+    A class rather than a generator-based context manager: entered and left by every turn, it costs a
+    fraction of one (an async generator, its frame and its `asend`/`athrow` round trips).
+    """
+
+    __slots__ = ("_key", "_local", "_wait", "_waiters")
+
+    def __init__(self, local: dict[tuple[str, str], _Waiters], key: tuple[str, str], wait: float) -> None:
+        self._local = local
+        self._key = key
+        self._wait = wait
+
+    async def __aenter__(self) -> float:
+        waiters = self._local.get(self._key)
+        if waiters is None:
+            waiters = self._local[self._key] = _Waiters()
+        self._waiters = waiters
+        waiters.users += 1
+        started = time.monotonic()
+        try:
+            if waiters.users == 1:  # no other turn of it here, holding or queued: the lock is taken at once
+                await waiters.lock.acquire()  # (wait_for would run the acquire in a task of its own)
+            else:
+                try:
+                    await asyncio.wait_for(waiters.lock.acquire(), self._wait)
+                except TimeoutError:
+                    raise ConversationBusy(busy_message(self._wait)) from None
+        except BaseException:
+            self._leave()
+            raise
+        return time.monotonic() - started
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._waiters.lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        waiters = self._waiters
+        waiters.users -= 1
+        if waiters.users == 0:
+            self._local.pop(self._key, None)
