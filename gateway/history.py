@@ -40,17 +40,28 @@ def content_text(content: Any) -> str:
     return ""
 
 
+def _chain(digest: str, keys: Iterable[str]) -> str:
+    for key in keys:
+        digest = hashlib.sha256(f"{digest}\n{key}".encode()).hexdigest()
+    return digest
+
+
 def chain_hash(previous: str, message: Message) -> str:
     """Extend a running digest of a message sequence by one message."""
-    return hashlib.sha256(f"{previous}\n{message_key(message)}".encode()).hexdigest()
+    return _chain(previous, (message_key(message),))
 
 
 def history_digest(messages: Iterable[Message], start: str = "") -> str:
     """The running digest over a whole sequence of messages."""
-    digest = start
-    for message in messages:
-        digest = chain_hash(digest, message)
-    return digest
+    return _chain(start, map(message_key, messages))
+
+
+def turn_digests(messages: Sequence[Message], new_count: int, start: str) -> tuple[str, str]:
+    """A stored turn's two digests: the history's running digest extended by `messages` (from `start`), and
+    the fingerprint of the first `new_count` of them (the request's new messages), each message's canonical
+    key computed once for both."""
+    keys = [message_key(message) for message in messages]
+    return _chain(start, keys), _chain("turn", keys[:new_count])
 
 
 def new_messages(request_messages: Sequence[Message], stored_count: int, stored_digest: str) -> list[Message]:

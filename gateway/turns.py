@@ -55,12 +55,12 @@ from gateway.history import (
     BudgetRule,
     StoredMessage,
     assistant_message,
-    fingerprint,
     history_digest,
     new_messages,
     number_messages,
     select_window,
     split_system,
+    turn_digests,
 )
 from gateway.lease import TurnLease
 from gateway.metrics import Metrics
@@ -498,7 +498,7 @@ class TurnService:
         bodies = [*turn.new, reply]
         model = turn.model
 
-        def number() -> tuple[Any, str]:
+        def number() -> tuple[Any, str, str]:
             counts = [count_message_tokens(m, model) for m in bodies]
             numbered = number_messages(
                 bodies,
@@ -509,12 +509,12 @@ class TurnService:
                 last_user_tokens=conversation.last_user_tokens if conversation else 0,
             )
             base = turn.history_hash or (conversation.history_hash if conversation else "")
-            return numbered, history_digest(bodies, start=base)
+            return numbered, *turn_digests(bodies, len(turn.new), base)
 
         try:
             # big turns, and the first count that builds its encoding, run off the event loop
             size = request_size(turn) + len(raw or b"")
-            numbered, digest = await run_sized(size, number)
+            numbered, digest, request_print = await run_sized(size, number)
         except UnicodeEncodeError:  # a lone UTF-16 surrogate: text that cannot be stored or sent again
             message = "The upstream answered with text that is not valid Unicode."
             raise UpstreamProtocolError(message) from None
@@ -523,7 +523,7 @@ class TurnService:
             response_body = raw.decode("utf-8", "replace")
         else:
             response_body = await run_sized(size, functools.partial(json.dumps, completion))
-        stored = StoredReply(turn_number, fingerprint(turn.new), response_body)
+        stored = StoredReply(turn_number, request_print, response_body)
         attempt = self._attempt(turn, response.status_code, None, response, completion, stored)
         write = TurnWrite(
             owner=call.owner,

@@ -182,7 +182,7 @@ def threads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
 
     spy("parse", gateway.api.chat, "parse_json_object")
     spy("count", gateway.turns, "count_message_tokens")
-    spy("digest", gateway.turns, "history_digest")
+    spy("digest", gateway.turns, "turn_digests")
     return seen
 
 

@@ -10,12 +10,15 @@ from gateway.dedupe import comparable
 from gateway.history import (
     Budget,
     assistant_message,
+    chain_hash,
+    fingerprint,
     history_digest,
     new_messages,
     number_messages,
     split_system,
     system_prompt_text,
     trim_history,
+    turn_digests,
 )
 from tests.helpers import user
 
@@ -66,6 +69,18 @@ def test_new_messages_drops_a_leading_copy_of_the_stored_history() -> None:
     different = [user("a"), assistant("changed"), user("c")]
     assert new_messages(different, 2, digest) == different
     assert new_messages(history, 2, digest) == []  # exactly the history: nothing is new
+
+
+def test_turn_digests_are_the_history_digest_and_the_fingerprint_of_the_new_messages() -> None:
+    """The stored turn's digests, computed from one key per message, match the one-message-at-a-time ones
+    that later requests compare with (new_messages, replays)."""
+    new = [user("a"), {"role": "tool", "tool_call_id": "call_1", "content": "42"}]
+    turn = [*new, assistant(None, tool_calls=[CALL])]
+    digest, request_print = turn_digests(turn, len(new), "base")
+    assert digest == history_digest(turn, start="base") == chain_hash(history_digest(new, "base"), turn[-1])
+    assert request_print == fingerprint(new)
+    assert digest != turn_digests(turn, len(new), "other")[0]
+    assert request_print != turn_digests(turn, 1, "base")[1]
 
 
 def test_assistant_message_keeps_content_tool_calls_and_refusal() -> None:
