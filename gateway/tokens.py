@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import gzip
 import hashlib
 import io
@@ -197,6 +198,7 @@ def warm_up(model: str) -> None:
         _ENCODINGS.get(name)
 
 
+@functools.lru_cache(maxsize=256)  # a turn asks for each message it counts; a caller's models are few
 def encoding_name_for_model(model: str | None) -> str | None:
     """Return the tiktoken encoding name an OpenAI model uses, or None when the model is not known."""
     if not model:
@@ -239,6 +241,11 @@ def _text_tokens(text: str, encoding_name: str | None) -> int:
     if encoding_name is None:
         return math.ceil(len(text) / CHARS_PER_TOKEN)
     return _encoded_length(_encoding(encoding_name), text)
+
+
+@functools.lru_cache(maxsize=32)  # every message counts its role, and there are a handful of roles
+def _role_tokens(role: str, encoding_name: str | None) -> int:
+    return _text_tokens(role, encoding_name)
 
 
 def count_text_tokens(text: str, model: str | None) -> int:
@@ -305,7 +312,7 @@ def count_message_tokens(message: Mapping[str, object], model: str | None) -> in
     total = TOKENS_PER_MESSAGE
     role = message.get("role")
     if isinstance(role, str):
-        total += _text_tokens(role, encoding_name)
+        total += _role_tokens(role, encoding_name)
     total += _content_tokens(message.get("content"), encoding_name)
     name = message.get("name")
     if isinstance(name, str):
