@@ -68,6 +68,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """The line, then any traceback: its own lines stay (`\\n`), every other line break is escaped."""
         text = super().format(record)
+        if "\n" not in text:  # no traceback or stack: formatMessage has escaped the whole line already
+            return text
         return "\n".join(escape_line_breaks(line) for line in text.split("\n"))
 
 

@@ -51,6 +51,18 @@ def test_text_lines_append_fields_and_quote_what_needs_it() -> None:
     assert TextFormatter().format(record()).endswith("INFO gateway.access request x")
 
 
+def test_text_lines_keep_a_traceback_on_its_own_lines_with_every_other_break_escaped() -> None:
+    try:
+        raise ValueError("boom\u2028INFO forged\rline")
+    except ValueError:
+        made = logging.LogRecord("gateway.x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    text = TextFormatter().format(made)
+    lines = text.split("\n")
+    assert lines[0].endswith("ERROR gateway.x failed") and lines[1] == "Traceback (most recent call last):"
+    assert lines[-1] == "ValueError: boom\\u2028INFO forged\\rline"
+    assert text.splitlines() == lines  # no break but the traceback's own
+
+
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
     """One sample of the metrics' exposition, None when absent."""
     for family in text_string_to_metric_families(metrics.render().decode()):
