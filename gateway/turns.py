@@ -131,7 +131,7 @@ class TurnService:
         )
         turn.opened = lease.held
         try:
-            self.metrics.lock_wait.observe(turn.opened.waited)
+            self.metrics.observe_lock_wait(turn.opened.waited)
             await self._prepare(turn)
             if turn.replay is not None:
                 return replay_reply(turn.replay, call.body)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import pytest
+from prometheus_client import values as prometheus_values
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import ConfigError, Settings
 from gateway.logs import JsonFormatter, TextFormatter
-from gateway.metrics import Metrics
+from gateway.metrics import TOKEN_KINDS, Metrics
+from gateway.money import usd
 from tests.helpers import logged_call
 
 
@@ -111,8 +114,58 @@ def test_each_app_has_its_own_registry_and_children_are_reused() -> None:
     first.observe_request("/healthz", "GET", 200, 0.002)
     assert sample(first, "gateway_requests_total", route="/healthz", method="GET", status="200") == 2
     assert sample(second, "gateway_requests_total", route="/healthz", method="GET", status="200") is None
-    child = first._child(first.requests, "/a", "GET", "200")
-    assert first._child(first.requests, "/a", "GET", "200") is child
+    adder = first._add(first.requests, "/a", "GET", "200")
+    assert first._add(first.requests, "/a", "GET", "200") is adder
+    observer = first._observe(first.request_seconds, "/a")
+    assert first._observe(first.request_seconds, "/a") is observer
+
+
+# Bucket bounds (a value on a bound counts in that bucket), values between them, and past the last.
+SECONDS = [0.0, 0.0004, 0.0005, 0.0007, 0.05, 0.07, 1.0, 59.9, 60.0, 600.0, 1e6]
+
+
+def _fed(metrics: Metrics, fast: bool) -> bytes:
+    """The gateway's families after the same observations, through the gateway's increments (`fast`) or
+    through prometheus-client's public `inc` and `observe`."""
+    attempt = logged_call(
+        "owner", prompt_tokens=100, completion_tokens=20, cached_tokens=64, reasoning_tokens=0,
+        history_tokens=30, cost_pusd=2_500_001, history_cost_pusd=333_333_333,
+    )  # fmt: skip
+    for seconds in SECONDS:
+        if fast:
+            metrics.observe_request("/v1/x", "POST", 200, seconds)
+            metrics.observe_upstream("/v1/x", seconds)
+            metrics.observe_lock_wait(seconds)
+            metrics.observe_attempt(attempt)
+            continue
+        metrics.requests.labels("/v1/x", "POST", "200").inc()
+        metrics.request_seconds.labels("/v1/x").observe(seconds)
+        metrics.upstream_seconds.labels("/v1/x").observe(seconds)
+        metrics.lock_wait.observe(seconds)
+        for kind, value in zip(TOKEN_KINDS, (100, 20, 64, 0, 30), strict=True):
+            metrics.tokens.labels("gpt-4o-mini", kind).inc(value)
+        metrics.cost.labels("gpt-4o-mini").inc(float(usd(2_500_001)))
+        metrics.history_cost.labels("gpt-4o-mini").inc(float(usd(333_333_333)))
+    lines = metrics.render().decode().splitlines()
+    kept = [line for line in lines if line.startswith("gateway_") and "_created" not in line.split(" ")[0]]
+    return "\n".join(kept).encode()  # (`_created`: when each child was made, which differs)
+
+
+@pytest.mark.parametrize("multiprocess", [False, True], ids=["one process", "multiprocess files"])
+def test_the_gateways_increments_change_what_the_public_calls_would(
+    multiprocess: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exposed = []
+    for fast in (True, False):
+        directory = None
+        if multiprocess:  # values in mmapped files, as `gateway serve --workers N` keeps them
+            directory = tmp_path / ("fast" if fast else "public")
+            directory.mkdir()
+            monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+            monkeypatch.setattr(prometheus_values, "ValueClass", prometheus_values.MultiProcessValue())
+        exposed.append(_fed(Metrics(None if directory is None else str(directory)), fast))
+    assert b'gateway_lock_wait_seconds_bucket{le="0.0005"} 3.0' in exposed[0]
+    assert exposed[0] == exposed[1]
 
 
 def test_log_and_metrics_settings() -> None:
