@@ -7,6 +7,8 @@ import logging
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.auth import same_secret
 from gateway.chat_request import check_chat_body, check_idempotency_key, parse_json_object
@@ -14,7 +16,7 @@ from gateway.config import Settings
 from gateway.errors import InvalidRequest
 from gateway.identity import caller_identity
 from gateway.keys import KeyInfo, new_secret, validate_key_name
-from gateway.redaction import FieldRedactor, Redactor, protect_logs
+from gateway.redaction import BEARER, KEY_SHAPED, FieldRedactor, Redactor, protect_logs
 from gateway.upstream import connection_nominated
 from gateway.views import key_object, render_json
 
@@ -141,6 +143,24 @@ def test_redactor_hides_tokens_keys_and_configured_secrets() -> None:
     )
     assert "abc.def" not in text and "sk-live-123456789" not in text and "gw-AbCdEf123456" not in text
     assert "upstream-key-123" not in text and text.count("[redacted]") == 4
+
+
+# Pieces of both patterns in several cases, near misses, separators, and characters that a case-blind match
+# folds specially (long s, Kelvin sign, dotted and dotless i): texts made of them hit every edge.
+REDACTION_PIECES = [
+    "bearer", "Bearer", "BEARER", "bEaReR", "beare", "earer", "sk", "gw", "sk-", "gw-", "SK-", "Gw-",
+    "\u017fk-", "s\u212a-", "-", "_", " ", "\t", "\n", ",", "'", "abcdefgh", "x", "1", "\u0130", "\u0131",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(REDACTION_PIECES), max_size=12).map("".join))
+def test_the_redactor_changes_a_text_exactly_as_its_two_patterns_would(text: str) -> None:
+    """The cheap pre-check that clears most texts never skips one that BEARER or KEY_SHAPED would change."""
+    expected = KEY_SHAPED.sub(
+        lambda m: f"{m.group(1)}-[redacted]", BEARER.sub(lambda m: m.group(1) + "[redacted]", text)
+    )
+    assert Redactor()(text) == expected
 
 
 def test_protect_logs_redacts_every_record(caplog: pytest.LogCaptureFixture) -> None:
