@@ -25,6 +25,8 @@ QUIET = ("httpx", "httpcore", "alembic")
 
 def escape_line_breaks(text: str) -> str:
     """`text` with every line-break character written as a JSON-style escape (`\\n`, `\\u2028`, ...)."""
+    if text.isprintable():  # (every line break is a control or separator character: none is printable)
+        return text
     return _LINE_BREAKS.sub(lambda m: json.dumps(m.group())[1:-1], text)
 
 
