@@ -10,7 +10,6 @@ way; the others fall back to SQLAlchemy too.
 
 from __future__ import annotations
 
-import functools
 import logging
 import operator
 import sqlite3
@@ -55,7 +54,6 @@ class _Compiled:
         return self.pick(parameters)
 
 
-@functools.lru_cache(maxsize=512)
 def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled | None:
     compiled = cast(SQLCompiler, cast(Any, statement).compile(dialect=dialect, column_keys=list(keys)))
     defaults = []
@@ -73,10 +71,28 @@ def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> 
     return _Compiled(str(compiled), tuple(compiled.positiontup), dict(defaults))
 
 
-def _direct(connection: Connection, statement: Executable, keys: Sequence[str]) -> _Compiled | None:
-    if connection.dialect.driver != "pysqlite":
-        return None
-    return _compile(statement, connection.dialect, tuple(keys))
+_COMPILED: dict[tuple[Any, ...], _Compiled | None] = {}
+_COMPILED_MAX = 512  # statements built per call (listings) would otherwise pile up
+_UNKNOWN = object()
+
+
+def _direct(connection: Connection, statement: Executable, parameters: Parameters) -> _Compiled | None:
+    """The statement compiled for sqlite3 (None: not on the lane's driver, or not a direct statement).
+
+    Cached by statement, dialect and parameter names in the order given (each call site passes them in one
+    order), so a statement run again costs one dict lookup (sorting the names and a cached function's call
+    cost as much as the statement's own work in Python).
+    """
+    key = (statement, connection.dialect, *parameters)
+    compiled = _COMPILED.get(key, _UNKNOWN)
+    if compiled is _UNKNOWN:
+        dialect = connection.dialect
+        direct = dialect.driver == "pysqlite"
+        compiled = _compile(statement, dialect, tuple(sorted(parameters))) if direct else None
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.clear()
+        _COMPILED[key] = compiled
+    return cast(_Compiled | None, compiled)
 
 
 def _driver_error(compiled: _Compiled, values: Any, exc: sqlite3.Error) -> StatementError:
@@ -88,7 +104,7 @@ def _driver_error(compiled: _Compiled, values: Any, exc: sqlite3.Error) -> State
 
 def fetch(connection: Connection, statement: Executable, parameters: Parameters) -> list[Sequence[Any]]:
     """The rows of a SELECT, as tuples in the order of its columns."""
-    compiled = _direct(connection, statement, sorted(parameters))
+    compiled = _direct(connection, statement, parameters)
     if compiled is None:
         return [tuple(row) for row in connection.execute(statement, dict(parameters))]
     raw = connection.connection.dbapi_connection
@@ -107,7 +123,7 @@ def execute(connection: Connection, statement: Executable, rows: Parameters | Se
     many = [rows] if isinstance(rows, Mapping) else list(rows)
     if not many:
         return 0
-    compiled = _direct(connection, statement, sorted(many[0]))
+    compiled = _direct(connection, statement, many[0])
     if compiled is None or any(row.keys() != many[0].keys() for row in many):
         # One parameter set executes singly, so that its rowcount is reliable (fenced updates read it).
         parameters = dict(many[0]) if len(many) == 1 else [dict(row) for row in many]
@@ -126,7 +142,7 @@ def execute(connection: Connection, statement: Executable, rows: Parameters | Se
 
 def insert_returning_key(connection: Connection, statement: Executable, row: Parameters) -> int:
     """Run a single-row INSERT and return the new row's integer primary key."""
-    compiled = _direct(connection, statement, sorted(row))
+    compiled = _direct(connection, statement, row)
     if compiled is None:
         key = connection.execute(statement, dict(row)).inserted_primary_key
         assert key is not None
