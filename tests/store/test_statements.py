@@ -1,5 +1,5 @@
-"""The hot path's statements on the SQLite lane (straight on sqlite3) raise SQLAlchemy's errors, never sqlite3's:
-callers inside the store catch SQLAlchemy's (an IntegrityError is a turn that lost a race, see write_turn)."""
+"""The hot path's statements on the SQLite lane (straight on sqlite3) raise SQLAlchemy's errors, never
+sqlite3's: callers inside the store catch SQLAlchemy's (an IntegrityError is a turn that lost a race)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def raised(step: Callable[[Connection], object]) -> Callable[[Connection], BaseE
     def unit(connection: Connection) -> BaseException | None:
         try:
             step(connection)
-        except Exception as exc:  # noqa: BLE001 - the test looks at its type
+        except Exception as exc:  # the test looks at its type
             return exc
         return None
 
@@ -35,7 +35,8 @@ async def test_driver_errors_surface_as_sqlalchemy_errors_from_each_direct_state
     db = open_database(f"sqlite+aiosqlite:///{tmp_path / 'direct.db'}", lease_seconds=30)
     await migrate.upgrade(db)
     try:
-        assert await db.run(raised(lambda c: statements.insert_returning_key(c, insert(API_KEYS), KEY))) is None
+        first = raised(lambda c: statements.insert_returning_key(c, insert(API_KEYS), KEY))
+        assert await db.run(first) is None
         duplicates = [
             lambda c: statements.insert_returning_key(c, insert(API_KEYS), KEY),
             lambda c: statements.execute(c, insert(API_KEYS), [{**KEY, "name": "other"}]),
