@@ -29,6 +29,7 @@ from gateway.history import Budget, BudgetRule, StoredMessage, window_bounds
 from gateway.store import statements
 from gateway.store.rows import load_all, load_first
 from gateway.store.tables import ATTEMPTS, CONVERSATIONS, MESSAGES, RESPONSES, Conversation
+from gateway.store.window_cache import CachedWindow, window_from
 
 _BY_ID = select(CONVERSATIONS).where(
     CONVERSATIONS.c.owner == bindparam("owner"), CONVERSATIONS.c.id == bindparam("conversation_id")
@@ -161,6 +162,7 @@ class LoadedTurn:
     conversation: Conversation | None
     candidates: list[StoredMessage]
     anchor: StoredMessage | None = None  # the first stored user message at or after the window's start
+    cached: bool = False  # the candidates came from the window cache (store/window_cache.py), not a read
 
 
 _MESSAGE_COLUMNS = (
@@ -193,38 +195,44 @@ def load_turn_state(
     budget_for: Callable[[Conversation], Budget],
     anchored: Callable[[Conversation], bool],
     max_conversations: int = 0,
+    cached: CachedWindow | None = None,
 ) -> LoadedTurn:
     """A unit of work: the caller's conversation (None if new; a new one past the caller's
     `max_conversations` is refused, 429, before anything is sent upstream), the stored messages the
     budget `budget_for` gives it may send, and (when `anchored` says the strategy needs it) the stable anchor:
     found among the candidates when they reach back to the window's start, else by one more indexed probe
-    of (conversation, seq) from there (a window that no longer fits: this turn cuts)."""
+    of (conversation, seq) from there (a window that no longer fits: this turn cuts). The window comes from
+    `cached` (the conversation's newest messages, store/window_cache.py) when they hold all of it."""
     rows = statements.fetch(connection, _BY_ID, {"owner": owner, "conversation_id": conversation_id})
     if not rows:
         check_conversation_room(connection, owner, max_conversations)
         return LoadedTurn(None, [])
     conversation = Conversation(**dict(zip(_BY_ID_COLUMNS, rows[0], strict=True)))
-    candidates = read_window(connection, conversation, budget_for(conversation))
-    loaded = loaded_turn(conversation, candidates, anchored(conversation))
+    budget = budget_for(conversation)
+    candidates = window_from(cached, conversation, budget) if cached is not None else None
+    from_cache = candidates is not None
+    if candidates is None:
+        candidates = read_window(connection, conversation, budget)
+    loaded = loaded_turn(conversation, candidates, anchored(conversation), from_cache)
     if loaded is not None:
         return loaded
     parameters = {"conversation_pk": conversation.pk, "start": conversation.window_start}
     found = statements.fetch(connection, _ANCHOR, parameters)
-    return LoadedTurn(conversation, candidates, _stored(found[0]) if found else None)
+    return LoadedTurn(conversation, candidates, _stored(found[0]) if found else None, from_cache)
 
 
 def loaded_turn(
-    conversation: Conversation, candidates: list[StoredMessage], anchored: bool
+    conversation: Conversation, candidates: list[StoredMessage], anchored: bool, cached: bool = False
 ) -> LoadedTurn | None:
     """A turn's state from its conversation and window candidates; None when the stable anchor lies before
     the candidates and needs its own probe."""
     start = conversation.window_start
     if not anchored or start >= conversation.message_count:
-        return LoadedTurn(conversation, candidates)
+        return LoadedTurn(conversation, candidates, cached=cached)
     if candidates and candidates[0].seq <= start:
         # The usual case (the window fits): the candidates hold everything from the start, anchor included.
         anchor = next((m for m in candidates if m.seq >= start and m.role == "user"), None)
-        return LoadedTurn(conversation, candidates, anchor)
+        return LoadedTurn(conversation, candidates, anchor, cached)
     return None
 
 

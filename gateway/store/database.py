@@ -36,6 +36,7 @@ from gateway.store.locks import ConversationLocks, KeptLease, Leases, new_holder
 from gateway.store.postgres import TAKE, parse_take, read_is_enough, store_arguments, take_anchor
 from gateway.store.tables import Conversation
 from gateway.store.usage import attempt_row, insert_attempt
+from gateway.store.window_cache import CachedWindow, WindowCache
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -177,6 +178,9 @@ class Database:
             errors = (*self.errors, self.engine.dialect.loaded_dbapi.Error)
             self.leases = Leases(RawConnections(self.engine), lease_seconds, errors)
         self.locks = ConversationLocks(self.leases)
+        # SQLite's turns read their window from memory when they can (store/window_cache.py); on Postgres the
+        # lease statement reads it in the same round trip as the lease.
+        self.windows: WindowCache | None = None if postgres else WindowCache()
         self._lane_wanted = _is_sqlite_file(self.url)
         self._lane: SqliteLane | None = None
 
@@ -223,7 +227,11 @@ class Database:
         )
         async with self.locks.queue(owner, conversation_id, wait):
             if self.leases is None:
-                loaded = await self.run(load)
+                key, windows = (owner, conversation_id), self.windows
+                cached = windows.get(key) if windows is not None else None
+                loaded = await self.run(functools.partial(load, cached=cached))
+                if windows is not None and loaded.conversation is not None and not loaded.cached:
+                    windows.put(key, CachedWindow.of(loaded.conversation, loaded.candidates))
                 yield OpenTurn(self, time.monotonic() - started, loaded, None)
                 return
             leases, holder = self.leases, new_holder()
@@ -362,6 +370,9 @@ class OpenTurn:
             pk = await self.db.run(unit)
             if lease is not None:
                 lease.released = True
+            elif self.db.windows is not None:  # committed: the cached window goes on with the turn
+                key = (write.owner, write.conversation_id)
+                self.db.windows.stored(key, conversation, write.messages, pk, write.now)
             return pk
         statement, arguments = store_arguments(
             lease.owner,
