@@ -231,7 +231,9 @@ class Database:
                 cached = windows.get(key) if windows is not None else None
                 loaded = await self.run(functools.partial(load, cached=cached))
                 if windows is not None and loaded.conversation is not None and not loaded.cached:
-                    windows.put(key, CachedWindow.of(loaded.conversation, loaded.candidates))
+                    windows.put(
+                        key, CachedWindow.of(loaded.conversation, loaded.candidates, windows.max_messages)
+                    )
                 yield OpenTurn(self, time.monotonic() - started, loaded, None)
                 return
             leases, holder = self.leases, new_holder()

@@ -25,8 +25,15 @@ from gateway.store.tables import Conversation
 
 Key = tuple[str, str]  # (owner, conversation id)
 
-MAX_BYTES = 8 * 1024 * 1024
-MAX_MESSAGES = 256
+MAX_BYTES = 4 * 1024 * 1024  # the cache's memory, as `footprint` estimates it
+MAX_MESSAGES = 64  # of one conversation: a window longer than this (an unbudgeted long history) is read
+MESSAGE_BYTES = 280  # a cached message's memory besides its JSON's characters: its object, its numbers
+WINDOW_BYTES = 450  # a conversation's entry: its window object, tuple, key and place in the LRU
+
+
+def footprint(messages: Sequence[StoredMessage]) -> int:
+    """About the memory that cached `messages` hold (measured with tracemalloc: within 10%)."""
+    return sum(len(message.json) for message in messages) + MESSAGE_BYTES * len(messages)
 
 
 @dataclass(frozen=True)
@@ -37,18 +44,22 @@ class CachedWindow:
     created_at: float
     count: int  # the conversation's message_count then
     messages: tuple[StoredMessage, ...]  # its messages with seq >= count - len(messages), oldest first
-    size: int  # bytes of their JSON
+    size: int  # their memory (`footprint`) and the entry's
 
     @classmethod
-    def of(cls, conversation: Conversation, newest: Sequence[StoredMessage]) -> CachedWindow:
-        """The newest messages of `conversation` (a suffix of its stored messages, ending at its last)."""
-        return cls(
-            conversation.pk,
-            conversation.created_at,
-            conversation.message_count,
-            tuple(newest),
-            sum(len(message.json) for message in newest),
-        )
+    def of(
+        cls, conversation: Conversation, newest: Sequence[StoredMessage], limit: int = MAX_MESSAGES
+    ) -> CachedWindow:
+        """The newest `limit` messages of `newest`, a suffix of `conversation`'s stored messages."""
+        kept = tuple(newest[-limit:]) if limit else ()
+        return cls.made(conversation.pk, conversation.created_at, conversation.message_count, kept)
+
+    @classmethod
+    def made(
+        cls, pk: int, created_at: float, count: int, messages: tuple[StoredMessage, ...]
+    ) -> CachedWindow:
+        """The window of these values, its size counted."""
+        return cls(pk, created_at, count, messages, WINDOW_BYTES + footprint(messages))
 
     def holds(self, conversation: Conversation) -> bool:
         """True when these are `conversation`'s newest messages now (same conversation, no message since)."""
@@ -61,10 +72,10 @@ class CachedWindow:
     def extended(self, stored: Sequence[StoredMessage], limit: int) -> CachedWindow:
         """These messages and the `stored` turn after them (the newest `limit` of them all)."""
         messages = (*self.messages, *stored)
-        size = self.size + sum(len(message.json) for message in stored)
+        size = self.size + footprint(stored)
         if len(messages) > limit:
             dropped, messages = messages[:-limit], messages[-limit:]
-            size -= sum(len(message.json) for message in dropped)
+            size -= footprint(dropped)
         return CachedWindow(self.pk, self.created_at, self.count + len(stored), messages, size)
 
 
@@ -131,10 +142,10 @@ class WindowCache:
     def put(self, key: Key, window: CachedWindow) -> None:
         """Keep `window` as the conversation's (replacing any), within the cache's bounds."""
         self.discard(key)
-        if window.size > self.max_bytes or not window.messages:
-            return
         if len(window.messages) > self.max_messages:
             window = window.extended((), self.max_messages)
+        if window.size > self.max_bytes or not window.messages:
+            return
         self._windows[key] = window
         self._bytes += window.size
         while self._bytes > self.max_bytes:
@@ -160,8 +171,7 @@ class WindowCache:
             for m in messages
         ]
         if conversation is None:
-            size = sum(len(m.json) for m in stored)
-            self.put(key, CachedWindow(pk, now, len(stored), tuple(stored), size))
+            self.put(key, CachedWindow.made(pk, now, len(stored), tuple(stored[-self.max_messages :])))
             return
         cached = self._windows.get(key)
         if cached is None or not cached.holds(conversation):

@@ -17,7 +17,7 @@ from gateway.history import Budget, BudgetRule, StoredMessage, number_messages
 from gateway.store.conversations import TurnWrite, delete_conversation, get_conversation, read_window
 from gateway.store.database import Database, open_database
 from gateway.store.tables import Conversation
-from gateway.store.window_cache import CachedWindow, WindowCache, window_from
+from gateway.store.window_cache import MESSAGE_BYTES, WINDOW_BYTES, CachedWindow, WindowCache, window_from
 from tests.helpers import logged_call
 from tests.history_strategies import budgets, stored_histories
 from tests.store.test_window import read_conversation, store_in_turns
@@ -61,7 +61,7 @@ def test_a_cached_suffix_answers_exactly_as_the_window_query_or_not_at_all(
             for kept in sorted({1, len(expected), len(expected) + 1, len(every) // 2, len(every)}):
                 if not 0 < kept <= len(every):
                     continue
-                cached = CachedWindow.of(conversation, every[-kept:])
+                cached = CachedWindow.of(conversation, every[-kept:], kept)
                 answer = window_from(cached, conversation, budget)
                 if kept == len(every) or (expected and kept >= len(expected) + 1):
                     assert answer is not None, (budget, kept)  # it holds the answer: it gives it
@@ -99,17 +99,22 @@ def test_another_conversation_state_is_never_answered_from_the_cache() -> None:
 
 
 def test_the_cache_keeps_its_bounds_and_drops_the_least_recently_stored() -> None:
-    messages = numbered(10)
-    size, newest = sum(len(m.json) for m in messages), sum(len(m.json) for m in messages[-6:])
+    messages = tuple(numbered(10))
+    newest = CachedWindow.made(0, 1.0, 10, messages[-6:]).size
+    assert newest == WINDOW_BYTES + sum(len(m.json) + MESSAGE_BYTES for m in messages[-6:])
     cache = WindowCache(max_bytes=2 * newest + 1, max_messages=6)
     for index in range(3):
-        cache.put(("o", f"c{index}"), CachedWindow(index, 1.0, 10, tuple(messages), size))
-    assert len(cache) == 2 and cache.get(("o", "c0")) is None  # its bytes made room for the third
+        cache.put(("o", f"c{index}"), CachedWindow.made(index, 1.0, 10, messages))
+    assert len(cache) == 2 and cache.get(("o", "c0")) is None  # its room went to the third
     kept = cache.get(("o", "c2"))
     assert kept is not None and [m.seq for m in kept.messages] == [4, 5, 6, 7, 8, 9]  # the newest six
     assert kept.size == newest and cache.size == 2 * newest
-    cache.put(("o", "big"), CachedWindow(9, 1.0, 10, tuple(messages), 3 * size))  # alone beyond the bound
-    assert cache.get(("o", "big")) is None
+    grown = kept.extended(numbered(12)[10:], 6)
+    assert [m.seq for m in grown.messages] == [6, 7, 8, 9, 10, 11] and grown.count == 12
+    assert grown.size == CachedWindow.made(2, 1.0, 12, grown.messages).size
+    alone = WindowCache(max_bytes=newest - 1, max_messages=6)
+    alone.put(("o", "big"), CachedWindow.made(9, 1.0, 10, messages))  # beyond the bound on its own
+    assert alone.get(("o", "big")) is None and alone.size == 0
 
 
 @pytest.fixture
