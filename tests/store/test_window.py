@@ -63,6 +63,22 @@ async def store_in_turns(db: Database, owner: str, stored: list[StoredMessage], 
     return conversation_id
 
 
+def drawn_case(stored: list[StoredMessage], data: st.DataObject) -> tuple[list[int], list[Budget]]:
+    """Where a history is cut into turns, and the budgets tried on it."""
+    cuts = data.draw(st.lists(st.integers(0, len(stored)), max_size=4))
+    tried = data.draw(st.lists(budgets(len(stored), sum(m.tokens for m in stored)), min_size=1, max_size=6))
+    return cuts, tried
+
+
+async def stored_conversation(
+    db: Database, stored: list[StoredMessage], cuts: list[int]
+) -> Conversation | None:
+    """The history stored in turns (cut at `cuts`) as a new caller's conversation, read back."""
+    owner = "owner-" + secrets.token_hex(4)
+    conversation_id = await store_in_turns(db, owner, stored, cuts)
+    return await read_conversation(db, owner, conversation_id)
+
+
 def prefix_length(stored: list[StoredMessage]) -> int:
     """How many messages come before the first user message (they belong to no turn)."""
     return next((i for i, m in enumerate(stored) if m.body["role"] == "user"), len(stored))
@@ -73,13 +89,10 @@ def prefix_length(stored: list[StoredMessage]) -> int:
 def test_read_window_equals_trim_history(
     db: Database, runner: asyncio.Runner, stored: list[StoredMessage], data: st.DataObject
 ) -> None:
-    cuts = data.draw(st.lists(st.integers(0, len(stored)), max_size=4))
-    tried = data.draw(st.lists(budgets(len(stored), sum(m.tokens for m in stored)), min_size=1, max_size=6))
-    owner = "owner-" + secrets.token_hex(4)
+    cuts, tried = drawn_case(stored, data)
 
     async def check() -> None:
-        conversation_id = await store_in_turns(db, owner, stored, cuts)
-        conversation = await read_conversation(db, owner, conversation_id)
+        conversation = await stored_conversation(db, stored, cuts)
         assert conversation is not None or not stored
         for budget in tried:
             expected = trim_history(stored, budget)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from gateway.store.database import Database, open_database
 from gateway.store.tables import Conversation
 from gateway.store.window_cache import MESSAGE_BYTES, WINDOW_BYTES, CachedWindow, WindowCache, window_from
 from tests.helpers import logged_call
-from tests.history_strategies import budgets, stored_histories
-from tests.store.test_window import read_conversation, store_in_turns
+from tests.history_strategies import stored_histories
+from tests.store.test_window import drawn_case, stored_conversation
 
 EVERYTHING = Budget(None, None)
 
@@ -45,13 +44,10 @@ def sqlite_db(tmp_path_factory: pytest.TempPathFactory, runner: asyncio.Runner) 
 def test_a_cached_suffix_answers_exactly_as_the_window_query_or_not_at_all(
     sqlite_db: Database, runner: asyncio.Runner, stored: list[StoredMessage], data: st.DataObject
 ) -> None:
-    cuts = data.draw(st.lists(st.integers(0, len(stored)), max_size=4))
-    tried = data.draw(st.lists(budgets(len(stored), sum(m.tokens for m in stored)), min_size=1, max_size=6))
-    owner = "owner-" + secrets.token_hex(4)
+    cuts, tried = drawn_case(stored, data)
 
     async def check() -> None:
-        conversation_id = await store_in_turns(sqlite_db, owner, stored, cuts)
-        conversation = await read_conversation(sqlite_db, owner, conversation_id)
+        conversation = await stored_conversation(sqlite_db, stored, cuts)
         if conversation is None:
             return
         every = await sqlite_db.run(lambda c: read_window(c, conversation, EVERYTHING))
