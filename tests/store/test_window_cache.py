@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -94,10 +95,16 @@ def test_another_conversation_state_is_never_answered_from_the_cache() -> None:
     )  # deleted, made again
 
 
+def test_a_window_counts_the_memory_of_its_text_not_its_length() -> None:
+    wide = CachedWindow.made(1, 1.0, 1, tuple(numbered(1, "\u6f22" * 1000))).size
+    narrow = CachedWindow.made(1, 1.0, 1, tuple(numbered(1, "x" * 1000))).size
+    assert wide > narrow + 900  # two bytes a character
+
+
 def test_the_cache_keeps_its_bounds_and_drops_the_least_recently_stored() -> None:
     messages = tuple(numbered(10))
     newest = CachedWindow.made(0, 1.0, 10, messages[-6:]).size
-    assert newest == WINDOW_BYTES + sum(len(m.json) + MESSAGE_BYTES for m in messages[-6:])
+    assert newest == WINDOW_BYTES + sum(sys.getsizeof(m.json) + MESSAGE_BYTES for m in messages[-6:])
     cache = WindowCache(max_bytes=2 * newest + 1, max_messages=6)
     for index in range(3):
         cache.put(("o", f"c{index}"), CachedWindow.made(index, 1.0, 10, messages))
