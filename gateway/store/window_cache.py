@@ -10,8 +10,8 @@ created again, a turn stored more than its own messages. What is cached is also 
 whole answer of the window query (`window_from`); anything else reads the table as before.
 
 Reading the window was a third of the SQLite lane's work on an existing conversation (20 rows of six
-columns, each a Python object, and a StoredMessage per row). The cache holds at most `max_bytes` of message
-JSON (LRU over conversations), and at most `max_messages` of one conversation.
+columns, each a Python object, and a StoredMessage per row). The cache holds at most `max_bytes` of memory as
+`footprint` estimates it (LRU over conversations), and at most `max_messages` of one conversation.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ class WindowCache:
             for m in messages
         ]
         if conversation is None:
-            self.put(key, CachedWindow.made(pk, now, len(stored), tuple(stored[-self.max_messages :])))
+            self.put(key, CachedWindow.made(pk, now, len(stored), tuple(stored)))  # `put` keeps the newest
             return
         cached = self._windows.get(key)
         if cached is None or not cached.holds(conversation):
@@ -189,7 +189,7 @@ class WindowCache:
 
     @property
     def size(self) -> int:
-        """Bytes of message JSON held."""
+        """The memory held, as `footprint` estimates it."""
         return self._bytes
 
     def __len__(self) -> int:
