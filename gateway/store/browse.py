@@ -7,13 +7,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, func, select
 
 from gateway.store.rows import load_all
-from gateway.store.tables import ATTEMPTS, CONVERSATIONS, Conversation
+from gateway.store.tables import ATTEMPTS, CONVERSATIONS, LISTED, Conversation
 
 SORTS = ("updated", "cost", "length")
 
 
 def _where(owner: str | None, search: str | None) -> list[ColumnElement[bool]]:
-    filters: list[ColumnElement[bool]] = []
+    filters: list[ColumnElement[bool]] = [LISTED]
     if owner is not None:
         filters.append(CONVERSATIONS.c.owner == owner)
     if search:

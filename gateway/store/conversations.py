@@ -28,7 +28,7 @@ from gateway.errors import ConversationBusy, ConversationLimitReached
 from gateway.history import Budget, BudgetRule, StoredMessage, window_bounds
 from gateway.store import statements
 from gateway.store.rows import load_all, load_first
-from gateway.store.tables import ATTEMPTS, CONVERSATIONS, MESSAGES, RESPONSES, Conversation
+from gateway.store.tables import ATTEMPTS, CONVERSATIONS, LISTED, MESSAGES, RESPONSES, Conversation
 from gateway.store.window_cache import CachedWindow, window_from
 
 _BY_ID = select(CONVERSATIONS).where(
@@ -433,7 +433,7 @@ def list_conversations(
 ) -> list[Conversation]:
     """Conversations newest activity first, of one owner (or, for the operator, of all or of owners
     whose identity starts with `owner_prefix`); `after` is the previous page's last conversation."""
-    statement = select(CONVERSATIONS)
+    statement = select(CONVERSATIONS).where(LISTED)
     if owner is not None:
         statement = statement.where(CONVERSATIONS.c.owner == owner)
     if owner_prefix:

@@ -25,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
 )
-from sqlalchemy.sql import expression
+from sqlalchemy.sql import expression, literal_column, text
 
 from gateway.attempts import AttemptRecord
 
@@ -68,8 +68,17 @@ CONVERSATIONS = Table(
     Column("summary_through", Integer),  # stored messages the summary covers
     Column("summary_updated_at", Float),
     UniqueConstraint("owner", "id", name="uq_conversations_owner_id"),
-    Index("ix_conversations_owner_updated", "owner", "updated_at"),
+    Index("ix_conversations_owner_updated", "owner", "updated_at", postgresql_where=text("updated_at > 0")),
 )
+
+# The listing index is partial on Postgres, with a condition every listing states (`LISTED`) and no lookup by
+# (owner, id) does: so such a lookup has one index to use, the unique one. A prepared statement's generic
+# plan lives as long as its connection; planned while the table was small and had no statistics, the two
+# indexes that start with `owner` cost the same, the listing one was picked, and the lookup then walked
+# every conversation of the caller (2.5 ms of the server's CPU at 4,400), until an ANALYZE replanned it,
+# which never came with autovacuum off. Migration 0011 makes the index partial in an existing database.
+# A literal, not a bound parameter: the planner cannot prove an index's condition from a parameter.
+LISTED = CONVERSATIONS.c.updated_at > literal_column("0")
 
 # Postgres only: how many conversations a caller has, counted up to `bound` (the per-caller limit), which the
 # turn's TAKE statement asks for when a conversation is new (store/postgres.py). A PL/pgSQL function because

@@ -83,7 +83,7 @@ async def test_migrations_build_exactly_the_declared_tables(empty_database_url: 
 def _schema(connection: Connection) -> dict[str, Any]:
     """Everything the database reports of the gateway's tables and Alembic's: columns with their types,
     nullability and server defaults, keys, indexes, unique constraints and foreign keys; on Postgres also the
-    gateway's functions, with their whole definitions."""
+    gateway's functions and every index, with their whole definitions (a partial index's condition)."""
     inspector = inspect(connection)
     schema: dict[str, Any] = {}
     for table in sorted(inspector.get_table_names()):
@@ -114,6 +114,10 @@ def _schema(connection: Connection) -> dict[str, Any]:
             "SELECT proname, pg_get_functiondef(oid) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
         )
         schema["functions"] = sorted(tuple(row) for row in rows)
+        rows = connection.exec_driver_sql(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+        )
+        schema["index_definitions"] = sorted(tuple(row) for row in rows)
     return schema
 
 
