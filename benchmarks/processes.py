@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -217,3 +218,56 @@ def wait_until_quiet(limit: float, threshold: float = 0.10) -> float:
     while busy > threshold and time.monotonic() < deadline:
         busy = machine_busy_fraction(2.0)
     return busy
+
+
+def database_backends(database: str) -> list[int]:
+    """PIDs of the local Postgres server's backends connected to `database` (from their process titles)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        # "postgres: 15/main: <user> <database> <host>(<port>) <state>" (the cluster name is optional)
+        words = title.split()[1:] if title.startswith("postgres: ") else []
+        if words and words[0].endswith(":"):
+            words = words[1:]
+        if len(words) > 2 and words[1] == database:
+            found.append(int(entry.name))
+    return found
+
+
+@contextlib.contextmanager
+def backends_pinned(database: str, cpus: str | None, every: float = 0.2) -> Iterator[set[int]]:
+    """While inside, keep the local Postgres backends of `database` on `cpus` (the load side's CPU).
+
+    The database stands for a server of its own, as the mock upstream does: pinned away from the proxy's
+    CPU. Unpinned, the kernel wakes a backend on the CPU of the process that wrote to it, the proxy's,
+    where it takes CPU from the proxy that no bare pass-through has to share. Backends end with their
+    connections, so nothing stays pinned afterwards; the set yielded fills with the PIDs pinned. Nothing
+    happens without a pinning, or where the backends cannot be pinned (another user's server).
+    """
+    pinned: set[int] = set()
+    stop = threading.Event()
+
+    def keep_pinned() -> None:
+        assert cpus is not None
+        target = {int(cpu) for cpu in cpus.split(",")}
+        while not stop.wait(every):
+            for pid in database_backends(database):
+                with contextlib.suppress(OSError):  # it ended meanwhile, or is not ours to pin
+                    if os.sched_getaffinity(pid) != target:
+                        os.sched_setaffinity(pid, target)
+                        pinned.add(pid)
+
+    thread = threading.Thread(target=keep_pinned, name="pin-backends", daemon=True)
+    if cpus is not None:
+        thread.start()
+    try:
+        yield pinned
+    finally:
+        stop.set()
+        if cpus is not None:
+            thread.join()

@@ -30,6 +30,7 @@ from load import LoadResult, Scenario, run_load, run_ttfb, wrk_available
 from processes import (
     Pinning,
     Server,
+    backends_pinned,
     busy_cpu_seconds,
     children_cpu_seconds,
     free_port,
@@ -124,6 +125,7 @@ class Bench:
         self.foreign: list[float] = []  # CPUs' worth of other work on the machine during each run
         self.rss: dict[str, float] = {}  # resident memory (MiB) of each gateway configuration
         self.growth: dict[str, Growth] = {}  # database growth per backend
+        self.pinned_backends: set[int] = set()  # Postgres backends kept on the load side's CPU
 
     def _own_cpu(self) -> float:
         return sum(server.cpu_seconds() for server in self.servers) + children_cpu_seconds()
@@ -409,45 +411,47 @@ def postgres_suite(
 
         ids = [f"hist-{i}" for i in range(HISTORY_POOL)]
         asyncio.run(seed_conversations(database_url, TOKEN, ids, 20))
-        for round_number in range(bench.plan.rounds):
-            bench.new_round(f"Postgres round {round_number + 1}/{bench.plan.rounds}")
-            bench.measure(PG_BARE, bare, plain)
-            bench.measure_ttfb(PG_BARE, bare, Scenario(mode="plain", stream=True))
-            for label, servers, cases in postgres_configurations(database_url, mock, bench.pinning):
-                with running(servers):
-                    for server in servers:
-                        server.start(folder)
-                    bench.servers += servers
-                    for case, scenario in cases:
-                        if len(servers) == 1:
-                            bench.measure(case, servers[0], scenario)
-                        else:
-                            bench.measure_spread(case, servers, scenario)
-                    if label == "Postgres, 1 process":
-                        stream_tag = f"p{bench.run_id}-{round_number}"
-                        bench.measure_ttfb(
-                            PG_NEW, servers[0], Scenario(mode="new", tag=stream_tag, stream=True)
-                        )
-                    bench.record_rss(label, servers)
-        # What the one WAL flush per turn costs on this disk: the same process with the database's
-        # synchronous_commit off (SQLite's durability: a gateway crash loses nothing, a server crash may).
-        asyncio.run(_admin(dsn, f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
-        gateway = gateway_server("gateway-postgres-async", database_url, mock.url, bench.pinning)
-        with running([gateway]):
-            gateway.start(folder)
-            bench.servers.append(gateway)
-            bench.measure(PG_NEW_ASYNC, gateway, new_conversation)
-            bench.measure(PG_HIST_ASYNC, gateway, history_pool)
-        asyncio.run(_admin(dsn, f'ALTER DATABASE "{name}" RESET synchronous_commit'))
-        if growth:
-            grow(bench, "Postgres", database_url)
-            gateway = gateway_server("gateway-postgres-grown", database_url, mock.url, bench.pinning)
+        with backends_pinned(name, bench.pinning.load) as pinned:
+            bench.pinned_backends = pinned
+            for round_number in range(bench.plan.rounds):
+                bench.new_round(f"Postgres round {round_number + 1}/{bench.plan.rounds}")
+                bench.measure(PG_BARE, bare, plain)
+                bench.measure_ttfb(PG_BARE, bare, Scenario(mode="plain", stream=True))
+                for label, servers, cases in postgres_configurations(database_url, mock, bench.pinning):
+                    with running(servers):
+                        for server in servers:
+                            server.start(folder)
+                        bench.servers += servers
+                        for case, scenario in cases:
+                            if len(servers) == 1:
+                                bench.measure(case, servers[0], scenario)
+                            else:
+                                bench.measure_spread(case, servers, scenario)
+                        if label == "Postgres, 1 process":
+                            stream_tag = f"p{bench.run_id}-{round_number}"
+                            bench.measure_ttfb(
+                                PG_NEW, servers[0], Scenario(mode="new", tag=stream_tag, stream=True)
+                            )
+                        bench.record_rss(label, servers)
+            # What the one WAL flush per turn costs on this disk: the same process with the database's
+            # synchronous_commit off (SQLite's durability: a gateway crash loses nothing, a server crash may).
+            asyncio.run(_admin(dsn, f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+            gateway = gateway_server("gateway-postgres-async", database_url, mock.url, bench.pinning)
             with running([gateway]):
                 gateway.start(folder)
                 bench.servers.append(gateway)
-                bench.measure(PG_NEW_GROWN, gateway, new_conversation)
-                bench.measure(PG_HIST_GROWN, gateway, grown_pool)
-                bench.record_rss(f"Postgres, 1 process, {GROWN}", [gateway])
+                bench.measure(PG_NEW_ASYNC, gateway, new_conversation)
+                bench.measure(PG_HIST_ASYNC, gateway, history_pool)
+            asyncio.run(_admin(dsn, f'ALTER DATABASE "{name}" RESET synchronous_commit'))
+            if growth:
+                grow(bench, "Postgres", database_url)
+                gateway = gateway_server("gateway-postgres-grown", database_url, mock.url, bench.pinning)
+                with running([gateway]):
+                    gateway.start(folder)
+                    bench.servers.append(gateway)
+                    bench.measure(PG_NEW_GROWN, gateway, new_conversation)
+                    bench.measure(PG_HIST_GROWN, gateway, grown_pool)
+                    bench.record_rss(f"Postgres, 1 process, {GROWN}", [gateway])
     finally:
         asyncio.run(_admin(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -476,8 +480,11 @@ def print_report(bench: Bench, postgres: bool, flat: bool, busy: float, seconds:
         )
         print(flat_table(samples, [FLAT_SHORT, FLAT_LONG]))
     if postgres and samples.median(PG_NEW, "rps_c32") is not None:
+        where = f"CPU {bench.pinning.load}" if bench.pinning.load is not None else "any CPU"
         print(
-            "\nPostgres (every process on the proxy CPU: workers and replicas add no CPU on this machine)\n"
+            "\nPostgres (every gateway process on the proxy CPU: workers and replicas add no CPU on this "
+            f"machine; the server's backends for the gateway's connections on {where}, "
+            f"{len(bench.pinned_backends)} pinned)\n"
         )
         cases = [
             PG_BARE,

@@ -1,0 +1,71 @@
+"""The benchmark keeps the local Postgres backends of its database on the load side's CPU (processes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import asyncpg
+import pytest
+from sqlalchemy import make_url
+
+from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"set {POSTGRES_ENV} to run"),
+]
+
+
+def _processes() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "processes.py"
+    spec = importlib.util.spec_from_file_location("benchmark_processes", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (its dataclasses look their module up there)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    url = create_postgres_database()
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_the_backends_of_the_benchmarks_database_are_found_and_pinned(database_url: str) -> None:
+    url = make_url(database_url)
+    if url.host not in ("127.0.0.1", "localhost") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs the Postgres server on this machine and two CPUs")
+    processes = _processes()
+    target = max(os.sched_getaffinity(0))
+
+    async def check() -> None:
+        connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            pid = await connection.fetchval("SELECT pg_backend_pid()")
+            assert pid in processes.database_backends(url.database)
+            assert pid not in processes.database_backends("postgres")
+            with processes.backends_pinned(url.database, str(target), every=0.05) as pinned:
+                await asyncio.to_thread(_wait_for, lambda: pid in pinned)
+            assert pid in pinned
+            assert os.sched_getaffinity(pid) == {target}
+        finally:
+            await connection.close()
+
+    asyncio.run(check())
