@@ -310,6 +310,8 @@ class Database:
         self._lane_wanted = False  # a late unit (shutdown) takes the engine's path, never a new thread
         if lane is not None:
             await lane.close()
+        if self.leases is not None:
+            await self.leases.connections.close()  # the connections its statements keep checked out
         if self._owns_engine and self._engine is not None:
             await self._engine.dispose()
 
