@@ -162,7 +162,15 @@ ATTEMPTS = Table(
     Column("estimated", Boolean, nullable=False, default=False, server_default=expression.false()),
     Index("ix_attempts_owner_created", "owner", "created_at"),
     Index("ix_attempts_owner_conversation", "owner", "conversation_id", "pk"),
-    Index("ix_attempts_owner_idempotency", "owner", "idempotency_key"),
+    # Partial: most calls carry no Idempotency-Key, and a lookup by key (`= key` implies `IS NOT NULL`) can
+    # use it while no other lookup by owner can (the reason for tables.LISTED above). Migration 0012.
+    Index(
+        "ix_attempts_owner_idempotency",
+        "owner",
+        "idempotency_key",
+        sqlite_where=text("idempotency_key IS NOT NULL"),
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
     Index("ix_attempts_created", "created_at"),
 )
 

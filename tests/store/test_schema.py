@@ -109,6 +109,9 @@ def _schema(connection: Connection) -> dict[str, Any]:
                 for f in inspector.get_foreign_keys(table)
             ),
         }
+    if connection.dialect.name == "sqlite":  # every index's whole definition (a partial index's condition)
+        rows = connection.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index'")
+        schema["index_definitions"] = sorted(tuple(row) for row in rows)
     if connection.dialect.name == "postgresql":  # the functions the statements call (tables.py)
         rows = connection.exec_driver_sql(
             "SELECT proname, pg_get_functiondef(oid) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
