@@ -308,6 +308,16 @@ def empty_database_pair(request: pytest.FixtureRequest, tmp_path: Path) -> Itera
         drop_postgres_database(first)
 
 
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty database on the Postgres test server for the module (for modules marked postgres)."""
+    url = create_postgres_database()
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
 @pytest.fixture(scope="session")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The mock upstream, one process for the whole session."""

@@ -16,7 +16,7 @@ from sqlalchemy import event
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.mock_upstream.app import create_mock_app
-from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
+from tests.conftest import POSTGRES_ENV
 
 pytestmark = [
     pytest.mark.postgres,
@@ -41,15 +41,6 @@ class Statements:
         connection = record.driver_connection
         if self.log not in connection._query_loggers:
             connection.add_query_logger(self.log)
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> AsyncIterator[str]:
-    url = create_postgres_database()
-    try:
-        yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
+from tests.conftest import POSTGRES_ENV
 from tests.helpers import assert_whole_turns, send_turn, stored, turn_body, turn_headers
 from tests.servers import ServerProcess, base_env, gateway_server, upstream_requests
 
@@ -24,16 +24,6 @@ def needs_postgres(test: Callable[..., object]) -> Callable[..., object]:
     """Mark a test as needing the Postgres test server (skipped, with the reason, without it)."""
     reason = f"set {POSTGRES_ENV}=postgresql+asyncpg://user@127.0.0.1:5432/postgres to run"
     return pytest.mark.postgres(pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=reason)(test))
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the Postgres test server."""
-    url = create_postgres_database()
-    try:
-        yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -14,21 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.database import create_engine
 from gateway.store.pg_driver import KEPT, KEPT_STATEMENTS, RawConnections
-from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
+from tests.conftest import POSTGRES_ENV
 
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"set {POSTGRES_ENV} to run"),
 ]
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    url = create_postgres_database()
-    try:
-        yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture

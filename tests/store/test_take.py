@@ -18,22 +18,13 @@ from gateway.store.conversations import TurnWrite, conversation_budget, load_tur
 from gateway.store.database import Database
 from gateway.store.postgres import TAKE, parse_take, read_is_enough
 from gateway.store.tables import CONVERSATIONS
-from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
+from tests.conftest import POSTGRES_ENV
 from tests.helpers import load_state, logged_call, migrated_database
 
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"set {POSTGRES_ENV} to run"),
 ]
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> AsyncIterator[str]:
-    url = create_postgres_database()
-    try:
-        yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import importlib.util
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from sqlalchemy import make_url
 
-from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
+from tests.conftest import POSTGRES_ENV
 
 pytestmark = [
     pytest.mark.postgres,
@@ -33,30 +33,21 @@ def _processes() -> ModuleType:
     return module
 
 
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    url = create_postgres_database()
-    try:
-        yield url
-    finally:
-        drop_postgres_database(url)
-
-
 def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
-def test_the_backends_of_the_benchmarks_database_are_found_and_pinned(database_url: str) -> None:
-    url = make_url(database_url)
+def test_the_backends_of_the_benchmarks_database_are_found_and_pinned(postgres_url: str) -> None:
+    url = make_url(postgres_url)
     if url.host not in ("127.0.0.1", "localhost") or len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs the Postgres server on this machine and two CPUs")
     processes = _processes()
     target = max(os.sched_getaffinity(0))
 
     async def check() -> None:
-        connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+        connection = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
         try:
             pid = await connection.fetchval("SELECT pg_backend_pid()")
             assert pid in processes.database_backends(url.database)
