@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import secrets
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -302,10 +303,7 @@ def sqlite_suite(bench: Bench, folder: Path, mock: Server, bare: Server, flat: b
     database_url = f"sqlite+aiosqlite:///{folder / 'gateway.db'}"
     log("seeding SQLite conversations (64 x 20, flat-cost sets of 100 and 10,000 messages) ...")
     asyncio.run(seed_sqlite(database_url, bench.plan.rounds if flat else 0))
-    gateway = gateway_server("gateway-sqlite", database_url, mock.url, bench.pinning)
-    with running([gateway]):
-        gateway.start(folder)
-        bench.servers.append(gateway)
+    with started(bench, folder, "gateway-sqlite", database_url, mock) as gateway:
         for round_number in range(bench.plan.rounds):
             bench.new_round(f"SQLite round {round_number + 1}/{bench.plan.rounds}")
             bench.measure(MOCK, mock, plain)
@@ -382,6 +380,16 @@ def postgres_configurations(
     ]
 
 
+@contextlib.contextmanager
+def started(bench: Bench, folder: Path, name: str, database_url: str, mock: Server) -> Iterator[Server]:
+    """One `gateway serve` process on `database_url`, started for the block and stopped after it."""
+    gateway = gateway_server(name, database_url, mock.url, bench.pinning)
+    with running([gateway]):
+        gateway.start(folder)
+        bench.servers.append(gateway)
+        yield gateway
+
+
 def postgres_suite(
     bench: Bench, folder: Path, mock: Server, bare: Server, admin_url: str, growth: bool
 ) -> None:
@@ -436,19 +444,13 @@ def postgres_suite(
             # What the one WAL flush per turn costs on this disk: the same process with the database's
             # synchronous_commit off (SQLite's durability: a gateway crash loses nothing, a server crash may).
             asyncio.run(_admin(dsn, f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
-            gateway = gateway_server("gateway-postgres-async", database_url, mock.url, bench.pinning)
-            with running([gateway]):
-                gateway.start(folder)
-                bench.servers.append(gateway)
+            with started(bench, folder, "gateway-postgres-async", database_url, mock) as gateway:
                 bench.measure(PG_NEW_ASYNC, gateway, new_conversation)
                 bench.measure(PG_HIST_ASYNC, gateway, history_pool)
             asyncio.run(_admin(dsn, f'ALTER DATABASE "{name}" RESET synchronous_commit'))
             if growth:
                 grow(bench, "Postgres", database_url)
-                gateway = gateway_server("gateway-postgres-grown", database_url, mock.url, bench.pinning)
-                with running([gateway]):
-                    gateway.start(folder)
-                    bench.servers.append(gateway)
+                with started(bench, folder, "gateway-postgres-grown", database_url, mock) as gateway:
                     bench.measure(PG_NEW_GROWN, gateway, new_conversation)
                     bench.measure(PG_HIST_GROWN, gateway, grown_pool)
                     bench.record_rss(f"Postgres, 1 process, {GROWN}", [gateway])
