@@ -225,8 +225,23 @@ RESPONSES = Table(
     Column("input_items", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     UniqueConstraint("owner", "id", name="uq_responses_owner_id"),
-    Index("ix_responses_owner_conversation_turn", "owner", "conversation_id", "turn"),
-    Index("ix_responses_owner_request", "owner", "request_hash", "created_at"),
+    # Partial on Postgres, with conditions only the lookups by conversation or by request imply (`= x`
+    # implies `IS NOT NULL`): a lookup by (owner, id) can use only the unique index (see LISTED). Migration
+    # 0013.
+    Index(
+        "ix_responses_owner_conversation_turn",
+        "owner",
+        "conversation_id",
+        "turn",
+        postgresql_where=text("conversation_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_responses_owner_request",
+        "owner",
+        "request_hash",
+        "created_at",
+        postgresql_where=text("request_hash IS NOT NULL"),
+    ),
 )
 
 # A dashboard sign-in: the SHA-256 of its cookie value (never the cookie, never the key).

@@ -3,9 +3,11 @@ whatever the statistics (a generic plan is made once per connection, possibly on
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -14,6 +16,7 @@ from sqlalchemy import Connection, event
 
 from gateway.store.conversations import list_conversations
 from gateway.store.postgres import TAKE
+from gateway.store.responses import find_retried, find_turn_response
 from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
 from tests.helpers import migrated_database
 
@@ -69,8 +72,8 @@ async def test_a_plan_made_on_an_empty_table_finds_a_conversation_by_its_unique_
     assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] < 40, plan["Shared Hit Blocks"]
 
 
-def _captured_explain(connection: Connection, owner: str) -> Any:
-    """The plan of the statement `list_conversations` runs (captured as sent, then explained)."""
+def _captured_explain(connection: Connection, call: Callable[[Connection], Any]) -> Any:
+    """The plan of the first statement `call` runs (captured as sent, then explained)."""
     sent: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
@@ -78,11 +81,17 @@ def _captured_explain(connection: Connection, owner: str) -> Any:
 
     event.listen(connection, "before_cursor_execute", capture)
     try:
-        list_conversations(connection, owner, limit=20)
+        call(connection)
     finally:
         event.remove(connection, "before_cursor_execute", capture)
     statement, parameters = sent[0]
     return connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters).scalar_one()
+
+
+def _indexes(document: Any, table: str) -> list[str | None]:
+    """The index each scan of `table` in an EXPLAIN (FORMAT JSON) document reads (None: no index)."""
+    plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+    return [node.get("Index Name") for node in _scans(plan) if node.get("Relation Name") == table]
 
 
 async def test_a_listing_of_a_callers_conversations_reads_the_listing_index(fresh_url: str) -> None:
@@ -95,8 +104,47 @@ async def test_a_listing_of_a_callers_conversations_reads_the_listing_index(fres
     finally:
         await connection.close()
     async with migrated_database(fresh_url) as db:
-        document = await db.run(lambda c: _captured_explain(c, "b"))
-    plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
-    scans = [node for node in _scans(plan) if node.get("Relation Name") == "conversations"]
-    indexes = [node.get("Index Name") for node in scans]
-    assert indexes == ["ix_conversations_owner_updated"], plan
+        listing = functools.partial(list_conversations, owner="b", limit=20)
+        document = await db.run(lambda c: _captured_explain(c, listing))
+    assert _indexes(document, "conversations") == ["ix_conversations_owner_updated"], document
+
+
+RESPONSES_OF = (
+    "INSERT INTO responses (owner, id, conversation_id, turn, message_end, request_hash, body, input_items,"
+    " created_at) SELECT $1, 'resp_' || g, 'c-' || g, 1, 2, md5(g::text), '{}', '[]', g"
+    " FROM generate_series(1, $2::int) AS g"
+)
+
+
+async def test_a_plan_made_on_an_empty_table_finds_a_response_by_its_unique_index(fresh_url: str) -> None:
+    # The two other indexes of `responses` start with `owner` too (migration 0013 made them partial).
+    connection = await asyncpg.connect(fresh_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await connection.execute("ALTER TABLE responses SET (autovacuum_enabled = false)")
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        await connection.execute("PREPARE get AS SELECT * FROM responses WHERE owner = $1 AND id = $2")
+        await connection.execute("EXECUTE get('owner', 'resp_0')")  # the plan, made now
+        await connection.execute(RESPONSES_OF, "owner", 3000)
+        document = await connection.fetchval("EXPLAIN (FORMAT JSON) EXECUTE get('owner', 'resp_1500')")
+    finally:
+        await connection.close()
+    assert _indexes(document, "responses") == ["uq_responses_owner_id"], document
+
+
+async def test_the_lookups_by_conversation_and_by_request_read_their_partial_indexes(fresh_url: str) -> None:
+    connection = await asyncpg.connect(fresh_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        for owner in ("a", "b", "c"):
+            await connection.execute(RESPONSES_OF, owner, 3000)
+        await connection.execute("ANALYZE responses")
+    finally:
+        await connection.close()
+    by_turn = functools.partial(find_turn_response, owner="b", conversation_id="c-7", turn=1)
+    retried = functools.partial(
+        find_retried, owner="b", request_hash=hashlib.md5(b"7").hexdigest(), idempotency_key=None, since=0.0
+    )
+    async with migrated_database(fresh_url) as db:
+        turn_plan = await db.run(lambda c: _captured_explain(c, by_turn))
+        retried_plan = await db.run(lambda c: _captured_explain(c, retried))
+    assert _indexes(turn_plan, "responses") == ["ix_responses_owner_conversation_turn"], turn_plan
+    assert _indexes(retried_plan, "responses") == ["ix_responses_owner_request"], retried_plan
