@@ -68,20 +68,15 @@ class RawConnections:
                 continue
             try:
                 result = await work(connection)
-            except CONNECTION_LOST as exc:
-                await greenlet_spawn(_discard, fairy, exc)
-                if not (idempotent or _unsent(exc)):
+            except BaseException as exc:
+                drop, retry = _after_error(connection, exc, idempotent)
+                if drop:
+                    await greenlet_spawn(_discard, fairy, exc)
+                else:
+                    await self._done(fairy, used + 1)
+                if not retry:
                     raise
                 return cast(T, await greenlet_spawn(self._run, work, idempotent, (2,)))
-            except asyncpg.PostgresError:
-                if connection.is_closed():
-                    await greenlet_spawn(_discard, fairy, None)
-                else:
-                    await self._done(fairy, used + 1)  # the statement's own error: rolled back
-                raise
-            except BaseException as exc:  # cancelled mid-statement: the connection's state is unknown
-                await greenlet_spawn(_discard, fairy, exc)
-                raise
             await self._done(fairy, used + 1)
             return result
         return cast(T, await greenlet_spawn(self._run, work, idempotent, (1, 2)))
@@ -94,20 +89,15 @@ class RawConnections:
             connection = cast(asyncpg.Connection, fairy.driver_connection)
             try:
                 result = await_only(work(connection))
-            except CONNECTION_LOST as exc:
-                _discard(fairy, exc)
-                if attempt == 2 or not (idempotent or _unsent(exc)):
-                    raise
-                continue
-            except asyncpg.PostgresError:
-                if connection.is_closed():
-                    _discard(fairy, None)
+            except BaseException as exc:
+                drop, retry = _after_error(connection, exc, idempotent)
+                if drop:
+                    _discard(fairy, exc)
                 else:
                     self._keep_or_close(fairy, 1)
-                raise
-            except BaseException as exc:  # cancelled mid-statement: the connection's state is unknown
-                _discard(fairy, exc)
-                raise
+                if attempt == 2 or not retry:
+                    raise
+                continue
             self._keep_or_close(fairy, 1)
             return result
         raise AssertionError("unreachable")
@@ -142,6 +132,20 @@ class RawConnections:
         kept, self._kept = self._kept, []
         for fairy, _ in kept:
             await greenlet_spawn(_checkin, fairy)
+
+
+def _after_error(connection: asyncpg.Connection, exc: BaseException, idempotent: bool) -> tuple[bool, bool]:
+    """(drop the connection, run the statement again on a fresh one) after `exc` interrupted a statement.
+
+    A lost connection is dropped, and the statement retried if that is safe: it is idempotent, or was never
+    sent. The statement's own error (its implicit transaction rolled back) leaves a live connection usable.
+    Anything else (a cancellation mid-statement) leaves the connection's state unknown: it is dropped.
+    """
+    if isinstance(exc, CONNECTION_LOST):
+        return True, idempotent or _unsent(exc)
+    if isinstance(exc, asyncpg.PostgresError):
+        return connection.is_closed(), False
+    return True, False
 
 
 def _unsent(exc: BaseException) -> bool:
