@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -35,14 +36,36 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields if isinstance(fields, dict) else {}
 
 
+class _Seconds:
+    """A record's time to the second, as `strftime` writes it, made once per second: every line of a second
+    shares that text, and a busy gateway writes hundreds."""
+
+    __slots__ = ("convert", "last", "pattern")
+
+    def __init__(self, pattern: str, convert: Callable[[float | None], time.struct_time]) -> None:
+        self.pattern = pattern
+        self.convert = convert
+        self.last: tuple[int, str] = (-1, "")  # one tuple, replaced whole: a thread never sees half of it
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        last = self.last
+        if second != last[0]:
+            last = self.last = (second, time.strftime(self.pattern, self.convert(created)))
+        return last[1]
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, then the record's fields."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._seconds = _Seconds("%Y-%m-%dT%H:%M:%S", time.gmtime)
+
     def format(self, record: logging.LogRecord) -> str:
         """Render `record` as a compact JSON line."""
-        seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         line: dict[str, Any] = {
-            "time": f"{seconds}.{int(record.msecs):03d}Z",
+            "time": f"{self._seconds(record.created)}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -60,12 +83,22 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+        self._seconds = _Seconds(self.default_time_format, self.converter)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """`logging.Formatter`'s own text (local time, `YYYY-MM-DD HH:MM:SS,mmm`), its seconds made once."""
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        return f"{self._seconds(record.created)},{int(record.msecs):03d}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         """The message line, fields appended; values with spaces or quotes are JSON-quoted."""
         text = escape_line_breaks(super().formatMessage(record))
-        pairs = [f"{key}={_text_value(value)}" for key, value in _fields(record).items() if value is not None]
-        return " ".join([text, *pairs]) if pairs else text
+        fields = _fields(record)
+        if not fields:
+            return text
+        pairs = [f"{key}={_text_value(value)}" for key, value in fields.items() if value is not None]
+        return " ".join([text, *pairs])
 
     def format(self, record: logging.LogRecord) -> str:
         """The line, then any traceback: its own lines stay (`\\n`), every other line break is escaped."""
@@ -76,7 +109,10 @@ class TextFormatter(logging.Formatter):
 
 
 def _text_value(value: Any) -> str:
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is int:  # (a status: the commonest field after the texts)
+        return str(value)
+    if kind is str or isinstance(value, str):
         return value if _PLAIN.fullmatch(value) else escape_line_breaks(json.dumps(value, ensure_ascii=False))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)

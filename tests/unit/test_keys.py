@@ -198,6 +198,26 @@ def test_structured_fields_are_redacted_by_the_handler_filter() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"path": "/v1/chat/completions", "status": 200, "conversation_id": "support-42", "none": None},
+        {"method": "POST", "path": "/v1/x/upstream-key-123"},  # a configured secret
+        {"a": "upstream-key", "b": "-123"},  # a secret across two fields: each alone holds none of it
+        {"a": "BEARER", "b": "abc"},  # the literal a pattern needs, nothing to redact
+        {"a": "ok", "b": "gw-abcdefghij"},
+    ],
+)
+def test_field_redaction_changes_a_record_exactly_as_field_by_field_redaction(fields: dict[str, Any]) -> None:
+    redact = Redactor(["upstream-key-123"])
+    record = logging.LogRecord("gateway.access", logging.INFO, __file__, 1, "request", None, None)
+    record.fields = dict(fields)
+    FieldRedactor(redact).filter(record)
+    assert record.fields == {k: redact(v) if isinstance(v, str) else v for k, v in fields.items()}
+    if redact.clean("\0".join(v for v in fields.values() if isinstance(v, str))):
+        assert record.fields == fields  # a clean record keeps its own fields
+
+
 def test_json_roundtrip_of_key_object() -> None:
     info = KeyInfo("bot", "f" * 64, 10**12, 1.0, 2.0, 5 * 10**11)
     assert json.loads(render_json(key_object(info))) == {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from prometheus_client import values as prometheus_values
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import ConfigError, Settings
-from gateway.logs import JsonFormatter, TextFormatter
+from gateway.logs import TEXT_FORMAT, JsonFormatter, TextFormatter
 from gateway.metrics import TOKEN_KINDS, Metrics
 from gateway.money import usd
 from tests.helpers import logged_call
@@ -64,6 +65,26 @@ def test_text_lines_keep_a_traceback_on_its_own_lines_with_every_other_break_esc
     assert lines[0].endswith("ERROR gateway.x failed") and lines[1] == "Traceback (most recent call last):"
     assert lines[-1] == "ValueError: boom\\u2028INFO forged\\rline"
     assert text.splitlines() == lines  # no break but the traceback's own
+
+
+@pytest.mark.parametrize(
+    "created", [0.0, 1_767_225_599.999, 1_767_225_600.0004, 1_767_225_600.5, 1_767_225_601.25]
+)
+def test_the_time_made_once_per_second_is_the_time_logging_writes(created: float) -> None:
+    text, json_formatter, standard = TextFormatter(), JsonFormatter(), logging.Formatter(TEXT_FORMAT)
+    for at in (created, created + 0.2, created - 1.0, created):  # the same second, another, back again
+        made = record()
+        made.created, made.msecs = at, int((at - int(at)) * 1000) + 0.0
+        assert text.formatTime(made) == standard.formatTime(made)
+        assert text.formatTime(made, "%H:%M") == standard.formatTime(made, "%H:%M")
+        seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at))
+        assert json.loads(json_formatter.format(made))["time"] == f"{seconds}.{int(made.msecs):03d}Z"
+
+
+def test_text_fields_of_every_type() -> None:
+    fields = {"a": 200, "b": True, "c": 1.5, "d": "x y", "e": ["l"], "f": None, "g": "plain", "h": 10**20}
+    text = TextFormatter().format(record(fields))
+    assert text.endswith(' request x a=200 b=true c=1.5 d="x y" e=["l"] g=plain h=100000000000000000000')
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
