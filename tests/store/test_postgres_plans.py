@@ -1,4 +1,4 @@
-"""Postgres plans of the conversations table: a lookup by (owner, id) and a listing each use their index,
+"""Postgres plans of the hot lookups (conversations, responses, a conversation's spend): each uses its index,
 whatever the statistics (a generic plan is made once per connection, possibly on a small table)."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from sqlalchemy import Connection, event
 from gateway.store.conversations import list_conversations
 from gateway.store.postgres import TAKE
 from gateway.store.responses import find_retried, find_turn_response
+from gateway.store.spend import conversation_spent_pusd
 from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
 from tests.helpers import migrated_database
 
@@ -72,8 +73,8 @@ async def test_a_plan_made_on_an_empty_table_finds_a_conversation_by_its_unique_
     assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] < 40, plan["Shared Hit Blocks"]
 
 
-def _captured_explain(connection: Connection, call: Callable[[Connection], Any]) -> Any:
-    """The plan of the first statement `call` runs (captured as sent, then explained)."""
+def _captured(connection: Connection, call: Callable[[Connection], Any]) -> tuple[str, Any]:
+    """The first statement `call` runs and its parameters, as sent to the driver."""
     sent: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
@@ -84,7 +85,12 @@ def _captured_explain(connection: Connection, call: Callable[[Connection], Any])
         call(connection)
     finally:
         event.remove(connection, "before_cursor_execute", capture)
-    statement, parameters = sent[0]
+    return sent[0]
+
+
+def _captured_explain(connection: Connection, call: Callable[[Connection], Any]) -> Any:
+    """The plan of the first statement `call` runs (captured as sent, then explained)."""
+    statement, parameters = _captured(connection, call)
     return connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters).scalar_one()
 
 
@@ -148,3 +154,34 @@ async def test_the_lookups_by_conversation_and_by_request_read_their_partial_ind
         retried_plan = await db.run(lambda c: _captured_explain(c, retried))
     assert _indexes(turn_plan, "responses") == ["ix_responses_owner_conversation_turn"], turn_plan
     assert _indexes(retried_plan, "responses") == ["ix_responses_owner_request"], retried_plan
+
+
+ATTEMPTS_OF = (
+    "INSERT INTO attempts (owner, conversation_id, request_id, endpoint, stream, status, latency_ms,"
+    " cost_pusd, created_at) SELECT $1, 'c-' || (g % 300), 'r-' || g, '/v1/chat/completions', false, 200,"
+    " 1.0, 5, g FROM generate_series(1, $2::int) AS g"
+)
+
+
+async def test_a_plan_made_on_an_empty_table_sums_a_conversations_spend_by_its_index(fresh_url: str) -> None:
+    # Read before each turn of a conversation with a cost cap. Two other indexes of `attempts` start with
+    # `owner`; the (owner, created_at) one would walk every call of the caller.
+    spent = functools.partial(conversation_spent_pusd, owner="owner", conversation_id="c-0")
+    async with migrated_database(fresh_url) as db:
+        statement, parameters = await db.run(lambda c: _captured(c, spent))
+    connection = await asyncpg.connect(fresh_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await connection.execute("ALTER TABLE attempts SET (autovacuum_enabled = false)")
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        prepared = await connection.prepare(statement)
+        assert await prepared.fetchval(*parameters) == 0  # the plan, made now
+        await connection.execute(ATTEMPTS_OF, "owner", 30000)
+        name, (zero, owner, _) = prepared.get_name(), parameters
+        document = await connection.fetchval(
+            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}({zero}, '{owner}', 'c-7')"
+        )
+    finally:
+        await connection.close()
+    plan = json.loads(document)[0]["Plan"]
+    assert _indexes(document, "attempts") == ["ix_attempts_owner_conversation"], document
+    assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] < 200, plan["Shared Hit Blocks"]
