@@ -160,7 +160,10 @@ ATTEMPTS = Table(
     Column("history_summarized", Integer),
     # Set when the tokens are the gateway's own count (a stream that ended without the upstream's usage).
     Column("estimated", Boolean, nullable=False, default=False, server_default=expression.false()),
-    Index("ix_attempts_owner_created", "owner", "created_at"),
+    # Partial on Postgres, for the reason of LISTED above: a lookup by (owner, conversation_id) (a cost cap's
+    # spend, before each turn) then has one owner-led index to use. Time-bounded reads state TIMED. Migration
+    # 0014.
+    Index("ix_attempts_owner_created", "owner", "created_at", postgresql_where=text("created_at > 0")),
     Index("ix_attempts_owner_conversation", "owner", "conversation_id", "pk"),
     # Partial: most calls carry no Idempotency-Key, and a lookup by key (`= key` implies `IS NOT NULL`) can
     # use it while no other lookup by owner can (the reason for tables.LISTED above). Migration 0012.
@@ -173,6 +176,10 @@ ATTEMPTS = Table(
     ),
     Index("ix_attempts_created", "created_at"),
 )
+
+# The condition of the (owner, created_at) index of `attempts` on Postgres, which every read bounded in time
+# states (a literal, as LISTED). The gateway writes `time.time()`: no row is left out.
+TIMED = ATTEMPTS.c.created_at > literal_column("0")
 
 # What one in-flight call of a key with a budget may cost, until its request-log row is written.
 BUDGET_RESERVATIONS = Table(

@@ -24,7 +24,7 @@ from gateway.attempts import ATTEMPT_FIELDS, AttemptRecord
 from gateway.reports import CallStats, Group, Totals, UsageQuery, day_key, fold, rank_index
 from gateway.store import statements
 from gateway.store.rows import load_first
-from gateway.store.tables import ATTEMPTS, Attempt, Conversation
+from gateway.store.tables import ATTEMPTS, TIMED, Attempt, Conversation
 
 # Texts taken from the upstream's answer (model name, request id, error message) are not the gateway's to
 # trust: they are made to fit their columns so that a strange answer cannot fail the write.
@@ -152,6 +152,8 @@ def _filters(query: UsageQuery) -> list[ColumnElement[bool]]:
         filters.append(ATTEMPTS.c.created_at >= query.since)
     if query.until is not None:
         filters.append(ATTEMPTS.c.created_at < query.until)
+    if query.since is not None or query.until is not None:
+        filters.append(TIMED)  # the (owner, created_at) index's condition (tables.py)
     return filters
 
 

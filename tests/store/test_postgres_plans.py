@@ -18,6 +18,7 @@ from gateway.store.conversations import list_conversations
 from gateway.store.postgres import TAKE
 from gateway.store.responses import find_retried, find_turn_response
 from gateway.store.spend import conversation_spent_pusd
+from gateway.store.usage import UsageQuery, usage_groups
 from tests.conftest import POSTGRES_ENV, create_postgres_database, drop_postgres_database
 from tests.helpers import migrated_database
 
@@ -185,3 +186,35 @@ async def test_a_plan_made_on_an_empty_table_sums_a_conversations_spend_by_its_i
     plan = json.loads(document)[0]["Plan"]
     assert _indexes(document, "attempts") == ["ix_attempts_owner_conversation"], document
     assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] < 200, plan["Shared Hit Blocks"]
+
+
+async def _generic_plan(url: str, statement: str, parameters: Any) -> Any:
+    """EXPLAIN of `statement`'s generic plan: prepared on its own connection, as the driver prepares it, then
+    run with `parameters` written as literals (a generic plan cannot use their values)."""
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        prepared = await connection.prepare(statement)  # (kept: the driver closes it once collected)
+        values = ", ".join(f"'{v}'" if isinstance(v, str) else repr(v) for v in parameters)
+        return await connection.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {prepared.get_name()}({values})")
+    finally:
+        await connection.close()
+
+
+async def test_a_callers_usage_bounded_in_time_reads_the_time_index(fresh_url: str) -> None:
+    # The index is partial (created_at > 0). A custom plan proves that condition from `since`'s value; a
+    # generic plan cannot, and without TIMED would walk every call of the caller.
+    connection = await asyncpg.connect(fresh_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        for owner in ("a", "b", "c"):
+            await connection.execute(ATTEMPTS_OF, owner, 30000)
+        await connection.execute("ANALYZE attempts")
+    finally:
+        await connection.close()
+    recent = functools.partial(usage_groups, query=UsageQuery(owner="b", since=29_900.0))
+    async with migrated_database(fresh_url) as db:
+        statement, parameters = await db.run(lambda c: _captured(c, recent))
+    document = await _generic_plan(fresh_url, statement, parameters)
+    nodes = _scans(json.loads(document)[0]["Plan"])
+    assert [node["Index Name"] for node in nodes if "Index Name" in node] == ["ix_attempts_owner_created"]
+    assert not [node for node in nodes if node["Node Type"] == "Seq Scan"], document
