@@ -380,12 +380,23 @@ def postgres_configurations(
     ]
 
 
+SETTLE_SECONDS = 15.0
+
+
+def settle(servers: list[Server]) -> None:
+    """Wait until freshly started servers have done their start-up work in the background (processes.py)."""
+    for server in servers:
+        if server.settle(SETTLE_SECONDS) >= SETTLE_SECONDS:
+            log(f"  WARNING: {server.name} was still busy {SETTLE_SECONDS:.0f} s after it answered")
+
+
 @contextlib.contextmanager
 def started(bench: Bench, folder: Path, name: str, database_url: str, mock: Server) -> Iterator[Server]:
     """One `gateway serve` process on `database_url`, started for the block and stopped after it."""
     gateway = gateway_server(name, database_url, mock.url, bench.pinning)
     with running([gateway]):
         gateway.start(folder)
+        settle([gateway])
         bench.servers.append(gateway)
         yield gateway
 
@@ -429,6 +440,7 @@ def postgres_suite(
                     with running(servers):
                         for server in servers:
                             server.start(folder)
+                        settle(servers)
                         bench.servers += servers
                         for case, scenario in cases:
                             if len(servers) == 1:
