@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import secrets
@@ -15,6 +16,8 @@ import sys
 import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 import httpx
@@ -436,3 +439,14 @@ async def load_state(db: Database, owner: str, conversation_id: str, rule: Budge
             anchored=lambda c: False,
         )
     )
+
+
+def benchmark_module(name: str) -> ModuleType:
+    """A module of benchmarks/ (a folder of scripts, not a package), loaded under a name of its own."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (its dataclasses look their module up there)
+    spec.loader.exec_module(module)
+    return module

@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 
 import asyncpg
 import pytest
 from sqlalchemy import make_url
 
 from tests.conftest import POSTGRES_ENV
+from tests.helpers import benchmark_module
 
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"set {POSTGRES_ENV} to run"),
 ]
-
-
-def _processes() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "processes.py"
-    spec = importlib.util.spec_from_file_location("benchmark_processes", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # (its dataclasses look their module up there)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -43,7 +30,7 @@ def test_the_backends_of_the_benchmarks_database_are_found_and_pinned(postgres_u
     url = make_url(postgres_url)
     if url.host not in ("127.0.0.1", "localhost") or len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs the Postgres server on this machine and two CPUs")
-    processes = _processes()
+    processes = benchmark_module("processes")
     target = max(os.sched_getaffinity(0))
 
     async def check() -> None:

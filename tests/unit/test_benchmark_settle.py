@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import benchmark_module
 
 # Answers at once, then works for a while in a thread (as the gateway builds its tokenizer), then notes it.
 BUSY_AFTER_START = """
@@ -23,18 +21,8 @@ server.serve_forever()
 """
 
 
-def _processes() -> ModuleType:
-    path = ROOT / "benchmarks" / "processes.py"
-    spec = importlib.util.spec_from_file_location("benchmark_processes_settle", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # (its dataclasses look their module up there)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_settle_waits_for_the_work_a_server_does_after_it_answers(tmp_path: Path) -> None:
-    processes = _processes()
+    processes = benchmark_module("processes")
     done = tmp_path / "done"
     port = processes.free_port()
     argv = [sys.executable, "-c", BUSY_AFTER_START, str(port), str(done)]
