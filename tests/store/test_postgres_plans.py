@@ -101,15 +101,20 @@ def _indexes(document: Any, table: str) -> list[str | None]:
     return [node.get("Index Name") for node in _scans(plan) if node.get("Relation Name") == table]
 
 
-async def test_a_listing_of_a_callers_conversations_reads_the_listing_index(fresh_url: str) -> None:
-    # The index is partial (updated_at > 0); a listing that did not state it would sort every conversation.
-    connection = await asyncpg.connect(fresh_url.replace("postgresql+asyncpg", "postgresql"))
+async def _filled(url: str, insert: str, rows: int, table: str) -> None:
+    """`rows` rows of `insert` for each of three callers, then ANALYZE `table` (plans with statistics)."""
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
     try:
         for owner in ("a", "b", "c"):
-            await connection.execute(CONVERSATIONS_OF, owner, 3000)
-        await connection.execute("ANALYZE conversations")
+            await connection.execute(insert, owner, rows)
+        await connection.execute(f"ANALYZE {table}")
     finally:
         await connection.close()
+
+
+async def test_a_listing_of_a_callers_conversations_reads_the_listing_index(fresh_url: str) -> None:
+    # The index is partial (updated_at > 0); a listing that did not state it would sort every conversation.
+    await _filled(fresh_url, CONVERSATIONS_OF, 3000, "conversations")
     async with migrated_database(fresh_url) as db:
         listing = functools.partial(list_conversations, owner="b", limit=20)
         document = await db.run(lambda c: _captured_explain(c, listing))
@@ -139,13 +144,7 @@ async def test_a_plan_made_on_an_empty_table_finds_a_response_by_its_unique_inde
 
 
 async def test_the_lookups_by_conversation_and_by_request_read_their_partial_indexes(fresh_url: str) -> None:
-    connection = await asyncpg.connect(fresh_url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        for owner in ("a", "b", "c"):
-            await connection.execute(RESPONSES_OF, owner, 3000)
-        await connection.execute("ANALYZE responses")
-    finally:
-        await connection.close()
+    await _filled(fresh_url, RESPONSES_OF, 3000, "responses")
     by_turn = functools.partial(find_turn_response, owner="b", conversation_id="c-7", turn=1)
     retried = functools.partial(
         find_retried, owner="b", request_hash=hashlib.md5(b"7").hexdigest(), idempotency_key=None, since=0.0
@@ -204,13 +203,7 @@ async def _generic_plan(url: str, statement: str, parameters: Any) -> Any:
 async def test_a_callers_usage_bounded_in_time_reads_the_time_index(fresh_url: str) -> None:
     # The index is partial (created_at > 0). A custom plan proves that condition from `since`'s value; a
     # generic plan cannot, and without TIMED would walk every call of the caller.
-    connection = await asyncpg.connect(fresh_url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        for owner in ("a", "b", "c"):
-            await connection.execute(ATTEMPTS_OF, owner, 30000)
-        await connection.execute("ANALYZE attempts")
-    finally:
-        await connection.close()
+    await _filled(fresh_url, ATTEMPTS_OF, 30000, "attempts")
     recent = functools.partial(usage_groups, query=UsageQuery(owner="b", since=29_900.0))
     async with migrated_database(fresh_url) as db:
         statement, parameters = await db.run(lambda c: _captured(c, recent))
