@@ -7,7 +7,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -54,20 +54,13 @@ async def test_a_plan_made_on_an_empty_table_finds_a_conversation_by_its_unique_
     # tables grow until they are analyzed (autovacuum off, or before its first ANALYZE). Planned on an
     # empty table, the two indexes that start with `owner` cost the same; the (owner, updated_at) one was
     # picked and then walked every conversation of the caller on each turn (2.5 ms at 4,400).
-    connection = await asyncpg.connect(fresh_url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        await connection.execute("ALTER TABLE conversations SET (autovacuum_enabled = false)")
-        await connection.execute("SET plan_cache_mode = force_generic_plan")
-        await connection.execute(f"PREPARE take AS {TAKE}")
-        arguments = "'owner', '{id}', 'holder', 30, 20, NULL, NULL, NULL, 0"
-        await connection.execute(f"EXECUTE take({arguments.format(id='c-0')})")  # the plan, made now
+    async def grow(connection: Any) -> None:
         await connection.execute(CONVERSATIONS_OF, "owner", 3000)
         await connection.execute("DELETE FROM conversation_leases")
-        document = await connection.fetchval(
-            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE take({arguments.format(id='c-1500')})"
-        )
-    finally:
-        await connection.close()
+
+    arguments = ["owner", "c-0", "holder", 30, 20, None, None, None, 0]
+    later = ["owner", "c-1500", *arguments[2:]]
+    _, document = await _planned_empty(fresh_url, "conversations", TAKE, arguments, grow, later)
     plan = json.loads(document)[0]["Plan"]
     found = [node for node in _scans(plan) if node.get("Relation Name") == "conversations"]
     assert [node.get("Index Name") for node in found] == ["uq_conversations_owner_id"], found
@@ -112,6 +105,39 @@ async def _filled(url: str, insert: str, rows: int, table: str) -> None:
         await connection.close()
 
 
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    return "'" + value.replace("'", "''") + "'" if isinstance(value, str) else repr(value)
+
+
+def _literals(values: Any) -> str:
+    """`values` written as SQL literals, for EXECUTE (a generic plan cannot use their values anyway)."""
+    return ", ".join(_literal(value) for value in values)
+
+
+async def _planned_empty(
+    url: str, table: str, statement: str, first: Any, grow: Callable[[Any], Awaitable[object]], later: Any
+) -> tuple[list[Any], str]:
+    """`statement` prepared and run with `first` while `table` is empty (its generic plan made then, and never
+    replanned: autovacuum off), `grow` run, then EXPLAIN ANALYZE of the same plan with `later`.
+
+    Returns the first run's rows and the plan (FORMAT JSON)."""
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await connection.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        prepared = await connection.prepare(statement)  # (kept: the driver closes it once collected)
+        rows = list(await prepared.fetch(*first))  # the plan, made now
+        await grow(connection)
+        document = await connection.fetchval(
+            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {prepared.get_name()}({_literals(later)})"
+        )
+    finally:
+        await connection.close()
+    return rows, document
+
+
 async def test_a_listing_of_a_callers_conversations_reads_the_listing_index(fresh_url: str) -> None:
     # The index is partial (updated_at > 0); a listing that did not state it would sort every conversation.
     await _filled(fresh_url, CONVERSATIONS_OF, 3000, "conversations")
@@ -130,16 +156,11 @@ RESPONSES_OF = (
 
 async def test_a_plan_made_on_an_empty_table_finds_a_response_by_its_unique_index(fresh_url: str) -> None:
     # The two other indexes of `responses` start with `owner` too (migration 0013 made them partial).
-    connection = await asyncpg.connect(fresh_url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        await connection.execute("ALTER TABLE responses SET (autovacuum_enabled = false)")
-        await connection.execute("SET plan_cache_mode = force_generic_plan")
-        await connection.execute("PREPARE get AS SELECT * FROM responses WHERE owner = $1 AND id = $2")
-        await connection.execute("EXECUTE get('owner', 'resp_0')")  # the plan, made now
-        await connection.execute(RESPONSES_OF, "owner", 3000)
-        document = await connection.fetchval("EXPLAIN (FORMAT JSON) EXECUTE get('owner', 'resp_1500')")
-    finally:
-        await connection.close()
+    statement = "SELECT * FROM responses WHERE owner = $1 AND id = $2"
+    _, document = await _planned_empty(
+        fresh_url, "responses", statement, ["owner", "resp_0"],
+        lambda connection: connection.execute(RESPONSES_OF, "owner", 3000), ["owner", "resp_1500"],
+    )  # fmt: skip
     assert _indexes(document, "responses") == ["uq_responses_owner_id"], document
 
 
@@ -169,19 +190,12 @@ async def test_a_plan_made_on_an_empty_table_sums_a_conversations_spend_by_its_i
     spent = functools.partial(conversation_spent_pusd, owner="owner", conversation_id="c-0")
     async with migrated_database(fresh_url) as db:
         statement, parameters = await db.run(lambda c: _captured(c, spent))
-    connection = await asyncpg.connect(fresh_url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        await connection.execute("ALTER TABLE attempts SET (autovacuum_enabled = false)")
-        await connection.execute("SET plan_cache_mode = force_generic_plan")
-        prepared = await connection.prepare(statement)
-        assert await prepared.fetchval(*parameters) == 0  # the plan, made now
-        await connection.execute(ATTEMPTS_OF, "owner", 30000)
-        name, (zero, owner, _) = prepared.get_name(), parameters
-        document = await connection.fetchval(
-            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}({zero}, '{owner}', 'c-7')"
-        )
-    finally:
-        await connection.close()
+    zero, owner, _ = parameters
+    rows, document = await _planned_empty(
+        fresh_url, "attempts", statement, parameters,
+        lambda connection: connection.execute(ATTEMPTS_OF, "owner", 30000), [zero, owner, "c-7"],
+    )  # fmt: skip
+    assert rows[0][0] == 0
     plan = json.loads(document)[0]["Plan"]
     assert _indexes(document, "attempts") == ["ix_attempts_owner_conversation"], document
     assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] < 200, plan["Shared Hit Blocks"]
@@ -194,7 +208,7 @@ async def _generic_plan(url: str, statement: str, parameters: Any) -> Any:
     try:
         await connection.execute("SET plan_cache_mode = force_generic_plan")
         prepared = await connection.prepare(statement)  # (kept: the driver closes it once collected)
-        values = ", ".join(f"'{v}'" if isinstance(v, str) else repr(v) for v in parameters)
+        values = _literals(parameters)
         return await connection.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {prepared.get_name()}({values})")
     finally:
         await connection.close()
