@@ -10,6 +10,12 @@ prints the instructions per request of each thread (the event loop and, on SQLit
     apt-get install -y valgrind
     .venv/bin/python benchmarks/instructions.py --case existing          # ~1 minute
     .venv/bin/python benchmarks/instructions.py --case new --postgres-url postgresql+asyncpg://...
+    .venv/bin/python benchmarks/instructions.py --case bare --connections 32
+
+`--case bare` counts the bare pass-through (bare_proxy.py, the plain request) instead of the gateway: the
+side-by-side comparison of run.py without the noise of a shared machine, where the CPU a request costs
+drifts by a third within seconds. Instructions are not seconds (system calls and cache misses are left
+out), so it complements run.py's req/s rather than replacing them.
 
 Compare two commits by running it in a worktree of each. Kernel time (system calls) is not counted: see
 `strace -c` for those. Every process it starts is stopped by PID; a Postgres database it makes is dropped.
@@ -36,7 +42,9 @@ CASES = {
     "existing": Scenario(mode="pool", prefix="hist", pool=64, max_history=20),
     "new": Scenario(mode="new", tag="instr"),
     "plain": Scenario(mode="plain"),
+    "bare": Scenario(mode="plain"),  # the bare pass-through, not the gateway
 }
+HERE = Path(__file__).resolve().parent
 POOL = [f"hist-{i}" for i in range(64)]
 
 
@@ -105,9 +113,12 @@ def main() -> None:
             mock_argv = python_argv("-m", "gateway", "mock-upstream", "--port", str(mock_port))
             mock = Server("mock", mock_argv, mock_port, health_path="/v1/models")
             out = folder / "callgrind.out"
+            bare = args.case == "bare"
+            bare_argv = [str(HERE / "bare_proxy.py"), "--port", str(port), "--upstream", f"{mock.url}/v1"]
+            served = python_argv(*bare_argv) if bare else python_argv("-m", "gateway", "serve")
             argv = [
                 "valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
-                f"--callgrind-out-file={out}", *python_argv("-m", "gateway", "serve"),
+                f"--callgrind-out-file={out}", *served,
             ]  # fmt: skip
             env = {
                 "GATEWAY_DATABASE_URL": database_url,
@@ -116,7 +127,10 @@ def main() -> None:
                 "GATEWAY_PORT": str(port),
                 "GATEWAY_MAX_CONVERSATIONS_PER_CALLER": "0",
             }
-            gateway = Server("gateway", argv, port, env=env)
+            # the bare pass-through routes only chat completions: any answer at / means it is up
+            gateway = Server(
+                "bare" if bare else "gateway", argv, port, env=env, health_path="/" if bare else "/healthz"
+            )
             with running([mock, gateway]):
                 mock.start(folder)
                 asyncio.run(seed_conversations(database_url, TOKEN, POOL, 20))

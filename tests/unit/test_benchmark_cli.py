@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(
     ("script", "options"),
-    [("run.py", ["--quick", "--no-postgres"]), ("instructions.py", ["--case", "--postgres-url"])],
+    [("run.py", ["--quick", "--no-postgres"]), ("instructions.py", ["--case", "--postgres-url", "bare"])],
 )
 def test_benchmark_help(script: str, options: list[str]) -> None:
     done = subprocess.run(
