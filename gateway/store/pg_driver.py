@@ -32,9 +32,10 @@ CONNECTION_LOST = (
 )
 
 
-# Pooled connections the hot path keeps checked out between its statements, and how many statements one
-# runs before it goes back through the pool's checkout checks (recycling, the server's closing it).
-KEPT = 4
+# Pooled connections the hot path keeps checked out between its statements (at most half the pool), and how
+# many statements one runs before it goes back through the pool's checkout checks (recycling, the server's
+# closing it).
+KEPT = 16
 KEPT_STATEMENTS = 200
 
 
@@ -42,17 +43,17 @@ class RawConnections:
     """Runs a statement on the asyncpg connection of a pooled SQLAlchemy connection.
 
     A checkout and checkin through SQLAlchemy's pool, in the greenlet its async engine needs, cost some
-    45 us of CPU a statement (most of what the statement's own work on asyncpg costs): so a few connections
-    (`KEPT`, at most a quarter of the pool) stay checked out between statements, each for at most
-    `KEPT_STATEMENTS`, and a statement takes one of those when there is one. A kept connection that the
-    server has closed is dropped before use.
+    45 us of CPU a statement (most of what the statement's own work on asyncpg costs): so connections (up to
+    half the pool, at most `KEPT`) stay checked out between statements, each for at most `KEPT_STATEMENTS`,
+    and a statement takes one of those when there is one. A pool of fewer than 4 (GATEWAY_DB_POOL_SIZE=1)
+    keeps none. A kept connection that the server has closed is dropped before use.
     """
 
     def __init__(self, engine: AsyncEngine, keep: int = KEPT) -> None:
         self._pool = engine.sync_engine.pool
         # A queue pool's size; others (none the gateway makes for Postgres) keep nothing.
         self._size = self._pool.size() if isinstance(self._pool, QueuePool) else 0
-        self._keep = min(keep, self._size // 4)
+        self._keep = min(keep, self._size // 2) if self._size >= 4 else 0
         self._kept: list[tuple[Any, int]] = []  # (checked-out pooled connection, statements it has run)
 
     async def run(self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, idempotent: bool) -> T:
@@ -113,14 +114,14 @@ class RawConnections:
     def _keeps(self, fairy: Any, used: int) -> bool:
         """Keep `fairy` checked out for the next statement, if there is room and it has runs left.
 
-        Never more than a quarter of the pool, and only while at most half of it is checked out: the
+        Never more than half the pool, and only while at most three quarters of it is checked out: the
         gateway's other statements (SQLAlchemy's) take theirs from the pool and must find one there.
         """
         connection = cast(asyncpg.Connection, fairy.driver_connection)
         if (
             len(self._kept) >= self._keep
             or used >= KEPT_STATEMENTS
-            or self._pool.checkedout() > self._size // 2  # type: ignore[attr-defined]
+            or self._pool.checkedout() > self._size * 3 // 4  # type: ignore[attr-defined]
             or connection.is_closed()
         ):
             return False
