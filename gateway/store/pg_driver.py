@@ -49,11 +49,11 @@ class RawConnections:
     keeps none. A kept connection that the server has closed is dropped before use.
     """
 
-    def __init__(self, engine: AsyncEngine, keep: int = KEPT) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self._pool = engine.sync_engine.pool
         # A queue pool's size; others (none the gateway makes for Postgres) keep nothing.
         self._size = self._pool.size() if isinstance(self._pool, QueuePool) else 0
-        self._keep = min(keep, self._size // 2) if self._size >= 4 else 0
+        self._keep = min(KEPT, self._size // 2) if self._size >= 4 else 0
         self._kept: list[tuple[Any, int]] = []  # (checked-out pooled connection, statements it has run)
 
     async def run(self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, idempotent: bool) -> T:
